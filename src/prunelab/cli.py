@@ -1,0 +1,160 @@
+"""The ``prunelab`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import PrunelabError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Reproducible neural-network pruning research on PyTorch.",
+)
+console = Console()
+
+
+@app.command()
+def datasets() -> None:
+    """List the registered datasets."""
+    from .tasks import DATASETS
+
+    table = Table("name", "description", title="datasets (or 'package.module:factory')")
+    for entry in DATASETS:
+        table.add_row(entry.name, entry.summary)
+    console.print(table)
+
+
+@app.command()
+def models() -> None:
+    """List the registered models."""
+    from .tasks import MODELS
+
+    table = Table("name", "default init", "description", title="models (or 'package.module:factory')")
+    for entry in MODELS:
+        table.add_row(entry.name, entry.factory.default_init, entry.summary)
+    console.print(table)
+
+
+def _parse_options(pairs: list[str]) -> dict:
+    """``key=value`` pairs; values are read as JSON when they parse, else strings."""
+    options = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise PrunelabError(f"--model-option {pair!r} must look like key=value")
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key] = raw
+    return options
+
+
+@app.command()
+def train(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="dataset name (see `prunelab datasets`)"),
+    model: str = typer.Option(..., "--model", "-m", help="model name (see `prunelab models`)"),
+    iterations: Optional[int] = typer.Option(None, help="training length in optimizer steps"),
+    epochs: Optional[float] = typer.Option(None, help="training length in epochs (instead of --iterations)"),
+    batch_size: int = typer.Option(60, help="examples per step"),
+    optimizer: str = typer.Option("adam", help="sgd, momentum or adam"),
+    lr: float = typer.Option(1.2e-3, help="learning rate"),
+    momentum: float = typer.Option(0.9, help="momentum (optimizer=momentum)"),
+    weight_decay: float = typer.Option(0.0, help="L2 weight decay"),
+    schedule: str = typer.Option("constant", help="constant, step or cosine"),
+    warmup: int = typer.Option(0, help="linear warm-up iterations"),
+    milestones: str = typer.Option("", help="comma-separated iterations for the step schedule"),
+    eval_every: int = typer.Option(0, help="validation every N iterations (0: at the end)"),
+    seed: int = typer.Option(0, help="seed for init and data order"),
+    init: Optional[str] = typer.Option(None, help="default, glorot_normal or kaiming_normal"),
+    model_option: list[str] = typer.Option([], "--model-option", help="model keyword, key=value (repeatable)"),
+    data_dir: Optional[Path] = typer.Option(None, help="cache directory (default $PRUNELAB_DATA)"),
+    mirror: Optional[Path] = typer.Option(None, help="local mirror of dataset files (default $PRUNELAB_DATA_MIRROR)"),
+    download: bool = typer.Option(True, help="allow downloads when files are not mirrored or cached"),
+    save: Optional[Path] = typer.Option(None, help="write the trained weights here (.safetensors)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write metrics here as JSON"),
+) -> None:
+    """Train and evaluate MODEL on DATASET, then print per-class test metrics."""
+    from .tasks import DATASETS, MODELS, DataSource, TrainConfig, build_model, evaluate, load_dataset
+    from .tasks import train as run_training
+
+    DATASETS.get(dataset), MODELS.get(model)  # unknown names fail before any work
+
+    try:
+        steps = tuple(int(m) for m in milestones.split(",") if m.strip())
+    except ValueError:
+        raise PrunelabError(f"--milestones {milestones!r} must be comma-separated integers") from None
+    config = TrainConfig.parse(
+        dict(
+            optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size,
+            iterations=2000 if iterations is None and epochs is None else iterations, epochs=epochs, schedule=schedule, warmup_iterations=warmup,
+            milestones=steps, eval_every=eval_every,
+        ),
+        where="",
+    )
+    data = load_dataset(dataset, source=DataSource(data_dir, mirror, download))
+    net = build_model(model, data.input_shape, data.num_classes, seed=seed, init=init, **_parse_options(model_option))
+    n_params = sum(p.numel() for p in net.parameters())
+    console.print(
+        f"[bold]{model}[/] on [bold]{dataset}[/]: {n_params:,} parameters, input {data.input_shape}, "
+        f"{data.num_classes} classes, {len(data.train)}/{len(data.validation)}/{len(data.test)} train/val/test"
+    )
+    result = run_training(net, data, config, seed=seed)
+    test = evaluate(net, data.test, data.class_names)
+    _print_evaluation(test, f"test set after {result.iterations} iterations")
+    per_k = 1000 * result.seconds / max(1, result.iterations)
+    console.print(
+        f"test accuracy [bold]{test.accuracy:.4f}[/], loss {test.loss:.4f}, balanced accuracy "
+        f"{test.balanced_accuracy:.4f}; {result.seconds:.1f} s training ({per_k:.2f} s / 1000 iterations); "
+        f"early-stopping iteration {result.early_stopping_iteration}"
+    )
+    if save is not None:
+        from .tasks.checkpoint import save_weights
+
+        save_weights(net, save, {"dataset": dataset, "model": model, "seed": seed, "config": config.model_dump()})
+        console.print(f"weights written to {save}")
+    if json_out is not None:
+        payload = {
+            "dataset": dataset, "model": model, "seed": seed, "parameters": n_params,
+            "config": config.model_dump(), "train_seconds": result.seconds, "curve": result.curve,
+            "early_stopping_iteration": result.early_stopping_iteration, "test": test.to_dict(),
+        }
+        json_out.write_text(json.dumps(payload, indent=2))
+
+
+def _print_evaluation(ev, title: str) -> None:
+    table = Table("class", "precision", "recall", "f1", "support", title=title)
+    worst = int(ev.recall.argmin())
+    for i, row in enumerate(ev.per_class()):
+        style = "red" if i == worst else None
+        table.add_row(
+            row["class"], f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}",
+            str(row["support"]), style=style,
+        )
+    console.print(table)
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit status 2.
+
+    typer's standalone mode already reports usage errors (exit 2); anything
+    that is not a PrunelabError is a bug and keeps its traceback.
+    """
+    try:
+        app()
+    except PrunelabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

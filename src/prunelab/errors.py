@@ -1,0 +1,34 @@
+"""Errors that carry a message meant for a person.
+
+Every error raised for bad *user input* (a name, a shape, a value, a file) is a
+``PrunelabError``. The CLI prints its message on one line and exits with
+status 2; anything else is a bug and keeps its traceback.
+"""
+
+
+class PrunelabError(ValueError):
+    """Bad input, described in words a user can act on."""
+
+
+class ChecksumError(PrunelabError):
+    """A file's content does not match its published checksum."""
+
+
+class DataUnavailableError(PrunelabError):
+    """A dataset's files are neither cached, mirrored nor downloadable."""
+
+
+def from_validation_error(exc, where: str = "") -> PrunelabError:
+    """Turn a pydantic ``ValidationError`` into one readable line per problem.
+
+    ``where`` prefixes the key paths (a file name, or a section like
+    ``training``) so the user can find the offending value.
+    """
+    lines = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
+        key = f"{where}.{path}" if where and path else (where or path or "value")
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"{key}: {err.get('msg', 'invalid')}{shown}")
+    return PrunelabError("; ".join(lines))

@@ -1,0 +1,82 @@
+"""Name → factory registries with close-match suggestions and import paths.
+
+Datasets, models (and later pruning methods) are looked up by name. A name of
+the form ``package.module:attribute`` is imported instead, so users can plug in
+their own factories without registering them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from typing import Callable, Generic, Iterator, TypeVar
+
+from .errors import PrunelabError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    name: str
+    factory: T
+    summary: str
+
+
+class Registry(Generic[T]):
+    """A small, typed name → factory table. ``kind`` words the errors."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry[T]] = {}
+
+    def register(self, name: str, summary: str = "") -> Callable[[T], T]:
+        def decorator(factory: T) -> T:
+            if name in self._entries:
+                raise RuntimeError(f"{self.kind} {name!r} is registered twice")
+            self._entries[name] = Entry(name, factory, summary)
+            return factory
+
+        return decorator
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[Entry[T]]:
+        return iter(sorted(self._entries.values(), key=lambda e: e.name))
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def get(self, name: str) -> T:
+        if name in self._entries:
+            return self._entries[name].factory
+        if ":" in name:
+            return import_object(name, self.kind)
+        raise PrunelabError(self.unknown_message(name))
+
+    def unknown_message(self, name: str) -> str:
+        close = difflib.get_close_matches(name, self.names(), n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return (
+            f"unknown {self.kind} {name!r}{hint} "
+            f"(known: {', '.join(self.names())}; or give 'package.module:factory')"
+        )
+
+
+def import_object(path: str, kind: str = "object"):
+    """Import ``package.module:attr.sub`` and return the attribute."""
+    module_name, _, attr_path = path.partition(":")
+    if not module_name or not attr_path:
+        raise PrunelabError(f"{kind} import path {path!r} must look like 'package.module:factory'")
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise PrunelabError(f"cannot import module {module_name!r} for {kind} {path!r}: {exc}") from exc
+    for part in attr_path.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError as exc:
+            raise PrunelabError(f"module {module_name!r} has no attribute {attr_path!r} ({kind} {path!r})") from exc
+    return obj

@@ -1,0 +1,313 @@
+"""Datasets by name: offline built-ins and checksummed download-backed sets.
+
+A :class:`Dataset` holds train / validation / test splits as in-memory tensors
+(these datasets are small), the class names and the input shape. The
+validation split is carved out of the training data with a fixed seed, so it is
+the same on every machine and every run.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import PrunelabError
+from ..registry import Registry
+from .download import DataSource, RemoteFile
+from .formats import read_cifar10_binary, read_idx
+
+VALIDATION_SEED = 0
+
+
+@dataclass(frozen=True)
+class Split:
+    x: torch.Tensor  # float32, (N, *input_shape)
+    y: torch.Tensor  # int64, (N,)
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    train: Split
+    validation: Split
+    test: Split
+    class_names: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.x.shape[1:])
+
+    def split(self, name: str) -> Split:
+        if name not in ("train", "validation", "test"):
+            raise PrunelabError(f"unknown split {name!r} (train, validation, test)")
+        return getattr(self, name)
+
+
+@dataclass(frozen=True)
+class RawData:
+    """What a dataset factory returns: arrays before splitting and scaling."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: Sequence[str] | None = None
+    validation: int | float = 0.1  # examples (int) or fraction of train (float)
+
+
+DatasetFactory = Callable[..., "RawData | Dataset | tuple"]
+DATASETS: Registry[DatasetFactory] = Registry("dataset")
+
+
+def load_dataset(
+    name: str,
+    *,
+    source: DataSource | None = None,
+    validation: int | float | None = None,
+) -> Dataset:
+    """Load a registered dataset (or ``package.module:factory``) by name.
+
+    ``validation`` overrides the dataset's default validation size: an int is
+    a number of examples, a float in (0, 1) a fraction of the training set.
+    """
+    factory = DATASETS.get(name)
+    source = source or DataSource()
+    params = inspect.signature(factory).parameters
+    produced = factory(source=source) if "source" in params else factory()
+    if isinstance(produced, Dataset):
+        return produced
+    if isinstance(produced, tuple) and len(produced) == 4:
+        produced = RawData(*produced)
+    if not isinstance(produced, RawData):
+        raise PrunelabError(
+            f"dataset factory {name!r} returned {type(produced).__name__}; expected prunelab.RawData, "
+            "prunelab.Dataset or a tuple (x_train, y_train, x_test, y_test)"
+        )
+    return build_dataset(name, produced, validation)
+
+
+def build_dataset(name: str, raw: RawData, validation: int | float | None = None) -> Dataset:
+    x_train, y_train = _as_arrays(name, "train", raw.x_train, raw.y_train)
+    x_test, y_test = _as_arrays(name, "test", raw.x_test, raw.y_test)
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise PrunelabError(f"dataset {name!r}: train inputs {x_train.shape[1:]} and test inputs {x_test.shape[1:]} differ in shape")
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    class_names = tuple(raw.class_names) if raw.class_names is not None else tuple(str(i) for i in range(num_classes))
+    if len(class_names) < num_classes:
+        raise PrunelabError(f"dataset {name!r}: {len(class_names)} class names for labels up to {num_classes - 1}")
+
+    n_val = _validation_count(name, validation if validation is not None else raw.validation, len(y_train))
+    order = np.random.default_rng(VALIDATION_SEED).permutation(len(y_train))
+    val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+
+    # Standardise with statistics of the training portion only (per channel
+    # for (C, ...) inputs), so validation and test never leak into scaling.
+    x_train = x_train.astype(np.float32)
+    x_test = x_test.astype(np.float32)
+    fit = x_train[train_idx]
+    axes = (0,) + tuple(range(2, fit.ndim)) if fit.ndim > 2 else (0, 1)
+    mean = fit.mean(axis=axes, keepdims=True)
+    std = fit.std(axis=axes, keepdims=True)
+    std[std == 0] = 1.0
+
+    def split(x: np.ndarray, y: np.ndarray) -> Split:
+        return Split(torch.from_numpy((x - mean) / std).float().contiguous(), torch.from_numpy(y.astype(np.int64)))
+
+    return Dataset(
+        name=name,
+        train=split(x_train[train_idx], y_train[train_idx]),
+        validation=split(x_train[val_idx], y_train[val_idx]),
+        test=split(x_test, y_test),
+        class_names=class_names,
+    )
+
+
+def _as_arrays(name: str, which: str, x, y) -> tuple[np.ndarray, np.ndarray]:
+    x = x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    y = y.numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    if x.ndim < 2:
+        raise PrunelabError(f"dataset {name!r}: {which} inputs must be (N, ...) with N examples, got shape {x.shape}")
+    if y.ndim != 1 or len(y) != len(x):
+        raise PrunelabError(f"dataset {name!r}: {which} labels shape {y.shape} does not match {len(x)} inputs")
+    if not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
+        raise PrunelabError(f"dataset {name!r}: {which} labels must be non-negative integers")
+    return x, y
+
+
+def _validation_count(name: str, validation: int | float, n_train: int) -> int:
+    if isinstance(validation, float) and not isinstance(validation, bool):
+        if not 0.0 <= validation < 1.0:
+            raise PrunelabError(f"dataset {name!r}: validation fraction {validation} must be in [0, 1)")
+        count = int(round(validation * n_train))
+    else:
+        count = int(validation)
+    if not 0 <= count < n_train:
+        raise PrunelabError(f"dataset {name!r}: validation size {validation} leaves no training data ({n_train} examples)")
+    return count
+
+
+# --------------------------------------------------------------------------
+# Offline built-ins
+# --------------------------------------------------------------------------
+
+
+@DATASETS.register("digits", "scikit-learn 8x8 handwritten digits, 10 classes, offline")
+def digits() -> RawData:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = bunch.images.astype(np.float32).reshape(-1, 1, 8, 8)
+    y = bunch.target.astype(np.int64)
+    # scikit-learn ships one set; hold out a fixed, seeded 20 % as the test split.
+    order = np.random.default_rng(VALIDATION_SEED).permutation(len(y))
+    n_test = len(y) // 5
+    test, train = np.sort(order[:n_test]), np.sort(order[n_test:])
+    return RawData(x[train], y[train], x[test], y[test], [str(i) for i in range(10)], validation=0.1)
+
+
+MNIST1D_SAMPLES = 5000  # the published MNIST-1D configuration: 4000 train / 1000 test
+
+
+@DATASETS.register("mnist1d", "MNIST-1D (Greydanus 2020), 40-step signals, 10 classes, generated locally")
+def mnist1d(source: DataSource) -> RawData:
+    """Generate MNIST-1D with the package's own generator (never its download).
+
+    The generator seeds numpy's and Python's global RNGs; their state is
+    restored afterwards. The result is cached as .npz (no pickle).
+    """
+    cache = source.cache_dir / "mnist1d" / f"mnist1d_n{MNIST1D_SAMPLES}_seed42.npz"
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in ("x", "y", "x_test", "y_test")}
+    else:
+        from mnist1d.data import get_dataset_args, make_dataset
+
+        args = get_dataset_args()
+        args.num_samples = MNIST1D_SAMPLES
+        np_state, py_state = np.random.get_state(), random.getstate()
+        try:
+            generated = make_dataset(args)
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
+        arrays = {k: np.asarray(generated[k]) for k in ("x", "y", "x_test", "y_test")}
+        _atomic_savez(cache, arrays)
+    x, x_test = arrays["x"].astype(np.float32), arrays["x_test"].astype(np.float32)
+    return RawData(
+        x[:, None, :], arrays["y"].astype(np.int64), x_test[:, None, :], arrays["y_test"].astype(np.int64),
+        [str(i) for i in range(10)], validation=0.1,
+    )
+
+
+def _atomic_savez(path: Path, arrays: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+# --------------------------------------------------------------------------
+# Download-backed (checksums are the published MD5s of the original files)
+# --------------------------------------------------------------------------
+
+
+def _idx_files(bases: tuple[str, ...], md5s: dict[str, str]) -> dict[str, RemoteFile]:
+    return {
+        key: RemoteFile(filename, md5, tuple(base + filename for base in bases))
+        for key, (filename, md5) in md5s.items()
+    }
+
+
+@dataclass(frozen=True)
+class IdxSpec:
+    files: dict[str, RemoteFile]
+    class_names: tuple[str, ...]
+    aliases: tuple[str, ...]  # mirror folder names (torchvision layout)
+
+
+IDX_DATASETS: dict[str, IdxSpec] = {
+    "mnist": IdxSpec(
+        _idx_files(
+            ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
+            {
+                "x_train": ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+                "y_train": ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
+                "x_test": ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
+                "y_test": ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
+            },
+        ),
+        tuple(str(i) for i in range(10)),
+        ("MNIST",),
+    ),
+    "fashion_mnist": IdxSpec(
+        _idx_files(
+            ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+            {
+                "x_train": ("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+                "y_train": ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
+                "x_test": ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
+                "y_test": ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
+            },
+        ),
+        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        ("FashionMNIST", "fashion-mnist", "fashion"),
+    ),
+    "kmnist": IdxSpec(
+        _idx_files(
+            ("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
+            {
+                "x_train": ("train-images-idx3-ubyte.gz", "bdb82020997e1d708af4cf47b453dcf7"),
+                "y_train": ("train-labels-idx1-ubyte.gz", "e144d726b3acfaa3e44228e80efcd344"),
+                "x_test": ("t10k-images-idx3-ubyte.gz", "5c965bf0a639b31b8f53240b1b52f4d7"),
+                "y_test": ("t10k-labels-idx1-ubyte.gz", "7320c461ea6c1c855c0b718fb2a4b134"),
+            },
+        ),
+        ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+        ("KMNIST",),
+    ),
+}
+
+
+def _idx_loader(key: str):
+    def factory(source: DataSource) -> RawData:
+        spec = IDX_DATASETS[key]
+        paths = source.fetch_all(key, spec.files, spec.aliases)
+        arrays = {part: read_idx(path) for part, path in paths.items()}
+        return RawData(
+            arrays["x_train"][:, None], arrays["y_train"], arrays["x_test"][:, None], arrays["y_test"],
+            spec.class_names, validation=5000,  # 55K/5K as in Frankle & Carbin
+        )
+
+    return factory
+
+
+DATASETS.register("mnist", "MNIST handwritten digits 28x28 (download or mirror, MD5-checked)")(_idx_loader("mnist"))
+DATASETS.register("fashion_mnist", "Fashion-MNIST 28x28 (download or mirror, MD5-checked)")(_idx_loader("fashion_mnist"))
+DATASETS.register("kmnist", "Kuzushiji-MNIST 28x28 (download or mirror, MD5-checked)")(_idx_loader("kmnist"))
+
+CIFAR10_FILE = RemoteFile(
+    "cifar-10-binary.tar.gz",
+    "c32a1d4ab5d03f1284b67883e8d87530",
+    ("https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",),
+)
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+@DATASETS.register("cifar10", "CIFAR-10 32x32 colour, binary version (download or mirror, MD5-checked)")
+def cifar10(source: DataSource) -> RawData:
+    archive = source.fetch("cifar10", CIFAR10_FILE, ("cifar-10", "CIFAR10", "cifar-10-batches-bin"))
+    x_train, y_train, x_test, y_test = read_cifar10_binary(archive)
+    return RawData(x_train, y_train, x_test, y_test, CIFAR10_CLASSES, validation=5000)
