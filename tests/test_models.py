@@ -1,0 +1,84 @@
+import pytest
+import torch
+
+from prunelab import PrunelabError, build_model
+from prunelab.tasks import MODELS
+
+SHAPES = [(1, 8, 8), (1, 40), (3, 32, 32)]
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+@pytest.mark.parametrize("shape", SHAPES, ids=["digits", "mnist1d", "cifar"])
+def test_every_model_adapts_to_every_input_shape(name, shape):
+    model = build_model(name, shape, 10, seed=0)
+    out = model(torch.randn(3, *shape))
+    assert out.shape == (3, 10)
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_same_seed_same_weights_other_seed_other_weights(name):
+    a = build_model(name, (1, 8, 8), 10, seed=5).state_dict()
+    b = build_model(name, (1, 8, 8), 10, seed=5).state_dict()
+    c = build_model(name, (1, 8, 8), 10, seed=6).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a if a[k].dtype.is_floating_point and a[k].dim() > 1)
+
+
+def test_global_rng_untouched():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    build_model("conv4", (1, 8, 8), 10, seed=0)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_lenet_300_100_has_frankle_carbin_size():
+    # 784*300+300 + 300*100+100 + 100*10+10 = 266,610 ("266K weights")
+    model = build_model("lenet_300_100", (1, 28, 28), 10)
+    assert sum(p.numel() for p in model.parameters()) == 266_610
+
+
+def test_glorot_normal_init_has_the_right_scale():
+    model = build_model("lenet_300_100", (1, 28, 28), 10, seed=0)
+    w = model[1].weight
+    expected_std = (2.0 / (784 + 300)) ** 0.5
+    assert w.std().item() == pytest.approx(expected_std, rel=0.02)
+    assert torch.count_nonzero(model[1].bias) == 0
+
+
+def test_vgg_batch_norm_option():
+    with_bn = build_model("vgg11", (3, 32, 32), 10)
+    without = build_model("vgg11", (3, 32, 32), 10, batch_norm=False)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in with_bn.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in without.modules())
+
+
+def test_resnet20_has_twenty_weighted_layers_on_cifar():
+    model = build_model("resnet20", (3, 32, 32), 10)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(convs) + len(linears) == 20
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(name="conv4", input_shape=(64,), num_classes=10), "needs inputs (C, L) or (C, H, W)"),
+        (dict(name="lenet5", input_shape=(1, 8, 8), num_classes=10, width=3), "has no option 'width'"),
+        (dict(name="lenet_300_10", input_shape=(1, 8, 8), num_classes=10), "did you mean 'lenet_300_100'"),
+        (dict(name="lenet5", input_shape=(1, 8, 8), num_classes=10, init="xavier"), "unknown init"),
+        (dict(name="lenet5", input_shape=(1, 8, 8), num_classes=1), "at least 2 classes"),
+    ],
+)
+def test_bad_model_requests_are_clear_errors(kwargs, message):
+    with pytest.raises(PrunelabError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        build_model(**kwargs)
+
+
+def tiny_user_model(input_shape, num_classes):
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(input_shape[-1] * input_shape[-2], num_classes))
+
+
+def test_user_model_by_import_path():
+    model = build_model("tests.test_models:tiny_user_model", (1, 8, 8), 10)
+    assert model(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
