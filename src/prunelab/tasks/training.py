@@ -113,6 +113,17 @@ def hash_seed(*parts: int) -> int:
     return state & 0x7FFFFFFFFFFFFFFF
 
 
+def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Parameters in a canonical order that pruning does not change.
+
+    torch's pruning re-registers ``weight`` as ``weight_orig`` (moving it after
+    ``bias``); ordering by the name without ``_orig`` keeps an optimizer state
+    saved before pruning loadable after it, and vice versa.
+    """
+    named = [(n.removesuffix("_orig"), p) for n, p in model.named_parameters() if p.requires_grad]
+    return [p for _, p in sorted(named, key=lambda item: item[0])]
+
+
 def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -180,7 +191,7 @@ def train(
         raise PrunelabError(f"training window {start}..{stop} is outside 0..{total} iterations")
     batches_per_epoch(len(train_split), config.batch_size)
 
-    optimizer = make_optimizer(config, [p for p in model.parameters() if p.requires_grad])
+    optimizer = make_optimizer(config, trainable_parameters(model))
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
     result = TrainResult(iterations=start)

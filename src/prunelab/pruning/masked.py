@@ -1,0 +1,67 @@
+"""Training a pruned model: torch's forward hooks, or masks re-applied after each step.
+
+* ``mode="hook"``: torch's reparametrisation as is — every forward computes
+  ``weight = weight_orig * weight_mask``.
+* ``mode="reapply"`` (OpenLTH's approach): the masks are made permanent for
+  the duration of training, so the forward pass is the dense one with zeros in
+  place, and after every optimizer step the pruned entries are zeroed again.
+  No per-forward multiplication; afterwards torch's pruning is re-attached,
+  so the model leaves exactly as pruned as it came.
+
+Both give the same effective weights: a kept entry sees the same gradient in
+both, and a pruned entry is zero in both.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+from torch import nn
+
+from ..tasks.datasets import Dataset
+from ..tasks.training import StepHook, TrainConfig, TrainResult, train
+from .masks import Masks, apply_masks, get_masks, remove_pruning
+
+
+class MaskReapplier:
+    """An ``after_step`` hook zeroing pruned entries in place."""
+
+    def __init__(self, model: nn.Module, masks: Masks):
+        self.pairs = []
+        for name, keep in masks.items():
+            module_name, _, param = name.rpartition(".")
+            module = model.get_submodule(module_name) if module_name else model
+            tensor = getattr(module, param)
+            self.pairs.append((tensor, keep.to(tensor.dtype)))
+
+    @torch.no_grad()
+    def __call__(self, model: nn.Module, iteration: int) -> None:
+        for tensor, mask in self.pairs:
+            tensor.mul_(mask)
+
+
+def train_masked(
+    model: nn.Module,
+    dataset: Dataset,
+    config: TrainConfig,
+    *,
+    seed: int,
+    mode: Literal["reapply", "hook"] = "reapply",
+    after_step: Sequence[StepHook] = (),
+    **kwargs,
+) -> TrainResult:
+    """Train a (possibly) pruned model so that pruned weights stay zero."""
+    if mode == "hook":
+        return train(model, dataset, config, seed=seed, after_step=after_step, **kwargs)
+    if mode != "reapply":
+        raise ValueError(f"mode must be 'reapply' or 'hook', got {mode!r}")
+    masks = get_masks(model)
+    if not masks:
+        return train(model, dataset, config, seed=seed, after_step=after_step, **kwargs)
+    remove_pruning(model)
+    try:
+        hook = MaskReapplier(model, masks)
+        return train(model, dataset, config, seed=seed, after_step=(hook, *after_step), **kwargs)
+    finally:
+        apply_masks(model, masks)

@@ -1,0 +1,122 @@
+"""Choose the k lowest-scoring entries across many tensors, fast and lean.
+
+torch's ``global_unstructured`` concatenates every score into one vector and
+calls ``topk`` on it; for 50 M parameters that is several copies of the model
+in memory. Here the k-th smallest score is found by a two-pass radix select on
+the IEEE-754 bit patterns of the (non-negative) scores: for non-negative
+float32 values the int32 view is ordered like the floats, so a 65,536-bucket
+histogram of the high 16 bits, then of the low 16 bits inside the one bucket
+that holds the k-th value, gives it exactly. Tensors are visited in chunks, so
+temporaries stay at a few chunk sizes regardless of model size.
+
+Ties at the threshold are broken by flat position (tensor order, then
+row-major), the order a stable sort of the concatenated scores would give.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+CHUNK = 1 << 22  # 4 M entries: 16 MB of float32 per temporary
+_BUCKETS = 1 << 16
+
+
+@dataclass
+class ScoreSource:
+    """Scores of one tensor, computed chunk by chunk.
+
+    ``values`` is flattened lazily; ``transform`` (e.g. ``torch.abs``) turns a
+    chunk of it into non-negative float32 scores, so magnitude pruning never
+    materialises a full |w| copy. ``eligible`` (same size, non-zero = may be
+    pruned) excludes entries that are already pruned.
+    """
+
+    values: torch.Tensor
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+    eligible: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        self.flat = self.values.detach().reshape(-1)
+        self.flat_eligible = None if self.eligible is None else self.eligible.detach().reshape(-1)
+
+    def __len__(self) -> int:
+        return self.flat.numel()
+
+    def chunks(self):
+        for start in range(0, len(self), CHUNK):
+            stop = min(start + CHUNK, len(self))
+            scores = self.flat[start:stop]
+            if self.transform is not None:
+                scores = self.transform(scores)
+            scores = scores.to(torch.float32)
+            keys = scores.view(torch.int32)
+            eligible = None if self.flat_eligible is None else self.flat_eligible[start:stop] != 0
+            yield start, stop, keys, eligible
+
+
+def count_eligible(sources: Sequence[ScoreSource]) -> int:
+    total = 0
+    for s in sources:
+        total += len(s) if s.flat_eligible is None else int(torch.count_nonzero(s.flat_eligible))
+    return total
+
+
+def lowest_k_masks(sources: Sequence[ScoreSource], k: int) -> list[torch.Tensor]:
+    """Boolean 'keep' masks (shaped like each source) pruning the k lowest eligible scores.
+
+    Entries that are not eligible are pruned already and stay pruned.
+    """
+    keeps = []
+    if k <= 0:
+        for s in sources:
+            keep = torch.ones(len(s), dtype=torch.bool) if s.flat_eligible is None else s.flat_eligible != 0
+            keeps.append(keep.reshape(s.values.shape))
+        return keeps
+    threshold, ties = _kth_key(sources, k)
+    for s in sources:
+        keep = torch.empty(len(s), dtype=torch.bool)
+        for start, stop, keys, eligible in s.chunks():
+            below = keys < threshold
+            if ties:
+                tie_positions = torch.nonzero(keys == threshold if eligible is None else (keys == threshold) & eligible)
+                if len(tie_positions):
+                    chosen = tie_positions[:ties, 0]
+                    below[chosen] = True
+                    ties -= len(chosen)
+            prune_here = below if eligible is None else below & eligible
+            keep[start:stop] = ~prune_here if eligible is None else eligible & ~prune_here
+        keeps.append(keep.reshape(s.values.shape))
+    return keeps
+
+
+def _kth_key(sources: Sequence[ScoreSource], k: int) -> tuple[int, int]:
+    """(int32 key of the k-th smallest eligible score, how many ties at it to prune)."""
+    high = torch.zeros(_BUCKETS, dtype=torch.int64)
+    for s in sources:
+        for _, _, keys, eligible in s.chunks():
+            if bool((keys < 0).any()):
+                raise ValueError("scores must be non-negative (and not NaN) for selection")
+            bucket = keys >> 16
+            if eligible is not None:
+                bucket = bucket[eligible]
+            high += torch.bincount(bucket, minlength=_BUCKETS)
+    cum = torch.cumsum(high, 0)
+    if k > int(cum[-1]):
+        raise ValueError(f"cannot prune {k} entries: only {int(cum[-1])} are eligible")
+    b = int(torch.searchsorted(cum, torch.tensor(k), right=False))
+    before = int(cum[b - 1]) if b > 0 else 0
+
+    low = torch.zeros(_BUCKETS, dtype=torch.int64)
+    for s in sources:
+        for _, _, keys, eligible in s.chunks():
+            hit = (keys >> 16) == b
+            if eligible is not None:
+                hit &= eligible
+            low += torch.bincount(keys[hit] & 0xFFFF, minlength=_BUCKETS)
+    cum_low = torch.cumsum(low, 0)
+    l = int(torch.searchsorted(cum_low, torch.tensor(k - before), right=False))
+    below = before + (int(cum_low[l - 1]) if l > 0 else 0)
+    return (b << 16) | l, k - below
