@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Literal, Sequence
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
@@ -44,13 +44,18 @@ class PruningConfig(BaseModel):
     amount: float | int | None = None  # fraction (float) or count (int) of remaining entries
     target: float | None = Field(None, ge=0, le=1)  # overall sparsity to reach instead
     dim: int = 0
-    norm: float | Literal["inf"] = 1
+    norm: float | Literal["inf"] = 1.0
     include: tuple[str, ...] | None = None
     exclude: tuple[str, ...] = ()
     overrides: dict[str, float | int] = Field(default_factory=dict)
     prune_bias: bool = True
     synflow_iterations: int = Field(100, gt=0)
     seed: int = 0
+
+    @field_validator("norm", mode="before")
+    @classmethod
+    def _norm_as_float(cls, value):
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _check(self) -> "PruningConfig":
