@@ -28,17 +28,17 @@ class MaskReapplier:
     """An ``after_step`` hook zeroing pruned entries in place."""
 
     def __init__(self, model: nn.Module, masks: Masks):
-        self.pairs = []
+        self.tensors, self.masks = [], []
         for name, keep in masks.items():
             module_name, _, param = name.rpartition(".")
             module = model.get_submodule(module_name) if module_name else model
             tensor = getattr(module, param)
-            self.pairs.append((tensor, keep.to(tensor.dtype)))
+            self.tensors.append(tensor)
+            self.masks.append(keep.to(tensor.dtype))
 
     @torch.no_grad()
     def __call__(self, model: nn.Module, iteration: int) -> None:
-        for tensor, mask in self.pairs:
-            tensor.mul_(mask)
+        torch._foreach_mul_(self.tensors, self.masks)  # one fused call for all tensors
 
 
 def train_masked(
