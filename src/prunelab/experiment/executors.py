@@ -1,0 +1,430 @@
+"""Planning and running an experiment: one code path for serial and Dask.
+
+The plan is the set of states (and probes) not yet in the store, in
+dependency order. Linear chains — a state whose parent is pending and has no
+other pending child — are fused into one task, so a worker never reloads what
+it just produced. A task runs in the calling process (``serial``), on a Dask
+``LocalCluster`` (``local``), or on any Dask cluster (``tcp://host:port``);
+the function that runs a task is the same in all three.
+
+Inside a task each state is computed under its file lock: a second process
+that needs the same state waits, then finds it done and reuses it. A recipe
+that raises is recorded as a failed state (message and traceback); the states
+below it are skipped, every other branch completes, and a rerun retries what
+failed or never ran.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..errors import PrunelabError
+from ..progress import progress_bar
+from .hashing import state_seed
+from .recipes import Init, Recipe
+from .snapshot import Snapshot
+from .store import Store
+
+if TYPE_CHECKING:
+    from .tree import Experiment, State
+
+# ---------------------------------------------------------------- per-process caches
+
+_DATASETS: dict[str, Any] = {}
+_SNAPSHOTS: "OrderedDict[tuple[str, str], Snapshot]" = OrderedDict()
+SNAPSHOT_CACHE_SIZE = 8
+
+
+def dataset_cache(name: str):
+    """Datasets are loaded once per process (they are read-only)."""
+    if name not in _DATASETS:
+        from ..tasks.datasets import load_dataset
+
+        _DATASETS[name] = load_dataset(name)
+    return _DATASETS[name]
+
+
+def _cache_put(store: Store, state_hash: str, snap: Snapshot) -> None:
+    key = (str(store.root), state_hash)
+    _SNAPSHOTS[key] = snap
+    _SNAPSHOTS.move_to_end(key)
+    while len(_SNAPSHOTS) > SNAPSHOT_CACHE_SIZE:
+        _SNAPSHOTS.popitem(last=False)
+
+
+def _load(store: Store, state_hash: str) -> Snapshot:
+    key = (str(store.root), state_hash)
+    if key in _SNAPSHOTS:
+        _SNAPSHOTS.move_to_end(key)
+        return _SNAPSHOTS[key]
+    snap = store.load(state_hash)
+    _cache_put(store, state_hash, snap)
+    return snap
+
+
+@lru_cache(maxsize=1)
+def environment() -> dict:
+    """Provenance recorded in every manifest."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def ver(name):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    env = {"python": platform.python_version(), "torch": torch.__version__, "prunelab": ver("prunelab"),
+           "platform": platform.platform()}
+    main = getattr(sys.modules.get("__main__"), "__file__", None)
+    folder = os.path.dirname(os.path.abspath(main)) if main else os.getcwd()
+    try:
+        commit = subprocess.run(["git", "-C", folder, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if commit.returncode == 0:
+            dirty = subprocess.run(["git", "-C", folder, "status", "--porcelain"], capture_output=True, text=True, timeout=5)
+            env["git_commit"] = commit.stdout.strip()
+            env["git_dirty"] = bool(dirty.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return env
+
+
+# ---------------------------------------------------------------- what a worker runs
+
+
+@dataclass(frozen=True)
+class StateTask:
+    hash: str
+    identity: dict
+    recipe: Recipe  # detached: references are bare Refs
+    tags: tuple[str, ...]
+    depth: int
+    root_seed: int
+
+
+@dataclass(frozen=True)
+class ProbeTask:
+    hash: str
+    state: str
+    recipe: Recipe
+    identity: dict
+
+
+@dataclass
+class Task:
+    states: list[StateTask] = field(default_factory=list)
+    probes: list[ProbeTask] = field(default_factory=list)
+    deps: list[int] = field(default_factory=list)  # indices of tasks this one needs
+
+    @property
+    def key(self) -> str:
+        first = self.states[0].hash if self.states else self.probes[0].hash
+        return first[:16]
+
+
+class RunContext:
+    """What a recipe sees while it runs."""
+
+    def __init__(self, store: Store, task: StateTask):
+        self.store = store
+        self.seed = state_seed(task.hash)
+        self.root_seed = task.root_seed
+        self.hash = task.hash
+
+    def dataset(self, name: str):
+        return dataset_cache(name)
+
+    def load(self, ref) -> Snapshot:
+        return _load(self.store, ref.hash)
+
+
+def execute_task(store_root: str, task: Task, threads: int, *dependency_results: list[dict]) -> list[dict]:
+    """Run one task (a chain of states and the probes on them). Never raises for recipe errors.
+
+    Runs at exactly ``threads`` torch threads (restored afterwards): CPU
+    kernels may sum in a different order at another thread count, so a fixed
+    count is what makes serial and Dask runs bitwise identical.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _execute_task(store_root, task, *dependency_results)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _execute_task(store_root: str, task: Task, *dependency_results: list[dict]) -> list[dict]:
+    blocked = {r["hash"]: r for results in dependency_results for r in results if r["status"] in ("failed", "skipped")}
+    store = Store(store_root)
+    results: list[dict] = []
+    failed_here: str | None = None
+    for st in task.states:
+        reason = _blocked_reason(st, blocked, failed_here)
+        if reason:
+            results.append({"hash": st.hash, "status": "skipped", "reason": reason})
+            continue
+        results.append(_run_state(store, st))
+        if results[-1]["status"] == "failed":
+            failed_here = st.hash
+    done_here = {r["hash"] for r in results if r["status"] in ("done", "reused")}
+    for pt in task.probes:
+        if pt.state in blocked or (pt.state in {s.hash for s in task.states} and pt.state not in done_here):
+            results.append({"hash": pt.hash, "status": "skipped", "probe": True, "reason": f"state {pt.state[:10]} unavailable"})
+            continue
+        results.append(_run_probe(store, pt))
+    return results
+
+
+def _blocked_reason(st: StateTask, blocked: dict, failed_here: str | None) -> str | None:
+    parent = st.identity["parent"]
+    deps = [parent] if parent else []
+    deps += [v["$state"] for v in st.identity["params"].values() if isinstance(v, dict) and "$state" in v]
+    for dep in deps:
+        if dep == failed_here or dep in blocked:
+            return f"depends on {dep[:10]}, which did not finish"
+    if failed_here is not None and parent is not None:
+        # a later state in the same chain whose ancestor failed
+        return f"an ancestor ({failed_here[:10]}) failed"
+    return None
+
+
+def _manifest_base(st: StateTask) -> dict:
+    return {"hash": st.hash, "parent": st.identity["parent"], "depth": st.depth,
+            "recipe": {"type": st.identity["recipe"], "version": st.identity["version"], "params": st.identity["params"],
+                       "label": st.recipe.describe()},
+            "tags": sorted(st.tags), "seed": state_seed(st.hash), "torch_threads": torch.get_num_threads(),
+            "environment": environment()}
+
+
+def _run_state(store: Store, st: StateTask) -> dict:
+    with store.lock(st.hash):
+        manifest = store.manifest(st.hash)
+        if manifest is not None and manifest.get("status") == "done":
+            if set(st.tags) - set(manifest.get("tags", [])):
+                store.add_tags(st.hash, set(st.tags), locked=True)
+            return {"hash": st.hash, "status": "reused"}
+        base = _manifest_base(st)
+        started = time.time()
+        t0 = time.perf_counter()
+        try:
+            parent = None if st.identity["parent"] is None else _load(store, st.identity["parent"])
+            snap = st.recipe.run(RunContext(store, st), parent)
+            base["timings"] = {"started": started, "seconds": time.perf_counter() - t0, "finished": time.time()}
+            store.write_state(base, snap)
+            _cache_put(store, st.hash, snap)
+            return {"hash": st.hash, "status": "done", "seconds": base["timings"]["seconds"]}
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # recorded, not raised: the other branches go on
+            base["timings"] = {"started": started, "seconds": time.perf_counter() - t0, "finished": time.time()}
+            message = f"{type(exc).__name__}: {exc}"
+            store.write_failure(base, message, traceback.format_exc())
+            return {"hash": st.hash, "status": "failed", "error": message}
+
+
+def _run_probe(store: Store, pt: ProbeTask) -> dict:
+    if store.probe(pt.state, pt.hash) is not None:
+        return {"hash": pt.hash, "status": "reused", "probe": True}
+    t0 = time.perf_counter()
+    try:
+        result = pt.recipe.run(RunContext(store, StateTask(pt.state, {}, pt.recipe, (), 0, 0)), _load(store, pt.state))
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        return {"hash": pt.hash, "status": "failed", "probe": True, "error": f"{type(exc).__name__}: {exc}"}
+    store.write_probe(pt.state, pt.hash, {"probe": pt.identity, "label": pt.recipe.describe(), "result": result,
+                                          "seconds": time.perf_counter() - t0})
+    return {"hash": pt.hash, "status": "done", "probe": True}
+
+
+# ---------------------------------------------------------------- planning
+
+
+@dataclass
+class RunSummary:
+    total: int
+    computed: list[str]
+    reused: list[str]
+    failed: dict[str, str]
+    skipped: dict[str, str]
+    seconds: float
+    tasks: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.skipped
+
+    def __str__(self) -> str:
+        text = (f"{self.total} states/probes: {len(self.computed)} computed, {len(self.reused)} already stored, "
+                f"{len(self.failed)} failed, {len(self.skipped)} skipped ({self.seconds:.1f} s, {self.tasks} tasks)")
+        for h, err in self.failed.items():
+            text += f"\n  failed  {h[:12]}: {err}"
+        for h, why in self.skipped.items():
+            text += f"\n  skipped {h[:12]}: {why}"
+        return text
+
+
+def _topological(states: list["State"]) -> list["State"]:
+    order, seen = [], set()
+
+    def visit(s):
+        stack = [(s, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if node.hash in seen:
+                continue
+            if expanded:
+                seen.add(node.hash)
+                order.append(node)
+                continue
+            stack.append((node, True))
+            for dep in reversed(node.dependencies()):
+                if dep.hash not in seen:
+                    stack.append((dep, False))
+
+    for s in sorted(states, key=lambda s: s.depth):
+        visit(s)
+    return order
+
+
+def _root_seed(state: "State") -> int:
+    root = state.lineage()[0]
+    return root.recipe.seed if isinstance(root.recipe, Init) else 0
+
+
+def plan(experiment: "Experiment", fuse: bool = True) -> tuple[list[Task], int, list[str]]:
+    """(tasks in dependency order, number of items, hashes already done)."""
+    store = experiment.store
+    order = _topological(list(experiment.states.values()))
+    done = {s.hash for s in order if store.is_done(s.hash)}
+    for s in order:  # labels added after the fact still reach the store
+        if s.hash in done and s.tags:
+            store.add_tags(s.hash, s.tags)
+    pending = [s for s in order if s.hash not in done]
+    pending_set = {s.hash for s in pending}
+    pending_children: dict[str, int] = {}
+    for s in pending:
+        if s.parent is not None:
+            pending_children[s.parent.hash] = pending_children.get(s.parent.hash, 0) + 1
+    probes = [p for p in experiment.probes.values() if store.probe(p.state.hash, p.hash) is None]
+    probes_on = {}
+    for p in probes:
+        probes_on.setdefault(p.state.hash, []).append(p)
+
+    tasks: list[Task] = []
+    task_of: dict[str, int] = {}
+    for s in pending:
+        st = StateTask(s.hash, s.identity, s.recipe.detached(), tuple(sorted(s.tags)), s.depth, _root_seed(s))
+        parent_pending = s.parent is not None and s.parent.hash in pending_set
+        ref_hashes = [r.hash for r in s.recipe.refs().values()]
+        can_fuse = (
+            fuse and parent_pending and pending_children.get(s.parent.hash, 0) == 1
+            and all(r not in pending_set or task_of.get(r) == task_of[s.parent.hash] for r in ref_hashes)
+        )
+        if can_fuse:
+            index = task_of[s.parent.hash]
+            tasks[index].states.append(st)
+        else:
+            index = len(tasks)
+            deps = [s.parent.hash] if parent_pending else []
+            deps += [r for r in ref_hashes if r in pending_set]
+            tasks.append(Task(states=[st], deps=sorted({task_of[d] for d in deps})))
+        task_of[s.hash] = index
+        for p in probes_on.pop(s.hash, []):
+            tasks[index].probes.append(ProbeTask(p.hash, s.hash, p.recipe.detached(), {"state": s.hash, "probe": p.recipe.type_name, "params": p.recipe.params()}))
+    for state_hash, plist in probes_on.items():  # probes on states already done
+        tasks.append(Task(probes=[ProbeTask(p.hash, state_hash, p.recipe.detached(), {"state": state_hash, "probe": p.recipe.type_name, "params": p.recipe.params()}) for p in plist]))
+    return tasks, len(order) + len(experiment.probes), sorted(done)
+
+
+DEFAULT_THREADS = 1
+
+
+def run_experiment(experiment: "Experiment", *, executor: str = "serial", workers: int | None = None,
+                   threads: int | None = None, progress: bool | None = None, fuse: bool = True) -> RunSummary:
+    threads = DEFAULT_THREADS if threads is None else threads
+    if threads < 1:
+        raise PrunelabError(f"threads must be at least 1, got {threads}")
+    if workers is not None and workers < 1:
+        raise PrunelabError(f"workers must be at least 1, got {workers}")
+    began = time.perf_counter()
+    tasks, total, already = plan(experiment, fuse)
+    done_probes = [p.hash for p in experiment.probes.values()
+                   if experiment.store.probe(p.state.hash, p.hash) is not None]
+    n_items = sum(len(t.states) + len(t.probes) for t in tasks)
+    results: list[dict] = []
+    store_root = str(experiment.store.root.resolve())
+    with progress_bar(n_items, "states", progress) as bar:
+        if executor == "serial":
+            by_task: list[list[dict]] = []
+            for task in tasks:
+                out = execute_task(store_root, task, threads, *[by_task[d] for d in task.deps])
+                by_task.append(out)
+                results.extend(out)
+                bar.advance(len(out))
+                _describe(bar, results, n_items)
+        else:
+            results = _run_dask(store_root, tasks, executor, workers, threads, bar, n_items)
+    summary = RunSummary(
+        total=total,
+        computed=[r["hash"] for r in results if r["status"] == "done"],
+        reused=already + done_probes + [r["hash"] for r in results if r["status"] == "reused"],
+        failed={r["hash"]: r["error"] for r in results if r["status"] == "failed"},
+        skipped={r["hash"]: r["reason"] for r in results if r["status"] == "skipped"},
+        seconds=time.perf_counter() - began,
+        tasks=len(tasks),
+    )
+    return summary
+
+
+def _describe(bar, results, n_items) -> None:
+    failed = sum(r["status"] == "failed" for r in results)
+    bar.describe(f"states {len(results)}/{n_items}" + (f", {failed} failed" if failed else ""))
+
+
+def _run_dask(store_root, tasks, executor, workers, threads, bar, n_items) -> list[dict]:
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError as exc:
+        raise PrunelabError("the 'local' and cluster executors need dask.distributed (pip install 'dask[distributed]')") from exc
+    cluster = None
+    if executor == "local":
+        n = workers or max(1, (os.cpu_count() or 1) // threads)
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                               worker_dashboard_address=None, silence_logs=logging.ERROR)
+        client = Client(cluster)
+    elif executor.startswith(("tcp://", "tls://", "ucx://", "inproc://")):
+        try:
+            client = Client(executor, timeout=30)
+        except OSError as exc:
+            raise PrunelabError(f"cannot reach the Dask scheduler at {executor}: {exc}") from exc
+    else:
+        raise PrunelabError(f"unknown executor {executor!r} (serial, local, or a scheduler address like tcp://host:8786)")
+    try:
+        futures = []
+        for i, task in enumerate(tasks):
+            deps = [futures[d] for d in task.deps]
+            futures.append(client.submit(execute_task, store_root, task, threads, *deps,
+                                         key=f"prunelab-{task.key}-{i}", pure=False, retries=0))
+        results = []
+        for future in as_completed(futures):
+            out = future.result()
+            results.extend(out)
+            bar.advance(len(out))
+            _describe(bar, results, n_items)
+        return results
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

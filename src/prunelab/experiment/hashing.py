@@ -1,0 +1,37 @@
+"""Canonical JSON and the hashes derived from it.
+
+Identity must not depend on dict order, whitespace or float formatting, and
+must change with any parameter. JSON with sorted keys, no spaces, and Python's
+shortest round-trip float repr (exact for every finite double) gives that;
+NaN/inf are rejected so a hash is never built from an unrepresentable value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(_normalise(obj), sort_keys=True, separators=(",", ":"), allow_nan=False, ensure_ascii=True)
+
+
+def _normalise(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _normalise(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_normalise(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    raise TypeError(f"cannot hash a value of type {type(obj).__name__}: {obj!r}")
+
+
+def sha256_hex(text: str | bytes) -> str:
+    data = text.encode() if isinstance(text, str) else text
+    return hashlib.sha256(data).hexdigest()
+
+
+def state_seed(state_hash: str) -> int:
+    """A 63-bit seed derived from a state's hash (for its stochastic steps)."""
+    return int(state_hash[:16], 16) & 0x7FFFFFFFFFFFFFFF

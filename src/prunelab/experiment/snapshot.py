@@ -1,0 +1,81 @@
+"""A model state in memory: weights, masks, optimizer state, iteration, metrics.
+
+Weights are kept in *canonical* form — the state dict of the unpruned model
+(torch's ``weight_orig`` saved under ``weight``) — and masks separately, so
+the same tensors describe a model whether or not torch's pruning hooks are
+attached, and identical weights hash to identical blobs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..pruning.masks import Masks, apply_masks, get_masks
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild the architecture without loading data."""
+
+    model: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    init: str | None = None
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def build(self, seed: int = 0) -> nn.Module:
+        from ..tasks.models import build_model
+
+        return build_model(self.model, self.input_shape, self.num_classes, seed=seed, init=self.init,
+                           **dict(self.options))
+
+    def to_json(self) -> dict:
+        return {"model": self.model, "input_shape": list(self.input_shape), "num_classes": self.num_classes,
+                "init": self.init, "options": dict(self.options)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ModelSpec":
+        return cls(data["model"], tuple(data["input_shape"]), int(data["num_classes"]), data.get("init"),
+                   tuple(sorted(data.get("options", {}).items())))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    spec: ModelSpec
+    dataset: str  # the task this state's model belongs to
+    weights: dict[str, torch.Tensor]  # canonical state dict (no _orig / _mask entries)
+    masks: Masks = field(default_factory=dict)
+    optimizer: dict | None = None  # torch optimizer state_dict, or None
+    iteration: int = 0
+    metrics: dict = field(default_factory=dict)
+
+    def model(self) -> nn.Module:
+        """A fresh module holding these weights, with the masks attached via torch's pruning."""
+        module = self.spec.build()
+        missing, unexpected = module.load_state_dict(self.weights, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"weights do not fit {self.spec.model}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        if self.masks:
+            apply_masks(module, self.masks)
+        return module
+
+    def evolve(self, **changes) -> "Snapshot":
+        return replace(self, **changes)
+
+    @classmethod
+    def capture(cls, model: nn.Module, spec: ModelSpec, dataset: str, *, optimizer: dict | None = None,
+                iteration: int = 0, metrics: dict | None = None) -> "Snapshot":
+        return cls(spec, dataset, canonical_weights(model), get_masks(model), optimizer, iteration, metrics or {})
+
+
+def canonical_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, tensor in model.state_dict().items():
+        if name.endswith("_mask"):
+            continue
+        out[name.removesuffix("_orig")] = tensor.detach().clone()
+    return out
