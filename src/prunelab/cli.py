@@ -131,6 +131,94 @@ def train(
         json_out.write_text(json.dumps(payload, indent=2))
 
 
+def _open(store: Path):
+    from .experiment import open_store
+
+    return open_store(store)
+
+
+@app.command()
+def tree(
+    store: Path = typer.Argument(..., help="store directory"),
+    dot: Optional[Path] = typer.Option(None, help="also write Graphviz DOT here"),
+) -> None:
+    """Show the experiment tree of STORE."""
+    results = _open(store)
+    console.print(results.tree())
+    if dot is not None:
+        dot.write_text(results.dot())
+        console.print(f"DOT written to {dot}")
+
+
+@app.command("ls")
+def list_states(
+    store: Path = typer.Argument(..., help="store directory"),
+    tag: Optional[str] = typer.Option(None, help="only states with this tag"),
+    recipe: Optional[str] = typer.Option(None, help="only states made by this recipe (Train, Prune, ...)"),
+    depth: Optional[int] = typer.Option(None, help="only states at this depth"),
+    status: Optional[str] = typer.Option(None, help="done or failed"),
+) -> None:
+    """List the states of STORE as a table."""
+    results = _open(store)
+    table = Table("hash", "depth", "recipe", "status", "tags", "test acc", "sparsity", "seconds")
+    for m in results.states(tag=tag, recipe=recipe, depth=depth, status=status):
+        metrics = m.get("metrics") or {}
+        test = metrics.get("test") if isinstance(metrics.get("test"), dict) else None
+        table.add_row(
+            m["hash"][:12], str(m.get("depth", 0)), m["recipe"].get("label", m["recipe"]["type"]), m.get("status", "?"),
+            ",".join(m.get("tags", [])), f"{test['accuracy']:.4f}" if test else "",
+            f"{metrics['sparsity']:.3f}" if "sparsity" in metrics else "",
+            f"{(m.get('timings') or {}).get('seconds', 0):.2f}",
+        )
+    console.print(table)
+
+
+@app.command()
+def show(
+    store: Path = typer.Argument(..., help="store directory"),
+    state: str = typer.Argument(..., help="state hash or a unique prefix of it"),
+) -> None:
+    """Show one state: its lineage, recipe, metrics and provenance."""
+    results = _open(store)
+    m = results.get(state)
+    console.print(f"[bold]{m['hash']}[/] ({m.get('status')}) tags: {', '.join(m.get('tags', [])) or '-'}")
+    lineage = Table("depth", "hash", "recipe", title="lineage (root → state)")
+    for step in results.lineage(m["hash"]):
+        lineage.add_row(str(step.get("depth", 0)), step["hash"][:12], step["recipe"].get("label", step["recipe"]["type"]))
+    console.print(lineage)
+    console.print_json(data={"params": m["recipe"]["params"], "iteration": m.get("iteration"),
+                             "metrics": {k: v for k, v in (m.get("metrics") or {}).items() if k not in ("curve",)},
+                             "error": m.get("error"), "timings": m.get("timings"), "environment": m.get("environment")},
+                       default=str)
+    for probe in results.probes(m["hash"]):
+        console.print(f"probe {probe.get('label')}: " + ", ".join(
+            f"{k} acc {v['accuracy']:.4f}" for k, v in (probe.get("result") or {}).items() if isinstance(v, dict)))
+
+
+@app.command()
+def gc(
+    store: Path = typer.Argument(..., help="store directory"),
+    dry_run: bool = typer.Option(False, help="only report what would be removed"),
+) -> None:
+    """Remove blobs no manifest references (left by interrupted runs)."""
+    files, size = _open(store).store.gc(dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    console.print(f"{verb} {files} unreferenced files ({size / 1e6:.2f} MB)")
+
+
+@app.command()
+def verify(store: Path = typer.Argument(..., help="store directory")) -> None:
+    """Re-hash every blob, check every manifest, and rebuild the SQLite index."""
+    results = _open(store)
+    problems = results.store.verify()
+    count = results.store.reindex()
+    for line in problems:
+        console.print(f"[red]{line}[/]")
+    console.print(f"{count} manifests checked, {len(problems)} problems; index rebuilt")
+    if problems:
+        raise typer.Exit(1)
+
+
 def _print_evaluation(ev, title: str) -> None:
     table = Table("class", "precision", "recall", "f1", "support", title=title)
     worst = int(ev.recall.argmin())

@@ -1,0 +1,171 @@
+"""Reading a finished store without the code that defined it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+from torch import nn
+
+from ..errors import PrunelabError
+from .snapshot import Snapshot
+from .store import Store, StoreError
+
+
+def flatten(data: Any, prefix: str = "", out: dict | None = None) -> dict:
+    """Nested dicts → dotted keys; scalars only (lists and tables are left out)."""
+    out = {} if out is None else out
+    if isinstance(data, dict):
+        for key, value in data.items():
+            flatten(value, f"{prefix}.{key}" if prefix else str(key), out)
+    elif isinstance(data, (int, float, str, bool)) or data is None:
+        out[prefix] = data
+    return out
+
+
+class Results:
+    """A read-only view of a store: states, lineage, tables, models."""
+
+    def __init__(self, path: str | Path):
+        path = Path(path)
+        if not (path / "states").is_dir():
+            raise StoreError(f"{path}: not a prunelab store (no states/ folder)")
+        self.store = Store(path, create=False)
+        self._manifests = {m["hash"]: m for m in self.store.manifests()}
+
+    def __len__(self) -> int:
+        return len(self._manifests)
+
+    def get(self, prefix: str) -> dict:
+        """The manifest whose hash starts with ``prefix`` (must be unique)."""
+        hits = [m for h, m in self._manifests.items() if h.startswith(prefix)]
+        if not hits:
+            raise StoreError(f"{self.store.root}: no state {prefix!r}")
+        if len(hits) > 1:
+            raise StoreError(f"{self.store.root}: {len(hits)} states start with {prefix!r}; give more characters")
+        return hits[0]
+
+    def states(self, *, tag: str | None = None, recipe: str | None = None, depth: int | None = None,
+               status: str | None = None, where: dict | None = None) -> list[dict]:
+        """Manifests matching every given filter (``where``: dotted param → value)."""
+        out = []
+        for m in self._manifests.values():
+            if tag is not None and tag not in m.get("tags", []):
+                continue
+            if recipe is not None and m["recipe"]["type"] != recipe:
+                continue
+            if depth is not None and m.get("depth") != depth:
+                continue
+            if status is not None and m.get("status") != status:
+                continue
+            if where:
+                params = flatten(m["recipe"]["params"])
+                if any(params.get(k) != v for k, v in where.items()):
+                    continue
+            out.append(m)
+        return sorted(out, key=lambda m: (m.get("depth", 0), (m.get("timings") or {}).get("finished") or 0))
+
+    def children(self, state_hash: str) -> list[dict]:
+        return [m for m in self.states() if m.get("parent") == state_hash]
+
+    def lineage(self, state_hash: str) -> list[dict]:
+        """Manifests from the root to the state, with the recipe of each step."""
+        chain, node = [], self.get(state_hash)
+        while node is not None:
+            chain.append(node)
+            parent = node.get("parent")
+            node = self._manifests.get(parent) if parent else None
+            if parent and node is None:
+                raise StoreError(f"state {chain[-1]['hash'][:12]}: parent {parent[:12]} is not in the store")
+        return chain[::-1]
+
+    def root_of(self, state_hash: str) -> dict:
+        return self.lineage(state_hash)[0]
+
+    def snapshot(self, state_hash: str) -> Snapshot:
+        return self.store.load(self.get(state_hash)["hash"])
+
+    def load_model(self, state_hash: str) -> nn.Module:
+        """The state's model as a torch module, masks attached with torch's pruning."""
+        return self.snapshot(state_hash).model()
+
+    def probes(self, state_hash: str) -> list[dict]:
+        return self.store.probes(self.get(state_hash)["hash"])
+
+    def to_frame(self):
+        """One row per state: identity, lineage root, params and scalar metrics flattened."""
+        import pandas as pd
+
+        rows = []
+        for m in self.states():
+            root = self.root_of(m["hash"])
+            rp = root["recipe"]["params"]
+            row = {
+                "hash": m["hash"], "parent": m.get("parent"), "depth": m.get("depth", 0),
+                "recipe": m["recipe"]["type"], "label": m["recipe"].get("label", m["recipe"]["type"]),
+                "status": m.get("status"), "tags": ",".join(m.get("tags", [])),
+                "dataset": m.get("dataset", rp.get("dataset")), "model": rp.get("model"), "seed": rp.get("seed"),
+                "iteration": m.get("iteration"), "seconds": (m.get("timings") or {}).get("seconds"),
+                "kept": sum(e["kept"] for e in (m.get("masks") or {}).values()) if m.get("masks") else None,
+            }
+            row.update({f"param.{k}": v for k, v in flatten(m["recipe"]["params"]).items()})
+            row.update({f"metric.{k}": v for k, v in flatten(m.get("metrics") or {}).items()
+                        if not k.startswith(("curve", "layers"))})
+            for probe in self.store.probes(m["hash"]):
+                label = probe.get("label", "probe").replace(" ", "_")
+                row.update({f"probe.{label}.{k}": v for k, v in flatten(probe.get("result") or {}).items()})
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    # ---------------------------------------------------------------- rendering
+
+    def _label(self, m: dict) -> str:
+        text = f"{m['recipe'].get('label', m['recipe']['type'])} [dim]{m['hash'][:10]}[/]"
+        metrics = m.get("metrics") or {}
+        bits = []
+        if isinstance(metrics.get("test"), dict):
+            bits.append(f"test acc {metrics['test']['accuracy']:.4f}")
+        if "sparsity" in metrics:
+            bits.append(f"sparsity {metrics['sparsity']:.3f}")
+        if m.get("tags"):
+            bits.append("tags " + ",".join(m["tags"]))
+        if m.get("status") != "done":
+            bits.append(f"[red]{m.get('status')}: {(m.get('error') or {}).get('message', '')}[/]")
+        return text + (" — " + "; ".join(bits) if bits else "")
+
+    def tree(self):
+        """A rich Tree of the whole store (one per root)."""
+        from rich.tree import Tree
+
+        top = Tree(f"[bold]{self.store.root}[/] ({len(self)} states)")
+
+        def add(node, m):
+            branch = node.add(self._label(m))
+            for child in self.children(m["hash"]):
+                add(branch, child)
+
+        for root in self.states(depth=0):
+            add(top, root)
+        return top
+
+    def dot(self) -> str:
+        """Graphviz DOT: solid edges parent → child, dashed edges for references."""
+        lines = ["digraph prunelab {", '  node [shape=box, fontname="Helvetica", fontsize=10];']
+        for m in self.states():
+            label = m["recipe"].get("label", m["recipe"]["type"]).replace('"', "'")
+            test = (m.get("metrics") or {}).get("test")
+            if isinstance(test, dict):
+                label += f"\\nacc {test['accuracy']:.3f}"
+            color = "" if m.get("status") == "done" else ", color=red"
+            lines.append(f'  "{m["hash"][:12]}" [label="{label}\\n{m["hash"][:8]}"{color}];')
+            if m.get("parent"):
+                lines.append(f'  "{m["parent"][:12]}" -> "{m["hash"][:12]}";')
+            for value in m["recipe"]["params"].values():
+                if isinstance(value, dict) and "$state" in value:
+                    lines.append(f'  "{value["$state"][:12]}" -> "{m["hash"][:12]}" [style=dashed];')
+        lines.append("}")
+        return "\n".join(lines)
+
+
+def open_store(path: str | Path) -> Results:
+    return Results(path)

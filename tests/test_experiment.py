@@ -1,0 +1,263 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from prunelab import PrunelabError, TrainConfig
+from prunelab.experiment import Evaluate, Experiment, Prune, Rewind, Store, StoreError, Train, open_store
+from prunelab.experiment.hashing import canonical_json, sha256_hex
+from prunelab.pruning import technique
+
+from .experiment_helpers import CONFIG, FailWhenFlagged, Poison, small_tree
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_module(*args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "tests.experiment_helpers", *map(str, args)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def parse(out: str) -> dict[str, set[str]]:
+    result = {}
+    for line in out.splitlines():
+        if line.startswith(("COMPUTED", "REUSED")):
+            key, _, rest = line.partition(" ")
+            result[key] = set(filter(None, rest.split(",")))
+    return result
+
+
+# ------------------------------------------------------------ identity
+
+
+def test_canonical_json_is_order_free_and_exact():
+    assert canonical_json({"b": 1, "a": [0.1, True, None]}) == '{"a":[0.1,true,null],"b":1}'
+    assert canonical_json({"x": 0.1 + 0.2}) != canonical_json({"x": 0.3})  # exact float repr
+    with pytest.raises(ValueError):
+        canonical_json({"x": float("nan")})
+    # pinned: a change here changes every existing store's identities
+    identity = {"parent": None, "recipe": "Train", "version": 1, "params": {"lr": 0.001}}
+    assert canonical_json(identity) == '{"params":{"lr":0.001},"parent":null,"recipe":"Train","version":1}'
+    assert sha256_hex(canonical_json(identity)) == "fd078dfb07efe349df824d47402a0235942dbad338d9a9477ab59180f098abcc"
+
+
+def test_hashes_are_stable_and_sensitive(tmp_path):
+    exp_a, root_a, dense_a, leaves_a = small_tree(tmp_path / "a")
+    exp_b, root_b, dense_b, leaves_b = small_tree(tmp_path / "b")
+    assert [s.hash for s in leaves_a] == [s.hash for s in leaves_b]  # same tree, same identities
+    assert set(exp_a.states) == set(exp_b.states)
+    # sensitivity: a parameter, the parent, the version
+    lr = root_a.then(Train(TrainConfig(iterations=40, batch_size=32, lr=0.002)))
+    assert lr.hash != dense_a.hash
+    other_parent = lr.then(Train(CONFIG))
+    assert other_parent.hash != dense_a.then(Train(CONFIG)).hash
+
+    class TrainV2(Train):
+        version = 2
+
+    v2 = root_a.then(TrainV2(CONFIG))
+    assert v2.identity["version"] == 2 and v2.identity["params"] == dense_a.identity["params"]
+    with exp_a.tag("new-label"):
+        again = root_a.then(Train(CONFIG))
+    assert again is dense_a and "new-label" in dense_a.tags  # tags never change identity
+    seeded = exp_a.root(dataset="digits", model="lenet_300_100", seed=1)
+    assert seeded.hash != root_a.hash
+    assert Rewind(to=root_a).params() == {"to": {"$state": root_a.hash}}
+
+
+# ------------------------------------------------------------ store
+
+
+def test_run_stores_dedups_and_reruns_for_free(tmp_path):
+    exp, root, dense, leaves = small_tree(tmp_path / "s")
+    first = exp.run()
+    assert first.ok and len(first.computed) == len(exp.states)
+    assert first.tasks < len(exp.states)  # linear chains were fused
+    store = exp.store
+    root_m, rewind_m = store.manifest(root.hash), store.manifest(leaves[0].parent.hash)
+    assert rewind_m["recipe"]["type"] == "Rewind"
+    assert rewind_m["weights"] == root_m["weights"]  # rewound weights are the init blobs
+    # every blob is referenced, and the root's tensors are stored once
+    assert set(store.all_blobs()) == store.referenced_blobs()
+    files = {p.suffix for p in tmp_path.rglob("*") if p.is_file()}
+    assert files <= {".safetensors", ".json", ".sqlite", ".lock", ".sqlite-wal", ".sqlite-shm", ""}
+    second = exp.run()
+    assert second.computed == [] and second.ok and len(second.reused) == len(exp.states)
+    # a rebuilt tree in a new Experiment object finds everything done
+    assert small_tree(tmp_path / "s")[0].run().computed == []
+
+
+def test_split_training_in_the_tree_equals_one_run(tmp_path):
+    exp = Experiment(tmp_path / "s")
+    root = exp.root(dataset="digits", model="lenet_300_100", seed=0)
+    whole = root.then(Train(CONFIG))
+    split = root.then(Train(CONFIG, stop=13)).then(Train(CONFIG))
+    assert whole.hash != split.hash
+    exp.run()
+    assert exp.store.manifest(whole.hash)["weights"] == exp.store.manifest(split.hash)["weights"]
+
+
+def test_corrupted_blob_is_reported_with_its_path(tmp_path):
+    exp, root, dense, _ = small_tree(tmp_path / "s", branches=("l1_unstructured",), rounds=1)
+    exp.run()
+    entry = exp.store.manifest(dense.hash)["weights"]["1.weight"]
+    path = exp.store.blob_path(entry["blob"])
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    from prunelab.experiment.executors import _SNAPSHOTS
+
+    _SNAPSHOTS.clear()
+    with pytest.raises(StoreError, match=f"{path}: blob is corrupted"):
+        exp.store.load(dense.hash)
+    problems = exp.store.verify()
+    assert problems and all(str(path) in p for p in problems)
+
+
+def test_gc_removes_only_unreferenced_blobs(tmp_path):
+    exp, *_ = small_tree(tmp_path / "s", branches=("l1_unstructured",), rounds=1)
+    exp.run()
+    orphan = exp.store.put_tensor(torch.arange(7.0))
+    before = set(exp.store.all_blobs())
+    files, _ = exp.store.gc()
+    assert files == 1 and set(exp.store.all_blobs()) == before - {orphan}
+    assert exp.store.verify() == []
+
+
+# ------------------------------------------------------------ failures
+
+
+def test_failing_recipe_skips_its_subtree_and_siblings_finish_then_rerun_retries(tmp_path):
+    flag = tmp_path / "flag"
+    flag.write_text("x")
+    exp = Experiment(tmp_path / "s")
+    root = exp.root(dataset="digits", model="lenet_300_100", seed=0)
+    bad = root.then(FailWhenFlagged(str(flag)))
+    below = bad.then(Train(CONFIG))
+    sibling = root.then(Train(CONFIG)).then(Prune(technique("l1_unstructured", amount=0.5)))
+    diverging = root.then(Poison()).then(Train(CONFIG))
+    summary = exp.run()
+    assert not summary.ok
+    assert set(summary.failed) == {bad.hash, diverging.hash}
+    assert "flagged to fail" in summary.failed[bad.hash]
+    assert "TrainingDiverged" in summary.failed[diverging.hash] and "nan" in summary.failed[diverging.hash]
+    assert below.hash in summary.skipped
+    assert exp.store.is_done(sibling.hash)
+    manifest = exp.store.manifest(bad.hash)
+    assert manifest["status"] == "failed" and "RuntimeError" in manifest["error"]["traceback"]
+    flag.unlink()
+    retry = exp.run()
+    assert set(retry.computed) == {bad.hash, below.hash}
+    assert diverging.hash in retry.failed  # still diverges: reported again, nothing else recomputed
+    assert sibling.hash in retry.reused
+
+
+def test_kill_minus_9_then_rerun_resumes_without_partial_states(tmp_path):
+    store = tmp_path / "s"
+    proc = run_module("slow", store, 12, 0.4)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        done = list((store / "states").glob("*.json")) if (store / "states").exists() else []
+        if len(done) >= 4:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {p.stem for p in (store / "states").glob("*.json")}
+    assert 4 <= len(finished) < 13
+    for p in (store / "states").glob("*.json"):
+        assert json.loads(p.read_text())["status"] == "done"  # no half-written manifest
+    assert Store(store).verify() == []
+    rerun = run_module("slow", store, 12, 0.4)
+    out, err = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, err
+    result = parse(out)
+    assert not (result["COMPUTED"] & finished)  # nothing finished was recomputed
+    assert finished <= result["REUSED"]
+    assert len(result["COMPUTED"] | result["REUSED"]) == 13
+
+
+def test_concurrent_runs_on_one_store_compute_each_state_once(tmp_path):
+    store = tmp_path / "s"
+    a = run_module("tree", store, "l1_unstructured,global_unstructured")
+    b = run_module("tree", store, "global_unstructured,random_unstructured")
+    out_a, err_a = a.communicate(timeout=300)
+    out_b, err_b = b.communicate(timeout=300)
+    assert a.returncode == 0 and b.returncode == 0, err_a + err_b
+    ra, rb = parse(out_a), parse(out_b)
+    assert not (ra["COMPUTED"] & rb["COMPUTED"])  # never computed twice
+    all_states = {p.stem for p in (store / "states").glob("*.json")}
+    assert ra["COMPUTED"] | rb["COMPUTED"] == all_states
+    assert Store(store).verify() == []
+
+
+# ------------------------------------------------------------ executors and provenance
+
+
+def test_serial_and_dask_give_bitwise_identical_stores(tmp_path):
+    serial, *_ = small_tree(tmp_path / "serial")
+    serial.run("serial")
+    dask, *_ = small_tree(tmp_path / "dask")
+    summary = dask.run("local", workers=2)
+    assert summary.ok and len(summary.computed) == len(dask.states)
+    for h in serial.states:
+        a, b = serial.store.manifest(h), dask.store.manifest(h)
+        assert a["weights"] == b["weights"] and a["masks"] == b["masks"] and a["optimizer"] == b["optimizer"]
+
+
+def test_unknown_executor_is_a_clear_error(tmp_path):
+    exp, *_ = small_tree(tmp_path / "s", branches=("l1_unstructured",), rounds=1)
+    with pytest.raises(PrunelabError, match="unknown executor 'gpu'"):
+        exp.run("gpu")
+
+
+def test_probes_queries_and_restore_in_a_fresh_process(tmp_path):
+    exp, root, dense, leaves = small_tree(tmp_path / "s")
+    probe = leaves[0].probe(Evaluate(("test", "validation")))
+    exp.run()
+    result = probe.result()
+    assert set(result) >= {"test", "validation", "sparsity"}
+    assert exp.run().computed == []  # the probe is stored too
+
+    results = open_store(tmp_path / "s")
+    assert len(results) == len(exp.states)
+    trains = results.states(recipe="Train", tag="l1_unstructured")
+    assert [m["depth"] for m in trains] == [4, 7]
+    assert [m["recipe"]["type"] for m in results.lineage(leaves[0].hash)] == \
+        ["Init", "Train", "Prune", "Rewind", "Train", "Prune", "Rewind", "Train"]
+    assert results.states(where={"config.amount": 0.3, "config.scope": "global"})
+    frame = results.to_frame()
+    assert len(frame) == len(exp.states) and "metric.test.accuracy" in frame and "param.config.lr" in frame
+    row = frame.set_index("hash").loc[leaves[0].hash]
+    assert row["probe.evaluate_test,validation.test.accuracy"] == pytest.approx(result["test"]["accuracy"])
+    assert "digraph" in results.dot() and leaves[0].hash[:12] in results.dot()
+
+    code = (
+        "import sys, torch, json\n"
+        "from prunelab.experiment import open_store\n"
+        "from prunelab import load_dataset, evaluate\n"
+        "r = open_store(sys.argv[1]); m = r.load_model(sys.argv[2])\n"
+        "d = load_dataset('digits')\n"
+        "print(json.dumps({'acc': evaluate(m, d.test, d.class_names).accuracy,"
+        " 'pruned': hasattr(m[1], 'weight_mask'), 'kept': int(m[1].weight_mask.sum())}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "s"), leaves[0].hash[:12]],
+                         capture_output=True, text=True, check=True, cwd=ROOT)
+    fresh = json.loads(out.stdout)
+    assert fresh["acc"] == pytest.approx(result["test"]["accuracy"]) and fresh["pruned"]
+    assert fresh["kept"] == int(leaves[0].load().masks["1.weight"].sum())
+
+
+def test_manifest_records_provenance(tmp_path):
+    exp, root, dense, _ = small_tree(tmp_path / "s", branches=("l1_unstructured",), rounds=1)
+    exp.run()
+    m = exp.store.manifest(dense.hash)
+    assert m["environment"]["torch"] == torch.__version__ and m["environment"]["python"]
+    assert m["timings"]["seconds"] > 0 and m["torch_threads"] == 1
+    assert m["recipe"]["params"]["config"]["iterations"] == 40 and m["iteration"] == 40
