@@ -131,6 +131,97 @@ def train(
         json_out.write_text(json.dumps(payload, indent=2))
 
 
+EXAMPLE_SPEC = """\
+# A prunelab study: `prunelab run THIS_FILE`. Every key is checked; see docs/studies.md.
+
+[study]
+name = "lottery"
+store = "runs/lottery"          # where states are stored (override with --store)
+seeds = [0, 1, 2]               # every number in the summary is a mean over these, with a 95 % CI
+
+[task]
+dataset = "digits"              # prunelab datasets: digits, mnist1d, mnist, fashion_mnist, kmnist, cifar10
+model = "lenet_300_100"         # prunelab models
+
+[training]                      # one training run (prunelab train's options)
+iterations = 600
+batch_size = 60
+optimizer = "adam"
+lr = 1.2e-3
+eval_every = 100                # validation curve; early-stopping iteration = its minimum loss
+
+[branches.ticket]               # iterative magnitude pruning with rewinding to the original init
+technique = "l1_unstructured"   # l1/global/random_unstructured, l1/l2/linf/random_structured, snip, synflow
+rate = 0.3                      # of the remaining weights per round
+output_rate = 0.15              # the output layer at half the rate (Frankle & Carbin)
+rounds = 8
+reset = "rewind"                # or "finetune"
+rewind_iteration = 0            # k > 0: rewind to iteration k of the dense run
+
+[branches.reinit]               # control: the ticket's masks with a fresh random init
+control = "reinit"
+of = "ticket"
+
+[branches.random]               # control: random masks with the ticket's per-layer sparsity
+control = "random_pruning"
+of = "ticket"
+"""
+
+
+@app.command()
+def init(path: Path = typer.Argument(Path("study.toml"), help="where to write the example spec")) -> None:
+    """Write a commented example study spec."""
+    if path.exists():
+        raise PrunelabError(f"{path} already exists; not overwriting it")
+    path.write_text(EXAMPLE_SPEC)
+    console.print(f"wrote {path}; run it with: prunelab run {path}")
+
+
+@app.command()
+def run(
+    spec_path: Path = typer.Argument(..., metavar="SPEC", help="study spec (TOML)"),
+    store: Optional[Path] = typer.Option(None, help="store directory (overrides [study].store)"),
+    executor: str = typer.Option("serial", help="serial, local, or a Dask scheduler address (tcp://host:8786)"),
+    workers: Optional[int] = typer.Option(None, help="worker processes for --executor local"),
+    threads: int = typer.Option(1, help="torch threads per task (results are bitwise reproducible per value)"),
+    csv: Optional[Path] = typer.Option(None, help="also write the summary table here"),
+) -> None:
+    """Run a study: validate SPEC, show the plan, run what is missing, print the summary."""
+    from .experiment.executors import plan
+    from .spec import load_spec
+    from .study import build_study, summarize
+
+    spec = load_spec(spec_path)
+    try:
+        tree = build_study(spec, store)
+    except PrunelabError as exc:
+        raise PrunelabError(f"{spec_path}: {exc}") from None
+    tasks, total, done = plan(tree.experiment)
+    pending = sum(len(t.states) + len(t.probes) for t in tasks)
+    console.print(f"[bold]{spec.study.name}[/]: {len(tree.experiment.states)} states, {len(done)} already stored, "
+                  f"{pending} to run on {executor} → {tree.experiment.store.root}")
+    summary = tree.experiment.run(executor, workers=workers, threads=threads)
+    console.print(str(summary))
+    rows = summarize(tree)
+    table = Table("branch", "round", "weights remaining", "test accuracy (mean ± 95% CI)", "seeds",
+                  title=f"{spec.study.name}: test accuracy over seeds")
+    for r in rows:
+        ci = "" if r.n < 2 else f" ± {(r.ci_high - r.ci_low) / 2:.4f}"
+        table.add_row(r.branch, str(r.round), f"{r.remaining:.1f} %", f"{r.mean:.4f}{ci}", str(r.n))
+    console.print(table)
+    if csv is not None:
+        import csv as csv_module
+
+        with open(csv, "w", newline="") as fh:
+            writer = csv_module.writer(fh)
+            writer.writerow(["branch", "round", "remaining_percent", "n", "mean", "ci_low", "ci_high", "values"])
+            for r in rows:
+                writer.writerow([r.branch, r.round, f"{r.remaining:.4f}", r.n, r.mean, r.ci_low, r.ci_high,
+                                 " ".join(f"{v:.6f}" for v in r.values)])
+    if not summary.ok:
+        raise typer.Exit(1)
+
+
 def _open(store: Path):
     from .experiment import open_store
 
@@ -212,8 +303,8 @@ def verify(store: Path = typer.Argument(..., help="store directory")) -> None:
     results = _open(store)
     problems = results.store.verify()
     count = results.store.reindex()
-    for line in problems:
-        console.print(f"[red]{line}[/]")
+    for line in problems:  # full paths, never wrapped or truncated
+        console.print(line, style="red", soft_wrap=True, markup=False)
     console.print(f"{count} manifests checked, {len(problems)} problems; index rebuilt")
     if problems:
         raise typer.Exit(1)

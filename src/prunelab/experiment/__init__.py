@@ -2,12 +2,13 @@
 
 from .executors import RunSummary
 from .query import Results, open_store
-from .recipes import Evaluate, Init, Prune, Recipe, Ref, Rewind, Train
+from .recipes import (Consensus, Evaluate, Finetune, Init, Prune, RandomPruneLike, RandomReinit, Recipe, Ref, Rewind,
+                      Train, Transfer)
 from .snapshot import ModelSpec, Snapshot
 from .store import Store, StoreError
 from .tree import Experiment, Probe, State
 
 __all__ = [
-    "Evaluate", "Experiment", "Init", "ModelSpec", "Probe", "Prune", "Results", "open_store", "Recipe", "Ref", "Rewind", "RunSummary",
+    "Consensus", "Evaluate", "Experiment", "Finetune", "RandomPruneLike", "RandomReinit", "Transfer", "Init", "ModelSpec", "Probe", "Prune", "Results", "open_store", "Recipe", "Ref", "Rewind", "RunSummary",
     "Snapshot", "State", "Store", "StoreError", "Train",
 ]

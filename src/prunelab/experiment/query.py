@@ -161,8 +161,9 @@ class Results:
             if m.get("parent"):
                 lines.append(f'  "{m["parent"][:12]}" -> "{m["hash"][:12]}";')
             for value in m["recipe"]["params"].values():
-                if isinstance(value, dict) and "$state" in value:
-                    lines.append(f'  "{value["$state"][:12]}" -> "{m["hash"][:12]}" [style=dashed];')
+                for item in (value if isinstance(value, list) else [value]):
+                    if isinstance(item, dict) and "$state" in item:
+                        lines.append(f'  "{item["$state"][:12]}" -> "{m["hash"][:12]}" [style=dashed];')
         lines.append("}")
         return "\n".join(lines)
 

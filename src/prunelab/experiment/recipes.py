@@ -55,13 +55,26 @@ class Recipe:
         return type(self).__name__
 
     def refs(self) -> dict[str, Any]:
-        """Referenced states by field name."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if isinstance(getattr(self, f.name), StateLike)}
+        """Referenced states by name (``field`` or ``field.i`` for a tuple of states)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, StateLike):
+                out[f.name] = value
+            elif isinstance(value, tuple) and value and all(isinstance(v, StateLike) for v in value):
+                out.update({f"{f.name}.{i}": v for i, v in enumerate(value)})
+        return out
 
     def detached(self) -> "Recipe":
         """A copy whose state references are bare :class:`Ref` s (cheap to send to workers)."""
-        refs = self.refs()
-        return dataclasses.replace(self, **{k: Ref(v.hash) for k, v in refs.items()}) if refs else self
+        changes = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, StateLike):
+                changes[f.name] = Ref(value.hash)
+            elif isinstance(value, tuple) and value and all(isinstance(v, StateLike) for v in value):
+                changes[f.name] = tuple(Ref(v.hash) for v in value)
+        return dataclasses.replace(self, **changes) if changes else self
 
     def params(self) -> dict:
         """JSON parameters; referenced states appear as {"$state": hash}."""
@@ -70,6 +83,8 @@ class Recipe:
             value = getattr(self, f.name)
             if isinstance(value, StateLike):
                 value = {"$state": value.hash}
+            elif isinstance(value, tuple) and value and all(isinstance(v, StateLike) for v in value):
+                value = [{"$state": v.hash} for v in value]
             elif hasattr(value, "model_dump"):
                 value = value.model_dump(mode="json")
             out[f.name] = value
@@ -191,6 +206,133 @@ class Rewind(Recipe):
             raise PrunelabError("Rewind: the target state has a different architecture")
         return Snapshot(parent.spec, parent.dataset, target.weights, parent.masks, target.optimizer,
                         target.iteration, {"rewound_to": self.to.hash, "iteration": target.iteration})
+
+
+@dataclass(frozen=True)
+class Finetune(Recipe):
+    """Keep the trained (pruned) weights and train again with a fresh optimizer and schedule.
+
+    The control "fine-tune instead of rewind": iteration restarts at 0 of
+    ``config`` (optionally with a new learning rate), masks stay applied.
+    """
+
+    config: TrainConfig
+    evaluate: bool = True
+
+    def describe(self) -> str:
+        return f"finetune→{self.config.iterations} (lr {self.config.lr:g})"
+
+    def run(self, ctx, parent):
+        restart = parent.evolve(iteration=0, optimizer=None)
+        return Train(self.config, evaluate=self.evaluate).run(ctx, restart)
+
+
+@dataclass(frozen=True)
+class RandomReinit(Recipe):
+    """Same masks, fresh random initialisation (seed from the state's hash)."""
+
+    def describe(self) -> str:
+        return "random reinit"
+
+    def run(self, ctx, parent):
+        fresh = parent.spec.build(seed=ctx.seed % (2**63))
+        weights = {k: v.detach().clone() for k, v in fresh.state_dict().items()}
+        return Snapshot(parent.spec, parent.dataset, weights, parent.masks, None, 0, {"reinit_seed": ctx.seed})
+
+
+@dataclass(frozen=True)
+class RandomPruneLike(Recipe):
+    """The random-pruning control: random masks with the per-layer sparsity of ``like``.
+
+    Applied to the parent (typically the root: original init), replacing any mask.
+    """
+
+    like: Any  # a State whose masks give the per-layer kept counts
+
+    def describe(self) -> str:
+        return f"random masks like {self.like.hash[:8]}"
+
+    def run(self, ctx, parent):
+        reference = ctx.load(self.like)
+        g = torch.Generator().manual_seed(ctx.seed)
+        masks = {}
+        for name, keep in reference.masks.items():
+            flat = torch.zeros(keep.numel(), dtype=torch.bool)
+            flat[torch.randperm(keep.numel(), generator=g)[: int(keep.sum())]] = True
+            masks[name] = flat.reshape(keep.shape)
+        return parent.evolve(masks=masks, metrics={"like": self.like.hash,
+                                                   "sparsity": 1 - sum(int(m.sum()) for m in masks.values()) / max(1, sum(m.numel() for m in masks.values()))})
+
+
+@dataclass(frozen=True)
+class Consensus(Recipe):
+    """A consensus ("denoised") ticket: keep weights kept by at least ``tau`` of the sources' masks.
+
+    The vote of a weight is the fraction of ``sources`` that keep it; the new
+    mask keeps vote >= tau (tau = 1: the intersection). Weights come from the
+    parent (typically the shared initialisation). Sources must share the
+    architecture; a tensor missing from some source counts as kept there.
+    """
+
+    sources: tuple = ()
+    tau: float = 1.0
+
+    def describe(self) -> str:
+        return f"consensus of {len(self.sources)} (tau {self.tau:g})"
+
+    def run(self, ctx, parent):
+        if not self.sources:
+            raise PrunelabError("Consensus needs at least one source state")
+        if not 0 < self.tau <= 1:
+            raise PrunelabError(f"Consensus tau {self.tau} must be in (0, 1]")
+        snaps = [ctx.load(s) for s in self.sources]
+        names = sorted({n for s in snaps for n in s.masks})
+        masks = {}
+        for name in names:
+            shapes = {tuple(s.masks[name].shape) for s in snaps if name in s.masks}
+            if len(shapes) != 1:
+                raise PrunelabError(f"Consensus: sources disagree on the shape of {name!r}: {sorted(shapes)}")
+            votes = sum((s.masks[name].float() if name in s.masks else 1.0) for s in snaps) / len(snaps)
+            masks[name] = votes >= self.tau - 1e-9
+        kept = sum(int(m.sum()) for m in masks.values())
+        total = sum(m.numel() for m in masks.values())
+        return parent.evolve(masks=masks, metrics={"sparsity": 1 - kept / max(1, total), "sources": len(snaps),
+                                                   "tau": self.tau})
+
+
+@dataclass(frozen=True)
+class Transfer(Recipe):
+    """Carry a ticket (masks + weights) from ``source`` to the parent's task.
+
+    Tensors whose shape differs between source and target (e.g. the output
+    layer when class counts differ) keep the parent's initial values and no
+    mask; their names are recorded in the metrics as ``reinitialised``.
+    """
+
+    source: Any  # a State holding the ticket (masks and the weights to start from)
+
+    def describe(self) -> str:
+        return f"transfer from {self.source.hash[:8]}"
+
+    def run(self, ctx, parent):
+        ticket = ctx.load(self.source)
+        if ticket.spec.model != parent.spec.model:
+            raise PrunelabError(f"Transfer: source model {ticket.spec.model!r} is not the target's {parent.spec.model!r}")
+        weights, masks, reinitialised = dict(parent.weights), {}, []
+        for name, tensor in parent.weights.items():
+            theirs = ticket.weights.get(name)
+            if theirs is not None and theirs.shape == tensor.shape:
+                weights[name] = theirs
+            else:
+                reinitialised.append(name)
+        for name, keep in ticket.masks.items():
+            if name in parent.weights and parent.weights[name].shape == keep.shape:
+                masks[name] = keep
+            elif name not in reinitialised:
+                reinitialised.append(name)
+        return Snapshot(parent.spec, parent.dataset, weights, masks, None, 0,
+                        {"source": self.source.hash, "source_dataset": ticket.dataset,
+                         "reinitialised": sorted(reinitialised)})
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ JSON; every blob is re-hashed when read.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -32,7 +33,6 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import PrunelabError
 from ..pruning.masks import pack, unpack
-from .hashing import sha256_hex
 from .snapshot import ModelSpec, Snapshot
 
 FORMAT = 1
@@ -43,9 +43,12 @@ class StoreError(PrunelabError):
 
 
 def tensor_digest(tensor: torch.Tensor) -> str:
+    """sha256 over dtype, shape and raw bytes (hashed in place, no copy)."""
     t = tensor.detach().contiguous().cpu()
-    header = f"{t.dtype}|{list(t.shape)}|".encode()
-    return sha256_hex(header + t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else header)
+    digest = hashlib.sha256(f"{t.dtype}|{list(t.shape)}|".encode())
+    if t.numel():
+        digest.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    return digest.hexdigest()
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -143,7 +146,7 @@ class Store:
         return manifest
 
     def _publish(self, manifest: dict) -> None:
-        _atomic_write_text(self.manifest_path(manifest["hash"]), json.dumps(manifest, indent=1, allow_nan=True))
+        _atomic_write_text(self.manifest_path(manifest["hash"]), json.dumps(manifest, separators=(",", ":"), allow_nan=True))
         self._index(manifest)
 
     def add_tags(self, state_hash: str, tags: set[str], *, locked: bool = False) -> None:
@@ -171,8 +174,10 @@ class Store:
         tensors, plain = {}, {}
         for index, values in state["state"].items():
             for key, value in values.items():
-                if isinstance(value, torch.Tensor):
+                if isinstance(value, torch.Tensor) and value.dim() > 0:
                     tensors[f"{index}.{key}"] = self._tensor_entry(value)
+                elif isinstance(value, torch.Tensor):  # scalars (Adam's step) live in the JSON
+                    plain[f"{index}.{key}"] = {"scalar": value.item(), "dtype": str(value.dtype).removeprefix("torch.")}
                 else:
                     plain[f"{index}.{key}"] = value
         return {"tensors": tensors, "values": plain, "param_groups": state["param_groups"]}
@@ -196,6 +201,8 @@ class Store:
                 state.setdefault(int(index), {})[name] = self.get_tensor(entry["blob"])
             for key, value in o["values"].items():
                 index, _, name = key.partition(".")
+                if isinstance(value, dict) and "scalar" in value:
+                    value = torch.tensor(value["scalar"], dtype=getattr(torch, value["dtype"]))
                 state.setdefault(int(index), {})[name] = value
             optimizer = {"state": state, "param_groups": o["param_groups"]}
         return Snapshot(ModelSpec.from_json(m["spec"]), m["dataset"], weights, masks, optimizer,
@@ -233,6 +240,7 @@ class Store:
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self._index_path, timeout=60)
         con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")  # the index is a rebuildable cache
         return con
 
     def _init_index(self) -> None:

@@ -97,10 +97,20 @@ class Experiment:
     """
 
     def __init__(self, store: str | Path | Store):
-        self.store = store if isinstance(store, Store) else Store(store)
+        # The store directory is created on first use (planning), so a tree
+        # that fails to build — a bad spec, a model that cannot take the data —
+        # writes nothing.
+        self._store = store if isinstance(store, Store) else None
+        self._store_path = None if isinstance(store, Store) else Path(store)
         self.states: dict[str, State] = {}
         self.probes: dict[str, Probe] = {}
         self._tags: list[str] = []
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self._store_path)
+        return self._store
 
     def root(self, *, dataset: str, model: str, seed: int = 0, init: str | None = None,
              model_options: dict | None = None) -> State:

@@ -1,0 +1,162 @@
+"""Study specs: a TOML file that declares a whole pruning study.
+
+Validated with pydantic; every problem is reported with its key path and the
+file, and nothing is written before the whole spec (and the tree it expands
+to) is valid. See ``examples/`` and ``prunelab init``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import PrunelabError, from_validation_error
+from .pruning.methods import TECHNIQUES
+from .tasks.training import TrainConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StudySection(_Strict):
+    name: str = "study"
+    store: str = "runs/study"
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique(cls, seeds):
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct, got {seeds}")
+        return seeds
+
+
+class TaskSection(_Strict):
+    dataset: str
+    model: str
+    init: str | None = None
+    model_options: dict = Field(default_factory=dict)
+
+
+def _check_technique(name: str) -> str:
+    if name not in TECHNIQUES:
+        import difflib
+
+        close = difflib.get_close_matches(name, TECHNIQUES, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown pruning technique {name!r}{hint} (known: {', '.join(TECHNIQUES)})")
+    return name
+
+
+class BranchSection(_Strict):
+    """One line of the study: iterative pruning with a reset strategy, or a control."""
+
+    technique: str = "l1_unstructured"
+    rate: float = Field(0.2, gt=0, lt=1)  # fraction of the remaining weights per round
+    output_rate: float | None = Field(None, gt=0, lt=1)  # the output layer's rate (F&C: half)
+    rounds: int = Field(5, ge=1, le=100)
+    reset: Literal["rewind", "finetune"] = "rewind"
+    rewind_iteration: int = Field(0, ge=0)  # 0: the original initialisation
+    finetune_lr: float | None = Field(None, gt=0)
+    target: float | None = Field(None, gt=0, lt=1)  # one-shot: prune once to this sparsity
+    control: Literal["reinit", "random_pruning"] | None = None
+    of: str | None = None  # the branch a control follows round by round
+
+    _technique = field_validator("technique")(classmethod(lambda cls, v: _check_technique(v)))
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if (self.control is None) != (self.of is None):
+            raise ValueError("a control branch needs both 'control' and 'of' (the branch it follows)")
+        if self.target is not None and self.control is not None:
+            raise ValueError("'target' (one-shot) and 'control' cannot be combined")
+        return self
+
+
+class ConsensusSection(_Strict):
+    """K masks from independent runs (seeds and/or datasets) → vote → a consensus ticket."""
+
+    technique: str = "global_unstructured"
+    rate: float = Field(0.2, gt=0, lt=1)
+    rounds: int = Field(2, ge=1, le=50)
+    datasets: list[str] = Field(default_factory=list)  # sources besides the task's dataset
+    taus: list[float] = Field(default_factory=lambda: [1.0, 0.66, 0.5], min_length=1)
+    train_on: list[str] = Field(default_factory=list)  # target datasets (default: the task's)
+
+    _technique = field_validator("technique")(classmethod(lambda cls, v: _check_technique(v)))
+
+    @field_validator("taus")
+    @classmethod
+    def _taus(cls, taus):
+        for tau in taus:
+            if not 0 < tau <= 1:
+                raise ValueError(f"tau {tau} must be in (0, 1]")
+        return taus
+
+
+class TransferSection(_Strict):
+    """Train a ticket found by ``branch`` (after ``round``) on another dataset and/or optimizer."""
+
+    branch: str
+    round: int = Field(..., ge=1)
+    dataset: str | None = None
+    training: dict = Field(default_factory=dict)  # overrides of [training], e.g. optimizer = "momentum"
+
+
+class Spec(_Strict):
+    study: StudySection = Field(default_factory=StudySection)
+    task: TaskSection
+    training: TrainConfig
+    branches: dict[str, BranchSection] = Field(default_factory=dict)
+    consensus: ConsensusSection | None = None
+    transfer: dict[str, TransferSection] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _cross_checks(self):
+        if not self.branches and self.consensus is None:
+            raise ValueError("a study needs at least one [branches.NAME] or a [consensus] section")
+        total = self.training.iterations
+        for name, branch in self.branches.items():
+            if branch.of is not None:
+                if branch.of not in self.branches:
+                    raise ValueError(f"branches.{name}.of: no branch named {branch.of!r}")
+                if self.branches[branch.of].control is not None:
+                    raise ValueError(f"branches.{name}.of: {branch.of!r} is itself a control")
+            if total is not None and branch.rewind_iteration >= total:
+                raise ValueError(
+                    f"branches.{name}.rewind_iteration: {branch.rewind_iteration} is not before the end of "
+                    f"training ({total} iterations)")
+        for name, tr in self.transfer.items():
+            if tr.branch not in self.branches:
+                raise ValueError(f"transfer.{name}.branch: no branch named {tr.branch!r}")
+            source = self.branches[tr.branch]
+            if tr.round > source.rounds:
+                raise ValueError(f"transfer.{name}.round: branch {tr.branch!r} has only {source.rounds} rounds")
+            try:
+                TrainConfig.parse({**self.training.model_dump(), **tr.training}, where=f"transfer.{name}.training")
+            except PrunelabError as exc:
+                raise ValueError(str(exc)) from None
+        return self
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate a study spec; errors name the file and the key."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise PrunelabError(f"{path}: no such spec file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PrunelabError(f"{path}: not valid TOML ({exc})") from None
+    return parse_spec(raw, str(path))
+
+
+def parse_spec(raw: dict, where: str = "spec") -> Spec:
+    try:
+        return Spec.model_validate(raw)
+    except ValidationError as exc:
+        raise PrunelabError(f"{where}: {from_validation_error(exc)}") from None

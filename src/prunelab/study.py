@@ -1,0 +1,178 @@
+"""From a study spec to an experiment tree, and from a finished store to the summary.
+
+Per seed: one root and one dense training (split at every rewind iteration,
+so "rewind to k" points at a stored state) shared by all branches. An IMP
+branch prunes ``rate`` of the remaining weights per round and resets by
+rewinding or fine-tuning; a control branch follows another branch round by
+round (the same masks with a fresh init, or random masks with the same
+per-layer sparsity on the original init). Consensus and transfer sections
+add their own states.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import PrunelabError
+from .experiment import (Consensus, Experiment, Finetune, Prune, RandomPruneLike, RandomReinit, Rewind, State, Train,
+                         Transfer)
+from .pruning.methods import technique
+from .spec import BranchSection, Spec
+from .tasks.training import TrainConfig
+
+
+@dataclass(frozen=True)
+class Point:
+    """A trained state that appears in the summary."""
+
+    branch: str
+    seed: int
+    round: int
+    state: State
+
+
+@dataclass
+class StudyTree:
+    spec: Spec
+    experiment: Experiment
+    points: list[Point] = field(default_factory=list)
+
+
+def _pruning(branch: BranchSection, rate: float, output_rate: float | None, target: float | None = None):
+    """Per-round pruning; with ``target`` (one-shot) ``output_rate`` is the output layer's sparsity."""
+    overrides = {"<output>": output_rate} if output_rate is not None else {}
+    if target is not None:
+        return technique(branch.technique, target=target, overrides=overrides)
+    return technique(branch.technique, amount=rate, overrides=overrides)
+
+
+def build_study(spec: Spec, store: str | Path | None = None) -> StudyTree:
+    exp = Experiment(store if store is not None else spec.study.store)
+    tree = StudyTree(spec, exp)
+    cfg = spec.training
+    task = spec.task
+    imp = {n: b for n, b in spec.branches.items() if b.control is None}
+    controls = {n: b for n, b in spec.branches.items() if b.control is not None}
+    rewind_points = sorted({b.rewind_iteration for b in imp.values() if b.reset == "rewind" and b.rewind_iteration > 0})
+
+    for seed in spec.study.seeds:
+        root = exp.root(dataset=task.dataset, model=task.model, seed=seed, init=task.init, model_options=task.model_options)
+        with exp.tag(f"seed={seed}"):
+            starts, chain = {0: root}, root
+            for k in rewind_points:
+                chain = chain.then(Train(cfg, stop=k))
+                starts[k] = chain
+            dense = chain.then(Train(cfg))
+            tree.points.append(Point("dense", seed, 0, dense))
+            rounds_of: dict[str, list[tuple[State, State, State]]] = {}
+            for name, b in imp.items():
+                with exp.tag(name):
+                    current, rounds = dense, []
+                    n_rounds = 1 if b.target is not None else b.rounds
+                    for r in range(1, n_rounds + 1):
+                        pruned = current.then(Prune(_pruning(b, b.rate, b.output_rate, b.target)))
+                        if b.reset == "rewind":
+                            start = pruned.then(Rewind(to=starts[b.rewind_iteration]))
+                            trained = start.then(Train(cfg))
+                        else:
+                            ft = cfg.model_copy(update={"lr": b.finetune_lr}) if b.finetune_lr else cfg
+                            start, trained = pruned, pruned.then(Finetune(ft))
+                        rounds.append((pruned, start, trained))
+                        tree.points.append(Point(name, seed, r, trained))
+                        current = trained
+                    rounds_of[name] = rounds
+            for name, b in controls.items():
+                with exp.tag(name):
+                    for r, (pruned, _, _) in enumerate(rounds_of[b.of], start=1):
+                        if b.control == "reinit":
+                            state = pruned.then(RandomReinit()).then(Train(cfg))
+                        else:
+                            state = root.then(RandomPruneLike(like=pruned)).then(Train(cfg))
+                        tree.points.append(Point(name, seed, r, state))
+            for name, tr in spec.transfer.items():
+                with exp.tag(f"transfer:{name}"):
+                    _, ticket_start, _ = rounds_of[tr.branch][tr.round - 1]
+                    target_root = root if tr.dataset in (None, task.dataset) else exp.root(
+                        dataset=tr.dataset, model=task.model, seed=seed, init=task.init, model_options=task.model_options)
+                    tcfg = TrainConfig.parse({**cfg.model_dump(), **tr.training}, where=f"transfer.{name}.training")
+                    state = target_root.then(Transfer(source=ticket_start)).then(Train(tcfg))
+                    tree.points.append(Point(f"transfer:{name}", seed, tr.round, state))
+    if spec.consensus is not None:
+        _build_consensus(spec, tree)
+    return tree
+
+
+def _build_consensus(spec: Spec, tree: StudyTree) -> None:
+    c, exp, cfg, task = spec.consensus, tree.experiment, spec.training, spec.task
+    sources = []
+    for dataset in [task.dataset] + [d for d in c.datasets if d != task.dataset]:
+        for seed in spec.study.seeds:
+            root = exp.root(dataset=dataset, model=task.model, seed=seed, init=task.init, model_options=task.model_options)
+            with exp.tag("consensus-source", f"seed={seed}"):
+                s = root.then(Train(cfg))
+                for _ in range(c.rounds):
+                    pruned = s.then(Prune(technique(c.technique, amount=c.rate)))
+                    s = pruned.then(Rewind(to=root)).then(Train(cfg))
+                sources.append(pruned)
+    for target in c.train_on or [task.dataset]:
+        for seed in spec.study.seeds:
+            root = exp.root(dataset=target, model=task.model, seed=seed, init=task.init, model_options=task.model_options)
+            for tau in c.taus:
+                with exp.tag(f"consensus tau={tau:g}", f"seed={seed}"):
+                    ticket = root.then(Consensus(sources=tuple(sources), tau=tau))
+                    tree.points.append(Point(f"consensus tau={tau:g} on {target}", seed, 0, ticket.then(Train(cfg))))
+                    random = root.then(RandomPruneLike(like=ticket)).then(Train(cfg))
+                    tree.points.append(Point(f"random masks like tau={tau:g} on {target}", seed, 0, random))
+
+
+# ---------------------------------------------------------------- the summary
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    branch: str
+    round: int
+    remaining: float  # percent of prunable weights remaining (mean over seeds)
+    n: int
+    mean: float
+    ci_low: float
+    ci_high: float
+    values: tuple[float, ...]
+
+
+def mean_ci(values: list[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean and Student-t confidence interval (the right small-n interval for a handful of seeds)."""
+    from scipy import stats
+
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, math.nan, math.nan
+    sd = stats.tstd(values)
+    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def summarize(tree: StudyTree, split: str = "test") -> list[SummaryRow]:
+    store = tree.experiment.store
+    groups: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for p in tree.points:
+        m = store.manifest(p.state.hash)
+        if m is None or m.get("status") != "done":
+            continue
+        metrics = m.get("metrics") or {}
+        if split not in metrics:
+            raise PrunelabError(f"state {p.state.hash[:10]} has no {split!r} evaluation")
+        kept = sum(e["kept"] for e in (m.get("masks") or {}).values())
+        total = sum(math.prod(e["shape"]) for e in (m.get("masks") or {}).values())
+        remaining = 100.0 * kept / total if total else 100.0
+        groups.setdefault((p.branch, p.round), []).append((metrics[split]["accuracy"], remaining))
+    rows = []
+    for (branch, rnd), items in groups.items():
+        accs = [a for a, _ in items]
+        mean, lo, hi = mean_ci(accs)
+        rows.append(SummaryRow(branch, rnd, sum(r for _, r in items) / len(items), len(accs), mean, lo, hi, tuple(accs)))
+    order = {name: i for i, name in enumerate(dict.fromkeys(p.branch for p in tree.points))}
+    return sorted(rows, key=lambda r: (order[r.branch], r.round))

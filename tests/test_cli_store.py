@@ -1,0 +1,59 @@
+import subprocess
+import sys
+
+import pytest
+
+from .experiment_helpers import small_tree
+from .test_cli import run_cli
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "store"
+    exp, root, dense, leaves = small_tree(path, branches=("l1_unstructured",), rounds=1)
+    exp.run()
+    return path, leaves[0].hash
+
+
+def test_tree_ls_show(store, tmp_path):
+    path, leaf = store
+    dot = tmp_path / "tree.dot"
+    out = run_cli("tree", str(path), "--dot", str(dot))
+    assert out.returncode == 0 and "lenet_300_100 on digits" in out.stdout and "rewind" in out.stdout
+    assert dot.read_text().startswith("digraph")
+    listing = run_cli("ls", str(path), "--recipe", "Train", "--tag", "l1_unstructured")
+    assert listing.returncode == 0 and leaf[:12] in listing.stdout
+    shown = run_cli("show", str(path), leaf[:8])
+    assert shown.returncode == 0 and "lineage" in shown.stdout and '"environment"' in shown.stdout
+
+
+def test_verify_and_gc_report_problems(store, tmp_path):
+    path, leaf = store
+    assert run_cli("verify", str(path)).returncode == 0
+    assert "removed 0" in run_cli("gc", str(path)).stdout
+
+
+def test_verify_exit_1_on_a_corrupted_blob(tmp_path):
+    exp, root, dense, _ = small_tree(tmp_path / "s", branches=("l1_unstructured",), rounds=1)
+    exp.run()
+    blob = exp.store.blob_path(exp.store.manifest(dense.hash)["weights"]["3.weight"]["blob"])
+    blob.write_bytes(blob.read_bytes()[:-4] + b"\0\0\0\0")
+    out = run_cli("verify", str(tmp_path / "s"))
+    assert out.returncode == 1 and str(blob) in out.stdout
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["show", "/nonexistent/store", "abc"], "not a prunelab store"),
+    (["ls", "/nonexistent/store"], "not a prunelab store"),
+])
+def test_bad_store_paths_exit_2(args, needle):
+    out = run_cli(*args)
+    assert out.returncode == 2 and needle in out.stderr and "Traceback" not in out.stderr
+
+
+def test_show_unknown_or_ambiguous_hash(store):
+    path, _ = store
+    out = run_cli("show", str(path), "zzzz")
+    assert out.returncode == 2 and "no state 'zzzz'" in out.stderr
+    out = run_cli("show", str(path), "")
+    assert out.returncode == 2 and "give more characters" in out.stderr

@@ -1,0 +1,192 @@
+import math
+import textwrap
+
+import pytest
+import torch
+
+from prunelab import PrunelabError
+from prunelab.experiment import Consensus, Experiment, RandomPruneLike, RandomReinit, Train, Transfer
+from prunelab.spec import load_spec, parse_spec
+from prunelab.study import build_study, mean_ci, summarize
+
+from .experiment_helpers import CONFIG
+from .test_cli import run_cli
+
+TINY = """
+[study]
+name = "tiny"
+store = "STORE"
+seeds = [0, 1]
+
+[task]
+dataset = "digits"
+model = "lenet_300_100"
+
+[training]
+iterations = 30
+batch_size = 32
+
+[branches.ticket]
+technique = "l1_unstructured"
+rate = 0.5
+output_rate = 0.25
+rounds = 2
+
+[branches.late]
+rate = 0.5
+rounds = 1
+rewind_iteration = 10
+
+[branches.tuned]
+rate = 0.5
+rounds = 1
+reset = "finetune"
+finetune_lr = 0.0005
+
+[branches.reinit]
+control = "reinit"
+of = "ticket"
+
+[branches.random]
+control = "random_pruning"
+of = "ticket"
+
+[transfer.sgd]
+branch = "ticket"
+round = 2
+training = { optimizer = "momentum", lr = 0.01 }
+"""
+
+
+def write_spec(tmp_path, text=TINY, name="spec.toml"):
+    path = tmp_path / name
+    path.write_text(text.replace("STORE", str(tmp_path / "store")))
+    return path
+
+
+def test_spec_expands_to_a_tree_with_shared_prefixes(tmp_path):
+    tree = build_study(load_spec(write_spec(tmp_path)))
+    exp = tree.experiment
+    dense = [p for p in tree.points if p.branch == "dense"]
+    assert len(dense) == 2  # one per seed, shared by all branches
+    for p in tree.points:
+        if p.branch != "dense":
+            lineage = {s.hash for s in p.state.lineage()}
+            seed_dense = next(d for d in dense if d.seed == p.seed)
+            if p.branch in ("ticket", "late", "tuned", "transfer:sgd", "reinit"):
+                assert seed_dense.state.hash in lineage or p.branch == "transfer:sgd"
+    # rewind_iteration = 10 splits the dense run: the state at iteration 10 exists and is referenced
+    splits = [s for s in exp.states.values() if isinstance(s.recipe, Train) and s.recipe.stop == 10]
+    assert len(splits) == 2
+    kinds = {type(s.recipe).__name__ for s in exp.states.values()}
+    assert {"RandomReinit", "RandomPruneLike", "Finetune", "Transfer", "Rewind", "Prune"} <= kinds
+    assert not (tmp_path / "store").exists()  # building the tree writes nothing
+
+
+def test_study_runs_resumes_and_summarises(tmp_path):
+    spec = load_spec(write_spec(tmp_path))
+    tree = build_study(spec)
+    first = tree.experiment.run()
+    assert first.ok
+    again = build_study(spec).experiment.run()
+    assert again.computed == []
+    rows = summarize(tree)
+    by = {(r.branch, r.round): r for r in rows}
+    # remaining weights follow the geometric schedule: hidden layers 0.25, output 0.5625
+    expected = 100 * (0.25 * (64 * 300 + 300 * 100) + 0.5625 * 100 * 10) / (64 * 300 + 300 * 100 + 100 * 10)
+    assert by[("ticket", 2)].remaining == pytest.approx(expected, abs=0.05)
+    assert by[("reinit", 2)].remaining == pytest.approx(expected, abs=0.05)
+    assert by[("random", 2)].remaining == pytest.approx(expected, abs=0.05)
+    assert by[("ticket", 1)].n == 2 and not math.isnan(by[("ticket", 1)].ci_low)
+    transfer = [p for p in tree.points if p.branch == "transfer:sgd"]
+    assert tree.experiment.store.manifest(transfer[0].state.parent.hash)["metrics"]["reinitialised"] == []
+
+
+def test_mean_ci_matches_scipy():
+    from scipy import stats
+
+    values = [0.9, 0.92, 0.95, 0.91]
+    mean, lo, hi = mean_ci(values)
+    ref = stats.t.interval(0.95, len(values) - 1, loc=sum(values) / 4, scale=stats.sem(values))
+    assert (lo, hi) == pytest.approx(ref)
+    assert math.isnan(mean_ci([0.5])[1])
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ('technique = "l1_unstructured"', 'technique = "l7_unstructured"'),
+        ("rate = 0.5\noutput_rate", "rate = 1.5\noutput_rate"),
+        ("rewind_iteration = 10", "rewind_iteration = 30"),
+        ('of = "ticket"\n\n[branches.random]', 'of = "nope"\n\n[branches.random]'),
+        ("[branches.tuned]", "[branches.ticket]"),
+        ("seeds = [0, 1]", "seeds = [0, 0]"),
+        ('[task]', '[task]\ncolour = "red"'),
+    ],
+)
+def test_bad_specs_are_one_clear_error_and_write_nothing(tmp_path, old, new):
+    text = TINY.replace(old, new, 1)
+    path = write_spec(tmp_path, text)
+    out = run_cli("run", str(path))
+    assert out.returncode == 2, out.stdout
+    assert str(path) in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "store").exists()
+
+
+def test_bad_spec_messages_name_the_key(tmp_path):
+    cases = {
+        'technique = "l7_unstructured"': "unknown pruning technique 'l7_unstructured'; did you mean 'l1_unstructured'",
+        "rate = 1.5\noutput_rate": "branches.ticket.rate: Input should be less than 1",
+        "rewind_iteration = 30": "rewind_iteration: 30 is not before the end of training (30 iterations)",
+        '[task]\ncolour = "red"': "task.colour: Extra inputs are not permitted",
+    }
+    originals = ['technique = "l1_unstructured"', "rate = 0.5\noutput_rate", "rewind_iteration = 10", "[task]"]
+    for (new, message), old in zip(cases.items(), originals):
+        with pytest.raises(PrunelabError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            load_spec(write_spec(tmp_path, TINY.replace(old, new, 1)))
+    with pytest.raises(PrunelabError, match="not valid TOML"):
+        load_spec(write_spec(tmp_path, TINY.replace("[branches.tuned]", "[branches.ticket]")))
+
+
+def test_controls_and_consensus_recipes(tmp_path, digits):
+    exp = Experiment(tmp_path / "s")
+    from prunelab.experiment import Prune
+    from prunelab.pruning import technique
+
+    roots = [exp.root(dataset="digits", model="lenet_300_100", seed=s) for s in (0, 1, 2)]
+    pruned = [r.then(Train(CONFIG)).then(Prune(technique("global_unstructured", amount=0.5))) for r in roots]
+    target = roots[0]
+    tickets = {tau: target.then(Consensus(sources=tuple(pruned), tau=tau)) for tau in (1.0, 0.66, 0.33)}
+    like = target.then(RandomPruneLike(like=pruned[1]))
+    reinit = pruned[0].then(RandomReinit())
+    assert exp.run().ok
+    masks = [p.load().masks for p in pruned]
+    for tau, ticket in tickets.items():
+        got = ticket.load().masks
+        for name in got:  # brute-force vote
+            votes = sum(m[name].float() for m in masks) / 3
+            assert torch.equal(got[name], votes >= tau - 1e-9)
+    inter = tickets[1.0].load().metrics["sparsity"]
+    assert inter > tickets[0.66].load().metrics["sparsity"] > tickets[0.33].load().metrics["sparsity"]
+    like_masks = like.load().masks
+    for name, keep in masks[1].items():
+        assert int(like_masks[name].sum()) == int(keep.sum()) and not torch.equal(like_masks[name], keep)
+    r = reinit.load()
+    assert all(torch.equal(r.masks[n], masks[0][n]) for n in masks[0])
+    assert not torch.equal(r.weights["1.weight"], roots[0].load().weights["1.weight"])
+
+
+def test_transfer_reinitialises_mismatched_layers(tmp_path):
+    exp = Experiment(tmp_path / "s")
+    from prunelab.experiment import Prune
+    from prunelab.pruning import technique
+
+    source = exp.root(dataset="mnist1d", model="lenet_300_100", seed=0)
+    ticket = source.then(Train(CONFIG)).then(Prune(technique("l1_unstructured", amount=0.5)))
+    target = exp.root(dataset="digits", model="lenet_300_100", seed=0)
+    moved = target.then(Transfer(source=ticket))
+    assert exp.run().ok
+    snap = moved.load()
+    assert snap.metrics["reinitialised"] == ["1.weight"]  # 40 inputs vs 64: the first layer
+    assert set(snap.masks) == {"3.weight", "5.weight"} and snap.dataset == "digits"
+    assert torch.equal(snap.weights["3.weight"], ticket.load().weights["3.weight"])
