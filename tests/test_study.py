@@ -190,3 +190,33 @@ def test_transfer_reinitialises_mismatched_layers(tmp_path):
     assert snap.metrics["reinitialised"] == ["1.weight"]  # 40 inputs vs 64: the first layer
     assert set(snap.masks) == {"3.weight", "5.weight"} and snap.dataset == "digits"
     assert torch.equal(snap.weights["3.weight"], ticket.load().weights["3.weight"])
+
+
+EXAMPLES = sorted((__import__("pathlib").Path(__file__).resolve().parents[1] / "examples").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_specs_validate_and_expand(path, tmp_path):
+    tree = build_study(load_spec(path), tmp_path / "store")
+    assert tree.points and not (tmp_path / "store").exists()
+
+
+def test_cli_run_prints_the_summary_and_writes_csv(tmp_path):
+    text = TINY.split("[branches.late]")[0]  # seeds 0, 1; one two-round branch
+    path = write_spec(tmp_path, text)
+    csv = tmp_path / "summary.csv"
+    out = run_cli("run", str(path), "--csv", str(csv))
+    assert out.returncode == 0, out.stderr
+    assert "test accuracy" in out.stdout and "ticket" in out.stdout and "already stored" in out.stdout
+    lines = csv.read_text().splitlines()
+    assert lines[0].startswith("branch,round,remaining_percent") and len(lines) == 1 + 3  # dense + 2 rounds
+    again = run_cli("run", str(path))
+    assert "0 computed" in again.stdout
+
+
+def test_init_writes_a_spec_that_validates(tmp_path):
+    target = tmp_path / "study.toml"
+    assert run_cli("init", str(target)).returncode == 0
+    load_spec(target)
+    out = run_cli("init", str(target))
+    assert out.returncode == 2 and "already exists" in out.stderr

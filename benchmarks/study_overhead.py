@@ -1,0 +1,107 @@
+"""Study overhead: a whole study vs the sum of its training runs measured alone.
+
+Study 1 (examples/lottery_mnist1d.toml) with one seed and 5 rounds: dense
+training (split at iteration 100), three IMP branches (rewind to 0, rewind
+to 100, fine-tune) and two controls (random re-init, random pruning), run by
+``prunelab run`` machinery into a fresh store. Baseline: every training run of
+that study (each Train / Finetune state, with its periodic validation curve
+and final test/validation evaluation) replayed alone from its stored parent,
+timed individually and summed — what the study would cost with zero
+orchestration (no spec, hashing, storage, pruning or scheduling).
+
+Target (issue #5): study wall time <= 1.05x the sum of its training runs.
+Both at 1 torch thread. Medians of --repeats (study and replay alternate).
+
+    python benchmarks/study_overhead.py [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_result  # noqa: E402
+
+from prunelab.experiment import Finetune, Train
+from prunelab.experiment.executors import dataset_cache
+from prunelab.pruning.masked import train_masked
+from prunelab.spec import load_spec
+from prunelab.study import build_study
+from prunelab.tasks.evaluation import evaluate
+
+SPEC = Path(__file__).resolve().parents[1] / "examples" / "lottery_mnist1d.toml"
+
+
+def study_spec():
+    spec = load_spec(SPEC)
+    branches = {name: b.model_copy(update={"rounds": 5}) for name, b in spec.branches.items()}
+    return spec.model_copy(update={"study": spec.study.model_copy(update={"seeds": [0]}), "branches": branches})
+
+
+def replay_trainings(tree) -> tuple[float, int]:
+    """Time each training run of the finished study alone; return (sum of seconds, count)."""
+    store = tree.experiment.store
+    total, count = 0.0, 0
+    for state in tree.experiment.states.values():
+        recipe = state.recipe
+        if not isinstance(recipe, (Train, Finetune)):
+            continue
+        parent = store.load(state.parent.hash)
+        if isinstance(recipe, Finetune):
+            parent = parent.evolve(iteration=0, optimizer=None)
+        data = dataset_cache(parent.dataset)
+        config = recipe.config
+        model = parent.model()
+        start = time.perf_counter()
+        train_masked(model, data, config, seed=0, start=parent.iteration,
+                     stop=recipe.stop if isinstance(recipe, Train) else None, optimizer_state=parent.optimizer)
+        if recipe.evaluate:
+            for split in ("validation", "test"):
+                evaluate(model, data.split(split), data.class_names)
+        total += time.perf_counter() - start
+        count += 1
+    return total, count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    spec = study_spec()
+    dataset_cache(spec.task.dataset)
+    with tempfile.TemporaryDirectory() as warm:  # imports, optimizer warm-up
+        tiny = spec.model_copy(update={"training": spec.training.model_copy(update={"iterations": 120, "eval_every": 0})})
+        build_study(tiny, Path(warm) / "s").experiment.run()
+    study_t, replay_t, n_trainings, n_states = [], [], 0, 0
+    for _ in range(args.repeats):
+        with tempfile.TemporaryDirectory() as folder:
+            tree = build_study(spec, Path(folder) / "store")
+            start = time.perf_counter()
+            summary = tree.experiment.run()
+            study_t.append(time.perf_counter() - start)
+            assert summary.ok
+            seconds, n_trainings = replay_trainings(tree)
+            replay_t.append(seconds)
+            n_states = len(tree.experiment.states)
+        print(f"study {study_t[-1]:.2f} s, its {n_trainings} trainings alone {replay_t[-1]:.2f} s "
+              f"({study_t[-1] / replay_t[-1]:.3f}x)")
+    s, r = statistics.median(study_t), statistics.median(replay_t)
+    ratio = s / r
+    print(f"study {s:.2f} s vs trainings alone {r:.2f} s -> {ratio:.3f}x ({n_states} states); target <= 1.05: {ratio <= 1.05}")
+    write_result("study_overhead", {
+        "study": "examples/lottery_mnist1d.toml, seeds [0], 5 rounds", "states": n_states, "trainings": n_trainings,
+        "repeats": args.repeats, "study_seconds": study_t, "trainings_alone_seconds": replay_t,
+        "median": {"study": s, "trainings_alone": r}, "ratio": ratio, "target": "<= 1.05", "met": ratio <= 1.05,
+    })
+
+
+if __name__ == "__main__":
+    main()
