@@ -261,3 +261,25 @@ def test_manifest_records_provenance(tmp_path):
     assert m["environment"]["torch"] == torch.__version__ and m["environment"]["python"]
     assert m["timings"]["seconds"] > 0 and m["torch_threads"] == 1
     assert m["recipe"]["params"]["config"]["iterations"] == 40 and m["iteration"] == 40
+
+
+def test_existing_cluster_by_scheduler_address(tmp_path):
+    import logging
+
+    from distributed import LocalCluster
+
+    serial, *_ = small_tree(tmp_path / "serial", branches=("l1_unstructured",), rounds=1)
+    serial.run()
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                      worker_dashboard_address=None, silence_logs=logging.ERROR) as cluster:
+        remote, *_ = small_tree(tmp_path / "remote", branches=("l1_unstructured",), rounds=1)
+        summary = remote.run(cluster.scheduler_address)
+    assert summary.ok and len(summary.computed) == len(remote.states)
+    for h in serial.states:
+        assert serial.store.manifest(h)["weights"] == remote.store.manifest(h)["weights"]
+
+
+def test_unreachable_scheduler_is_a_clear_error(tmp_path):
+    exp, *_ = small_tree(tmp_path / "s", branches=("l1_unstructured",), rounds=1)
+    with pytest.raises(PrunelabError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
+        exp.run("tcp://127.0.0.1:9")
