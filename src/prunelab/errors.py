@@ -32,3 +32,13 @@ def from_validation_error(exc, where: str = "") -> PrunelabError:
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
         lines.append(f"{key}: {err.get('msg', 'invalid')}{shown}")
     return PrunelabError("; ".join(lines))
+
+
+def validated(model_cls, data: dict, where: str = ""):
+    """``model_cls.model_validate(data)`` with errors as one PrunelabError naming each key."""
+    from pydantic import ValidationError
+
+    try:
+        return model_cls.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation_error(exc, where) from None

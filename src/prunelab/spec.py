@@ -11,9 +11,9 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .errors import PrunelabError, from_validation_error
+from .errors import PrunelabError, validated
 from .pruning.methods import TECHNIQUES
 from .tasks.training import TrainConfig
 
@@ -157,6 +157,6 @@ def load_spec(path: str | Path) -> Spec:
 
 def parse_spec(raw: dict, where: str = "spec") -> Spec:
     try:
-        return Spec.model_validate(raw)
-    except ValidationError as exc:
-        raise PrunelabError(f"{where}: {from_validation_error(exc)}") from None
+        return validated(Spec, raw)
+    except PrunelabError as exc:
+        raise PrunelabError(f"{where}: {exc}") from None

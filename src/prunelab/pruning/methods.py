@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from typing import Literal, Sequence
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from ..errors import PrunelabError, from_validation_error
+from ..errors import PrunelabError, validated
 from .masks import Masks, SparsityReport, get_masks, sparsity_report
 from .scores import expand_slices, random_scores, slice_scores, snip_scores, synflow_scores
 from .selection import ScoreSource, count_eligible, lowest_k_masks
@@ -72,10 +72,7 @@ class PruningConfig(BaseModel):
 
     @classmethod
     def parse(cls, data: dict, where: str = "pruning") -> "PruningConfig":
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise from_validation_error(exc, where) from None
+        return validated(cls, data, where)
 
 
 def _check_amount(value) -> None:

@@ -22,10 +22,10 @@ from typing import Callable, Iterator, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from ..errors import PrunelabError, from_validation_error
+from ..errors import PrunelabError, validated
 from ..progress import progress_bar
 from .datasets import Dataset
 from .evaluation import evaluate
@@ -60,10 +60,7 @@ class TrainConfig(BaseModel):
 
     @classmethod
     def parse(cls, data: dict, where: str = "training") -> "TrainConfig":
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise from_validation_error(exc, where) from None
+        return validated(cls, data, where)
 
     def total_iterations(self, train_size: int) -> int:
         if self.iterations is not None:
