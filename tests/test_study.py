@@ -188,6 +188,12 @@ def test_transfer_reinitialises_mismatched_layers(tmp_path):
     assert exp.run().ok
     snap = moved.load()
     assert snap.metrics["reinitialised"] == ["1.weight"]  # 40 inputs vs 64: the first layer
+    from prunelab.study import remaining_percent
+
+    # the unmasked first layer counts as fully kept
+    kept = 64 * 300 + int(snap.masks["3.weight"].sum()) + int(snap.masks["5.weight"].sum())
+    expected = 100 * kept / (64 * 300 + 300 * 100 + 100 * 10)
+    assert remaining_percent(exp.store.manifest(moved.hash)) == pytest.approx(expected)
     assert set(snap.masks) == {"3.weight", "5.weight"} and snap.dataset == "digits"
     assert torch.equal(snap.weights["3.weight"], ticket.load().weights["3.weight"])
 

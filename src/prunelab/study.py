@@ -155,6 +155,21 @@ def mean_ci(values: list[float], confidence: float = 0.95) -> tuple[float, float
     return mean, mean - half, mean + half
 
 
+def remaining_percent(manifest: dict) -> float:
+    """Percent of prunable weights kept: masked tensors by their masks, and every
+    other Linear/Conv weight (ndim >= 2) in full — e.g. a layer a transfer re-initialised."""
+    masks = manifest.get("masks") or {}
+    kept = total = 0
+    for name, entry in (manifest.get("weights") or {}).items():
+        if name in masks:
+            kept += masks[name]["kept"]
+            total += math.prod(masks[name]["shape"])
+        elif name.endswith("weight") and len(entry["shape"]) >= 2:
+            kept += math.prod(entry["shape"])
+            total += math.prod(entry["shape"])
+    return 100.0 * kept / total if total else 100.0
+
+
 def summarize(tree: StudyTree, split: str = "test") -> list[SummaryRow]:
     store = tree.experiment.store
     groups: dict[tuple[str, int], list[tuple[float, float]]] = {}
@@ -165,9 +180,7 @@ def summarize(tree: StudyTree, split: str = "test") -> list[SummaryRow]:
         metrics = m.get("metrics") or {}
         if split not in metrics:
             raise PrunelabError(f"state {p.state.hash[:10]} has no {split!r} evaluation")
-        kept = sum(e["kept"] for e in (m.get("masks") or {}).values())
-        total = sum(math.prod(e["shape"]) for e in (m.get("masks") or {}).values())
-        remaining = 100.0 * kept / total if total else 100.0
+        remaining = remaining_percent(m)
         groups.setdefault((p.branch, p.round), []).append((metrics[split]["accuracy"], remaining))
     rows = []
     for (branch, rnd), items in groups.items():
