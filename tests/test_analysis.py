@@ -1,0 +1,171 @@
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import recall_score
+
+from prunelab import PrunelabError
+from prunelab.analysis import (bootstrap_ci, chance_jaccard, emergent_structure, group_metrics, holm, jaccard,
+                               paired_test, pareto_front, per_class_impact, select_operating_point, similarity_matrix,
+                               weight_stability)
+from prunelab.tasks import Split, evaluate
+
+
+def random_masks(seed, p=0.3, shapes=((20, 30), (10, 20))):
+    g = torch.Generator().manual_seed(seed)
+    return {f"l{i}.weight": torch.rand(s, generator=g) < p for i, s in enumerate(shapes)}
+
+
+def test_jaccard_equals_brute_force_sets():
+    a, b = random_masks(0), random_masks(1, p=0.6)
+    got = jaccard(a, b)
+    everything_a, everything_b = set(), set()
+    for name in a:
+        sa = {i for i, v in enumerate(a[name].flatten().tolist()) if v}
+        sb = {i for i, v in enumerate(b[name].flatten().tolist()) if v}
+        assert got[name] == pytest.approx(len(sa & sb) / len(sa | sb))
+        everything_a |= {(name, i) for i in sa}
+        everything_b |= {(name, i) for i in sb}
+    assert got["overall"] == pytest.approx(len(everything_a & everything_b) / len(everything_a | everything_b))
+    with pytest.raises(PrunelabError, match="different tensors"):
+        jaccard(a, {"l0.weight": a["l0.weight"]})
+
+
+@pytest.mark.parametrize("p, q", [(0.2, 0.2), (0.1, 0.5), (0.8, 0.3)])
+def test_chance_level_matches_simulation(p, q):
+    rng = np.random.default_rng(0)
+    n, trials = 200, 10_000
+    a = rng.random((trials, n)) < p
+    b = rng.random((trials, n)) < q
+    sims = (a & b).sum(1) / np.maximum((a | b).sum(1), 1)
+    # per-pair Jaccard of n entries estimates the ratio; its mean converges to pq/(p+q-pq) up to O(1/n)
+    mean, se = sims.mean(), sims.std(ddof=1) / math.sqrt(trials)
+    assert abs(mean - chance_jaccard(p, q)) < 3 * se + 2e-3
+
+
+def test_similarity_matrix_is_symmetric_with_chance():
+    masks = {"a": random_masks(0), "b": random_masks(1), "c": random_masks(0)}
+    labels, sim, chance = similarity_matrix(masks)
+    assert labels == ["a", "b", "c"] and np.allclose(sim, sim.T) and sim[0, 2] == 1.0
+    assert chance[0, 1] == pytest.approx(chance_jaccard(*(sum(int(m.sum()) for m in masks[k].values()) / 800 for k in "ab")))
+
+
+def test_emergent_structure_against_hand_counts():
+    keep = torch.ones(4, 5, dtype=torch.bool)
+    keep[1] = False  # one fully pruned output unit (row)
+    keep[:, 3] = False  # one fully pruned input unit (column)
+    rows = {s.group: s for s in emergent_structure({"fc.weight": keep})}
+    assert rows["output units"].fraction == pytest.approx(1 / 4)
+    assert rows["input units"].fraction == pytest.approx(1 / 5)
+    s = 8 / 20  # 5 + 4 - 1 pruned of 20
+    assert rows["output units"].expected == pytest.approx(s ** 5)
+    assert rows["input units"].expected == pytest.approx(s ** 4)
+    conv = torch.ones(2, 3, 2, 2, dtype=torch.bool)
+    conv[0, 1] = False  # one kernel
+    kernels = [x for x in emergent_structure({"c.weight": conv}) if x.group == "kernels"][0]
+    assert kernels.fraction == pytest.approx(1 / 6) and kernels.size == 4
+
+
+def brute_force_front(points, maximize):
+    signs = np.where(maximize, 1, -1)
+    p = points * signs
+    front = []
+    for i in range(len(p)):
+        if not any(np.all(p[j] >= p[i]) and np.any(p[j] > p[i]) for j in range(len(p)) if j != i):
+            front.append(i)
+    return front
+
+
+@pytest.mark.parametrize("dims, seed", [(2, 0), (3, 1), (3, 2)])
+def test_pareto_front_equals_brute_force(dims, seed):
+    rng = np.random.default_rng(seed)
+    points = rng.integers(0, 6, size=(60, dims)).astype(float)  # many ties
+    maximize = [True, True, False][:dims]
+    assert pareto_front(points, maximize).tolist() == brute_force_front(points, maximize)
+
+
+def test_operating_point_with_and_without_fairness():
+    rows = [
+        {"sparsity": 0.5, "acc": 0.95, "worst": 0.90},
+        {"sparsity": 0.8, "acc": 0.945, "worst": 0.85},
+        {"sparsity": 0.9, "acc": 0.90, "worst": 0.70},
+    ]
+    out = select_operating_point(rows, efficiency="sparsity", accuracy="acc", dense_accuracy=0.955,
+                                 max_accuracy_drop=0.01, worst="worst", dense_worst=0.91, max_worst_drop=0.02)
+    assert out["without_fairness"]["sparsity"] == 0.8 and out["with_fairness"]["sparsity"] == 0.5
+    assert out["changed"] and "0.8 → 0.5" in out["statement"]
+    same = select_operating_point(rows, efficiency="sparsity", accuracy="acc", dense_accuracy=0.955,
+                                  max_accuracy_drop=0.01, worst="worst", dense_worst=0.91, max_worst_drop=0.1)
+    assert not same["changed"] and "does not change" in same["statement"]
+
+
+def test_bootstrap_coverage_is_near_95_percent():
+    rng = np.random.default_rng(7)
+    hits, trials = 0, 150
+    for t in range(trials):
+        sample = rng.exponential(scale=2.0, size=25)  # true mean 2.0, skewed
+        _, lo, hi = bootstrap_ci(sample, n_resamples=2000, seed=t)
+        hits += lo <= 2.0 <= hi
+    assert 0.85 <= hits / trials <= 0.99
+    assert bootstrap_ci([0.5, 0.5, 0.5]) == (0.5, 0.5, 0.5)
+    with pytest.raises(PrunelabError, match="at least 2"):
+        bootstrap_ci([1.0])
+
+
+def test_paired_tests_and_holm():
+    a = [0.91, 0.92, 0.93, 0.94, 0.95]
+    b = [0.90, 0.905, 0.91, 0.92, 0.93]  # a > b on every seed
+    assert paired_test(a, b) == pytest.approx(2 / 32)  # exact sign-flip: 2 of 32 assignments
+    assert paired_test(a, a) == 1.0
+    assert paired_test(a, b, "wilcoxon") == pytest.approx(0.0625)
+    assert holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    with pytest.raises(PrunelabError, match="same length"):
+        paired_test([1.0], [1.0, 2.0])
+
+
+class Fixed(torch.nn.Module):
+    def forward(self, x):
+        return x
+
+
+def test_per_class_impact_against_scikit_learn():
+    rng = np.random.default_rng(0)
+    y = torch.tensor(rng.integers(0, 4, 300))
+    dense_logits = torch.tensor(rng.normal(size=(300, 4)), dtype=torch.float32)
+    dense_logits[torch.arange(300), y] += 2.0
+    pruned_logits = dense_logits.clone()
+    pruned_logits[y == 2, 2] -= 2.5  # class 2 pays for sparsity
+    names = ("a", "b", "c", "d")
+    dense = evaluate(Fixed(), Split(dense_logits, y), names)
+    pruned = evaluate(Fixed(), Split(pruned_logits, y), names)
+    impact = per_class_impact(dense, pruned, threshold=0.05)
+    ref = recall_score(y, pruned_logits.argmax(1), average=None) - recall_score(y, dense_logits.argmax(1), average=None)
+    np.testing.assert_allclose(impact.delta, ref)
+    assert impact.hurt == ["c"]
+    assert impact.disparity()["worst"] == pytest.approx(impact.pruned_recall.min())
+
+
+def test_group_metrics_against_a_hand_group_by():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 200)
+    pred = np.where(rng.random(200) < 0.8, y, rng.integers(0, 3, 200))
+    groups = rng.choice(["x", "y"], 200)
+    out = group_metrics(y, pred, groups)
+    for g in ("x", "y"):
+        sel = groups == g
+        assert out["by_group"][g]["accuracy"] == pytest.approx((y[sel] == pred[sel]).mean())
+    accs = [out["by_group"][g]["accuracy"] for g in ("x", "y")]
+    assert out["difference"]["accuracy"] == pytest.approx(max(accs) - min(accs))
+
+
+def test_weight_stability_by_hand():
+    start = {"w": torch.tensor([1.0, -2.0, 3.0, 4.0])}
+    end = {"w": torch.tensor([1.5, 2.0, 3.0, 100.0])}
+    keep = {"w": torch.tensor([True, True, True, False])}
+    s = weight_stability(start, end, keep)["w"]
+    assert s["sign_agreement"] == pytest.approx(2 / 3)
+    assert s["distance"] == pytest.approx(math.sqrt(0.25 + 16) / math.sqrt(14))
+    a, b = np.array([1, -2, 3.0]), np.array([1.5, 2, 3.0])
+    assert s["cosine"] == pytest.approx(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
