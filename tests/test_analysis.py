@@ -169,3 +169,34 @@ def test_weight_stability_by_hand():
     assert s["distance"] == pytest.approx(math.sqrt(0.25 + 16) / math.sqrt(14))
     a, b = np.array([1, -2, 3.0]), np.array([1.5, 2, 3.0])
     assert s["cosine"] == pytest.approx(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def test_compare_branches_on_a_study_store(tmp_path):
+    from prunelab.analysis.tables import compare_branches, study_points
+    from prunelab.experiment import open_store
+    from prunelab.spec import load_spec
+    from prunelab.study import build_study
+
+    from .test_study import TINY, write_spec
+    from .test_cli import run_cli
+
+    text = TINY.split("[branches.late]")[0] + '\n[branches.reinit]\ncontrol = "reinit"\nof = "ticket"\n'
+    path = write_spec(tmp_path, text)
+    tree = build_study(load_spec(path))
+    assert tree.experiment.run().ok
+    results = open_store(tmp_path / "store")
+    points = study_points(results)
+    assert set(points.branch) == {"dense", "ticket", "reinit"} and set(points.seed) == {0, 1}
+    table = compare_branches(results)
+    pair = table[(table.a == "ticket") & (table.b == "reinit")]
+    assert len(pair) == 2  # two shared sparsity levels (rounds 1 and 2)
+    row = pair.iloc[0]
+    ticket = points[(points.branch == "ticket") & (points.remaining == row.remaining)].sort_values("seed")
+    reinit = points[(points.branch == "reinit") & (points.remaining == row.remaining)].sort_values("seed")
+    assert row.difference == pytest.approx((ticket["test.accuracy"].to_numpy() - reinit["test.accuracy"].to_numpy()).mean())
+    assert row.p == pytest.approx(paired_test(ticket["test.accuracy"].to_numpy(), reinit["test.accuracy"].to_numpy()))
+    assert table.p_holm.tolist() == pytest.approx(holm(table.p.tolist()))
+    out = run_cli("compare", str(tmp_path / "store"))
+    assert out.returncode == 0 and "ticket" in out.stdout and "smallest two-sided p" in out.stdout
+    bad = run_cli("compare", str(tmp_path / "store"), "--metric", "test.nope")
+    assert bad.returncode == 2 and "no metric 'test.nope'" in bad.stderr

@@ -287,6 +287,38 @@ def show(
 
 
 @app.command()
+def compare(
+    store: Path = typer.Argument(..., help="store directory of a study"),
+    metric: str = typer.Option("test.accuracy", help="dotted metric of trained states, e.g. test.macro_f1"),
+    by: str = typer.Option("branch", help="what to compare (branch: paired over seeds at equal sparsity)"),
+    test: str = typer.Option("permutation", help="permutation (sign-flip) or wilcoxon"),
+    csv: Optional[Path] = typer.Option(None, help="also write the table here"),
+) -> None:
+    """Paired tests between branches (over seeds, at equal sparsity) with Holm correction."""
+    from .analysis.tables import compare_branches
+
+    if by != "branch":
+        raise PrunelabError(f"--by {by!r}: only 'branch' is supported")
+    if test not in ("permutation", "wilcoxon"):
+        raise PrunelabError(f"--test {test!r} must be permutation or wilcoxon")
+    table = compare_branches(_open(store), metric, test)
+    out = Table("A", "B", "remaining", "seeds", f"mean A", f"mean B", "A − B", "p", "p (Holm)",
+                title=f"{metric}: paired {test} tests over seeds")
+    for r in table.itertuples():
+        style = "bold" if r.p_holm < 0.05 else None
+        out.add_row(r.a, r.b, f"{r.remaining:.1f} %", str(r.seeds), f"{r.mean_a:.4f}", f"{r.mean_b:.4f}",
+                    f"{r.difference:+.4f}", f"{r.p:.3g}", f"{r.p_holm:.3g}", style=style)
+    console.print(out)
+    n = int(table["seeds"].min())
+    if test == "permutation":
+        floor = 2 / 2**n
+        console.print(f"with {n} paired seeds the smallest two-sided p a sign-flip test can give is {floor:.3g}"
+                      + ("; more seeds are needed to reach p < 0.05" if floor >= 0.05 else ""))
+    if csv is not None:
+        table.to_csv(csv, index=False)
+
+
+@app.command()
 def gc(
     store: Path = typer.Argument(..., help="store directory"),
     dry_run: bool = typer.Option(False, help="only report what would be removed"),
