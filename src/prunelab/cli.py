@@ -287,6 +287,19 @@ def show(
 
 
 @app.command()
+def report(
+    store: Path = typer.Argument(..., help="store directory of a study"),
+    output: Path = typer.Option(Path("report.html"), "-o", "--output", help="HTML file to write"),
+    csv_dir: Optional[Path] = typer.Option(None, "--csv-dir", help="also write every table as CSV here"),
+) -> None:
+    """Write a self-contained HTML report (plots and tables) of a study store."""
+    from .report import build_report
+
+    path = build_report(_open(store), output, csv_dir)
+    console.print(f"report written to {path} ({path.stat().st_size / 1e6:.2f} MB)")
+
+
+@app.command()
 def compare(
     store: Path = typer.Argument(..., help="store directory of a study"),
     metric: str = typer.Option("test.accuracy", help="dotted metric of trained states, e.g. test.macro_f1"),

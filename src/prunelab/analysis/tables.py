@@ -37,9 +37,12 @@ def study_points(results: Results, metric: str = "test.accuracy"):
         if value is None:
             raise PrunelabError(f"state {m['hash'][:10]} has no metric {metric!r} (try test.accuracy, test.loss, "
                                 "test.balanced_accuracy, test.macro_f1)")
-        rows.append({"hash": m["hash"], "branch": branches[0] if branches else "dense",
+        test = (m.get("metrics") or {}).get("test") or {}
+        recall = [c["recall"] for c in test.get("per_class", [])]
+        rows.append({"hash": m["hash"], "parent": m.get("parent"), "branch": branches[0] if branches else "dense",
                      "seed": int(seeds[0]) if seeds else None, "remaining": round(remaining_percent(m), 1),
-                     metric: float(value)})
+                     metric: float(value), "recall": recall, "worst_recall": min(recall) if recall else math.nan,
+                     "class_names": tuple(test.get("class_names", []))})
     if not rows:
         raise PrunelabError(f"{results.store.root}: no finished trained states to compare")
     return pd.DataFrame(rows)

@@ -1,0 +1,122 @@
+"""One self-contained HTML file for a study store: images and CSVs embedded, opens offline."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from ..analysis.tables import study_points
+from ..experiment.query import Results, open_store
+from . import plots
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
+color:#222;padding:0 1em}h1{margin-bottom:0}.sub{color:#666;margin-top:.3em}section{margin:2.2em 0}
+img{max-width:100%;border:1px solid #eee}table{border-collapse:collapse;font-size:12px;margin-top:.6em}
+td,th{border:1px solid #ddd;padding:2px 6px;text-align:right}th{background:#f5f5f5}
+pre{background:#fafafa;border:1px solid #eee;padding:.6em;font-size:11px;overflow-x:auto;max-height:420px}
+details summary{cursor:pointer;color:#357}.note{color:#555;font-size:13px}
+"""
+
+# Sets the page title to "report: N/M images loaded" once every image has decoded,
+# so a headless browser can check the report really renders.
+_CHECK = """<script>
+window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+  document.title = `report: ${ok}/${imgs.length} images loaded`;
+});
+</script>"""
+
+
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _table(frame: pd.DataFrame, name: str, max_rows: int = 60) -> str:
+    if frame is None or frame.empty:
+        return ""
+    shown = frame.drop(columns=[c for c in ("recall", "class_names", "hash", "parent") if c in frame], errors="ignore")
+    csv = base64.b64encode(shown.to_csv(index=False).encode()).decode()
+    body = shown.head(max_rows).to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0)
+    more = f" (first {max_rows} of {len(shown)} rows)" if len(shown) > max_rows else ""
+    return (f'<details><summary>table behind the plot{more} — '
+            f'<a download="{name}.csv" href="data:text/csv;base64,{csv}">download CSV</a></summary>{body}</details>')
+
+
+def _section(title: str, fig, table: pd.DataFrame | None, name: str, note: str = "", missing: str = "") -> str:
+    if fig is None:
+        return f"<section><h2>{html.escape(title)}</h2><p class=note>not available for this store: {html.escape(missing)}</p></section>"
+    return (f"<section><h2>{html.escape(title)}</h2>"
+            f'<img alt="{html.escape(title)}" src="data:image/png;base64,{_png(fig)}">'
+            + (f"<p class=note>{html.escape(note)}</p>" if note else "") + _table(table, name) + "</section>")
+
+
+def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Path | None = None) -> Path:
+    """Write the report of a study store to ``out`` (HTML); optionally every table as CSV to ``csv_dir``."""
+    results = store if isinstance(store, Results) else open_store(store)
+    points = study_points(results)
+    branches = plots.branches_by_merit(points)
+    sections, tables = [], {}
+
+    fig, t = plots.accuracy_vs_remaining(points)
+    tables["accuracy"] = t
+    sections.append(_section("Accuracy vs weights remaining", fig, t, "accuracy"))
+    if branches:
+        fig, t = plots.per_class_heatmap(points, branches[0])
+        tables["per_class"] = t
+        sections.append(_section(f"Who pays for sparsity: per-class recall change ({branches[0]})", fig, t, "per_class",
+                                 f"Shown for the branch most accurate at its sparsest level; blue: the class gained, "
+                                 f"red: it lost recall against the dense model of the same seed."))
+    fig, t = plots.disparity_vs_remaining(points)
+    tables["disparity"] = t
+    sections.append(_section("Disparity vs weights remaining", fig, t, "disparity"))
+    fig, t, choice = plots.pareto_plot(points)
+    tables["pareto"] = t
+    sections.append(_section("Pareto operating points (sparsity, accuracy, worst-class recall)", fig, t, "pareto",
+                             "Constraints: accuracy drop ≤ 1 pp and worst-class recall drop ≤ 2 pp vs the dense mean. "
+                             + choice["statement"] + "."))
+    fig, t = plots.mask_similarity(results, points)
+    tables["similarity"] = t
+    sections.append(_section("Mask similarity between branches", fig, t, "similarity",
+                             missing="needs two or more pruned branches"))
+    fig, t = plots.structure_plot(results, points)
+    tables["structure"] = t
+    sections.append(_section("Emergent structure vs random pruning", fig, t, "structure"))
+    fig, t = plots.stability_plot(results, points)
+    tables["stability"] = t
+    sections.append(_section("Weight stability (rewinding branches)", fig, t, "stability",
+                             missing="needs a branch that rewinds"))
+
+    from rich.console import Console
+
+    console = Console(record=True, width=160, file=io.StringIO())
+    console.print(results.tree())
+    tree_text = html.escape(console.export_text())
+    n_seeds = points["seed"].nunique()
+    page = (f"<!doctype html><html><head><meta charset=utf-8><title>report</title><style>{_STYLE}</style></head><body>"
+            f"<h1>prunelab report</h1><p class=sub>{html.escape(str(results.store.root))} — {len(results)} states, "
+            f"{len(branches)} branches, {n_seeds} seeds. Intervals are 95 % Student-t over seeds.</p>"
+            + "".join(sections)
+            + f"<section><h2>Experiment tree</h2><pre>{tree_text}</pre></section>{_CHECK}</body></html>")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".part")
+    tmp.write_text(page)
+    tmp.replace(out)
+    if csv_dir is not None:
+        csv_dir = Path(csv_dir)
+        csv_dir.mkdir(parents=True, exist_ok=True)
+        for name, frame in tables.items():
+            if frame is not None and not frame.empty:
+                frame.drop(columns=[c for c in ("recall", "class_names") if c in frame], errors="ignore").to_csv(
+                    csv_dir / f"{name}.csv", index=False)
+    return out

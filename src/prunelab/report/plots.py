@@ -1,0 +1,224 @@
+"""Figures of a study, each returned as (matplotlib Figure, table behind it as a DataFrame)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never a display
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from ..analysis.masks import emergent_structure, jaccard, chance_jaccard
+from ..analysis.pareto import pareto_front, select_operating_point
+from ..analysis.stability import weight_stability
+from ..study import mean_ci
+
+METRIC = "test.accuracy"
+_TICKS = [100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1]
+
+
+def _percent_axis(ax, values) -> None:
+    """Log scale from 100 % down, with plain percentages as tick labels."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    ax.set_xscale("log")
+    low = max(min(values), 1e-3)
+    ax.xaxis.set_major_locator(FixedLocator([t for t in _TICKS if t >= low * 0.8]))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlim(105, low * 0.9)
+    ax.set_xlabel("weights remaining (%)")
+
+
+def branches_by_merit(points: pd.DataFrame) -> list[str]:
+    """Pruned branches, best first: mean accuracy at each branch's sparsest level."""
+    pruned = points[points.branch != "dense"]
+    score = {b: g[g.remaining == g.remaining.min()][METRIC].mean() for b, g in pruned.groupby("branch")}
+    return sorted(score, key=lambda b: -score[b])
+
+
+def _branch_levels(points: pd.DataFrame) -> pd.DataFrame:
+    """Mean and 95 % t-interval over seeds per (branch, remaining)."""
+    rows = []
+    for (branch, level), group in points.groupby(["branch", "remaining"], sort=False):
+        mean, lo, hi = mean_ci(group[METRIC].tolist())
+        rows.append({"branch": branch, "remaining": level, "seeds": len(group), "mean": mean, "ci_low": lo,
+                     "ci_high": hi, "worst_recall": group["worst_recall"].mean(),
+                     "gap": float(np.mean([max(r) - min(r) for r in group["recall"] if r])) if len(group) else np.nan})
+    return pd.DataFrame(rows)
+
+
+def accuracy_vs_remaining(points: pd.DataFrame):
+    table = _branch_levels(points)
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for branch, group in table.groupby("branch", sort=False):
+        group = group.sort_values("remaining", ascending=False)
+        if branch == "dense":
+            ax.axhline(group["mean"].iloc[0], color="black", lw=1, ls="--", label="dense")
+            continue
+        ax.plot(group["remaining"], group["mean"], marker="o", ms=3, label=branch)
+        ax.fill_between(group["remaining"], group["ci_low"], group["ci_high"], alpha=0.2)
+    _percent_axis(ax, table["remaining"])
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Accuracy vs weights remaining (mean, 95 % CI over seeds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig, table
+
+
+def per_class_heatmap(points: pd.DataFrame, branch: str):
+    """Δ_c (pruned − dense recall, same seed), mean over seeds, per class and sparsity level."""
+    dense = points[points.branch == "dense"].set_index("seed")
+    rows = []
+    for _, p in points[points.branch == branch].iterrows():
+        if p.seed in dense.index and p.recall and dense.loc[p.seed, "recall"]:
+            delta = np.asarray(p.recall) - np.asarray(dense.loc[p.seed, "recall"])
+            for c, d in enumerate(delta):
+                rows.append({"remaining": p.remaining, "class": p.class_names[c] if p.class_names else str(c),
+                             "delta": d})
+    table = pd.DataFrame(rows)
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    if table.empty:
+        ax.text(0.5, 0.5, "no dense reference", ha="center")
+        return fig, table
+    grid = table.groupby(["class", "remaining"])["delta"].mean().unstack().sort_index(axis=1, ascending=False)
+    limit = max(1e-6, float(np.nanmax(np.abs(grid.to_numpy()))))
+    image = ax.imshow(grid.to_numpy(), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+    ax.set_xticks(range(grid.shape[1]), [f"{c:g}" for c in grid.columns], rotation=60, fontsize=7)
+    ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=7)
+    ax.set_xlabel("weights remaining (%)")
+    ax.set_title(f"{branch}: per-class recall change vs dense (same seed)")
+    fig.colorbar(image, ax=ax, label="Δ recall")
+    fig.tight_layout()
+    return fig, grid.reset_index()
+
+
+def disparity_vs_remaining(points: pd.DataFrame):
+    table = _branch_levels(points)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for branch, group in table.groupby("branch", sort=False):
+        group = group.sort_values("remaining", ascending=False)
+        style = dict(marker="o", ms=3, label=branch)
+        axes[0].plot(group["remaining"], group["worst_recall"], **style)
+        axes[1].plot(group["remaining"], group["gap"], **style)
+    for ax, title in zip(axes, ("worst-class recall", "max − min class recall")):
+        _percent_axis(ax, table["remaining"])
+        ax.set_title(title)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig, table[["branch", "remaining", "worst_recall", "gap"]]
+
+
+def pareto_plot(points: pd.DataFrame, max_accuracy_drop: float = 0.01, max_worst_drop: float = 0.02):
+    dense = points[points.branch == "dense"]
+    candidates = _branch_levels(points[points.branch != "dense"])
+    candidates["sparsity"] = 100 - candidates["remaining"]
+    front = pareto_front(candidates[["sparsity", "mean", "worst_recall"]].to_numpy(), [True, True, True])
+    candidates["pareto"] = False
+    candidates.loc[candidates.index[front], "pareto"] = True
+    choice = select_operating_point(
+        candidates.to_dict("records"), efficiency="sparsity", accuracy="mean",
+        dense_accuracy=float(dense[METRIC].mean()) if len(dense) else float(candidates["mean"].max()),
+        max_accuracy_drop=max_accuracy_drop, worst="worst_recall",
+        dense_worst=float(dense["worst_recall"].mean()) if len(dense) else float(candidates["worst_recall"].max()),
+        max_worst_drop=max_worst_drop)
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    sc = ax.scatter(candidates["sparsity"], candidates["mean"], c=candidates["worst_recall"], cmap="viridis", s=18)
+    on = candidates[candidates.pareto]
+    ax.scatter(on["sparsity"], on["mean"], facecolors="none", edgecolors="red", s=60, label="Pareto (3 axes)")
+    for key, marker, label in (("without_fairness", "*", "chosen: accuracy only"), ("with_fairness", "P", "chosen: + worst class")):
+        row = choice[key]
+        if row is not None:
+            ax.scatter([row["sparsity"]], [row["mean"]], marker=marker, s=180, edgecolors="black", label=label)
+    fig.colorbar(sc, ax=ax, label="worst-class recall")
+    ax.set_xlabel("sparsity (%)")
+    ax.set_ylabel("test accuracy (mean over seeds)")
+    ax.set_title(choice["statement"], fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig, candidates, choice
+
+
+def _round_states(points: pd.DataFrame, seed) -> dict[str, list[str]]:
+    """Per branch, the seed's trained states ordered by round (descending weights remaining)."""
+    out = {}
+    for branch, group in points[(points.branch != "dense") & (points.seed == seed)].groupby("branch", sort=False):
+        out[branch] = group.sort_values("remaining", ascending=False)["hash"].tolist()
+    return out
+
+
+def mask_similarity(results, points: pd.DataFrame):
+    seed = points["seed"].dropna().min()
+    rounds = _round_states(points, seed)
+    if len(rounds) < 2:
+        return None, pd.DataFrame()
+    k = min(len(v) for v in rounds.values()) - 1  # the deepest round all branches reached
+    masks = {b: results.store.load(h[k]).masks for b, h in rounds.items()}
+    labels = list(masks)
+    keep = {b: sum(int(m.sum()) for m in v.values()) / sum(m.numel() for m in v.values()) for b, v in masks.items()}
+    sim = np.array([[jaccard(masks[a], masks[b])["overall"] if set(masks[a]) == set(masks[b]) else np.nan
+                     for b in labels] for a in labels])
+    chance = np.array([[chance_jaccard(keep[a], keep[b]) for b in labels] for a in labels])
+    fig, ax = plt.subplots(figsize=(6, 5))
+    image = ax.imshow(sim, cmap="magma", vmin=0, vmax=1)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, f"{sim[i, j]:.2f}\n({chance[i, j]:.2f})", ha="center", va="center", fontsize=7,
+                    color="white" if sim[i, j] < 0.6 else "black")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.set_title(f"Mask Jaccard similarity, round {k + 1}, seed {seed:g} (chance in brackets)", fontsize=9)
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    table = pd.DataFrame([{"a": a, "b": b, "jaccard": sim[i, j], "chance": chance[i, j]}
+                          for i, a in enumerate(labels) for j, b in enumerate(labels) if i < j])
+    return fig, table
+
+
+def structure_plot(results, points: pd.DataFrame):
+    seed = points["seed"].dropna().min()
+    rounds = _round_states(points, seed)
+    if not rounds:
+        return None, pd.DataFrame()
+    branch = branches_by_merit(points)[0]
+    hashes = rounds[branch]
+    rows = [vars(s) | {"excess": s.excess} for s in emergent_structure(results.store.load(hashes[-1]).masks)]
+    table = pd.DataFrame(rows)
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    labels = [f"{r['tensor']}\n{r['group']}" for r in rows]
+    x = np.arange(len(rows))
+    ax.bar(x - 0.2, table["fraction"], 0.4, label="fully pruned (observed)")
+    ax.bar(x + 0.2, table["expected"], 0.4, label="random pruning (s^n)")
+    ax.set_xticks(x, labels, fontsize=6, rotation=30, ha="right")
+    ax.set_ylabel("fraction of groups")
+    ax.set_title(f"Emergent structure: {branch}, deepest round, seed {seed:g}", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig, table
+
+
+def stability_plot(results, points: pd.DataFrame):
+    rows = []
+    for _, p in points[points.branch != "dense"].iterrows():
+        parent = results.store.manifest(p.parent)
+        if parent is None or parent["recipe"]["type"] != "Rewind":
+            continue
+        start, end = results.store.load(p.parent), results.store.load(p.hash)
+        overall = weight_stability(start.weights, end.weights, end.masks)["overall"]
+        rows.append({"branch": p.branch, "seed": p.seed, "remaining": p.remaining, **overall})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return None, table
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for branch, group in table.groupby("branch", sort=False):
+        mean = group.groupby("remaining")[["sign_agreement", "distance"]].mean().sort_index(ascending=False)
+        axes[0].plot(mean.index, mean["sign_agreement"], marker="o", ms=3, label=branch)
+        axes[1].plot(mean.index, mean["distance"], marker="o", ms=3, label=branch)
+    for ax, title in zip(axes, ("sign agreement, rewind point → trained", "‖θ_T − θ_k‖ / ‖θ_k‖")):
+        _percent_axis(ax, table["remaining"])
+        ax.set_title(title, fontsize=9)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig, table
