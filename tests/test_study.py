@@ -110,6 +110,10 @@ def test_mean_ci_matches_scipy():
     ref = stats.t.interval(0.95, len(values) - 1, loc=sum(values) / 4, scale=stats.sem(values))
     assert (lo, hi) == pytest.approx(ref)
     assert math.isnan(mean_ci([0.5])[1])
+    from prunelab.analysis import bootstrap_ci
+
+    many = [0.9 + 0.01 * (i % 5) for i in range(12)]  # from 10 seeds on: the bootstrap interval
+    assert mean_ci(many) == pytest.approx(bootstrap_ci(many))
 
 
 @pytest.mark.parametrize(

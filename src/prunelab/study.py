@@ -142,14 +142,25 @@ class SummaryRow:
     values: tuple[float, ...]
 
 
+BOOTSTRAP_FROM = 10  # seeds; below this a bootstrap interval is degenerate, so Student t is used
+
+
 def mean_ci(values: list[float], confidence: float = 0.95) -> tuple[float, float, float]:
-    """Mean and Student-t confidence interval (the right small-n interval for a handful of seeds)."""
+    """Mean and confidence interval over seeds: bootstrap (BCa) from 10 values, Student t below.
+
+    With 3–5 seeds a bootstrap can only resample a handful of distinct values and its
+    interval is far too narrow; the t interval is the honest one there.
+    """
     from scipy import stats
 
     n = len(values)
     mean = sum(values) / n
     if n < 2:
         return mean, math.nan, math.nan
+    if n >= BOOTSTRAP_FROM:
+        from .analysis.stats import bootstrap_ci
+
+        return bootstrap_ci(values, confidence)
     sd = stats.tstd(values)
     half = stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
     return mean, mean - half, mean + half

@@ -104,7 +104,7 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
     n_seeds = points["seed"].nunique()
     page = (f"<!doctype html><html><head><meta charset=utf-8><title>report</title><style>{_STYLE}</style></head><body>"
             f"<h1>prunelab report</h1><p class=sub>{html.escape(str(results.store.root))} — {len(results)} states, "
-            f"{len(branches)} branches, {n_seeds} seeds. Intervals are 95 % Student-t over seeds.</p>"
+            f"{len(branches)} branches, {n_seeds} seeds. Intervals are 95 % over seeds: Student t below 10 seeds, bootstrap (BCa) from 10.</p>"
             + "".join(sections)
             + f"<section><h2>Experiment tree</h2><pre>{tree_text}</pre></section>{_CHECK}</body></html>")
     out = Path(out)
