@@ -5,7 +5,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from prunelab import PrunelabError, build_model
-from prunelab.pruning import (PruningConfig, apply_masks, get_masks, pack, prune, select, sparsity_report,
+from prunelab.pruning import (apply_masks, get_masks, pack, prune, select, sparsity_report,
                               technique, unpack)
 from prunelab.pruning import selection
 from prunelab.pruning.schedules import polynomial_sparsity, remaining_after, rounds_to_reach

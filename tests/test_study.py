@@ -1,12 +1,11 @@
 import math
-import textwrap
 
 import pytest
 import torch
 
 from prunelab import PrunelabError
 from prunelab.experiment import Consensus, Experiment, RandomPruneLike, RandomReinit, Train, Transfer
-from prunelab.spec import load_spec, parse_spec
+from prunelab.spec import load_spec
 from prunelab.study import build_study, mean_ci, summarize
 
 from .experiment_helpers import CONFIG

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -315,7 +314,7 @@ def compare(
     if test not in ("permutation", "wilcoxon"):
         raise PrunelabError(f"--test {test!r} must be permutation or wilcoxon")
     table = compare_branches(_open(store), metric, test)
-    out = Table("A", "B", "remaining", "seeds", f"mean A", f"mean B", "A − B", "p", "p (Holm)",
+    out = Table("A", "B", "remaining", "seeds", "mean A", "mean B", "A − B", "p", "p (Holm)",
                 title=f"{metric}: paired {test} tests over seeds")
     for r in table.itertuples():
         style = "bold" if r.p_holm < 0.05 else None

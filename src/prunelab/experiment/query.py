@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from torch import nn
 
-from ..errors import PrunelabError
 from .snapshot import Snapshot
 from .store import Store, StoreError
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -169,7 +168,3 @@ class Experiment:
         if len(hits) != 1:
             raise PrunelabError(f"{len(hits)} states match {prefix!r}")
         return hits[0]
-
-
-def recipe_fields(recipe: Recipe) -> dict:
-    return {f.name: getattr(recipe, f.name) for f in dataclasses.fields(recipe)}

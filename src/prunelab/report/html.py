@@ -74,8 +74,8 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
         fig, t = plots.per_class_heatmap(points, branches[0])
         tables["per_class"] = t
         sections.append(_section(f"Who pays for sparsity: per-class recall change ({branches[0]})", fig, t, "per_class",
-                                 f"Shown for the branch most accurate at its sparsest level; blue: the class gained, "
-                                 f"red: it lost recall against the dense model of the same seed."))
+                                 "Shown for the branch most accurate at its sparsest level; blue: the class gained, "
+                                 "red: it lost recall against the dense model of the same seed."))
     fig, t = plots.disparity_vs_remaining(points)
     tables["disparity"] = t
     sections.append(_section("Disparity vs weights remaining", fig, t, "disparity"))
