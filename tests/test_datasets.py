@@ -237,3 +237,27 @@ def test_shared_mirror_datasets_load(name, tmp_path):
         pytest.skip(f"{name} not in the shared mirror")
     assert data.input_shape == (1, 28, 28)
     assert len(data.train) == 55_000 and len(data.validation) == 5_000 and len(data.test) == 10_000
+
+
+def _race_writer(path, seed):
+    from prunelab.tasks.datasets import _atomic_savez
+
+    for _ in range(30):
+        _atomic_savez(path, {"x": np.full(200_000, seed, dtype=np.float32)})
+
+
+def test_concurrent_cache_writers_never_fail_or_leave_partial_files(tmp_path):
+    """Two processes filling the same dataset cache at once (two studies starting together)."""
+    import multiprocessing
+
+    path = tmp_path / "cache" / "d.npz"
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_race_writer, args=(path, s)) for s in (1, 2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    with np.load(path) as data:
+        assert data["x"].shape == (200_000,) and len(set(data["x"][:10].tolist())) == 1
+    assert [p.name for p in path.parent.iterdir()] == ["d.npz"]

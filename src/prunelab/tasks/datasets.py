@@ -220,10 +220,21 @@ def mnist1d(source: DataSource) -> RawData:
 
 
 def _atomic_savez(path: Path, arrays: dict) -> None:
+    """Write a cache file atomically. Each writer uses its own temporary file, so
+    processes filling the same cache at once (two studies starting together)
+    never rename each other's half-written file away; the last rename wins."""
+    import os
+    import tempfile
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+    fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".part.npz", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 # --------------------------------------------------------------------------
