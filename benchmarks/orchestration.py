@@ -32,7 +32,8 @@ from _common import write_result  # noqa: E402
 
 from prunelab import TrainConfig, build_model, load_dataset
 from prunelab.experiment import Experiment, Prune, Rewind, Train
-from prunelab.pruning import prune, technique
+from prunelab.experiment.snapshot import canonical_weights
+from prunelab.pruning import apply_masks, get_masks, prune, technique
 from prunelab.pruning.masked import train_masked
 from prunelab.tasks import train
 
@@ -57,14 +58,8 @@ def hand_branch(data, config, init_state, dense_model, name):
     model = dense_model
     for _ in range(ROUNDS):
         pruned = build_model("lenet_300_100", data.input_shape, 10, seed=0)
-        pruned.load_state_dict({k: v for k, v in model.state_dict().items() if not k.endswith("_mask")}
-                               if not any(k.endswith("_orig") for k in model.state_dict()) else
-                               {k.removesuffix("_orig"): v for k, v in model.state_dict().items() if not k.endswith("_mask")})
-        from prunelab.pruning import apply_masks, get_masks
-
-        masks = get_masks(model)
-        if masks:
-            apply_masks(pruned, masks)
+        pruned.load_state_dict(canonical_weights(model))
+        apply_masks(pruned, get_masks(model))
         prune(pruned, technique(name, amount=0.2, seed=1))
         rewound = build_model("lenet_300_100", data.input_shape, 10, seed=0)
         rewound.load_state_dict(init_state)

@@ -430,14 +430,24 @@ def _run_dask(store_root, tasks, executor, workers, threads, bar, n_items) -> li
             deps = [futures[d] for d in task.deps]
             futures.append(client.submit(execute_task, store_root, task, threads, *deps,
                                          key=f"prunelab-{task.key}-{i}", pure=False, retries=0))
-        results, finished = [], set()
+        results = []
         index_of = {f.key: i for i, f in enumerate(futures)}
+        # running (or about to): unfinished tasks whose dependencies have all finished,
+        # tracked incrementally so each completion costs only its dependents
+        waiting_on = [len(set(t.deps)) for t in tasks]
+        dependents: dict[int, list[int]] = {}
+        for i, t in enumerate(tasks):
+            for d in set(t.deps):
+                dependents.setdefault(d, []).append(i)
+        running = sum(1 for w in waiting_on if w == 0)
         for future in as_completed(futures):
             out = future.result()
             results.extend(out)
-            finished.add(index_of[future.key])
-            # running (or about to): unfinished tasks whose dependencies have all finished
-            running = sum(1 for i, t in enumerate(tasks) if i not in finished and all(d in finished for d in t.deps))
+            done_index = index_of[future.key]
+            running -= 1
+            for i in dependents.get(done_index, []):
+                waiting_on[i] -= 1
+                running += waiting_on[i] == 0
             bar.advance(len(out))
             _describe(bar, results, n_items, running=min(running, n_workers))
         return results

@@ -137,10 +137,13 @@ class Results:
         from rich.tree import Tree
 
         top = Tree(f"[bold]{self.store.root}[/] ({len(self)} states)")
+        children: dict[str, list[dict]] = {}
+        for m in self.states():  # one pass, already in display order
+            children.setdefault(m.get("parent"), []).append(m)
 
         def add(node, m):
             branch = node.add(self._label(m))
-            for child in self.children(m["hash"]):
+            for child in children.get(m["hash"], []):
                 add(branch, child)
 
         for root in self.states(depth=0):
