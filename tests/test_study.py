@@ -218,7 +218,7 @@ def test_cli_run_prints_the_summary_and_writes_csv(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "test accuracy" in out.stdout and "ticket" in out.stdout and "already stored" in out.stdout
     lines = csv.read_text().splitlines()
-    assert lines[0].startswith("branch,round,remaining_percent") and len(lines) == 1 + 3  # dense + 2 rounds
+    assert lines[0].startswith("config,branch,round,remaining_percent") and len(lines) == 1 + 3  # dense + 2 rounds
     again = run_cli("run", str(path))
     assert "0 computed" in again.stdout
 

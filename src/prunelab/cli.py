@@ -202,23 +202,50 @@ def run(
     summary = tree.experiment.run(executor, workers=workers, threads=threads)
     console.print(str(summary))
     rows = summarize(tree)
-    table = Table("branch", "round", "weights remaining", "test accuracy (mean ± 95% CI)", "seeds",
-                  title=f"{spec.study.name}: test accuracy over seeds")
+    swept = any(r.config is not None for r in rows)
+    table = Table(*(["configuration"] if swept else []), "branch", "round", "weights remaining",
+                  "test accuracy (mean ± 95% CI)", "seeds", title=f"{spec.study.name}: test accuracy over seeds")
     for r in rows:
         ci = "" if r.n < 2 else f" ± {(r.ci_high - r.ci_low) / 2:.4f}"
-        table.add_row(r.branch, str(r.round), f"{r.remaining:.1f} %", f"{r.mean:.4f}{ci}", str(r.n))
+        table.add_row(*([r.config] if swept else []), r.branch, str(r.round), f"{r.remaining:.1f} %",
+                      f"{r.mean:.4f}{ci}", str(r.n))
     console.print(table)
+    if swept:
+        _print_variation(rows, spec.study.name)
     if csv is not None:
         import csv as csv_module
 
         with open(csv, "w", newline="") as fh:
             writer = csv_module.writer(fh)
-            writer.writerow(["branch", "round", "remaining_percent", "n", "mean", "ci_low", "ci_high", "values"])
+            writer.writerow(["config", "branch", "round", "remaining_percent", "n", "mean", "ci_low", "ci_high",
+                             "values"])
             for r in rows:
-                writer.writerow([r.branch, r.round, f"{r.remaining:.4f}", r.n, r.mean, r.ci_low, r.ci_high,
-                                 " ".join(f"{v:.6f}" for v in r.values)])
+                writer.writerow([r.config or "", r.branch, r.round, f"{r.remaining:.4f}", r.n, r.mean, r.ci_low,
+                                 r.ci_high, " ".join(f"{v:.6f}" for v in r.values)])
     if not summary.ok:
         raise typer.Exit(1)
+
+
+def _print_variation(rows, name: str) -> None:
+    """Seed spread beside systematic (sweep) spread, per branch and round."""
+    import pandas as pd
+
+    from .analysis.variation import seed_vs_systematic
+
+    frame = pd.DataFrame([{"config": r.config, "branch": r.branch, "round": r.round, "state": h, "accuracy": v}
+                          for r in rows for v, h in zip(r.values, r.states)])
+    table = seed_vs_systematic(frame, "accuracy")
+    if table.empty:
+        return
+    out = Table("branch", "round", "configs", "seed SD", "SD of config means", "systematic SD", "ANOVA p",
+                "best configuration", title=f"{name}: seed variation vs systematic variation (test accuracy)")
+    for t in table.itertuples():
+        p = "" if t.anova_p != t.anova_p else f"{t.anova_p:.3g}"
+        out.add_row(t.branch, str(t.round), str(t.configs), f"{t.seed_sd:.4f}", f"{t.config_sd:.4f}",
+                    f"{t.systematic_sd:.4f}", p, f"{t.best_config} ({t.best_mean:.4f})")
+    console.print(out)
+    console.print("systematic SD: the spread of the configuration means with the seed noise they carry removed "
+                  "(one-way random effects); ANOVA p: do the configurations differ more than seeds explain?")
 
 
 def _open(store: Path):
@@ -304,6 +331,8 @@ def compare(
     metric: str = typer.Option("test.accuracy", help="dotted metric of trained states, e.g. test.macro_f1"),
     by: str = typer.Option("branch", help="what to compare (branch: paired over seeds at equal sparsity)"),
     test: str = typer.Option("permutation", help="permutation (sign-flip) or wilcoxon"),
+    config: Optional[str] = typer.Option(None, help="swept studies: the configuration to compare within "
+                                                      "(default: the first label)"),
     csv: Optional[Path] = typer.Option(None, help="also write the table here"),
 ) -> None:
     """Paired tests between branches (over seeds, at equal sparsity) with Holm correction."""
@@ -313,9 +342,10 @@ def compare(
         raise PrunelabError(f"--by {by!r}: only 'branch' is supported")
     if test not in ("permutation", "wilcoxon"):
         raise PrunelabError(f"--test {test!r} must be permutation or wilcoxon")
-    table = compare_branches(_open(store), metric, test)
+    table = compare_branches(_open(store), metric, test, config)
+    within = f", configuration {table.attrs['config']}" if table.attrs.get("config") else ""
     out = Table("A", "B", "remaining", "seeds", "mean A", "mean B", "A − B", "p", "p (Holm)",
-                title=f"{metric}: paired {test} tests over seeds")
+                title=f"{metric}: paired {test} tests over seeds{within}")
     for r in table.itertuples():
         style = "bold" if r.p_holm < 0.05 else None
         out.add_row(r.a, r.b, f"{r.remaining:.1f} %", str(r.seeds), f"{r.mean_a:.4f}", f"{r.mean_b:.4f}",

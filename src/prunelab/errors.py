@@ -27,10 +27,13 @@ def from_validation_error(exc, where: str = "") -> PrunelabError:
     lines = []
     for err in exc.errors():
         path = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
-        key = f"{where}.{path}" if where and path else (where or path or "value")
+        key = f"{where}.{path}" if where and path else (where or path)
         value = err.get("input")
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
-        lines.append(f"{key}: {err.get('msg', 'invalid')}{shown}")
+        message = err.get("msg", "invalid").removeprefix("Value error, ")
+        if message.startswith(f"{path}.") or message.startswith(f"{path} "):
+            key = where  # a validator's own message already names the key
+        lines.append(f"{key}: {message}{shown}" if key else f"{message}{shown}")
     return PrunelabError("; ".join(lines))
 
 

@@ -7,6 +7,9 @@ to) is valid. See ``examples/`` and ``prunelab init``.
 
 from __future__ import annotations
 
+import copy
+import itertools
+import math
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -107,6 +110,73 @@ class TransferSection(_Strict):
     training: dict = Field(default_factory=dict)  # overrides of [training], e.g. optimizer = "momentum"
 
 
+SWEEPABLE = ("task", "training", "branches", "consensus", "transfer")
+MAX_CONFIGURATIONS = 512
+
+
+def _flatten_sweep(raw, prefix: str = "") -> dict[str, list]:
+    """``{"training": {"lr": [..]}}`` and ``{"training.lr": [..]}`` both give ``{"training.lr": [..]}``."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"sweep{'.' + prefix if prefix else ''} must be a table of lists of values")
+    flat = {}
+    for key, value in raw.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            flat.update(_flatten_sweep(value, path))
+        else:
+            flat[path] = value
+    return flat
+
+
+def _check_sweep(raw) -> dict[str, list]:
+    flat = _flatten_sweep(raw)
+    for path, values in flat.items():
+        root = path.split(".", 1)[0]
+        if root == "study":
+            raise ValueError(f"sweep.{path}: [study] cannot be swept (seeds are the seed variation: list them in "
+                             "[study].seeds)")
+        if root not in SWEEPABLE or "." not in path:
+            raise ValueError(f"sweep.{path}: a swept key is a dotted path into one of {', '.join(SWEEPABLE)}, "
+                             "e.g. \"training.lr\"")
+        if not isinstance(values, list) or len(values) < 2:
+            raise ValueError(f"sweep.{path}: needs a list of at least 2 values, got {values!r}")
+        if any(isinstance(v, (dict, list)) for v in values):
+            raise ValueError(f"sweep.{path}: values must be numbers, strings or booleans, got {values!r}")
+        if len({_value_key(v) for v in values}) != len(values):
+            raise ValueError(f"sweep.{path}: values must be distinct, got {values!r}")
+    count = math.prod(len(v) for v in flat.values())
+    if count > MAX_CONFIGURATIONS:
+        raise ValueError(f"sweep: {count} configurations (the product of the value lists) is more than "
+                         f"{MAX_CONFIGURATIONS}")
+    return flat
+
+
+def _value_key(value) -> str:
+    return f"{type(value).__name__}:{value!r}"
+
+
+def _format(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _labels(paths: list[str]) -> list[str]:
+    """The shortest name of each swept key: its last part, or the whole path where that is ambiguous."""
+    last = [p.rsplit(".", 1)[-1] for p in paths]
+    return [short if last.count(short) == 1 else path for short, path in zip(last, paths)]
+
+
+def _set_path(raw: dict, path: str, value) -> None:
+    parts = path.split(".")
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(child, dict):
+            where = ".".join(parts[: depth + 1])
+            raise ValueError(f"sweep.{path}: the spec has no section {where!r} to vary")
+        node = child
+    node[parts[-1]] = value
+
+
 class Spec(_Strict):
     study: StudySection = Field(default_factory=StudySection)
     task: TaskSection
@@ -114,6 +184,34 @@ class Spec(_Strict):
     branches: dict[str, BranchSection] = Field(default_factory=dict)
     consensus: ConsensusSection | None = None
     transfer: dict[str, TransferSection] = Field(default_factory=dict)
+    # Systematic variation: "training.lr" = [1e-3, 3e-3] runs the whole study once per
+    # combination of values (every seed each), reported apart from the seed variation.
+    sweep: dict[str, list] = Field(default_factory=dict)
+
+    _sweep = field_validator("sweep", mode="before")(classmethod(lambda cls, v: _check_sweep(v)))
+
+    def configurations(self) -> list[tuple[str | None, "Spec"]]:
+        """``[(label, spec)]``, one per combination of swept values; ``[(None, self)]`` without a sweep.
+
+        The label names the values (``"lr=0.001 batch_size=32"``); each spec
+        is fully validated, with errors that name the combination.
+        """
+        if not self.sweep:
+            return [(None, self)]
+        paths = list(self.sweep)
+        names = _labels(paths)
+        base = self.model_dump(exclude={"sweep"})
+        out = []
+        for values in itertools.product(*(self.sweep[p] for p in paths)):
+            label = " ".join(f"{n}={_format(v)}" for n, v in zip(names, values))
+            raw = copy.deepcopy(base)
+            for path, value in zip(paths, values):
+                _set_path(raw, path, value)
+            try:
+                out.append((label, validated(Spec, raw)))
+            except PrunelabError as exc:
+                raise PrunelabError(f"sweep [{label}]: {exc}") from None
+        return out
 
     @model_validator(mode="after")
     def _cross_checks(self):
@@ -138,6 +236,11 @@ class Spec(_Strict):
                 raise ValueError(f"transfer.{name}.round: branch {tr.branch!r} has only {source.rounds} rounds")
             try:
                 TrainConfig.parse({**self.training.model_dump(), **tr.training}, where=f"transfer.{name}.training")
+            except PrunelabError as exc:
+                raise ValueError(str(exc)) from None
+        if self.sweep:
+            try:
+                self.configurations()
             except PrunelabError as exc:
                 raise ValueError(str(exc)) from None
         return self

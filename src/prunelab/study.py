@@ -7,12 +7,17 @@ rewinding or fine-tuning; a control branch follows another branch round by
 round (the same masks with a fresh init, or random masks with the same
 per-layer sparsity on the original init). Consensus and transfer sections
 add their own states.
+
+A ``[sweep]`` runs all of this once per combination of swept values; the
+states of each combination carry the tag ``config:<label>`` (states that two
+combinations share, like the dense training when only a pruning rate is
+swept, carry both and run once).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import PrunelabError
@@ -31,6 +36,10 @@ class Point:
     seed: int
     round: int
     state: State
+    config: str | None = None  # the sweep combination's label; None without a sweep
+
+
+CONFIG_TAG = "config:"
 
 
 @dataclass
@@ -51,6 +60,17 @@ def _pruning(branch: BranchSection, rate: float, output_rate: float | None, targ
 def build_study(spec: Spec, store: str | Path | None = None) -> StudyTree:
     exp = Experiment(store if store is not None else spec.study.store)
     tree = StudyTree(spec, exp)
+    for label, config in spec.configurations():
+        with exp.tag(*([CONFIG_TAG + label] if label is not None else [])):
+            start = len(tree.points)
+            _build_configuration(config, tree)
+            if label is not None:
+                tree.points[start:] = [replace(p, config=label) for p in tree.points[start:]]
+    return tree
+
+
+def _build_configuration(spec: Spec, tree: StudyTree) -> None:
+    exp = tree.experiment
     cfg = spec.training
     task = spec.task
     imp = {n: b for n, b in spec.branches.items() if b.control is None}
@@ -101,7 +121,6 @@ def build_study(spec: Spec, store: str | Path | None = None) -> StudyTree:
                     tree.points.append(Point(f"transfer:{name}", seed, tr.round, state))
     if spec.consensus is not None:
         _build_consensus(spec, tree)
-    return tree
 
 
 def _build_consensus(spec: Spec, tree: StudyTree) -> None:
@@ -140,6 +159,8 @@ class SummaryRow:
     ci_low: float
     ci_high: float
     values: tuple[float, ...]
+    config: str | None = None
+    states: tuple[str, ...] = ()  # the hashes behind ``values``, in the same order
 
 
 BOOTSTRAP_FROM = 10  # seeds; below this a bootstrap interval is degenerate, so Student t is used
@@ -183,7 +204,7 @@ def remaining_percent(manifest: dict) -> float:
 
 def summarize(tree: StudyTree, split: str = "test") -> list[SummaryRow]:
     store = tree.experiment.store
-    groups: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    groups: dict[tuple[str | None, str, int], list[tuple[float, float, str]]] = {}
     for p in tree.points:
         m = store.manifest(p.state.hash)
         if m is None or m.get("status") != "done":
@@ -192,11 +213,13 @@ def summarize(tree: StudyTree, split: str = "test") -> list[SummaryRow]:
         if split not in metrics:
             raise PrunelabError(f"state {p.state.hash[:10]} has no {split!r} evaluation")
         remaining = remaining_percent(m)
-        groups.setdefault((p.branch, p.round), []).append((metrics[split]["accuracy"], remaining))
+        groups.setdefault((p.config, p.branch, p.round), []).append((metrics[split]["accuracy"], remaining, p.state.hash))
     rows = []
-    for (branch, rnd), items in groups.items():
-        accs = [a for a, _ in items]
+    for (config, branch, rnd), items in groups.items():
+        accs = [a for a, _, _ in items]
         mean, lo, hi = mean_ci(accs)
-        rows.append(SummaryRow(branch, rnd, sum(r for _, r in items) / len(items), len(accs), mean, lo, hi, tuple(accs)))
+        rows.append(SummaryRow(branch, rnd, sum(r for _, r, _ in items) / len(items), len(accs), mean, lo, hi,
+                               tuple(accs), config, tuple(h for _, _, h in items)))
     order = {name: i for i, name in enumerate(dict.fromkeys(p.branch for p in tree.points))}
-    return sorted(rows, key=lambda r: (order[r.branch], r.round))
+    configs = {name: i for i, name in enumerate(dict.fromkeys(p.config for p in tree.points))}
+    return sorted(rows, key=lambda r: (order[r.branch], r.round, configs[r.config]))

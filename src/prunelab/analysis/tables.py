@@ -9,18 +9,22 @@ import numpy as np
 
 from ..errors import PrunelabError
 from ..experiment.query import Results, flatten
-from ..study import remaining_percent
+from ..study import CONFIG_TAG, remaining_percent
 from .stats import holm, paired_test
 
 TRAINED = ("Train", "Finetune")
-_SKIP_TAGS = ("seed=", "consensus-source")
+_SKIP_TAGS = ("seed=", "consensus-source", CONFIG_TAG)
 
 
-def study_points(results: Results, metric: str = "test.accuracy"):
-    """One row per finished trained state: branch (its study tag), seed, weights remaining, metric.
+def study_points(results: Results, metric: str = "test.accuracy", config: str | None = None):
+    """One row per finished trained state: branch (its study tag), seed, round, weights remaining, metric.
 
     A trained state tagged only with its seed is the dense reference
     (branch ``"dense"``); partial trainings (``Train(stop=k)``) are left out.
+    In a swept study (``config:`` tags) a state shared by several
+    configurations gives one row per configuration (column ``config``);
+    ``config`` keeps one of them. ``round`` counts the branch's trained
+    states of one seed and configuration from the densest (dense: 0).
     """
     import pandas as pd
 
@@ -31,6 +35,7 @@ def study_points(results: Results, metric: str = "test.accuracy"):
         tags = m.get("tags", [])
         seeds = [t.split("=", 1)[1] for t in tags if t.startswith("seed=")]
         branches = [t for t in tags if not t.startswith(_SKIP_TAGS)]
+        configs = [t[len(CONFIG_TAG):] for t in tags if t.startswith(CONFIG_TAG)] or [None]
         if "consensus-source" in tags:
             continue
         value = flatten(m.get("metrics") or {}).get(metric)
@@ -39,23 +44,47 @@ def study_points(results: Results, metric: str = "test.accuracy"):
                                 "test.balanced_accuracy, test.macro_f1)")
         test = (m.get("metrics") or {}).get("test") or {}
         recall = [c["recall"] for c in test.get("per_class", [])]
-        rows.append({"hash": m["hash"], "parent": m.get("parent"), "branch": branches[0] if branches else "dense",
-                     "seed": int(seeds[0]) if seeds else None, "remaining": round(remaining_percent(m), 1),
-                     metric: float(value), "recall": recall, "worst_recall": min(recall) if recall else math.nan,
-                     "class_names": tuple(test.get("class_names", []))})
+        for label in configs:
+            rows.append({"hash": m["hash"], "parent": m.get("parent"), "config": label,
+                         "branch": branches[0] if branches else "dense",
+                         "seed": int(seeds[0]) if seeds else None, "remaining": round(remaining_percent(m), 1),
+                         metric: float(value), "recall": recall, "worst_recall": min(recall) if recall else math.nan,
+                         "class_names": tuple(test.get("class_names", []))})
     if not rows:
         raise PrunelabError(f"{results.store.root}: no finished trained states to compare")
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    if config is not None:
+        known = sorted(c for c in frame["config"].dropna().unique())
+        if config not in known:
+            raise PrunelabError(f"{results.store.root}: no configuration {config!r} "
+                                f"(known: {', '.join(known) or 'none, the study has no sweep'})")
+        frame = frame[frame["config"] == config].reset_index(drop=True)
+    keys = frame["config"].fillna("").astype(str) + "\0" + frame["branch"] + "\0" + frame["seed"].astype(str)
+    frame["round"] = (frame.groupby(keys)["remaining"].rank(method="first", ascending=False).astype(int)
+                      - (frame["branch"] == "dense").astype(int))
+    return frame
 
 
-def compare_branches(results: Results, metric: str = "test.accuracy", method: str = "permutation"):
+def configurations(points) -> list[str]:
+    """The sweep's configuration labels in a :func:`study_points` table (empty without a sweep)."""
+    return sorted(points["config"].dropna().unique())
+
+
+def compare_branches(results: Results, metric: str = "test.accuracy", method: str = "permutation",
+                     config: str | None = None):
     """Paired tests between every two branches at each shared sparsity level, paired over seeds.
 
-    Holm correction across all comparisons in the table.
+    Holm correction across all comparisons in the table. In a swept study the
+    comparison is within one configuration: ``config``, else the first label.
     """
     import pandas as pd
 
-    points = study_points(results, metric).dropna(subset=["seed"])
+    points = study_points(results, metric)
+    if config is None and configurations(points):
+        config = configurations(points)[0]
+    if config is not None:
+        points = study_points(results, metric, config)
+    points = points.dropna(subset=["seed"])
     rows = []
     branches = list(dict.fromkeys(points["branch"]))
     for a, b in itertools.combinations(branches, 2):
@@ -74,4 +103,5 @@ def compare_branches(results: Results, metric: str = "test.accuracy", method: st
         raise PrunelabError("no two branches share a sparsity level on at least 2 seeds")
     table = pd.DataFrame(rows)
     table["p_holm"] = holm(table["p"].tolist())
+    table.attrs["config"] = config
     return table
