@@ -198,3 +198,23 @@ def test_compare_branches_on_a_study_store(tmp_path):
     assert out.returncode == 0 and "ticket" in out.stdout and "smallest two-sided p" in out.stdout
     bad = run_cli("compare", str(tmp_path / "store"), "--metric", "test.nope")
     assert bad.returncode == 2 and "no metric 'test.nope'" in bad.stderr
+
+
+def test_with_three_seeds_the_bootstrap_undercovers_and_t_does_not():
+    """Why ``interval="auto"`` uses Student t below 30 seeds (measured, fixed seed)."""
+    from prunelab.study import mean_ci
+
+    rng = np.random.default_rng(3)
+    hits = {"t": 0, "bootstrap": 0}
+    trials = 300
+    for t in range(trials):
+        sample = rng.normal(0.9, 0.02, size=3).tolist()  # 3 seeds of an accuracy
+        for method in hits:
+            _, lo, hi = (mean_ci(sample, method="t") if method == "t" else
+                         bootstrap_ci(sample, n_resamples=1000, seed=t, method="percentile"))
+            hits[method] += lo <= 0.9 <= hi
+    assert 0.91 <= hits["t"] / trials <= 0.98
+    assert hits["bootstrap"] / trials <= 0.85  # a 3-value bootstrap resamples at most 10 distinct means
+    assert mean_ci([0.1, 0.2, 0.4], method="bootstrap") == pytest.approx(bootstrap_ci([0.1, 0.2, 0.4]))
+    with pytest.raises(PrunelabError, match="interval method 'normal'"):
+        mean_ci([0.1, 0.2], method="normal")

@@ -76,3 +76,82 @@ def test_report_renders_in_headless_chromium(study_store, tmp_path):
     assert image.size == (1200, 2000)
     colours = image.convert("RGB").resize((60, 100)).getcolors(maxcolors=10_000)
     assert colours is not None and len(colours) > 50  # plots drawn, not a blank page
+
+
+@pytest.fixture(scope="module")
+def swept_store(tmp_path_factory):
+    from .test_sweep import SWEPT
+
+    folder = tmp_path_factory.mktemp("swept")
+    assert build_study(load_spec(write_spec(folder, SWEPT))).experiment.run().ok
+    return folder / "store"
+
+
+def _ink_groups(path):
+    """A sensitive attribute for digits' test split: heavy or light strokes (total ink above the median)."""
+    import numpy as np
+
+    from prunelab.tasks.datasets import load_dataset
+
+    x = load_dataset("digits").test.x.flatten(1).numpy()
+    ink = x.sum(axis=1)
+    values = np.where(ink > np.median(ink), "heavy", "light")
+    path.write_text("id,ink\n" + "".join(f"{i},{v}\n" for i, v in enumerate(values)))
+    return values
+
+
+def test_report_of_a_swept_study_with_groups(swept_store, tmp_path):
+    import numpy as np
+    import pandas as pd
+    from sklearn.metrics import accuracy_score
+
+    from prunelab.analysis.fairness import group_impact, state_predictions
+
+    groups = _ink_groups(tmp_path / "groups.csv")
+    out = build_report(swept_store, tmp_path / "r.html", tmp_path / "csv", groups=tmp_path / "groups.csv",
+                       group_column="ink", config="lr=0.02 rate=0.8")
+    page = out.read_text()
+    # 7 + variation + groups, less mask similarity: one pruned branch has nothing to compare with
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 8
+    assert "needs two or more pruned branches" in page
+    assert "<b>lr=0.02 rate=0.8</b>" in page and "Group fairness: accuracy by ink" in page
+    variation = pd.read_csv(tmp_path / "csv" / "variation.csv")
+    dense = variation[variation.branch == "dense"].iloc[0]
+    assert dense["configs"] == 2 and dense["best_config"] in ("lr=0.05", "lr=0.02")  # the rate does not touch it
+    assert set(variation[variation.branch == "ticket"]["configs"]) == {4}
+    # group accuracies against scikit-learn on the stored model's predictions; overall equals the stored metric
+    results = open_store(swept_store)
+    points = study_points(results, config="lr=0.02 rate=0.8")
+    impact = group_impact(results, points, groups)
+    ticket = points[points.branch == "ticket"].iloc[0]
+    y, predicted, _ = state_predictions(results, ticket["hash"])
+    mine = impact[(impact.branch == "ticket") & (impact.seed == ticket["seed"])].set_index("group")
+    for name in ("heavy", "light"):
+        assert mine.loc[name, "accuracy"] == pytest.approx(accuracy_score(y[groups == name], predicted[groups == name]))
+    assert mine["overall"].iloc[0] == pytest.approx(ticket["test.accuracy"])
+    dense_row = impact[(impact.branch == "dense") & (impact.seed == ticket["seed"])].set_index("group")
+    assert mine.loc["heavy", "delta"] == pytest.approx(mine.loc["heavy", "accuracy"] - dense_row.loc["heavy", "accuracy"])
+    assert np.isclose(mine["difference"].iloc[0], abs(mine.loc["heavy", "accuracy"] - mine.loc["light", "accuracy"]))
+
+
+@pytest.mark.parametrize("content, column, message", [
+    ("ink\nheavy\nlight\n", None, r"match the test split of no state"),
+    ("ink\n" + "heavy\n" * 359, None, r"single group"),
+    ("a,b\n1,2\n", "ink", r"no column 'ink' \(columns: a, b\)"),
+])
+def test_bad_group_files_are_one_clear_error_and_no_report(swept_store, tmp_path, content, column, message):
+    (tmp_path / "g.csv").write_text(content)
+    with pytest.raises(Exception, match=message):
+        build_report(swept_store, tmp_path / "r.html", groups=tmp_path / "g.csv", group_column=column)
+    args = ["report", str(swept_store), "-o", str(tmp_path / "r.html"), "--groups", str(tmp_path / "g.csv")]
+    out = run_cli(*args, *(["--group-column", column] if column else []))
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "g.csv" in out.stderr
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_report_options_are_checked(swept_store, tmp_path):
+    out = run_cli("report", str(swept_store), "-o", str(tmp_path / "r.html"), "--interval", "normal")
+    assert out.returncode == 2 and "interval method 'normal'" in out.stderr
+    out = run_cli("report", str(swept_store), "-o", str(tmp_path / "r.html"), "--config", "lr=9")
+    assert out.returncode == 2 and "no configuration 'lr=9'" in out.stderr
+    assert not (tmp_path / "r.html").exists()

@@ -111,7 +111,7 @@ def test_mean_ci_matches_scipy():
     assert math.isnan(mean_ci([0.5])[1])
     from prunelab.analysis import bootstrap_ci
 
-    many = [0.9 + 0.01 * (i % 5) for i in range(12)]  # from 10 seeds on: the bootstrap interval
+    many = [0.9 + 0.01 * (i % 5) for i in range(30)]  # from 30 seeds on: the bootstrap interval
     assert mean_ci(many) == pytest.approx(bootstrap_ci(many))
 
 

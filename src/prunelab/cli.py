@@ -184,13 +184,16 @@ def run(
     workers: Optional[int] = typer.Option(None, help="worker processes for --executor local"),
     threads: int = typer.Option(1, help="torch threads per task (results are bitwise reproducible per value)"),
     csv: Optional[Path] = typer.Option(None, help="also write the summary table here"),
+    interval: str = typer.Option("auto", help="intervals over seeds: auto (t below 30 seeds, bootstrap from 30), "
+                                              "t, or bootstrap"),
 ) -> None:
     """Run a study: validate SPEC, show the plan, run what is missing, print the summary."""
     from .experiment.executors import plan
     from .spec import load_spec
-    from .study import build_study, summarize
+    from .study import build_study, mean_ci, summarize
 
     spec = load_spec(spec_path)
+    mean_ci([0.0, 1.0], method=interval)  # a bad --interval fails before anything runs
     try:
         tree = build_study(spec, store)
     except PrunelabError as exc:
@@ -201,7 +204,7 @@ def run(
                   f"{pending} to run on {executor} → {tree.experiment.store.root}")
     summary = tree.experiment.run(executor, workers=workers, threads=threads)
     console.print(str(summary))
-    rows = summarize(tree)
+    rows = summarize(tree, interval=interval)
     swept = any(r.config is not None for r in rows)
     table = Table(*(["configuration"] if swept else []), "branch", "round", "weights remaining",
                   "test accuracy (mean ± 95% CI)", "seeds", title=f"{spec.study.name}: test accuracy over seeds")
@@ -317,11 +320,19 @@ def report(
     store: Path = typer.Argument(..., help="store directory of a study"),
     output: Path = typer.Option(Path("report.html"), "-o", "--output", help="HTML file to write"),
     csv_dir: Optional[Path] = typer.Option(None, "--csv-dir", help="also write every table as CSV here"),
+    config: Optional[str] = typer.Option(None, help="swept studies: the configuration the main sections show "
+                                                      "(default: the first label)"),
+    groups: Optional[Path] = typer.Option(None, help="CSV (with a header) holding a sensitive attribute per test "
+                                                      "example, in the test split's order: adds group fairness"),
+    group_column: Optional[str] = typer.Option(None, help="the column of --groups to use (default: the first)"),
+    interval: str = typer.Option("auto", help="intervals over seeds: auto (t below 30 seeds, bootstrap from 30), "
+                                              "t, or bootstrap"),
 ) -> None:
     """Write a self-contained HTML report (plots and tables) of a study store."""
     from .report import build_report
 
-    path = build_report(_open(store), output, csv_dir)
+    path = build_report(_open(store), output, csv_dir, config=config, groups=groups, group_column=group_column,
+                        interval=interval)
     console.print(f"report written to {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
 

@@ -71,3 +71,87 @@ def group_metrics(y_true: Sequence[int], y_pred: Sequence[int], groups: Sequence
         "difference": {k: float(v) for k, v in frame.difference().items()},
         "ratio": {k: float(v) for k, v in frame.ratio().items()},
     }
+
+
+def load_groups(path, column: str | None = None) -> tuple[str, np.ndarray]:
+    """A sensitive attribute per test example from a CSV file with a header row.
+
+    ``column`` names the attribute (default: the file's only column, else its
+    first). Rows are in the order of the dataset's test split. Returns
+    ``(column, values as strings)``.
+    """
+    import pandas as pd
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise PrunelabError(f"{path}: no such group file") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise PrunelabError(f"{path}: not a CSV file with a header row ({exc})") from None
+    if frame.shape[1] == 0:
+        raise PrunelabError(f"{path}: no columns")
+    if column is None:
+        column = str(frame.columns[0])
+    elif column not in frame.columns:
+        raise PrunelabError(f"{path}: no column {column!r} (columns: {', '.join(map(str, frame.columns))})")
+    values = frame[column].to_numpy(dtype=str)
+    empty = np.flatnonzero(values == "")
+    if len(empty):
+        raise PrunelabError(f"{path}: column {column!r} is empty at data row {int(empty[0]) + 1}")
+    if len(set(values)) < 2:
+        raise PrunelabError(f"{path}: column {column!r} has a single group; a comparison needs two or more")
+    return column, values
+
+
+def state_predictions(results, state_hash: str, split: str = "test") -> tuple[np.ndarray, np.ndarray, str]:
+    """``(labels, predicted classes, dataset)`` of a stored state on a split, recomputed from its weights."""
+    import torch
+
+    from ..experiment.executors import dataset_cache
+    from ..tasks.evaluation import predict
+
+    snapshot = results.snapshot(state_hash)
+    data = dataset_cache(snapshot.dataset).split(split)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the thread count the stored metrics were computed at
+    try:
+        predicted = predict(snapshot.model(), data.x).argmax(dim=1).numpy()
+    finally:
+        torch.set_num_threads(threads)
+    return data.y.numpy(), predicted, snapshot.dataset
+
+
+def group_impact(results, points, groups: Sequence, split: str = "test"):
+    """Per trained state and group: accuracy, its change against the dense model of the same seed
+    (and configuration), and the between-group accuracy difference (Fairlearn ``MetricFrame``).
+
+    ``points`` is a :func:`~prunelab.analysis.tables.study_points` table;
+    states on another dataset than the groups describe (a transfer) are left out.
+    """
+    import pandas as pd
+
+    groups = np.asarray(groups)
+    rows, skipped, by_state = [], 0, {}
+    for p in points.itertuples():
+        if p.hash not in by_state:  # a state shared by configurations is evaluated once
+            y, predicted, _ = state_predictions(results, p.hash, split)
+            by_state[p.hash] = group_metrics(y, predicted, groups) if len(y) == len(groups) else None
+        g = by_state[p.hash]
+        if g is None:
+            skipped += 1
+            continue
+        for name, metrics in g["by_group"].items():
+            rows.append({"config": p.config, "branch": p.branch, "seed": p.seed, "round": p.round,
+                         "remaining": p.remaining, "group": name, "accuracy": metrics["accuracy"],
+                         "overall": g["overall"]["accuracy"], "difference": g["difference"]["accuracy"],
+                         "ratio": g["ratio"]["accuracy"]})
+    if not rows:
+        raise PrunelabError(f"the group values ({len(groups)}) match the {split} split of no state "
+                            f"({skipped} states checked): one value per {split} example, in order")
+    table = pd.DataFrame(rows)
+    keys = list(zip(table["config"].fillna(""), table["seed"], table["group"]))
+    dense = {k: a for k, a, b in zip(keys, table["accuracy"], table["branch"]) if b == "dense"}
+    table["delta"] = [a - dense.get(k, np.nan) for k, a in zip(keys, table["accuracy"])]
+    return table

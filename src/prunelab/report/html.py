@@ -6,13 +6,22 @@ import base64
 import html
 import io
 from pathlib import Path
+from typing import Sequence
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from ..analysis.tables import study_points
+from ..analysis.fairness import group_impact, load_groups
+from ..analysis.tables import configurations, study_points
+from ..analysis.variation import seed_vs_systematic
+from ..errors import PrunelabError
 from ..experiment.query import Results, open_store
+from ..study import mean_ci
 from . import plots
+
+_INTERVAL_TEXT = {"auto": "Student t below 30 seeds, bootstrap (BCa) from 30", "t": "Student t",
+                  "bootstrap": "bootstrap (BCa, scipy.stats.bootstrap); below ~30 seeds it is too narrow "
+                               "(docs/analysis.md)"}
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
@@ -60,26 +69,83 @@ def _section(title: str, fig, table: pd.DataFrame | None, name: str, note: str =
             + (f"<p class=note>{html.escape(note)}</p>" if note else "") + _table(table, name) + "</section>")
 
 
-def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Path | None = None) -> Path:
-    """Write the report of a study store to ``out`` (HTML); optionally every table as CSV to ``csv_dir``."""
+def _variation_note(table: pd.DataFrame, labels: list[str]) -> str:
+    if table.empty:
+        return f"{len(labels)} configurations, but no branch was run in two distinct ones."
+    deepest = table.sort_values("round").groupby("branch", sort=False).tail(1)
+    parts = [f"{r.branch} round {r.round}: seed SD {r.seed_sd:.3f}, systematic SD {r.systematic_sd:.3f}, "
+             f"best {r.best_config} ({r.best_mean:.3f}), ANOVA p {r.anova_p:.2g}" for r in deepest.itertuples()]
+    return ("Seed SD: the spread between seeds within a configuration (pooled). Systematic SD: the spread of the "
+            "configuration means with their seed noise removed (one-way random effects). At each branch's last round — "
+            + "; ".join(parts) + ".")
+
+
+def _group_note(impact: pd.DataFrame, attribute: str) -> str:
+    pruned = impact[impact.branch != "dense"]
+    dense = impact[impact.branch == "dense"]["difference"].mean()
+    if pruned.empty:
+        return ""
+    worst = pruned.groupby(["branch", "remaining"])["difference"].mean().idxmax()
+    gap = pruned.groupby(["branch", "remaining"])["difference"].mean().max()
+    return (f"Computed with Fairlearn's MetricFrame from the stored weights' predictions. Dense models: mean "
+            f"accuracy gap between {attribute} groups {dense:.3f}; the largest gap among pruned states is {gap:.3f} "
+            f"({worst[0]} at {worst[1]:g} % weights remaining).")
+
+
+def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Path | None = None, *,
+                 config: str | None = None, groups: str | Path | tuple[str, Sequence] | None = None,
+                 group_column: str | None = None, interval: str = "auto") -> Path:
+    """Write the report of a study store to ``out`` (HTML); optionally every table as CSV to ``csv_dir``.
+
+    ``config``: in a swept study, the configuration the main sections show
+    (default: the first label); every configuration appears in the variation
+    section. ``groups``: a CSV file with a sensitive attribute per test example
+    (``group_column`` picks the column), or ``(name, values)``; adds the group
+    fairness section. ``interval``: ``auto``, ``t`` or ``bootstrap`` (see
+    :func:`prunelab.study.mean_ci`).
+    """
     results = store if isinstance(store, Results) else open_store(store)
-    points = study_points(results)
+    mean_ci([0.0, 1.0], method=interval)  # a bad method fails before any work
+    everything = study_points(results)
+    labels = configurations(everything)
+    if labels and config is None:
+        config = labels[0]
+    points = study_points(results, config=config) if config is not None else everything
+    attribute, group_values = None, None
+    if groups is not None:
+        attribute, group_values = (load_groups(groups, group_column) if isinstance(groups, (str, Path))
+                                   else (groups[0], groups[1]))
     branches = plots.branches_by_merit(points)
     sections, tables = [], {}
 
-    fig, t = plots.accuracy_vs_remaining(points)
+    fig, t = plots.accuracy_vs_remaining(points, interval)
     tables["accuracy"] = t
     sections.append(_section("Accuracy vs weights remaining", fig, t, "accuracy"))
+    if labels:
+        table = seed_vs_systematic(everything.rename(columns={"hash": "state"}), plots.METRIC)
+        tables["variation"] = table
+        sections.append(_section("Seed variation vs systematic variation (the sweep)", plots.variation_plot(everything),
+                                 table, "variation", _variation_note(table, labels)))
     if branches:
-        fig, t = plots.per_class_heatmap(points, branches[0])
+        fig, t = plots.per_class_heatmaps(points, branches)
         tables["per_class"] = t
-        sections.append(_section(f"Who pays for sparsity: per-class recall change ({branches[0]})", fig, t, "per_class",
-                                 "Shown for the branch most accurate at its sparsest level; blue: the class gained, "
-                                 "red: it lost recall against the dense model of the same seed."))
-    fig, t = plots.disparity_vs_remaining(points)
+        sections.append(_section("Who pays for sparsity: per-class recall change", fig, t, "per_class",
+                                 "One panel per branch, best first (mean accuracy at its sparsest level), on one colour "
+                                 "scale; blue: the class gained, red: it lost recall against the dense model of the "
+                                 "same seed."))
+    fig, t = plots.disparity_vs_remaining(points, interval)
     tables["disparity"] = t
     sections.append(_section("Disparity vs weights remaining", fig, t, "disparity"))
-    fig, t, choice = plots.pareto_plot(points)
+    if group_values is not None:
+        try:
+            impact = group_impact(results, points, group_values)
+        except PrunelabError as exc:
+            raise PrunelabError(f"{groups if isinstance(groups, (str, Path)) else 'groups'}: {exc}") from None
+        fig, t = plots.group_plot(impact, branches[0] if branches else "dense", attribute, interval)
+        tables["groups"] = impact
+        sections.append(_section(f"Group fairness: accuracy by {attribute}", fig, impact, "groups",
+                                 _group_note(impact, attribute)))
+    fig, t, choice = plots.pareto_plot(points, interval=interval)
     tables["pareto"] = t
     sections.append(_section("Pareto operating points (sparsity, accuracy, worst-class recall)", fig, t, "pareto",
                              "Constraints: accuracy drop ≤ 1 pp and worst-class recall drop ≤ 2 pp vs the dense mean. "
@@ -102,9 +168,12 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
     console.print(results.tree())
     tree_text = html.escape(console.export_text())
     n_seeds = points["seed"].nunique()
+    shown = (f" Sweep: {len(labels)} configurations; the sections other than the variation section show "
+             f"<b>{html.escape(config)}</b>.") if labels else ""
     page = (f"<!doctype html><html><head><meta charset=utf-8><title>report</title><style>{_STYLE}</style></head><body>"
             f"<h1>prunelab report</h1><p class=sub>{html.escape(str(results.store.root))} — {len(results)} states, "
-            f"{len(branches)} branches, {n_seeds} seeds. Intervals are 95 % over seeds: Student t below 10 seeds, bootstrap (BCa) from 10.</p>"
+            f"{len(branches)} branches, {n_seeds} seeds. Intervals are 95 % over seeds: {_INTERVAL_TEXT[interval]}."
+            f"{shown}</p>"
             + "".join(sections)
             + f"<section><h2>Experiment tree</h2><pre>{tree_text}</pre></section>{_CHECK}</body></html>")
     out = Path(out)

@@ -39,19 +39,19 @@ def branches_by_merit(points: pd.DataFrame) -> list[str]:
     return sorted(score, key=lambda b: -score[b])
 
 
-def _branch_levels(points: pd.DataFrame) -> pd.DataFrame:
-    """Mean and 95 % t-interval over seeds per (branch, remaining)."""
+def _branch_levels(points: pd.DataFrame, interval: str = "auto") -> pd.DataFrame:
+    """Mean and 95 % interval over seeds per (branch, remaining); see :func:`prunelab.study.mean_ci`."""
     rows = []
     for (branch, level), group in points.groupby(["branch", "remaining"], sort=False):
-        mean, lo, hi = mean_ci(group[METRIC].tolist())
+        mean, lo, hi = mean_ci(group[METRIC].tolist(), method=interval)
         rows.append({"branch": branch, "remaining": level, "seeds": len(group), "mean": mean, "ci_low": lo,
                      "ci_high": hi, "worst_recall": group["worst_recall"].mean(),
                      "gap": float(np.mean([max(r) - min(r) for r in group["recall"] if r])) if len(group) else np.nan})
     return pd.DataFrame(rows)
 
 
-def accuracy_vs_remaining(points: pd.DataFrame):
-    table = _branch_levels(points)
+def accuracy_vs_remaining(points: pd.DataFrame, interval: str = "auto"):
+    table = _branch_levels(points, interval)
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for branch, group in table.groupby("branch", sort=False):
         group = group.sort_values("remaining", ascending=False)
@@ -68,35 +68,57 @@ def accuracy_vs_remaining(points: pd.DataFrame):
     return fig, table
 
 
-def per_class_heatmap(points: pd.DataFrame, branch: str):
-    """Δ_c (pruned − dense recall, same seed), mean over seeds, per class and sparsity level."""
+def _class_deltas(points: pd.DataFrame, branch: str) -> pd.DataFrame:
+    """Δ_c (pruned − dense recall, same seed) per class and sparsity level, one row per seed."""
     dense = points[points.branch == "dense"].set_index("seed")
     rows = []
     for _, p in points[points.branch == branch].iterrows():
         if p.seed in dense.index and p.recall and dense.loc[p.seed, "recall"]:
             delta = np.asarray(p.recall) - np.asarray(dense.loc[p.seed, "recall"])
             for c, d in enumerate(delta):
-                rows.append({"remaining": p.remaining, "class": p.class_names[c] if p.class_names else str(c),
-                             "delta": d})
-    table = pd.DataFrame(rows)
-    fig, ax = plt.subplots(figsize=(7, 3.8))
-    if table.empty:
+                rows.append({"branch": branch, "remaining": p.remaining,
+                             "class": p.class_names[c] if p.class_names else str(c), "delta": d})
+    return pd.DataFrame(rows)
+
+
+def per_class_heatmap(points: pd.DataFrame, branch: str):
+    """Δ_c (pruned − dense recall, same seed), mean over seeds, per class and sparsity level."""
+    fig, table = per_class_heatmaps(points, [branch])
+    return fig, table.drop(columns="branch", errors="ignore")
+
+
+def per_class_heatmaps(points: pd.DataFrame, branches: list[str], columns: int = 2):
+    """One Δ_c heatmap per branch on a shared colour scale, so the branches compare at a glance."""
+    deltas = [_class_deltas(points, b) for b in branches]
+    deltas = [d for d in deltas if not d.empty]
+    if not deltas:
+        fig, ax = plt.subplots(figsize=(7, 2))
         ax.text(0.5, 0.5, "no dense reference", ha="center")
-        return fig, table
-    grid = table.groupby(["class", "remaining"])["delta"].mean().unstack().sort_index(axis=1, ascending=False)
-    limit = max(1e-6, float(np.nanmax(np.abs(grid.to_numpy()))))
-    image = ax.imshow(grid.to_numpy(), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
-    ax.set_xticks(range(grid.shape[1]), [f"{c:g}" for c in grid.columns], rotation=60, fontsize=7)
-    ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=7)
-    ax.set_xlabel("weights remaining (%)")
-    ax.set_title(f"{branch}: per-class recall change vs dense (same seed)")
-    fig.colorbar(image, ax=ax, label="Δ recall")
-    fig.tight_layout()
-    return fig, grid.reset_index()
+        ax.axis("off")
+        return fig, pd.DataFrame()
+    grids = [d.groupby(["class", "remaining"])["delta"].mean().unstack().sort_index(axis=1, ascending=False)
+             for d in deltas]
+    limit = max(1e-6, max(float(np.nanmax(np.abs(g.to_numpy()))) for g in grids))
+    columns = min(columns, len(grids))
+    rows = -(-len(grids) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns + 0.8, 3.3 * rows + 0.4), squeeze=False,
+                             layout="constrained")
+    for ax, d, grid in zip(axes.flat, deltas, grids):
+        image = ax.imshow(grid.to_numpy(), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+        ax.set_xticks(range(grid.shape[1]), [f"{c:g}" for c in grid.columns], rotation=60, fontsize=6)
+        ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=6)
+        ax.set_xlabel("weights remaining (%)", fontsize=7)
+        ax.set_title(d["branch"].iloc[0], fontsize=9)
+    for ax in list(axes.flat)[len(grids):]:
+        ax.axis("off")
+    fig.colorbar(image, ax=axes, label="Δ recall vs dense (same seed)", shrink=0.8)
+    fig.suptitle("Per-class recall change vs the dense model, mean over seeds", fontsize=10)
+    table = pd.concat([g.reset_index().assign(branch=d["branch"].iloc[0]) for d, g in zip(deltas, grids)])
+    return fig, table[["branch"] + [c for c in table.columns if c != "branch"]]
 
 
-def disparity_vs_remaining(points: pd.DataFrame):
-    table = _branch_levels(points)
+def disparity_vs_remaining(points: pd.DataFrame, interval: str = "auto"):
+    table = _branch_levels(points, interval)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for branch, group in table.groupby("branch", sort=False):
         group = group.sort_values("remaining", ascending=False)
@@ -111,9 +133,10 @@ def disparity_vs_remaining(points: pd.DataFrame):
     return fig, table[["branch", "remaining", "worst_recall", "gap"]]
 
 
-def pareto_plot(points: pd.DataFrame, max_accuracy_drop: float = 0.01, max_worst_drop: float = 0.02):
+def pareto_plot(points: pd.DataFrame, max_accuracy_drop: float = 0.01, max_worst_drop: float = 0.02,
+                interval: str = "auto"):
     dense = points[points.branch == "dense"]
-    candidates = _branch_levels(points[points.branch != "dense"])
+    candidates = _branch_levels(points[points.branch != "dense"], interval)
     candidates["sparsity"] = 100 - candidates["remaining"]
     front = pareto_front(candidates[["sparsity", "mean", "worst_recall"]].to_numpy(), [True, True, True])
     candidates["pareto"] = False
@@ -222,3 +245,65 @@ def stability_plot(results, points: pd.DataFrame):
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     return fig, table
+
+
+def group_plot(table: pd.DataFrame, branch: str, attribute: str = "group", interval: str = "auto"):
+    """Left: each group's accuracy vs weights remaining for ``branch`` (95 % interval over seeds).
+    Right: the between-group accuracy difference (max − min) for every branch.
+
+    ``table`` is :func:`prunelab.analysis.fairness.group_impact`'s.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    mine = table[table.branch.isin([branch, "dense"])]
+    summary = []
+    for group, rows in mine.groupby("group", sort=True):
+        levels = []
+        for level, at in rows.groupby("remaining"):
+            mean, lo, hi = mean_ci(at["accuracy"].tolist(), method=interval)
+            levels.append((level, mean, lo, hi))
+            summary.append({"group": group, "remaining": level, "seeds": len(at), "accuracy": mean,
+                            "ci_low": lo, "ci_high": hi, "delta_vs_dense": at["delta"].mean()})
+        levels.sort(reverse=True)
+        x = [v[0] for v in levels]
+        axes[0].plot(x, [v[1] for v in levels], marker="o", ms=3, label=f"{attribute}={group}")
+        axes[0].fill_between(x, [v[2] for v in levels], [v[3] for v in levels], alpha=0.2)
+    per_state = table.drop_duplicates(["config", "branch", "seed", "remaining"])
+    for name, rows in per_state.groupby("branch", sort=False):
+        mean = rows.groupby("remaining")["difference"].mean().sort_index(ascending=False)
+        if name == "dense":
+            axes[1].axhline(mean.iloc[0], color="black", lw=1, ls="--", label="dense")
+        else:
+            axes[1].plot(mean.index, mean.to_numpy(), marker="o", ms=3, label=name)
+    for ax, title in zip(axes, (f"{branch}: accuracy per {attribute}", f"between-group accuracy gap (max − min)")):
+        _percent_axis(ax, table["remaining"])
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig, pd.DataFrame(summary)
+
+
+def variation_plot(points: pd.DataFrame):
+    """Accuracy vs weights remaining per sweep configuration, one panel per pruned branch
+    (mean over seeds; the dense model of each configuration dashed)."""
+    pruned = [b for b in dict.fromkeys(points.branch) if b != "dense"]
+    columns = min(3, max(1, len(pruned)))
+    rows = -(-max(1, len(pruned)) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.3 * rows), squeeze=False, sharey=True)
+    configs = sorted(points["config"].dropna().unique())
+    colours = {c: plt.cm.tab10(i % 10) for i, c in enumerate(configs)}
+    dense = points[points.branch == "dense"].groupby("config")[METRIC].mean()
+    for ax, branch in zip(axes.flat, pruned):
+        for config, rows_ in points[points.branch == branch].groupby("config"):
+            mean = rows_.groupby("remaining")[METRIC].mean().sort_index(ascending=False)
+            ax.plot(mean.index, mean.to_numpy(), marker="o", ms=3, color=colours[config], label=config)
+            if config in dense:
+                ax.axhline(dense[config], color=colours[config], lw=0.8, ls="--")
+        _percent_axis(ax, points["remaining"])
+        ax.set_title(branch, fontsize=9)
+    for ax in list(axes.flat)[len(pruned):]:
+        ax.axis("off")
+    axes.flat[0].set_ylabel("test accuracy (mean over seeds)")
+    axes.flat[0].legend(fontsize=6)
+    fig.suptitle("Systematic variation: one line per sweep configuration (dashed: its dense model)", fontsize=10)
+    fig.tight_layout()
+    return fig
