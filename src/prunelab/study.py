@@ -20,6 +20,8 @@ import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
 from .errors import PrunelabError
 from .experiment import (Consensus, Experiment, Finetune, Prune, RandomPruneLike, RandomReinit, Rewind, State, Train,
                          Transfer)
@@ -193,7 +195,7 @@ def mean_ci(values: list[float], confidence: float = 0.95, method: str = "auto")
         from .analysis.stats import bootstrap_ci
 
         return bootstrap_ci(values, confidence)
-    sd = stats.tstd(values)
+    sd = float(np.std(values, ddof=1))  # scipy's tstd warns on equal values, which 3 seeds often give
     half = stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
     return mean, mean - half, mean + half
 

@@ -149,7 +149,7 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
     tables["pareto"] = t
     sections.append(_section("Pareto operating points (sparsity, accuracy, worst-class recall)", fig, t, "pareto",
                              "Constraints: accuracy drop ≤ 1 pp and worst-class recall drop ≤ 2 pp vs the dense mean. "
-                             + choice["statement"] + "."))
+                             + choice["statement"][:1].upper() + choice["statement"][1:] + "."))
     fig, t = plots.mask_similarity(results, points)
     tables["similarity"] = t
     sections.append(_section("Mask similarity between branches", fig, t, "similarity",

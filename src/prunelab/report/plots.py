@@ -32,6 +32,14 @@ def _percent_axis(ax, values) -> None:
     ax.set_xlabel("weights remaining (%)")
 
 
+def branch_colours(branches) -> dict[str, tuple]:
+    """One colour per branch name, the same in every plot of a report: the dense model black,
+    the others by sorted name (so a plot that shows fewer branches keeps the colours)."""
+    names = sorted({str(b) for b in branches} - {"dense"})
+    colours = {name: plt.cm.tab10(i % 10) for i, name in enumerate(names)}
+    return colours | {"dense": (0.0, 0.0, 0.0, 1.0)}
+
+
 def branches_by_merit(points: pd.DataFrame) -> list[str]:
     """Pruned branches, best first: mean accuracy at each branch's sparsest level."""
     pruned = points[points.branch != "dense"]
@@ -52,14 +60,15 @@ def _branch_levels(points: pd.DataFrame, interval: str = "auto") -> pd.DataFrame
 
 def accuracy_vs_remaining(points: pd.DataFrame, interval: str = "auto"):
     table = _branch_levels(points, interval)
+    colours = branch_colours(points.branch)
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for branch, group in table.groupby("branch", sort=False):
         group = group.sort_values("remaining", ascending=False)
         if branch == "dense":
             ax.axhline(group["mean"].iloc[0], color="black", lw=1, ls="--", label="dense")
             continue
-        ax.plot(group["remaining"], group["mean"], marker="o", ms=3, label=branch)
-        ax.fill_between(group["remaining"], group["ci_low"], group["ci_high"], alpha=0.2)
+        ax.plot(group["remaining"], group["mean"], marker="o", ms=3, label=branch, color=colours[branch])
+        ax.fill_between(group["remaining"], group["ci_low"], group["ci_high"], alpha=0.2, color=colours[branch])
     _percent_axis(ax, table["remaining"])
     ax.set_ylabel("test accuracy")
     ax.set_title("Accuracy vs weights remaining (mean, 95 % CI over seeds)")
@@ -119,10 +128,11 @@ def per_class_heatmaps(points: pd.DataFrame, branches: list[str], columns: int =
 
 def disparity_vs_remaining(points: pd.DataFrame, interval: str = "auto"):
     table = _branch_levels(points, interval)
+    colours = branch_colours(points.branch)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for branch, group in table.groupby("branch", sort=False):
         group = group.sort_values("remaining", ascending=False)
-        style = dict(marker="o", ms=3, label=branch)
+        style = dict(marker="o", ms=3, label=branch, color=colours[branch])
         axes[0].plot(group["remaining"], group["worst_recall"], **style)
         axes[1].plot(group["remaining"], group["gap"], **style)
     for ax, title in zip(axes, ("worst-class recall", "max − min class recall")):
@@ -234,11 +244,12 @@ def stability_plot(results, points: pd.DataFrame):
     table = pd.DataFrame(rows)
     if table.empty:
         return None, table
+    colours = branch_colours(points.branch)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for branch, group in table.groupby("branch", sort=False):
         mean = group.groupby("remaining")[["sign_agreement", "distance"]].mean().sort_index(ascending=False)
-        axes[0].plot(mean.index, mean["sign_agreement"], marker="o", ms=3, label=branch)
-        axes[1].plot(mean.index, mean["distance"], marker="o", ms=3, label=branch)
+        axes[0].plot(mean.index, mean["sign_agreement"], marker="o", ms=3, label=branch, color=colours[branch])
+        axes[1].plot(mean.index, mean["distance"], marker="o", ms=3, label=branch, color=colours[branch])
     for ax, title in zip(axes, ("sign agreement, rewind point → trained", "‖θ_T − θ_k‖ / ‖θ_k‖")):
         _percent_axis(ax, table["remaining"])
         ax.set_title(title, fontsize=9)
@@ -268,13 +279,14 @@ def group_plot(table: pd.DataFrame, branch: str, attribute: str = "group", inter
         axes[0].plot(x, [v[1] for v in levels], marker="o", ms=3, label=f"{attribute}={group}")
         axes[0].fill_between(x, [v[2] for v in levels], [v[3] for v in levels], alpha=0.2)
     per_state = table.drop_duplicates(["config", "branch", "seed", "remaining"])
+    colours = branch_colours(table.branch)
     for name, rows in per_state.groupby("branch", sort=False):
         mean = rows.groupby("remaining")["difference"].mean().sort_index(ascending=False)
         if name == "dense":
             axes[1].axhline(mean.iloc[0], color="black", lw=1, ls="--", label="dense")
         else:
-            axes[1].plot(mean.index, mean.to_numpy(), marker="o", ms=3, label=name)
-    for ax, title in zip(axes, (f"{branch}: accuracy per {attribute}", f"between-group accuracy gap (max − min)")):
+            axes[1].plot(mean.index, mean.to_numpy(), marker="o", ms=3, label=name, color=colours[name])
+    for ax, title in zip(axes, (f"{branch}: accuracy per {attribute}", "between-group accuracy gap (max − min)")):
         _percent_axis(ax, table["remaining"])
         ax.set_title(title, fontsize=9)
         ax.legend(fontsize=7)
