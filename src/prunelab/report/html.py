@@ -111,10 +111,14 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
     if labels and config is None:
         config = labels[0]
     points = study_points(results, config=config) if config is not None else everything
-    attribute, group_values = None, None
-    if groups is not None:
+    attribute, impact = None, None
+    if groups is not None:  # first, so a bad group file fails before the slow part
         attribute, group_values = (load_groups(groups, group_column) if isinstance(groups, (str, Path))
                                    else (groups[0], groups[1]))
+        try:
+            impact = group_impact(results, points, group_values)
+        except PrunelabError as exc:
+            raise PrunelabError(f"{groups if isinstance(groups, (str, Path)) else 'groups'}: {exc}") from None
     branches = plots.branches_by_merit(points)
     sections, tables = [], {}
 
@@ -136,11 +140,7 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
     fig, t = plots.disparity_vs_remaining(points, interval)
     tables["disparity"] = t
     sections.append(_section("Disparity vs weights remaining", fig, t, "disparity"))
-    if group_values is not None:
-        try:
-            impact = group_impact(results, points, group_values)
-        except PrunelabError as exc:
-            raise PrunelabError(f"{groups if isinstance(groups, (str, Path)) else 'groups'}: {exc}") from None
+    if impact is not None:
         fig, t = plots.group_plot(impact, branches[0] if branches else "dense", attribute, interval)
         tables["groups"] = impact
         sections.append(_section(f"Group fairness: accuracy by {attribute}", fig, impact, "groups",
