@@ -156,3 +156,36 @@ def test_report_options_are_checked(swept_store, tmp_path):
     out = run_cli("report", str(swept_store), "-o", str(tmp_path / "r.html"), "--config", "lr=9")
     assert out.returncode == 2 and "no configuration 'lr=9'" in out.stderr
     assert not (tmp_path / "r.html").exists()
+
+
+def test_class_impact_table_against_scikit_learn(study_store):
+    """Per-class recall/precision/F1 deltas from the store equal scikit-learn on recomputed predictions."""
+    import numpy as np
+    from sklearn.metrics import precision_recall_fscore_support
+
+    from prunelab.analysis.fairness import state_predictions
+    from prunelab.analysis.tables import class_impact
+
+    results = open_store(study_store)
+    points = study_points(results)
+    impact = class_impact(points)
+    ticket = points[(points.branch == "ticket")].sort_values("remaining").iloc[0]
+    dense = points[(points.branch == "dense") & (points.seed == ticket["seed"])].iloc[0]
+    per = {}
+    for name, row in (("pruned", ticket), ("dense", dense)):
+        y, predicted, _ = state_predictions(results, row["hash"])
+        per[name] = precision_recall_fscore_support(y, predicted, labels=range(10), zero_division=0)
+    mine = impact[(impact.branch == "ticket") & (impact.seed == ticket["seed"])
+                  & (impact.remaining == ticket["remaining"])]
+    assert len(mine) == 10
+    for i, metric in enumerate(("precision", "recall", "f1")):
+        assert np.allclose(mine[metric], per["pruned"][i]) and np.allclose(mine[f"dense_{metric}"], per["dense"][i])
+        assert np.allclose(mine[f"delta_{metric}"], per["pruned"][i] - per["dense"][i])
+    overall = ticket["test.accuracy"] - dense["test.accuracy"]
+    assert np.allclose(mine["relative"], per["pruned"][1] - per["dense"][1] - overall)
+    assert list(mine["hurt"]) == list(per["pruned"][1] - per["dense"][1] - overall < -0.01)
+    # the disparity summaries of the same state
+    recall = np.asarray(ticket["recall"])
+    assert ticket["gap"] == pytest.approx(recall.max() - recall.min())
+    assert ticket["recall_std"] == pytest.approx(recall.std())
+    assert ticket["min_max_ratio"] == pytest.approx(recall.min() / recall.max())

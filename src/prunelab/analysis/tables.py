@@ -16,6 +16,44 @@ TRAINED = ("Train", "Finetune")
 _SKIP_TAGS = ("seed=", "consensus-source", CONFIG_TAG)
 
 
+def recall_disparity(recall: list[float]) -> dict[str, float]:
+    """Disparity summaries of per-class recall (arXiv 2009.09936): worst class, max − min gap, std, min/max."""
+    if not recall:
+        return {"worst_recall": math.nan, "gap": math.nan, "recall_std": math.nan, "min_max_ratio": math.nan}
+    r = np.asarray(recall, dtype=float)
+    return {"worst_recall": float(r.min()), "gap": float(r.max() - r.min()), "recall_std": float(r.std()),
+            "min_max_ratio": float(r.min() / r.max()) if r.max() > 0 else 0.0}
+
+
+def class_impact(points, threshold: float = 0.01, metric: str = "test.accuracy"):
+    """Per trained state and class: recall, precision and F1 against the dense model of the same seed
+    (and configuration), Δ_c, Δ_c − Δ (Δ: the change of ``metric``, overall accuracy by default) and
+    whether the class is disproportionately hurt (recall's Δ_c − Δ < −threshold).
+
+    ``points`` is a :func:`study_points` table; one row per (state, class).
+    """
+    import pandas as pd
+
+    records = points.to_dict("records")
+    dense = {(r["config"] or "", r["seed"]): r for r in records if r["branch"] == "dense"}
+    rows = []
+    for p in records:
+        ref = dense.get((p["config"] or "", p["seed"]))
+        if p["branch"] == "dense" or ref is None or not p["recall"]:
+            continue
+        overall = p[metric] - ref[metric]
+        for c, name in enumerate(p["class_names"]):
+            row = {"config": p["config"], "branch": p["branch"], "seed": p["seed"], "round": p["round"],
+                   "remaining": p["remaining"], "class": name, "overall_delta": overall}
+            for m in ("recall", "precision", "f1"):
+                row[m], row[f"dense_{m}"] = p[m][c], ref[m][c]
+                row[f"delta_{m}"] = row[m] - row[f"dense_{m}"]
+            row["relative"] = row["delta_recall"] - overall
+            row["hurt"] = bool(row["relative"] < -threshold)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def study_points(results: Results, metric: str = "test.accuracy", config: str | None = None):
     """One row per finished trained state: branch (its study tag), seed, round, weights remaining, metric.
 
@@ -43,12 +81,12 @@ def study_points(results: Results, metric: str = "test.accuracy", config: str | 
             raise PrunelabError(f"state {m['hash'][:10]} has no metric {metric!r} (try test.accuracy, test.loss, "
                                 "test.balanced_accuracy, test.macro_f1)")
         test = (m.get("metrics") or {}).get("test") or {}
-        recall = [c["recall"] for c in test.get("per_class", [])]
+        per_class = {k: [c[k] for c in test.get("per_class", [])] for k in ("recall", "precision", "f1")}
         for label in configs:
             rows.append({"hash": m["hash"], "parent": m.get("parent"), "config": label,
                          "branch": branches[0] if branches else "dense",
                          "seed": int(seeds[0]) if seeds else None, "remaining": round(remaining_percent(m), 1),
-                         metric: float(value), "recall": recall, "worst_recall": min(recall) if recall else math.nan,
+                         metric: float(value), **per_class, **recall_disparity(per_class["recall"]),
                          "class_names": tuple(test.get("class_names", []))})
     if not rows:
         raise PrunelabError(f"{results.store.root}: no finished trained states to compare")

@@ -43,6 +43,9 @@ window.addEventListener('load', () => {
 </script>"""
 
 
+_LISTS = ("recall", "precision", "f1", "class_names")  # per-class lists: in the per-class table instead
+
+
 def _png(fig) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
@@ -53,7 +56,7 @@ def _png(fig) -> str:
 def _table(frame: pd.DataFrame, name: str, max_rows: int = 60) -> str:
     if frame is None or frame.empty:
         return ""
-    shown = frame.drop(columns=[c for c in ("recall", "class_names", "hash", "parent") if c in frame], errors="ignore")
+    shown = frame.drop(columns=[c for c in _LISTS + ("hash", "parent") if c in frame], errors="ignore")
     csv = base64.b64encode(shown.to_csv(index=False).encode()).decode()
     body = shown.head(max_rows).to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0)
     more = f" (first {max_rows} of {len(shown)} rows)" if len(shown) > max_rows else ""
@@ -186,6 +189,6 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
         csv_dir.mkdir(parents=True, exist_ok=True)
         for name, frame in tables.items():
             if frame is not None and not frame.empty:
-                frame.drop(columns=[c for c in ("recall", "class_names") if c in frame], errors="ignore").to_csv(
+                frame.drop(columns=[c for c in _LISTS if c in frame], errors="ignore").to_csv(
                     csv_dir / f"{name}.csv", index=False)
     return out

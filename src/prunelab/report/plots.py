@@ -13,6 +13,7 @@ import pandas as pd
 from ..analysis.masks import emergent_structure, jaccard, chance_jaccard
 from ..analysis.pareto import pareto_front, select_operating_point
 from ..analysis.stability import weight_stability
+from ..analysis.tables import class_impact
 from ..study import mean_ci
 
 METRIC = "test.accuracy"
@@ -47,14 +48,22 @@ def branches_by_merit(points: pd.DataFrame) -> list[str]:
     return sorted(score, key=lambda b: -score[b])
 
 
+DISPARITY = {"worst_recall": "worst-class recall", "gap": "max − min class recall",
+             "recall_std": "std of class recall", "min_max_ratio": "min / max class recall"}
+
+
 def _branch_levels(points: pd.DataFrame, interval: str = "auto") -> pd.DataFrame:
-    """Mean and 95 % interval over seeds per (branch, remaining); see :func:`prunelab.study.mean_ci`."""
+    """Mean and 95 % interval over seeds per (branch, remaining) of accuracy and of each disparity
+    summary; see :func:`prunelab.study.mean_ci`."""
     rows = []
     for (branch, level), group in points.groupby(["branch", "remaining"], sort=False):
         mean, lo, hi = mean_ci(group[METRIC].tolist(), method=interval)
-        rows.append({"branch": branch, "remaining": level, "seeds": len(group), "mean": mean, "ci_low": lo,
-                     "ci_high": hi, "worst_recall": group["worst_recall"].mean(),
-                     "gap": float(np.mean([max(r) - min(r) for r in group["recall"] if r])) if len(group) else np.nan})
+        row = {"branch": branch, "remaining": level, "seeds": len(group), "mean": mean, "ci_low": lo, "ci_high": hi}
+        for name in DISPARITY:
+            values = group[name].dropna().tolist()
+            m, l, h = mean_ci(values, method=interval) if values else (np.nan, np.nan, np.nan)
+            row |= {name: m, f"{name}_low": l, f"{name}_high": h}
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -77,28 +86,20 @@ def accuracy_vs_remaining(points: pd.DataFrame, interval: str = "auto"):
     return fig, table
 
 
-def _class_deltas(points: pd.DataFrame, branch: str) -> pd.DataFrame:
-    """Δ_c (pruned − dense recall, same seed) per class and sparsity level, one row per seed."""
-    dense = points[points.branch == "dense"].set_index("seed")
-    rows = []
-    for _, p in points[points.branch == branch].iterrows():
-        if p.seed in dense.index and p.recall and dense.loc[p.seed, "recall"]:
-            delta = np.asarray(p.recall) - np.asarray(dense.loc[p.seed, "recall"])
-            for c, d in enumerate(delta):
-                rows.append({"branch": branch, "remaining": p.remaining,
-                             "class": p.class_names[c] if p.class_names else str(c), "delta": d})
-    return pd.DataFrame(rows)
-
-
-def per_class_heatmap(points: pd.DataFrame, branch: str):
-    """Δ_c (pruned − dense recall, same seed), mean over seeds, per class and sparsity level."""
-    fig, table = per_class_heatmaps(points, [branch])
+def per_class_heatmap(points: pd.DataFrame, branch: str, metric: str = "recall"):
+    """Δ_c (pruned − dense, same seed), mean over seeds, per class and sparsity level."""
+    fig, table = per_class_heatmaps(points, [branch], metric=metric)
     return fig, table.drop(columns="branch", errors="ignore")
 
 
-def per_class_heatmaps(points: pd.DataFrame, branches: list[str], columns: int = 2):
-    """One Δ_c heatmap per branch on a shared colour scale, so the branches compare at a glance."""
-    deltas = [_class_deltas(points, b) for b in branches]
+def per_class_heatmaps(points: pd.DataFrame, branches: list[str], columns: int = 2, metric: str = "recall"):
+    """One Δ_c heatmap per branch on a shared colour scale, so the branches compare at a glance.
+
+    ``metric``: recall, precision or f1 (:func:`prunelab.analysis.tables.class_impact`)."""
+    impact = class_impact(points)
+    if impact.empty:
+        impact = pd.DataFrame(columns=["branch", "remaining", "class", f"delta_{metric}"])
+    deltas = [impact[impact.branch == b].rename(columns={f"delta_{metric}": "delta"}) for b in branches]
     deltas = [d for d in deltas if not d.empty]
     if not deltas:
         fig, ax = plt.subplots(figsize=(7, 2))
@@ -120,27 +121,33 @@ def per_class_heatmaps(points: pd.DataFrame, branches: list[str], columns: int =
         ax.set_title(d["branch"].iloc[0], fontsize=9)
     for ax in list(axes.flat)[len(grids):]:
         ax.axis("off")
-    fig.colorbar(image, ax=axes, label="Δ recall vs dense (same seed)", shrink=0.8)
-    fig.suptitle("Per-class recall change vs the dense model, mean over seeds", fontsize=10)
+    fig.colorbar(image, ax=axes, label=f"Δ {metric} vs dense (same seed)", shrink=0.8)
+    fig.suptitle(f"Per-class {metric} change vs the dense model, mean over seeds", fontsize=10)
     table = pd.concat([g.reset_index().assign(branch=d["branch"].iloc[0]) for d, g in zip(deltas, grids)])
     return fig, table[["branch"] + [c for c in table.columns if c != "branch"]]
 
 
 def disparity_vs_remaining(points: pd.DataFrame, interval: str = "auto"):
+    """The disparity summaries of per-class recall vs weights remaining, with intervals over seeds."""
     table = _branch_levels(points, interval)
     colours = branch_colours(points.branch)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.4))
     for branch, group in table.groupby("branch", sort=False):
         group = group.sort_values("remaining", ascending=False)
-        style = dict(marker="o", ms=3, label=branch, color=colours[branch])
-        axes[0].plot(group["remaining"], group["worst_recall"], **style)
-        axes[1].plot(group["remaining"], group["gap"], **style)
-    for ax, title in zip(axes, ("worst-class recall", "max − min class recall")):
+        for ax, name in zip(axes.flat, DISPARITY):
+            if branch == "dense":
+                ax.axhline(group[name].iloc[0], color="black", lw=1, ls="--", label="dense")
+                continue
+            ax.plot(group["remaining"], group[name], marker="o", ms=3, label=branch, color=colours[branch])
+            ax.fill_between(group["remaining"], group[f"{name}_low"], group[f"{name}_high"], alpha=0.15,
+                            color=colours[branch])
+    for ax, title in zip(axes.flat, DISPARITY.values()):
         _percent_axis(ax, table["remaining"])
-        ax.set_title(title)
-    axes[0].legend(fontsize=7)
+        ax.set_title(title, fontsize=9)
+    axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
-    return fig, table[["branch", "remaining", "worst_recall", "gap"]]
+    columns = ["branch", "remaining", "seeds"] + [c for n in DISPARITY for c in (n, f"{n}_low", f"{n}_high")]
+    return fig, table[columns]
 
 
 def pareto_plot(points: pd.DataFrame, max_accuracy_drop: float = 0.01, max_worst_drop: float = 0.02,
