@@ -189,3 +189,25 @@ def test_class_impact_table_against_scikit_learn(study_store):
     assert ticket["gap"] == pytest.approx(recall.max() - recall.min())
     assert ticket["recall_std"] == pytest.approx(recall.std())
     assert ticket["min_max_ratio"] == pytest.approx(recall.min() / recall.max())
+
+
+def test_efficiency_axes_by_hand(study_store, tmp_path):
+    """For an MLP a kept weight is one MAC per example, so FLOPs removed equals weights removed;
+    parameters removed also counts the biases, which are never pruned."""
+    from prunelab.analysis.tables import with_efficiency
+
+    results = open_store(study_store)
+    points = with_efficiency(results, study_points(results))
+    row = points[points.branch == "ticket"].sort_values("remaining").iloc[0]
+    snap = results.snapshot(row["hash"])
+    removed = sum(int((m == 0).sum()) for m in snap.masks.values())
+    weights = sum(t.numel() for name, t in snap.weights.items() if name.endswith("weight"))
+    everything = sum(t.numel() for t in snap.weights.values())
+    assert row["flops_removed"] == pytest.approx(100 * removed / weights)
+    assert row["params_removed"] == pytest.approx(100 * removed / everything)
+    assert 100 - row["remaining"] == pytest.approx(row["flops_removed"], abs=0.05)
+    page = build_report(study_store, tmp_path / "r.html", tmp_path / "csv", efficiency="params_removed").read_text()
+    assert "Pareto operating points (params removed" in page
+    assert "params_removed" in (tmp_path / "csv" / "pareto.csv").read_text().splitlines()[0]
+    out = run_cli("report", str(study_store), "-o", str(tmp_path / "x.html"), "--efficiency", "speed")
+    assert out.returncode == 2 and "efficiency 'speed' must be one of" in out.stderr

@@ -327,12 +327,14 @@ def report(
     group_column: Optional[str] = typer.Option(None, help="the column of --groups to use (default: the first)"),
     interval: str = typer.Option("auto", help="intervals over seeds: auto (t below 30 seeds, bootstrap from 30), "
                                               "t, or bootstrap"),
+    efficiency: str = typer.Option("sparsity", help="the Pareto section's efficiency axis: sparsity, flops_removed "
+                                                    "or params_removed"),
 ) -> None:
     """Write a self-contained HTML report (plots and tables) of a study store."""
     from .report import build_report
 
     path = build_report(_open(store), output, csv_dir, config=config, groups=groups, group_column=group_column,
-                        interval=interval)
+                        interval=interval, efficiency=efficiency)
     console.print(f"report written to {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
 

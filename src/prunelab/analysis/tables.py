@@ -143,3 +143,32 @@ def compare_branches(results: Results, metric: str = "test.accuracy", method: st
     table["p_holm"] = holm(table["p"].tolist())
     table.attrs["config"] = config
     return table
+
+
+EFFICIENCY = {"sparsity": "sparsity (% of prunable weights removed)",
+              "flops_removed": "FLOPs removed (% of dense multiply-accumulates per example)",
+              "params_removed": "parameters removed (% of all, biases and norms included)"}
+
+
+def with_efficiency(results: Results, points):
+    """``points`` plus ``flops_removed`` and ``params_removed`` (percent), measured on each stored model.
+
+    FLOPs are multiply-accumulates for one example (a kept weight costs one per
+    output position; :func:`prunelab.pruning.sparsity_report`); parameters count
+    every parameter, so a layer that is not pruned (biases, norms) keeps them.
+    """
+    from ..pruning.masks import sparsity_report
+
+    measured = {}
+    for state_hash in dict.fromkeys(points["hash"]):
+        snapshot = results.snapshot(state_hash)
+        model = snapshot.model()
+        report = sparsity_report(model, snapshot.spec.input_shape)
+        total = sum(p.numel() for p in model.parameters())  # weight_orig counts in full, masks are buffers
+        removed = report.total - report.kept
+        flops = 100.0 * (1 - report.kept_flops / report.flops) if report.flops else math.nan
+        measured[state_hash] = (flops, 100.0 * removed / total if total else math.nan)
+    out = points.copy()
+    out["flops_removed"] = [measured[h][0] for h in out["hash"]]
+    out["params_removed"] = [measured[h][1] for h in out["hash"]]
+    return out

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from ..analysis.fairness import group_impact, load_groups
-from ..analysis.tables import configurations, study_points
+from ..analysis.tables import EFFICIENCY, configurations, study_points, with_efficiency
 from ..analysis.variation import seed_vs_systematic
 from ..errors import PrunelabError
 from ..experiment.query import Results, open_store
@@ -97,7 +97,7 @@ def _group_note(impact: pd.DataFrame, attribute: str) -> str:
 
 def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Path | None = None, *,
                  config: str | None = None, groups: str | Path | tuple[str, Sequence] | None = None,
-                 group_column: str | None = None, interval: str = "auto") -> Path:
+                 group_column: str | None = None, interval: str = "auto", efficiency: str = "sparsity") -> Path:
     """Write the report of a study store to ``out`` (HTML); optionally every table as CSV to ``csv_dir``.
 
     ``config``: in a swept study, the configuration the main sections show
@@ -105,15 +105,20 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
     section. ``groups``: a CSV file with a sensitive attribute per test example
     (``group_column`` picks the column), or ``(name, values)``; adds the group
     fairness section. ``interval``: ``auto``, ``t`` or ``bootstrap`` (see
-    :func:`prunelab.study.mean_ci`).
+    :func:`prunelab.study.mean_ci`). ``efficiency``: the Pareto section's efficiency
+    axis, ``sparsity``, ``flops_removed`` or ``params_removed``.
     """
     results = store if isinstance(store, Results) else open_store(store)
-    mean_ci([0.0, 1.0], method=interval)  # a bad method fails before any work
+    mean_ci([0.0, 1.0], method=interval)  # bad options fail before any work
+    if efficiency not in EFFICIENCY:
+        raise PrunelabError(f"efficiency {efficiency!r} must be one of {', '.join(EFFICIENCY)}")
     everything = study_points(results)
     labels = configurations(everything)
     if labels and config is None:
         config = labels[0]
     points = study_points(results, config=config) if config is not None else everything
+    if efficiency != "sparsity":
+        points = with_efficiency(results, points)
     attribute, impact = None, None
     if groups is not None:  # first, so a bad group file fails before the slow part
         attribute, group_values = (load_groups(groups, group_column) if isinstance(groups, (str, Path))
@@ -148,9 +153,10 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
         tables["groups"] = impact
         sections.append(_section(f"Group fairness: accuracy by {attribute}", fig, impact, "groups",
                                  _group_note(impact, attribute)))
-    fig, t, choice = plots.pareto_plot(points, interval=interval)
+    fig, t, choice = plots.pareto_plot(points, interval=interval, efficiency=efficiency)
     tables["pareto"] = t
-    sections.append(_section("Pareto operating points (sparsity, accuracy, worst-class recall)", fig, t, "pareto",
+    sections.append(_section(f"Pareto operating points ({efficiency.replace('_', ' ')}, accuracy, worst-class recall)",
+                             fig, t, "pareto",
                              "Constraints: accuracy drop ≤ 1 pp and worst-class recall drop ≤ 2 pp vs the dense mean. "
                              + choice["statement"][:1].upper() + choice["statement"][1:] + "."))
     fig, t = plots.mask_similarity(results, points)

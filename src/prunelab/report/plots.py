@@ -13,7 +13,8 @@ import pandas as pd
 from ..analysis.masks import emergent_structure, jaccard, chance_jaccard
 from ..analysis.pareto import pareto_front, select_operating_point
 from ..analysis.stability import weight_stability
-from ..analysis.tables import class_impact
+from ..analysis.tables import EFFICIENCY, class_impact
+from ..errors import PrunelabError
 from ..study import mean_ci
 
 METRIC = "test.accuracy"
@@ -59,6 +60,7 @@ def _branch_levels(points: pd.DataFrame, interval: str = "auto") -> pd.DataFrame
     for (branch, level), group in points.groupby(["branch", "remaining"], sort=False):
         mean, lo, hi = mean_ci(group[METRIC].tolist(), method=interval)
         row = {"branch": branch, "remaining": level, "seeds": len(group), "mean": mean, "ci_low": lo, "ci_high": hi}
+        row |= {c: group[c].mean() for c in ("flops_removed", "params_removed") if c in group}
         for name in DISPARITY:
             values = group[name].dropna().tolist()
             m, l, h = mean_ci(values, method=interval) if values else (np.nan, np.nan, np.nan)
@@ -151,29 +153,36 @@ def disparity_vs_remaining(points: pd.DataFrame, interval: str = "auto"):
 
 
 def pareto_plot(points: pd.DataFrame, max_accuracy_drop: float = 0.01, max_worst_drop: float = 0.02,
-                interval: str = "auto"):
+                interval: str = "auto", efficiency: str = "sparsity"):
+    """Pareto front over (``efficiency``, accuracy, worst-class recall) and the operating point chosen
+    with and without the worst-class limit. ``efficiency``: ``sparsity``, or ``flops_removed`` /
+    ``params_removed`` (columns added by :func:`prunelab.analysis.tables.with_efficiency`)."""
+    if efficiency not in EFFICIENCY:
+        raise PrunelabError(f"efficiency {efficiency!r} must be one of {', '.join(EFFICIENCY)}")
+    if efficiency != "sparsity" and efficiency not in points:
+        raise PrunelabError(f"the points have no {efficiency!r} column: add it with analysis.tables.with_efficiency")
     dense = points[points.branch == "dense"]
     candidates = _branch_levels(points[points.branch != "dense"], interval)
     candidates["sparsity"] = 100 - candidates["remaining"]
-    front = pareto_front(candidates[["sparsity", "mean", "worst_recall"]].to_numpy(), [True, True, True])
+    front = pareto_front(candidates[[efficiency, "mean", "worst_recall"]].to_numpy(), [True, True, True])
     candidates["pareto"] = False
     candidates.loc[candidates.index[front], "pareto"] = True
     choice = select_operating_point(
-        candidates.to_dict("records"), efficiency="sparsity", accuracy="mean",
+        candidates.to_dict("records"), efficiency=efficiency, accuracy="mean",
         dense_accuracy=float(dense[METRIC].mean()) if len(dense) else float(candidates["mean"].max()),
         max_accuracy_drop=max_accuracy_drop, worst="worst_recall",
         dense_worst=float(dense["worst_recall"].mean()) if len(dense) else float(candidates["worst_recall"].max()),
         max_worst_drop=max_worst_drop)
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    sc = ax.scatter(candidates["sparsity"], candidates["mean"], c=candidates["worst_recall"], cmap="viridis", s=18)
+    sc = ax.scatter(candidates[efficiency], candidates["mean"], c=candidates["worst_recall"], cmap="viridis", s=18)
     on = candidates[candidates.pareto]
-    ax.scatter(on["sparsity"], on["mean"], facecolors="none", edgecolors="red", s=60, label="Pareto (3 axes)")
+    ax.scatter(on[efficiency], on["mean"], facecolors="none", edgecolors="red", s=60, label="Pareto (3 axes)")
     for key, marker, label in (("without_fairness", "*", "chosen: accuracy only"), ("with_fairness", "P", "chosen: + worst class")):
         row = choice[key]
         if row is not None:
-            ax.scatter([row["sparsity"]], [row["mean"]], marker=marker, s=180, edgecolors="black", label=label)
+            ax.scatter([row[efficiency]], [row["mean"]], marker=marker, s=180, edgecolors="black", label=label)
     fig.colorbar(sc, ax=ax, label="worst-class recall")
-    ax.set_xlabel("sparsity (%)")
+    ax.set_xlabel(EFFICIENCY[efficiency])
     ax.set_ylabel("test accuracy (mean over seeds)")
     ax.set_title(choice["statement"], fontsize=9)
     ax.legend(fontsize=7)
