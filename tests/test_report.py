@@ -211,3 +211,19 @@ def test_efficiency_axes_by_hand(study_store, tmp_path):
     assert "params_removed" in (tmp_path / "csv" / "pareto.csv").read_text().splitlines()[0]
     out = run_cli("report", str(study_store), "-o", str(tmp_path / "x.html"), "--efficiency", "speed")
     assert out.returncode == 2 and "efficiency 'speed' must be one of" in out.stderr
+
+
+def test_stability_across_consecutive_rounds_by_hand(study_store):
+    import torch
+
+    results = open_store(study_store)
+    points = study_points(results)
+    fig, table = plots.stability_plot(results, points)
+    ticket = points[(points.branch == "ticket") & (points.seed == 0)].sort_values("round")
+    first, second = (results.snapshot(h) for h in ticket["hash"])
+    a = torch.cat([first.weights[n][m].double() for n, m in second.masks.items()])
+    b = torch.cat([second.weights[n][m].double() for n, m in second.masks.items()])
+    row = table[(table.kind == "round → next round") & (table.branch == "ticket") & (table.seed == 0)]
+    assert len(row) == 1 and row["round"].iloc[0] == 2
+    assert row["cosine"].iloc[0] == pytest.approx(float(a @ b / (a.norm() * b.norm())))
+    assert set(table[table.kind == "rewind point → trained"].branch) == {"ticket", "late"}  # the rewinding ones

@@ -168,8 +168,8 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
     sections.append(_section("Emergent structure vs random pruning", fig, t, "structure"))
     fig, t = plots.stability_plot(results, points)
     tables["stability"] = t
-    sections.append(_section("Weight stability (rewinding branches)", fig, t, "stability",
-                             missing="needs a branch that rewinds"))
+    sections.append(_section("Weight stability", fig, t, "stability",
+                             missing="needs a pruned branch with two or more rounds, or one that rewinds"))
 
     from rich.console import Console
 

@@ -249,27 +249,49 @@ def structure_plot(results, points: pd.DataFrame):
 
 
 def stability_plot(results, points: pd.DataFrame):
-    rows = []
-    for _, p in points[points.branch != "dense"].iterrows():
+    """Left, middle: sign agreement and normalised distance from the rewind point to the trained
+    weights (rewinding branches). Right: cosine similarity of the trained weights of consecutive
+    rounds, over the weights the later round keeps (every pruned branch). Means over seeds."""
+    rows, loaded = [], {}
+
+    def load(state_hash):
+        if state_hash not in loaded:
+            loaded[state_hash] = results.store.load(state_hash)
+        return loaded[state_hash]
+
+    pruned = points[points.branch != "dense"]
+    for _, p in pruned.iterrows():
         parent = results.store.manifest(p.parent)
         if parent is None or parent["recipe"]["type"] != "Rewind":
             continue
-        start, end = results.store.load(p.parent), results.store.load(p.hash)
-        overall = weight_stability(start.weights, end.weights, end.masks)["overall"]
-        rows.append({"branch": p.branch, "seed": p.seed, "remaining": p.remaining, **overall})
+        end = load(p.hash)
+        overall = weight_stability(load(p.parent).weights, end.weights, end.masks)["overall"]
+        rows.append({"kind": "rewind point → trained", "branch": p.branch, "seed": p.seed, "round": p["round"],
+                     "remaining": p.remaining, **overall})
+    for (branch, seed), group in pruned.groupby(["branch", "seed"], sort=False):
+        group = group.sort_values("round")
+        for (_, a), (_, b) in zip(group.iloc[:-1].iterrows(), group.iloc[1:].iterrows()):
+            later = load(b.hash)
+            overall = weight_stability(load(a.hash).weights, later.weights, later.masks)["overall"]
+            rows.append({"kind": "round → next round", "branch": branch, "seed": seed, "round": b["round"],
+                         "remaining": b.remaining, **overall})
     table = pd.DataFrame(rows)
     if table.empty:
         return None, table
     colours = branch_colours(points.branch)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for branch, group in table.groupby("branch", sort=False):
-        mean = group.groupby("remaining")[["sign_agreement", "distance"]].mean().sort_index(ascending=False)
-        axes[0].plot(mean.index, mean["sign_agreement"], marker="o", ms=3, label=branch, color=colours[branch])
-        axes[1].plot(mean.index, mean["distance"], marker="o", ms=3, label=branch, color=colours[branch])
-    for ax, title in zip(axes, ("sign agreement, rewind point → trained", "‖θ_T − θ_k‖ / ‖θ_k‖")):
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    panels = (("rewind point → trained", "sign_agreement", "sign agreement, rewind point → trained"),
+              ("rewind point → trained", "distance", "‖θ_T − θ_k‖ / ‖θ_k‖"),
+              ("round → next round", "cosine", "cosine, trained weights of consecutive rounds"))
+    for ax, (kind, column, title) in zip(axes, panels):
+        part = table[table.kind == kind]
+        for branch, group in part.groupby("branch", sort=False):
+            mean = group.groupby("remaining")[column].mean().sort_index(ascending=False)
+            ax.plot(mean.index, mean.to_numpy(), marker="o", ms=3, label=branch, color=colours[branch])
         _percent_axis(ax, table["remaining"])
         ax.set_title(title, fontsize=9)
-    axes[0].legend(fontsize=7)
+        if not part.empty:
+            ax.legend(fontsize=6)
     fig.tight_layout()
     return fig, table
 
