@@ -36,14 +36,18 @@ def chance_jaccard(p: float, q: float) -> float:
 
 
 def similarity_matrix(masks: dict[str, Masks]) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Pairwise overall Jaccard between labelled mask sets, and the chance level of each pair."""
+    """Pairwise overall Jaccard between labelled mask sets, and the chance level of each pair.
+
+    Mask sets over different tensors (a transferred model) have no similarity: NaN.
+    """
     labels = list(masks)
     n = len(labels)
     sim, chance = np.ones((n, n)), np.ones((n, n))
     keep = {k: sum(int(m.sum()) for m in v.values()) / sum(m.numel() for m in v.values()) for k, v in masks.items()}
     for i in range(n):
         for j in range(i + 1, n):
-            sim[i, j] = sim[j, i] = jaccard(masks[labels[i]], masks[labels[j]])["overall"]
+            a, b = masks[labels[i]], masks[labels[j]]
+            sim[i, j] = sim[j, i] = jaccard(a, b)["overall"] if set(a) == set(b) else np.nan
             chance[i, j] = chance[j, i] = chance_jaccard(keep[labels[i]], keep[labels[j]])
     return labels, sim, chance
 

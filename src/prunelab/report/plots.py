@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..analysis.masks import emergent_structure, jaccard, chance_jaccard
+from ..analysis.masks import emergent_structure, similarity_matrix
 from ..analysis.pareto import pareto_front, select_operating_point
 from ..analysis.stability import weight_stability
 from ..analysis.tables import EFFICIENCY, class_impact
@@ -198,32 +198,48 @@ def _round_states(points: pd.DataFrame, seed) -> dict[str, list[str]]:
     return out
 
 
+def _similarity_panel(ax, labels, sim, chance, title):
+    image = ax.imshow(sim, cmap="magma", vmin=0, vmax=1)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, f"{sim[i, j]:.2f}\n({chance[i, j]:.2f})", ha="center", va="center", fontsize=7,
+                    color="white" if not sim[i, j] >= 0.6 else "black")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.set_title(title, fontsize=9)
+    return image
+
+
 def mask_similarity(results, points: pd.DataFrame):
+    """Jaccard similarity of kept sets (chance level in brackets). Left: between branches, one seed,
+    the deepest round all reached. Right: between seeds, the most accurate branch's deepest round."""
     seed = points["seed"].dropna().min()
     rounds = _round_states(points, seed)
     if len(rounds) < 2:
         return None, pd.DataFrame()
     k = min(len(v) for v in rounds.values()) - 1  # the deepest round all branches reached
-    masks = {b: results.store.load(h[k]).masks for b, h in rounds.items()}
-    labels = list(masks)
-    keep = {b: sum(int(m.sum()) for m in v.values()) / sum(m.numel() for m in v.values()) for b, v in masks.items()}
-    sim = np.array([[jaccard(masks[a], masks[b])["overall"] if set(masks[a]) == set(masks[b]) else np.nan
-                     for b in labels] for a in labels])
-    chance = np.array([[chance_jaccard(keep[a], keep[b]) for b in labels] for a in labels])
-    fig, ax = plt.subplots(figsize=(6, 5))
-    image = ax.imshow(sim, cmap="magma", vmin=0, vmax=1)
-    for i in range(len(labels)):
-        for j in range(len(labels)):
-            ax.text(j, i, f"{sim[i, j]:.2f}\n({chance[i, j]:.2f})", ha="center", va="center", fontsize=7,
-                    color="white" if sim[i, j] < 0.6 else "black")
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
-    ax.set_yticks(range(len(labels)), labels, fontsize=7)
-    ax.set_title(f"Mask Jaccard similarity, round {k + 1}, seed {seed:g} (chance in brackets)", fontsize=9)
-    fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    table = pd.DataFrame([{"a": a, "b": b, "jaccard": sim[i, j], "chance": chance[i, j]}
-                          for i, a in enumerate(labels) for j, b in enumerate(labels) if i < j])
-    return fig, table
+    panels, rows = [], []
+    labels, sim, chance = similarity_matrix({b: results.store.load(h[k]).masks for b, h in rounds.items()})
+    panels.append((labels, sim, chance, f"between branches: round {k + 1}, seed {seed:g}"))
+    rows += [{"compared": "branches", "a": a, "b": b, "round": k + 1, "jaccard": sim[i, j], "chance": chance[i, j]}
+             for i, a in enumerate(labels) for j, b in enumerate(labels) if i < j]
+    best = branches_by_merit(points)[0]
+    by_seed = points[points.branch == best].dropna(subset=["seed"])
+    deepest = by_seed["round"].max()
+    seeds = by_seed[by_seed["round"] == deepest].sort_values("seed")
+    if len(seeds) >= 2:
+        labels, sim, chance = similarity_matrix({f"seed {s:g}": results.store.load(h).masks
+                                                 for s, h in zip(seeds["seed"], seeds["hash"])})
+        panels.append((labels, sim, chance, f"between seeds: {best}, round {deepest}"))
+        rows += [{"compared": f"seeds ({best})", "a": a, "b": b, "round": deepest, "jaccard": sim[i, j],
+                  "chance": chance[i, j]} for i, a in enumerate(labels) for j, b in enumerate(labels) if i < j]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels) + 0.8, 5), squeeze=False,
+                             layout="constrained")
+    for ax, panel in zip(axes.flat, panels):
+        image = _similarity_panel(ax, *panel)
+    fig.colorbar(image, ax=axes, shrink=0.8, label="Jaccard of kept weights")
+    fig.suptitle("Mask similarity (chance level for independent random masks in brackets)", fontsize=10)
+    return fig, pd.DataFrame(rows)
 
 
 def structure_plot(results, points: pd.DataFrame):
