@@ -190,10 +190,10 @@ def run(
     """Run a study: validate SPEC, show the plan, run what is missing, print the summary."""
     from .experiment.executors import plan
     from .spec import load_spec
-    from .study import build_study, mean_ci, summarize
+    from .study import build_study, check_interval, summarize
 
     spec = load_spec(spec_path)
-    mean_ci([0.0, 1.0], method=interval)  # a bad --interval fails before anything runs
+    check_interval(interval)  # a bad --interval fails before anything runs
     try:
         tree = build_study(spec, store)
     except PrunelabError as exc:

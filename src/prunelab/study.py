@@ -174,6 +174,12 @@ BOOTSTRAP_FROM = 30
 INTERVALS = ("auto", "t", "bootstrap")
 
 
+def check_interval(method: str) -> str:
+    if method not in INTERVALS:
+        raise PrunelabError(f"interval method {method!r} must be one of {', '.join(INTERVALS)}")
+    return method
+
+
 def mean_ci(values: list[float], confidence: float = 0.95, method: str = "auto") -> tuple[float, float, float]:
     """Mean and confidence interval over seeds.
 
@@ -185,8 +191,7 @@ def mean_ci(values: list[float], confidence: float = 0.95, method: str = "auto")
     """
     from scipy import stats
 
-    if method not in INTERVALS:
-        raise PrunelabError(f"interval method {method!r} must be one of {', '.join(INTERVALS)}")
+    check_interval(method)
     n = len(values)
     mean = sum(values) / n
     if n < 2:

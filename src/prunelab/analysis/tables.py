@@ -91,21 +91,30 @@ def study_points(results: Results, metric: str = "test.accuracy", config: str | 
     if not rows:
         raise PrunelabError(f"{results.store.root}: no finished trained states to compare")
     frame = pd.DataFrame(rows)
-    if config is not None:
-        known = sorted(c for c in frame["config"].dropna().unique())
-        if config not in known:
-            raise PrunelabError(f"{results.store.root}: no configuration {config!r} "
-                                f"(known: {', '.join(known) or 'none, the study has no sweep'})")
-        frame = frame[frame["config"] == config].reset_index(drop=True)
     keys = frame["config"].fillna("").astype(str) + "\0" + frame["branch"] + "\0" + frame["seed"].astype(str)
     frame["round"] = (frame.groupby(keys)["remaining"].rank(method="first", ascending=False).astype(int)
                       - (frame["branch"] == "dense").astype(int))
-    return frame
+    return frame if config is None else select_configuration(frame, config, results.store.root)
 
 
 def configurations(points) -> list[str]:
     """The sweep's configuration labels in a :func:`study_points` table (empty without a sweep)."""
     return sorted(points["config"].dropna().unique())
+
+
+def select_configuration(points, config: str, where="store"):
+    """The rows of one sweep configuration (rounds are counted per configuration, so they stay valid)."""
+    known = configurations(points)
+    if config not in known:
+        raise PrunelabError(f"{where}: no configuration {config!r} "
+                            f"(known: {', '.join(known) or 'none, the study has no sweep'})")
+    return points[points["config"] == config].reset_index(drop=True)
+
+
+def check_efficiency(name: str) -> str:
+    if name not in EFFICIENCY:
+        raise PrunelabError(f"efficiency {name!r} must be one of {', '.join(EFFICIENCY)}")
+    return name
 
 
 def compare_branches(results: Results, metric: str = "test.accuracy", method: str = "permutation",
@@ -121,7 +130,7 @@ def compare_branches(results: Results, metric: str = "test.accuracy", method: st
     if config is None and configurations(points):
         config = configurations(points)[0]
     if config is not None:
-        points = study_points(results, metric, config)
+        points = select_configuration(points, config, results.store.root)
     points = points.dropna(subset=["seed"])
     rows = []
     branches = list(dict.fromkeys(points["branch"]))

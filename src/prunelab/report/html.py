@@ -12,11 +12,11 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from ..analysis.fairness import group_impact, load_groups
-from ..analysis.tables import EFFICIENCY, configurations, study_points, with_efficiency
+from ..analysis.tables import check_efficiency, configurations, select_configuration, study_points, with_efficiency
 from ..analysis.variation import seed_vs_systematic
 from ..errors import PrunelabError
 from ..experiment.query import Results, open_store
-from ..study import mean_ci
+from ..study import check_interval
 from . import plots
 
 _INTERVAL_TEXT = {"auto": "Student t below 30 seeds, bootstrap (BCa) from 30", "t": "Student t",
@@ -109,14 +109,13 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
     axis, ``sparsity``, ``flops_removed`` or ``params_removed``.
     """
     results = store if isinstance(store, Results) else open_store(store)
-    mean_ci([0.0, 1.0], method=interval)  # bad options fail before any work
-    if efficiency not in EFFICIENCY:
-        raise PrunelabError(f"efficiency {efficiency!r} must be one of {', '.join(EFFICIENCY)}")
+    check_interval(interval)  # bad options fail before any work
+    check_efficiency(efficiency)
     everything = study_points(results)
     labels = configurations(everything)
     if labels and config is None:
         config = labels[0]
-    points = study_points(results, config=config) if config is not None else everything
+    points = select_configuration(everything, config, results.store.root) if config is not None else everything
     if efficiency != "sparsity":
         points = with_efficiency(results, points)
     attribute, impact = None, None

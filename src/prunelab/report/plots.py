@@ -13,7 +13,7 @@ import pandas as pd
 from ..analysis.masks import emergent_structure, similarity_matrix
 from ..analysis.pareto import pareto_front, select_operating_point
 from ..analysis.stability import weight_stability
-from ..analysis.tables import EFFICIENCY, class_impact
+from ..analysis.tables import EFFICIENCY, check_efficiency, class_impact
 from ..errors import PrunelabError
 from ..study import mean_ci
 
@@ -157,9 +157,7 @@ def pareto_plot(points: pd.DataFrame, max_accuracy_drop: float = 0.01, max_worst
     """Pareto front over (``efficiency``, accuracy, worst-class recall) and the operating point chosen
     with and without the worst-class limit. ``efficiency``: ``sparsity``, or ``flops_removed`` /
     ``params_removed`` (columns added by :func:`prunelab.analysis.tables.with_efficiency`)."""
-    if efficiency not in EFFICIENCY:
-        raise PrunelabError(f"efficiency {efficiency!r} must be one of {', '.join(EFFICIENCY)}")
-    if efficiency != "sparsity" and efficiency not in points:
+    if check_efficiency(efficiency) != "sparsity" and efficiency not in points:
         raise PrunelabError(f"the points have no {efficiency!r} column: add it with analysis.tables.with_efficiency")
     dense = points[points.branch == "dense"]
     candidates = _branch_levels(points[points.branch != "dense"], interval)
