@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import inspect
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -41,6 +41,9 @@ class Dataset:
     validation: Split
     test: Split
     class_names: tuple[str, ...]
+    # Per-test-example attributes (name -> one value per test example), e.g. the
+    # incident-energy bin of a shower: the report shows accuracy per group of each.
+    attributes: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -66,6 +69,7 @@ class RawData:
     y_test: np.ndarray
     class_names: Sequence[str] | None = None
     validation: int | float = 0.1  # examples (int) or fraction of train (float)
+    test_attributes: Mapping[str, np.ndarray] | None = None  # see Dataset.attributes
 
 
 DatasetFactory = Callable[..., "RawData | Dataset | tuple"]
@@ -126,12 +130,20 @@ def build_dataset(name: str, raw: RawData, validation: int | float | None = None
     def split(x: np.ndarray, y: np.ndarray) -> Split:
         return Split(torch.from_numpy((x - mean) / std).float().contiguous(), torch.from_numpy(y.astype(np.int64)))
 
+    attributes = {}
+    for key, values in (raw.test_attributes or {}).items():
+        values = np.asarray(values)
+        if values.shape != (len(y_test),):
+            raise PrunelabError(f"dataset {name!r}: test attribute {key!r} has shape {values.shape}, "
+                                f"expected one value per test example ({len(y_test)},)")
+        attributes[str(key)] = values
     return Dataset(
         name=name,
         train=split(x_train[train_idx], y_train[train_idx]),
         validation=split(x_train[val_idx], y_train[val_idx]),
         test=split(x_test, y_test),
         class_names=class_names,
+        attributes=attributes,
     )
 
 

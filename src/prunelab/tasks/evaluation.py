@@ -21,6 +21,10 @@ class Evaluation:
     confusion: np.ndarray  # [true, predicted] counts
     class_names: tuple[str, ...]
     top_k: dict[int, float] = field(default_factory=dict)
+    # Two-class problems (class 1 = signal): ROC AUC and background rejection 1/FPR at
+    # fixed signal efficiencies, the figures of merit of particle physics.
+    roc_auc: float | None = None
+    rejection: dict[float, float] = field(default_factory=dict)
 
     @property
     def support(self) -> np.ndarray:
@@ -65,6 +69,9 @@ class Evaluation:
             "confusion": self.confusion.tolist(),
             "class_names": list(self.class_names),
             "per_class": self.per_class(),
+            **({"roc_auc": self.roc_auc,
+                "rejection": {f"{e:g}": (None if r == float("inf") else r) for e, r in self.rejection.items()}}
+               if self.roc_auc is not None else {}),
         }
 
 
@@ -102,10 +109,18 @@ def evaluate(model: nn.Module, split: Split, class_names: tuple[str, ...], batch
         k = 5
         hits = (logits.topk(k, dim=1).indices == split.y[:, None]).any(dim=1)
         top_k[k] = float(hits.float().mean())
+    auc, rejection = None, {}
+    if num_classes == 2:
+        from ..hep.metrics import rejection as background_rejection, roc_auc
+
+        score = (logits[:, 1] - logits[:, 0]).numpy()  # monotone in P(class 1)
+        auc, rejection = roc_auc(split.y.numpy(), score), background_rejection(split.y.numpy(), score)
     return Evaluation(
         loss=loss,
         accuracy=float((pred == split.y).float().mean()),
         confusion=confusion_matrix(split.y.numpy(), pred.numpy(), num_classes),
         class_names=tuple(class_names),
         top_k=top_k,
+        roc_auc=auc,
+        rejection=rejection,
     )
