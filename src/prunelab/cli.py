@@ -409,6 +409,11 @@ def _print_evaluation(ev, title: str) -> None:
     console.print(table)
 
 
+from .hep.cli import calo_app  # noqa: E402
+
+app.add_typer(calo_app, name="calo")
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit status 2.
 

@@ -149,6 +149,35 @@ class RunContext:
         return _load(self.store, ref.hash)
 
 
+_ALLOCATOR_TUNED = False
+
+
+def tune_allocator() -> None:
+    """Keep glibc's malloc from returning every activation buffer to the kernel.
+
+    In a Dask worker's task thread glibc served each allocation above 128 KB
+    with a fresh mmap (about 1,600 mmap/munmap pairs a second while training a
+    small conv net), and the kernel zero-filled every page again: a study of
+    calo_densenet spent more system than user time (120 s vs 114 s) and ran 2x
+    slower than with these thresholds. Freed memory up to 128 MB stays in the
+    process instead. Once per process; a no-op where glibc is not the C library.
+    """
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED:
+        return
+    _ALLOCATOR_TUNED = True
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD: allocations below 64 MB come from the heap
+        libc.mallopt(-1, 128 << 20)  # M_TRIM_THRESHOLD: keep up to 128 MB of freed heap
+    except (OSError, AttributeError):
+        pass
+
+
 def execute_task(store_root: str, task: Task, threads: int, *dependency_results: list[dict]) -> list[dict]:
     """Run one task (a chain of states and the probes on them). Never raises for recipe errors.
 
@@ -156,6 +185,7 @@ def execute_task(store_root: str, task: Task, threads: int, *dependency_results:
     kernels may sum in a different order at another thread count, so a fixed
     count is what makes serial and Dask runs bitwise identical.
     """
+    tune_allocator()
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

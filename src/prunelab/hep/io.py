@@ -94,7 +94,7 @@ def read_showers(path: str | Path, limit: int | None = None, particle: str | Non
         bad = ~np.isfinite(values) | (values < 0)
         if bad.any():
             index = np.unravel_index(int(np.argmax(bad)), values.shape)
-            raise PrunelabError(f"{path}: key {key!r} holds {values[index]!r} at event {int(index[0])}; "
+            raise PrunelabError(f"{path}: key {key!r} holds {float(values[index])!r} at event {int(index[0])}; "
                                 "energies must be finite and non-negative")
     if isinstance(stored, bytes):
         stored = stored.decode()

@@ -37,8 +37,9 @@ review, Beta-distributed event by event) showering as above, and a hadronic
 part of which ``f_inv ~ N(0.35, 0.1)`` is invisible (binding energy, neutrons);
 the visible rest follows a Gamma profile in lambda_int units with its maximum at
 ``0.2 ln E + 0.7`` lambda_int (PDG), spread laterally with radius
-``0.1 lambda_int (0.5 + tau)`` and deposited in 40 MeV spots (few, large
-deposits: large fluctuations).
+``0.15 lambda_int (0.5 + tau)`` and deposited in 40 MeV spots (few, large
+deposits: large fluctuations). The pi0 showers are born throughout the
+cascade: their lateral radii are widened by half the hadronic radius.
 
 Same arguments and seed give identical showers, whatever the number of threads
 (events are generated in fixed chunks, each with its own seed).
@@ -82,8 +83,9 @@ F_INVISIBLE = (0.35, 0.10)
 HAD_TMAX = (0.2, 0.7)  # T = 0.2 ln E + 0.7, in lambda_int
 HAD_BETA = 1.0  # per lambda_int
 HAD_SIGMA_LN = 0.25
-HAD_RADIUS = 0.10  # x lambda_int x (0.5 + tau)
+HAD_RADIUS = 0.15  # x lambda_int x (0.5 + tau): 95 % within about 1 lambda_int at the maximum (PDG)
 HAD_SPOT_MEV = 40.0
+PI0_SPREAD = 0.5  # the pions' EM part is widened by half the hadronic radius, in quadrature
 MIP_STRAGGLING = 0.12
 TRACK_RADIUS_MM = 1.0  # lateral spread of the track (multiple scattering)
 
@@ -233,7 +235,9 @@ class _Source:
 
 
 def _em_source(e_gev: np.ndarray, start_x0: np.ndarray, rng: np.random.Generator, calo: Calorimeter,
-               edges_x0: np.ndarray, spots: bool) -> _Source:
+               edges_x0: np.ndarray, spots: bool, spread_mm: np.ndarray | None = None) -> _Source:
+    """An electromagnetic shower; ``spread_mm`` (B, S) widens it in quadrature (pi0 showers born
+    throughout a hadronic cascade are spread over its width)."""
     m = calo.medium
     e_par = np.clip(e_gev, 0.05, None)  # the parameterisation is fitted from ~1 GeV up; keep it finite below
     lny = np.log(e_par * 1000.0 / m.Ec_MeV)
@@ -271,6 +275,8 @@ def _em_source(e_gev: np.ndarray, start_x0: np.ndarray, rng: np.random.Generator
     p_core = np.clip(p1 * np.exp(arg - np.exp(arg)), 0.0, 1.0)
     weights = np.stack([p_core, 1.0 - p_core], axis=-1)
     radii = np.stack([r_core, r_tail], axis=-1) * m.moliere_mm
+    if spread_mm is not None:
+        radii = np.sqrt(radii**2 + spread_mm[..., None] ** 2)
     return _Source(energy, n_spot, weights, np.clip(radii, 0.05, None))
 
 
@@ -373,9 +379,10 @@ def _chunk(particle: str, n: int, seed_seq: np.random.SeedSequence, energy, spot
         f_mean = np.clip(1.0 - np.power(np.clip(e, FEM_E0_GEV, None) / FEM_E0_GEV, FEM_M - 1.0), 0.05, 0.95)
         f_em = rng.beta(f_mean * FEM_CONCENTRATION, (1 - f_mean) * FEM_CONCENTRATION)
         f_inv = np.clip(rng.normal(*F_INVISIBLE, n), 0.0, 0.8)
-        em = _em_source(f_em * e_left, z_int / m.X0_mm, rng, calo, edges_x0, spots)
         had = _hadronic_source((1 - f_em) * (1 - f_inv) * e_left, z_int / m.lambda_int_mm, e, rng, calo,
                                edges_mm / m.lambda_int_mm, spots)
+        em = _em_source(f_em * e_left, z_int / m.X0_mm, rng, calo, edges_x0, spots,
+                        spread_mm=PI0_SPREAD * had.radii[..., 0])
         sources = [track, em, had]
         info.update({"interaction_mm": z_int, "em_fraction": np.where(interacts, f_em, 0.0)})
     images, overflow = _deposit(sources, calo, owner, rng, axis_xy)

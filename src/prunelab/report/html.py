@@ -95,6 +95,19 @@ def _group_note(impact: pd.DataFrame, attribute: str) -> str:
             f"({worst[0]} at {worst[1]:g} % weights remaining).")
 
 
+def dataset_attribute(results: Results, points) -> tuple[str, Sequence] | None:
+    """``(name, values)`` of the first test-example attribute of the study's dataset, if it has one."""
+    from ..experiment.executors import dataset_cache
+
+    if points.empty:
+        return None
+    manifest = results.get(points["hash"].iloc[0])
+    attributes = getattr(dataset_cache(manifest["dataset"]), "attributes", None) or {}
+    for name, values in attributes.items():
+        return name, values
+    return None
+
+
 def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Path | None = None, *,
                  config: str | None = None, groups: str | Path | tuple[str, Sequence] | None = None,
                  group_column: str | None = None, interval: str = "auto", efficiency: str = "sparsity") -> Path:
@@ -119,6 +132,8 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
     if efficiency != "sparsity":
         points = with_efficiency(results, points)
     attribute, impact = None, None
+    if groups is None:  # the dataset's own per-example attributes (e.g. a shower's incident energy bin)
+        groups = dataset_attribute(results, points)
     if groups is not None:  # first, so a bad group file fails before the slow part
         attribute, group_values = (load_groups(groups, group_column) if isinstance(groups, (str, Path))
                                    else (groups[0], groups[1]))

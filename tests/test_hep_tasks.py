@@ -1,0 +1,120 @@
+"""Calorimeter datasets, models, binary metrics in evaluations, the calo CLI and the per-energy report."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+import prunelab
+from prunelab import DataSource, PrunelabError, build_model, evaluate, load_dataset
+from prunelab.hep import simulate, tasks as calo
+from prunelab.hep.io import read_showers
+from prunelab.pruning import prune
+
+from .test_cli import run_cli
+
+
+@pytest.fixture()
+def small_calo(monkeypatch, tmp_path):
+    monkeypatch.setattr(calo, "TRAIN_PER_PARTICLE", 400)
+    monkeypatch.setattr(calo, "TEST_PER_PARTICLE", 200)
+    return DataSource(data_dir=tmp_path, download=False)
+
+
+def test_cell_dataset_layout_labels_and_energy_bins(small_calo, tmp_path):
+    data = load_dataset("calo_eplus_gamma", source=small_calo)
+    assert data.input_shape == (calo.CELL_FEATURES,) == (507,)
+    assert data.class_names == ("gamma", "eplus")
+    assert len(data.train) + len(data.validation) == 800 and len(data.test) == 400
+    assert np.bincount(data.test.y.numpy()).tolist() == [200, 200]
+    bins = data.attributes["incident energy"]
+    assert bins.shape == (400,) and set(bins) <= {"1-10 GeV", "10-30 GeV", "30-60 GeV", "60-100 GeV"}
+    cached = list((tmp_path / "calo").glob("*.npz"))
+    assert len(cached) == 1
+    again = load_dataset("calo_eplus_gamma", source=small_calo)
+    assert torch.equal(again.test.x, data.test.x)
+
+
+def test_cell_features_are_the_images_then_layer_energies():
+    s = simulate("eplus", 5, seed=0)
+    x = calo.cell_features(s)
+    assert np.allclose(x[:, :288], np.log1p(s.layers[0].reshape(5, -1)))
+    assert np.allclose(x[:, 288:432], np.log1p(s.layers[1].reshape(5, -1)))
+    assert np.allclose(x[:, 504:], np.log1p(s.layer_energies), rtol=1e-5)
+
+
+def test_shape_dataset_is_the_same_events_standardised_per_column(small_calo):
+    cells = load_dataset("calo_eplus_piplus", source=small_calo)
+    shapes = load_dataset("calo_eplus_piplus_shapes", source=small_calo)
+    assert torch.equal(cells.test.y, shapes.test.y)
+    assert np.array_equal(cells.attributes["incident energy"], shapes.attributes["incident energy"])
+    columns = torch.cat([shapes.train.x, shapes.validation.x]).numpy()
+    assert np.abs(columns.mean(axis=0)).max() < 0.35  # per-column scaling (a single global scale would not)
+    assert shapes.input_shape == (22,)
+
+
+def test_models_build_train_prune_and_refuse_wrong_inputs(small_calo):
+    data = load_dataset("calo_eplus_gamma", source=small_calo)
+    model = build_model("calo_densenet", data.input_shape, 2, seed=0)
+    assert model(data.test.x[:7]).shape == (7, 2)
+    again = build_model("calo_densenet", data.input_shape, 2, seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    result = prune(model, prunelab.pruning.PruningConfig(method="magnitude", scope="global", amount=0.5))
+    assert result.report.sparsity == pytest.approx(0.5, abs=0.01)
+    with pytest.raises(PrunelabError, match="takes the calorimeter's 507 cell features"):
+        build_model("calo_densenet", (1, 8, 8), 2)
+    mlp = build_model("shower_shape_mlp", (22,), 2, seed=0)
+    assert mlp(torch.zeros(3, 22)).shape == (3, 2)
+
+
+def test_binary_evaluation_has_auc_and_rejection_matching_sklearn(small_calo):
+    data = load_dataset("calo_eplus_piplus_shapes", source=small_calo)
+    model = build_model("shower_shape_mlp", data.input_shape, 2, seed=0)
+    prunelab.train(model, data, prunelab.TrainConfig(iterations=200), seed=0)
+    ev = evaluate(model, data.test, data.class_names)
+    with torch.no_grad():
+        prob = torch.softmax(model(data.test.x), dim=1)[:, 1].numpy()
+    assert ev.roc_auc == pytest.approx(roc_auc_score(data.test.y.numpy(), prob), abs=1e-6)
+    assert ev.roc_auc > 0.95  # e+ vs pi+ is easy: pions leave a third of their energy, deeper and wider
+    assert set(ev.rejection) == {0.6, 0.7, 0.8, 0.9, 0.95, 0.99}
+    stored = ev.to_dict()
+    assert stored["roc_auc"] == ev.roc_auc and set(stored["rejection"]) == {"0.6", "0.7", "0.8", "0.9", "0.95", "0.99"}
+    ten = evaluate(build_model("lenet_300_100", (4,), 10), prunelab.Split(torch.zeros(5, 4), torch.arange(5)),
+                   tuple(str(i) for i in range(10)))
+    assert ten.roc_auc is None and "roc_auc" not in ten.to_dict()
+
+
+def test_calogan_files_are_read_from_the_mirror(tmp_path, monkeypatch):
+    from prunelab.hep.io import write_showers
+
+    mirror = tmp_path / "mirror" / "calogan"
+    write_showers(mirror / "eplus.hdf5", simulate("eplus", 50, seed=1))
+    write_showers(mirror / "gamma.hdf5", simulate("gamma", 40, seed=2))
+    source = DataSource(data_dir=tmp_path / "cache", mirror=tmp_path / "mirror", download=False)
+    data = load_dataset("calogan_eplus_gamma", source=source)
+    assert len(data.test) == 18 and len(data.train) + len(data.validation) == 72
+    with pytest.raises(PrunelabError, match="piplus.hdf5 not found"):
+        load_dataset("calogan_eplus_piplus", source=source)
+
+
+def test_calo_cli_generate_and_shapes(tmp_path):
+    out = tmp_path / "eplus.h5"
+    proc = run_cli("calo", "generate", "--particle", "eplus", "-n", "300", "-o", str(out), "--seed", "4")
+    assert proc.returncode == 0, proc.stderr
+    assert "per second" in proc.stdout
+    showers = read_showers(out)
+    assert showers.particle == "eplus" and len(showers) == 300
+    reference = simulate("eplus", 300, seed=4)
+    assert np.array_equal(showers.layers[1], reference.layers[1])
+    csv = tmp_path / "shapes.csv"
+    proc = run_cli("calo", "shapes", str(out), "--csv", str(csv))
+    assert proc.returncode == 0, proc.stderr
+    assert "occupancy_1" in proc.stdout and "300 events" in proc.stdout
+    assert len(csv.read_text().splitlines()) == 301
+    for args, needle in [(["generate", "-p", "muon", "-n", "3", "-o", str(tmp_path / "m.h5")], "unknown particle 'muon'"),
+                         (["generate", "-p", "eplus", "-n", "3", "-o", str(tmp_path)], "is a directory"),
+                         (["shapes", str(tmp_path / "nothing.h5")], "no such file")]:
+        proc = run_cli("calo", *args)
+        assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
