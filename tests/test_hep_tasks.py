@@ -58,9 +58,9 @@ def test_shape_dataset_is_the_same_events_standardised_per_column(small_calo):
 def test_models_build_train_prune_and_refuse_wrong_inputs(small_calo):
     data = load_dataset("calo_eplus_gamma", source=small_calo)
     model = build_model("calo_densenet", data.input_shape, 2, seed=0)
-    assert model(data.test.x[:7]).shape == (7, 2)
     again = build_model("calo_densenet", data.input_shape, 2, seed=0)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    assert model(data.test.x[:7]).shape == (7, 2)
     result = prune(model, prunelab.pruning.PruningConfig(method="magnitude", scope="global", amount=0.5))
     assert result.report.sparsity == pytest.approx(0.5, abs=0.01)
     with pytest.raises(PrunelabError, match="takes the calorimeter's 507 cell features"):
@@ -74,6 +74,7 @@ def test_binary_evaluation_has_auc_and_rejection_matching_sklearn(small_calo):
     model = build_model("shower_shape_mlp", data.input_shape, 2, seed=0)
     prunelab.train(model, data, prunelab.TrainConfig(iterations=200), seed=0)
     ev = evaluate(model, data.test, data.class_names)
+    model.eval()
     with torch.no_grad():
         prob = torch.softmax(model(data.test.x), dim=1)[:, 1].numpy()
     assert ev.roc_auc == pytest.approx(roc_auc_score(data.test.y.numpy(), prob), abs=1e-6)
@@ -118,3 +119,130 @@ def test_calo_cli_generate_and_shapes(tmp_path):
                          (["shapes", str(tmp_path / "nothing.h5")], "no such file")]:
         proc = run_cli("calo", *args)
         assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_gradient_boosted_baseline_on_shower_shapes(small_calo):
+    from prunelab.hep.baselines import gradient_boosted_trees
+
+    data = load_dataset("calo_eplus_piplus_shapes", source=small_calo)
+    result = gradient_boosted_trees(data, seed=0)
+    assert result["roc_auc"] == pytest.approx(roc_auc_score(data.test.y.numpy(), result["scores"]))
+    assert result["roc_auc"] > 0.95
+    with pytest.raises(PrunelabError, match="the baseline is for two"):
+        gradient_boosted_trees(load_dataset("digits"))
+
+
+def test_energy_regression_dataset_trains_and_reports_resolution(small_calo):
+    data = load_dataset("calo_energy", source=small_calo)
+    assert data.task == "regression" and data.num_classes == 1 and data.class_names == ()
+    assert data.train.y.dtype == torch.float32
+    # targets are standardised with the training split's statistics; evaluation undoes it
+    energies = data.test.y.double() * data.test.target_std + data.test.target_mean
+    assert float(energies.min()) >= 1.0 and float(energies.max()) <= 100.0
+    model = build_model("calo_densenet", data.input_shape, data.num_classes, seed=0)
+    result = prunelab.train(model, data, prunelab.TrainConfig(iterations=150, eval_every=75), seed=0)
+    assert {"val_loss", "val_rmse"} <= set(result.curve[-1])
+    ev = evaluate(model, data.test, data.class_names)
+    model.eval()  # batch norm with its running statistics, as evaluate() does
+    with torch.no_grad():
+        pred = model(data.test.x)[:, 0].double() * data.test.target_std + data.test.target_mean
+    ratio = (pred / energies).numpy()
+    assert ev.rmse == pytest.approx(float(((pred - energies) ** 2).mean().sqrt()), rel=1e-6)
+    assert ev.bias == pytest.approx(ratio.mean() - 1, abs=1e-9)
+    assert ev.resolution == pytest.approx(ratio.std(ddof=1), rel=1e-9)
+    assert ev.r2 > 0.5  # the deposited energy tracks the incident energy even after 150 steps
+    assert sum(b["events"] for b in ev.per_bin) == len(data.test)
+    stored = ev.to_dict()
+    assert stored["task"] == "regression" and "accuracy" not in stored
+
+
+def test_regression_planted_answer():
+    """A linear target learnt by a linear model: R² near 1 and bias near 0, against a hand computation."""
+    from prunelab import RawData, build_dataset
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 5)).astype(np.float32)
+    y = 50 + 10 * x[:, 0] - 5 * x[:, 3] + rng.normal(0, 1.0, 2000)
+    data = build_dataset("planted", RawData(x[:1500], y[:1500], x[1500:], y[1500:], task="regression"))
+    model = torch.nn.Linear(5, 1)
+    prunelab.train(model, data, prunelab.TrainConfig(iterations=1500, lr=0.01, batch_size=50), seed=0)
+    ev = evaluate(model, data.test, data.class_names)
+    assert ev.rmse == pytest.approx(1.0, abs=0.15)  # the planted noise
+    assert ev.r2 == pytest.approx(1 - 1.0 / 125.0, abs=0.01)  # 1 - noise variance / target variance
+    assert abs(ev.bias) < 0.01
+    with pytest.raises(PrunelabError, match="regression targets must be finite"):
+        build_dataset("bad", RawData(x[:10], np.r_[np.nan, y[1:10]], x[10:20], y[10:20], task="regression"))
+
+
+CALO_STUDY = """
+[study]
+name = "calo"
+store = "STORE"
+seeds = [0, 1]
+
+[task]
+dataset = "DATASET"
+model = "calo_densenet"
+
+[training]
+iterations = 20
+batch_size = 32
+
+[branches.ticket]
+technique = "global_unstructured"
+rate = 0.5
+rounds = 1
+
+[branches.random]
+control = "random_pruning"
+of = "ticket"
+"""
+
+
+@pytest.fixture()
+def calo_study(small_calo, tmp_path, monkeypatch):
+    from prunelab.experiment import executors
+    from prunelab.spec import load_spec
+    from prunelab.study import build_study
+
+    monkeypatch.setenv("PRUNELAB_DATA", str(small_calo.cache_dir))
+
+    def run(dataset: str):
+        spec = tmp_path / f"{dataset}.toml"
+        spec.write_text(CALO_STUDY.replace("STORE", str(tmp_path / dataset)).replace("DATASET", dataset))
+        tree = build_study(load_spec(spec))
+        assert tree.experiment.run().ok
+        return tree
+
+    yield run
+    for name in ("calo_eplus_gamma", "calo_energy"):  # sized by the fixture: keep them out of later tests
+        executors._DATASETS.pop(name, None)
+
+
+def test_calo_study_summary_has_auc_and_report_shows_energy_bins(calo_study, tmp_path):
+    from prunelab.report import build_report
+    from prunelab.study import summarize
+
+    tree = calo_study("calo_eplus_gamma")
+    rows = summarize(tree)
+    assert all(r.auc is not None and 0 <= r.auc[0] <= 1 for r in rows) and rows[0].metric == "accuracy"
+    page = build_report(tree.experiment.store.root, tmp_path / "calo.html", tmp_path / "csv").read_text()
+    assert "Group fairness: accuracy by incident energy" in page
+    assert "ROC AUC and background rejection vs weights remaining" in page
+    binary = (tmp_path / "csv" / "binary.csv").read_text().splitlines()
+    assert binary[0].startswith("branch,remaining,seeds,roc_auc")
+    groups = (tmp_path / "csv" / "groups.csv").read_text()
+    assert "1-10 GeV" in groups and "60-100 GeV" in groups
+
+
+def test_regression_study_summarises_resolution_and_report_says_why_not(calo_study, tmp_path):
+    from prunelab.report import build_report
+    from prunelab.study import summarize
+
+    tree = calo_study("calo_energy")
+    rows = summarize(tree)
+    assert {r.metric for r in rows} == {"resolution"} and {r.branch for r in rows} == {"dense", "ticket", "random"}
+    assert all(r.auc is None and r.mean > 0 for r in rows)
+    with pytest.raises(PrunelabError, match="a regression study .*--metric test.resolution"):
+        build_report(tree.experiment.store.root, tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()

@@ -7,7 +7,16 @@ from prunelab.tasks import MODELS
 SHAPES = [(1, 8, 8), (1, 40), (3, 32, 32)]
 
 
-@pytest.mark.parametrize("name", MODELS.names())
+ADAPTIVE = [e.name for e in MODELS if e.factory.input_shape is None]
+FIXED = [e.name for e in MODELS if e.factory.input_shape is not None]  # made for one input layout
+
+
+def _shape(name):
+    fixed = MODELS.get(name).input_shape
+    return fixed if fixed is not None else (1, 8, 8)
+
+
+@pytest.mark.parametrize("name", ADAPTIVE)
 @pytest.mark.parametrize("shape", SHAPES, ids=["digits", "mnist1d", "cifar"])
 def test_every_model_adapts_to_every_input_shape(name, shape):
     model = build_model(name, shape, 10, seed=0)
@@ -15,11 +24,19 @@ def test_every_model_adapts_to_every_input_shape(name, shape):
     assert out.shape == (3, 10)
 
 
+@pytest.mark.parametrize("name", FIXED)
+def test_fixed_input_models_take_their_layout_and_refuse_others(name):
+    shape = MODELS.get(name).input_shape
+    assert build_model(name, shape, 10, seed=0)(torch.randn(3, *shape)).shape == (3, 10)
+    with pytest.raises(PrunelabError):
+        build_model(name, (1, 8, 8), 10)
+
+
 @pytest.mark.parametrize("name", MODELS.names())
 def test_same_seed_same_weights_other_seed_other_weights(name):
-    a = build_model(name, (1, 8, 8), 10, seed=5).state_dict()
-    b = build_model(name, (1, 8, 8), 10, seed=5).state_dict()
-    c = build_model(name, (1, 8, 8), 10, seed=6).state_dict()
+    a = build_model(name, _shape(name), 10, seed=5).state_dict()
+    b = build_model(name, _shape(name), 10, seed=5).state_dict()
+    c = build_model(name, _shape(name), 10, seed=6).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], c[k]) for k in a if a[k].dtype.is_floating_point and a[k].dim() > 1)
 
@@ -67,7 +84,7 @@ def test_resnet20_has_twenty_weighted_layers_on_cifar():
         (dict(name="lenet5", input_shape=(1, 8, 8), num_classes=10, width=3), "has no option 'width'"),
         (dict(name="lenet_300_10", input_shape=(1, 8, 8), num_classes=10), "did you mean 'lenet_300_100'"),
         (dict(name="lenet5", input_shape=(1, 8, 8), num_classes=10, init="xavier"), "unknown init"),
-        (dict(name="lenet5", input_shape=(1, 8, 8), num_classes=1), "at least 2 classes"),
+        (dict(name="lenet5", input_shape=(1, 8, 8), num_classes=0), "at least one output"),
     ],
 )
 def test_bad_model_requests_are_clear_errors(kwargs, message):

@@ -38,9 +38,10 @@ def models() -> None:
     """List the registered models."""
     from .tasks import MODELS
 
-    table = Table("name", "default init", "description", title="models (or 'package.module:factory')")
+    table = Table("name", "default init", "inputs", "description", title="models (or 'package.module:factory')")
     for entry in MODELS:
-        table.add_row(entry.name, entry.factory.default_init, entry.summary)
+        shape = entry.factory.input_shape
+        table.add_row(entry.name, entry.factory.default_init, "any" if shape is None else str(shape), entry.summary)
     console.print(table)
 
 
@@ -105,17 +106,22 @@ def train(
     n_params = sum(p.numel() for p in net.parameters())
     console.print(
         f"[bold]{model}[/] on [bold]{dataset}[/]: {n_params:,} parameters, input {data.input_shape}, "
-        f"{data.num_classes} classes, {len(data.train)}/{len(data.validation)}/{len(data.test)} train/val/test"
+        f"{'a regression target' if data.task == 'regression' else f'{data.num_classes} classes'}, "
+        f"{len(data.train)}/{len(data.validation)}/{len(data.test)} train/val/test"
     )
     result = run_training(net, data, config, seed=seed)
     test = evaluate(net, data.test, data.class_names)
-    _print_evaluation(test, f"test set after {result.iterations} iterations")
     per_k = 1000 * result.seconds / max(1, result.iterations)
-    console.print(
-        f"test accuracy [bold]{test.accuracy:.4f}[/], loss {test.loss:.4f}, balanced accuracy "
-        f"{test.balanced_accuracy:.4f}; {result.seconds:.1f} s training ({per_k:.2f} s / 1000 iterations); "
-        f"early-stopping iteration {result.early_stopping_iteration}"
-    )
+    timing = (f"{result.seconds:.1f} s training ({per_k:.2f} s / 1000 iterations); "
+              f"early-stopping iteration {result.early_stopping_iteration}")
+    if data.task == "regression":
+        _print_regression(test, f"test set after {result.iterations} iterations")
+        console.print(f"test RMSE [bold]{test.rmse:.4g}[/], R² {test.r2:.4f}, bias {test.bias:+.4f}, resolution "
+                      f"{test.resolution:.4f}; {timing}")
+    else:
+        _print_evaluation(test, f"test set after {result.iterations} iterations")
+        console.print(f"test accuracy [bold]{test.accuracy:.4f}[/], loss {test.loss:.4f}, balanced accuracy "
+                      f"{test.balanced_accuracy:.4f}; {timing}")
     if save is not None:
         from .tasks.checkpoint import save_weights
 
@@ -206,12 +212,17 @@ def run(
     console.print(str(summary))
     rows = summarize(tree, interval=interval)
     swept = any(r.config is not None for r in rows)
+    binary = all(r.auc is not None for r in rows)  # two-class task: the ROC AUC beside the accuracy
+    metric = {"accuracy": "test accuracy", "resolution": "test resolution σ(pred/target)",
+              "rmse": "test RMSE"}[rows[0].metric if rows else "accuracy"]
     table = Table(*(["configuration"] if swept else []), "branch", "round", "weights remaining",
-                  "test accuracy (mean ± 95% CI)", "seeds", title=f"{spec.study.name}: test accuracy over seeds")
+                  f"{metric} (mean ± 95% CI)", *(["ROC AUC (mean ± 95% CI)"] if binary else []), "seeds",
+                  title=f"{spec.study.name}: {metric} over seeds")
     for r in rows:
         ci = "" if r.n < 2 else f" ± {(r.ci_high - r.ci_low) / 2:.4f}"
+        auc = [f"{r.auc[0]:.4f}" + ("" if r.n < 2 else f" ± {(r.auc[2] - r.auc[1]) / 2:.4f}")] if binary else []
         table.add_row(*([r.config] if swept else []), r.branch, str(r.round), f"{r.remaining:.1f} %",
-                      f"{r.mean:.4f}{ci}", str(r.n))
+                      f"{r.mean:.4f}{ci}", *auc, str(r.n))
     console.print(table)
     if swept:
         _print_variation(rows, spec.study.name)
@@ -395,6 +406,13 @@ def verify(store: Path = typer.Argument(..., help="store directory")) -> None:
     console.print(f"{count} manifests checked, {len(problems)} problems; index rebuilt")
     if problems:
         raise typer.Exit(1)
+
+
+def _print_regression(ev, title: str) -> None:
+    table = Table("target bin", "events", "bias (mean pred/target − 1)", "resolution (SD of pred/target)", title=title)
+    for row in ev.per_bin:
+        table.add_row(row["bin"], str(row["events"]), f"{row['bias']:+.4f}", f"{row['resolution']:.4f}")
+    console.print(table)
 
 
 def _print_evaluation(ev, title: str) -> None:

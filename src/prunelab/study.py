@@ -163,6 +163,8 @@ class SummaryRow:
     values: tuple[float, ...]
     config: str | None = None
     states: tuple[str, ...] = ()  # the hashes behind ``values``, in the same order
+    auc: tuple[float, float, float] | None = None  # two-class tasks: ROC AUC mean and 95 % interval
+    metric: str = "accuracy"  # what ``values`` are: accuracy, or for regression resolution / rmse (see headline)
 
 
 # Seeds from which "auto" intervals are bootstrapped. Measured coverage of nominal 95 % intervals
@@ -220,9 +222,21 @@ def remaining_percent(manifest: dict) -> float:
     return 100.0 * kept / total if total else 100.0
 
 
+def headline(evaluation: dict) -> tuple[str, float]:
+    """The number a study summary shows for one evaluation: accuracy for classification; for a
+    regression target its resolution σ(prediction/target) where defined (positive targets), else RMSE."""
+    if evaluation.get("task") != "regression":
+        return "accuracy", evaluation["accuracy"]
+    resolution = evaluation.get("resolution")
+    if resolution is not None and math.isfinite(resolution):
+        return "resolution", resolution
+    return "rmse", evaluation["rmse"]
+
+
 def summarize(tree: StudyTree, split: str = "test", interval: str = "auto") -> list[SummaryRow]:
     store = tree.experiment.store
-    groups: dict[tuple[str | None, str, int], list[tuple[float, float, str]]] = {}
+    groups: dict[tuple[str | None, str, int], list[tuple]] = {}
+    names = []
     for p in tree.points:
         m = store.manifest(p.state.hash)
         if m is None or m.get("status") != "done":
@@ -231,13 +245,17 @@ def summarize(tree: StudyTree, split: str = "test", interval: str = "auto") -> l
         if split not in metrics:
             raise PrunelabError(f"state {p.state.hash[:10]} has no {split!r} evaluation")
         remaining = remaining_percent(m)
-        groups.setdefault((p.config, p.branch, p.round), []).append((metrics[split]["accuracy"], remaining, p.state.hash))
+        names.append(headline(metrics[split])[0])
+        groups.setdefault((p.config, p.branch, p.round), []).append(
+            (headline(metrics[split])[1], remaining, p.state.hash, metrics[split].get("roc_auc")))
     rows = []
     for (config, branch, rnd), items in groups.items():
-        accs = [a for a, _, _ in items]
+        accs = [a for a, _, _, _ in items]
         mean, lo, hi = mean_ci(accs, method=interval)
-        rows.append(SummaryRow(branch, rnd, sum(r for _, r, _ in items) / len(items), len(accs), mean, lo, hi,
-                               tuple(accs), config, tuple(h for _, _, h in items)))
+        aucs = [a for _, _, _, a in items if a is not None]
+        rows.append(SummaryRow(branch, rnd, sum(r for _, r, _, _ in items) / len(items), len(accs), mean, lo, hi,
+                               tuple(accs), config, tuple(h for _, _, h, _ in items),
+                               mean_ci(aucs, method=interval) if len(aucs) == len(items) else None, names[0]))
     order = {name: i for i, name in enumerate(dict.fromkeys(p.branch for p in tree.points))}
     configs = {name: i for i, name in enumerate(dict.fromkeys(p.config for p in tree.points))}
     return sorted(rows, key=lambda r: (order[r.branch], r.round, configs[r.config]))

@@ -54,6 +54,13 @@ def class_impact(points, threshold: float = 0.01, metric: str = "test.accuracy")
     return pd.DataFrame(rows)
 
 
+def _number(value, unbounded: bool = False) -> float:
+    """A stored metric as a float: missing is NaN; a stored null rejection (no background passed) is inf."""
+    if value is None:
+        return float("inf") if unbounded else float("nan")
+    return float(value)
+
+
 def study_points(results: Results, metric: str = "test.accuracy", config: str | None = None):
     """One row per finished trained state: branch (its study tag), seed, round, weights remaining, metric.
 
@@ -82,11 +89,13 @@ def study_points(results: Results, metric: str = "test.accuracy", config: str | 
                                 "test.balanced_accuracy, test.macro_f1)")
         test = (m.get("metrics") or {}).get("test") or {}
         per_class = {k: [c[k] for c in test.get("per_class", [])] for k in ("recall", "precision", "f1")}
+        binary = {"roc_auc": _number(test.get("roc_auc")),  # two-class tasks (e.g. the calorimeter's)
+                  "rejection_90": _number((test.get("rejection") or {}).get("0.9", float("nan")), unbounded=True)}
         for label in configs:
             rows.append({"hash": m["hash"], "parent": m.get("parent"), "config": label,
                          "branch": branches[0] if branches else "dense",
                          "seed": int(seeds[0]) if seeds else None, "remaining": round(remaining_percent(m), 1),
-                         metric: float(value), **per_class, **recall_disparity(per_class["recall"]),
+                         metric: float(value), **per_class, **recall_disparity(per_class["recall"]), **binary,
                          "class_names": tuple(test.get("class_names", []))})
     if not rows:
         raise PrunelabError(f"{results.store.root}: no finished trained states to compare")

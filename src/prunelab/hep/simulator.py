@@ -310,9 +310,9 @@ def _track_source(depth_mm: np.ndarray, rng: np.random.Generator, calo: Calorime
 
 
 def _deposit(sources: list[_Source], calo: Calorimeter, owner: np.ndarray, rng: np.random.Generator,
-             axis_xy: tuple[np.ndarray, np.ndarray] | None) -> tuple[list[np.ndarray], np.ndarray]:
+             axis_xy: tuple[np.ndarray, np.ndarray] | None, images: tuple[np.ndarray, ...], overflow: np.ndarray) -> None:
+    """Write the events' cell energies into ``images`` and ``overflow`` (views of the caller's arrays)."""
     n = sources[0].energy.shape[0]
-    images, overflow = [], np.zeros((n, len(calo.layers)))
     for layer in calo.layers:
         sel = owner == layer.index
         total = np.zeros((n, layer.cells + 1))
@@ -341,13 +341,14 @@ def _deposit(sources: list[_Source], calo: Calorimeter, owner: np.ndarray, rng: 
                 with np.errstate(invalid="ignore", divide="ignore"):
                     per_spot = np.where(n_layer > 0, e_layer / np.where(n_layer > 0, n_layer, 1.0), 0.0)
                 total += counts * per_spot[:, None]
-        images.append(total[:, :-1].reshape(n, *layer.shape).astype(np.float32))
+        images[layer.index][...] = total[:, :-1].reshape(n, *layer.shape)
         overflow[:, layer.index] = total[:, -1]
-    return images, overflow.astype(np.float32)
 
 
-def _chunk(particle: str, n: int, seed_seq: np.random.SeedSequence, energy, spots: bool,
-           position_sigma: float, angle_sigma: float, calo: Calorimeter) -> Showers:
+def _chunk(particle: str, out: Showers, seed_seq: np.random.SeedSequence, energy, spots: bool,
+           position_sigma: float, angle_sigma: float, calo: Calorimeter) -> dict:
+    """Fill ``out`` (views into the result) with one chunk of events; returns its per-event extras."""
+    n = len(out)
     rng = np.random.default_rng(seed_seq)
     m = calo.medium
     if isinstance(energy, tuple):
@@ -385,8 +386,9 @@ def _chunk(particle: str, n: int, seed_seq: np.random.SeedSequence, energy, spot
                         spread_mm=PI0_SPREAD * had.radii[..., 0])
         sources = [track, em, had]
         info.update({"interaction_mm": z_int, "em_fraction": np.where(interacts, f_em, 0.0)})
-    images, overflow = _deposit(sources, calo, owner, rng, axis_xy)
-    return Showers(e, tuple(images), overflow, particle, info)
+    out.energy[...] = e
+    _deposit(sources, calo, owner, rng, axis_xy, out.layers, out.overflow)
+    return info
 
 
 def simulate(particle: str, n: int, *, energy: float | tuple[float, float] = (1.0, 100.0), seed: int = 0,
@@ -416,20 +418,23 @@ def simulate(particle: str, n: int, *, energy: float | tuple[float, float] = (1.
             raise PrunelabError(f"{name} must be a non-negative number, got {value!r}")
     if not 0 <= int(seed) < 2**63:
         raise PrunelabError(f"seed must be in [0, 2^63), got {seed}")
-    sizes = [min(CHUNK, n - start) for start in range(0, n, CHUNK)]
-    seeds = np.random.SeedSequence([int(seed), PARTICLES.index(particle)]).spawn(len(sizes))
-    threads = min(2, len(sizes)) if threads is None else max(1, int(threads))
+    starts = list(range(0, n, CHUNK))
+    seeds = np.random.SeedSequence([int(seed), PARTICLES.index(particle)]).spawn(len(starts))
+    threads = min(2, len(starts)) if threads is None else max(1, int(threads))
+    result = Showers(np.empty(n), tuple(np.empty((n, *layer.shape), dtype=np.float32) for layer in calorimeter.layers),
+                     np.empty((n, len(calorimeter.layers)), dtype=np.float32), particle)
 
-    def work(i: int) -> Showers:
-        return _chunk(particle, sizes[i], seeds[i], energy, spots, float(position_sigma), float(angle_sigma),
-                      calorimeter)
+    def work(i: int) -> dict:
+        view = result.take(slice(starts[i], min(n, starts[i] + CHUNK)))  # basic slices: views, filled in place
+        return _chunk(particle, view, seeds[i], energy, spots, float(position_sigma), float(angle_sigma), calorimeter)
 
     # BLAS at one thread: the chunks are the parallelism (2x faster than nested threading),
     # and the bits then cannot depend on how many threads BLAS would have used.
     with threadpool_limits(1, user_api="blas"):
-        if threads == 1 or len(sizes) == 1:
-            parts = [work(i) for i in range(len(sizes))]
+        if threads == 1 or len(starts) == 1:
+            extras = [work(i) for i in range(len(starts))]
         else:
             with ThreadPoolExecutor(threads) as pool:
-                parts = list(pool.map(work, range(len(sizes))))
-    return Showers.concat(parts)
+                extras = list(pool.map(work, range(len(starts))))
+    result.info = {key: np.concatenate([x[key] for x in extras]) for key in extras[0]}
+    return result

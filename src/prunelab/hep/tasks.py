@@ -8,6 +8,8 @@ Datasets (binary, class 1 = the signal, e+):
   507 features in all (:data:`CELL_FEATURES`);
 * ``calo_eplus_gamma_shapes``, ``calo_eplus_piplus_shapes`` — the same events as
   shower-shape observables (:func:`~prunelab.hep.shapes.shape_features`);
+* ``calo_energy`` — regression of the incident energy (GeV) of e+ showers
+  whose entry point and direction are smeared, from the 507 cell features;
 * ``calogan_eplus_gamma``, ``calogan_eplus_piplus`` — the published Geant4
   CaloGAN files (``eplus.hdf5``, ``gamma.hdf5``, ``piplus.hdf5``) read from the
   data mirror (``$PRUNELAB_DATA_MIRROR`` or its ``calogan/`` folder).
@@ -63,24 +65,32 @@ def _standardise_columns(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.nd
     return (x_train - mean) / std, (x_test - mean) / std
 
 
-def simulated_pair(signal: str, background: str, kind: str, source: DataSource) -> RawData:
-    """Signal (label 1) vs background (label 0) showers from the simulator, cached."""
-    name = f"calo_{signal}_{background}_{kind}_n{TRAIN_PER_PARTICLE}-{TEST_PER_PARTICLE}_v{DATA_VERSION}"
+def _generated(source: DataSource, name: str, make) -> dict[str, np.ndarray]:
+    """The arrays cached as ``<cache>/calo/<name>.npz`` (no pickle), made by ``make(split, events, seed)``
+    for the training and test splits on first use."""
     cache = source.cache_dir / "calo" / f"{name}.npz"
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    else:
+            return {k: data[k] for k in data.files}
+    arrays: dict[str, np.ndarray] = {}
+    for split, n, seed in (("train", TRAIN_PER_PARTICLE, TRAIN_SEED), ("test", TEST_PER_PARTICLE, TEST_SEED)):
+        arrays.update({f"{key}_{split}": value for key, value in make(n, seed).items()})
+    _atomic_savez(cache, arrays)
+    return arrays
+
+
+def simulated_pair(signal: str, background: str, kind: str, source: DataSource) -> RawData:
+    """Signal (label 1) vs background (label 0) showers from the simulator, cached."""
+
+    def make(n: int, seed: int) -> dict[str, np.ndarray]:
         from .simulator import simulate
 
-        arrays = {}
-        for split, n, seed in (("train", TRAIN_PER_PARTICLE, TRAIN_SEED), ("test", TEST_PER_PARTICLE, TEST_SEED)):
-            parts = [simulate(p, n, seed=seed) for p in (background, signal)]
-            arrays[f"x_{split}"] = np.concatenate([_features(s, kind) for s in parts])
-            arrays[f"y_{split}"] = np.repeat(np.arange(2, dtype=np.int64), n)
-            arrays[f"e_{split}"] = np.concatenate([s.energy for s in parts])
-        _atomic_savez(cache, arrays)
-    return _raw(arrays, kind, (background, signal))
+        parts = [simulate(p, n, seed=seed) for p in (background, signal)]
+        return {"x": np.concatenate([_features(s, kind) for s in parts]),
+                "y": np.repeat(np.arange(2, dtype=np.int64), n), "e": np.concatenate([s.energy for s in parts])}
+
+    name = f"calo_{signal}_{background}_{kind}_n{TRAIN_PER_PARTICLE}-{TEST_PER_PARTICLE}_v{DATA_VERSION}"
+    return _raw(_generated(source, name, make), kind, (background, signal))
 
 
 def _raw(arrays: dict, kind: str, class_names: tuple[str, str]) -> RawData:
@@ -133,6 +143,31 @@ def _register_pair(prefix: str, reader, signal: str, background: str, what: str)
         features = "507 cell features" if kind == "cells" else "shower shapes"
         DATASETS.register(f"{prefix}_{signal}_{background}{suffix}",
                           f"{what} {signal} (1) vs {background} (0), {features}")(factory)
+
+
+ENERGY_POSITION_SIGMA_MM = 10.0
+ENERGY_ANGLE_SIGMA_RAD = 0.03
+
+
+@DATASETS.register("calo_energy", "regression: incident energy (GeV) of e+ showers, entry point and direction "
+                                  "smeared, 507 cell features (simulated, offline)")
+def calo_energy(source: DataSource) -> RawData:
+    """e+ showers with the entry point smeared by 10 mm and the direction by 30 mrad per axis (so
+    position and leakage vary as in a real beam); the target is the incident energy in GeV."""
+    from .metrics import energy_bin_labels
+
+    def make(n: int, seed: int) -> dict[str, np.ndarray]:
+        from .simulator import simulate
+
+        showers = simulate("eplus", n, seed=seed + 7, position_sigma=ENERGY_POSITION_SIGMA_MM,
+                           angle_sigma=ENERGY_ANGLE_SIGMA_RAD)
+        return {"x": cell_features(showers), "y": showers.energy.astype(np.float64)}
+
+    name = (f"calo_energy_n{TRAIN_PER_PARTICLE}-{TEST_PER_PARTICLE}_pos{ENERGY_POSITION_SIGMA_MM:g}"
+            f"_ang{ENERGY_ANGLE_SIGMA_RAD:g}_v{DATA_VERSION}")
+    arrays = _generated(source, name, make)
+    return RawData(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], validation=0.1,
+                   test_attributes={"incident energy": energy_bin_labels(arrays["y_test"])}, task="regression")
 
 
 _register_pair("calo", simulated_pair, "eplus", "gamma", "calorimeter showers (simulated, offline):")
@@ -196,7 +231,7 @@ class CaloDenseNet(nn.Module):
 
 
 @register("calo_densenet", "calorimeter DenseNet: a dense block per layer image + layer energies (507 inputs)",
-          "kaiming_normal")
+          "kaiming_normal", input_shape=(CELL_FEATURES,))
 def calo_densenet(input_shape, num_classes, growth: int = 4, layers_per_block: int = 2, head: int = 64,
                   bottleneck: bool = False) -> nn.Module:
     if tuple(input_shape) != (CELL_FEATURES,):

@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import PrunelabError
 from .targets import Target
+from ..tasks.evaluation import task_loss
 
 
 def random_scores(targets: Sequence[Target], seed: int) -> dict[str, torch.Tensor]:
@@ -37,7 +37,7 @@ def snip_scores(model: nn.Module, targets: Sequence[Target], batch: tuple[torch.
         for p in originals:
             p.grad = None
         with torch.enable_grad():
-            loss = F.cross_entropy(model(x), y)
+            loss = task_loss(model(x), y)
             grads = torch.autograd.grad(loss, originals, allow_unused=True)
     finally:
         for p, g in zip(originals, saved_grads):

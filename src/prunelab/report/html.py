@@ -124,6 +124,13 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
     results = store if isinstance(store, Results) else open_store(store)
     check_interval(interval)  # bad options fail before any work
     check_efficiency(efficiency)
+    regression = next((m for m in results.states(status="done")
+                       if ((m.get("metrics") or {}).get("test") or {}).get("task") == "regression"), None)
+    if regression is not None:
+        raise PrunelabError(
+            f"{results.store.root}: a regression study (dataset {regression.get('dataset')!r}); the report's sections "
+            "are for classification so far. `prunelab run` prints the resolution over seeds, and "
+            f"`prunelab compare {results.store.root} --metric test.resolution` compares the branches")
     everything = study_points(results)
     labels = configurations(everything)
     if labels and config is None:
@@ -159,6 +166,13 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
                                  "One panel per branch, best first (mean accuracy at its sparsest level), on one colour "
                                  "scale; blue: the class gained, red: it lost recall against the dense model of the "
                                  "same seed."))
+    if "roc_auc" in points and points["roc_auc"].notna().any():
+        fig, t = plots.binary_metrics_vs_remaining(points, interval)
+        tables["binary"] = t
+        sections.append(_section("ROC AUC and background rejection vs weights remaining", fig, t, "binary",
+                                 "Two classes: class 1 is the signal. Rejection = 1/FPR at the threshold keeping 90 % "
+                                 "of the signal; where no background event passes it is unbounded and left out of the "
+                                 "mean (column rejection_90_unbounded counts those seeds)."))
     fig, t = plots.disparity_vs_remaining(points, interval)
     tables["disparity"] = t
     sections.append(_section("Disparity vs weights remaining", fig, t, "disparity"))

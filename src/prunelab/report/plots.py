@@ -49,6 +49,47 @@ def branches_by_merit(points: pd.DataFrame) -> list[str]:
     return sorted(score, key=lambda b: -score[b])
 
 
+def _branch_lines(ax, table: pd.DataFrame, column: str, colours: dict, alpha: float = 0.2) -> None:
+    """One line per pruned branch (mean and its 95 % band from ``column_low``/``column_high``) and the
+    dense model's value as a dashed horizontal line."""
+    for branch, group in table.groupby("branch", sort=False):
+        group = group.sort_values("remaining", ascending=False)
+        if branch == "dense":
+            ax.axhline(group[column].iloc[0], color="black", lw=1, ls="--", label="dense")
+            continue
+        ax.plot(group["remaining"], group[column], marker="o", ms=3, label=branch, color=colours[branch])
+        ax.fill_between(group["remaining"], group[f"{column}_low"], group[f"{column}_high"], alpha=alpha,
+                        color=colours[branch])
+
+
+def binary_metrics_vs_remaining(points: pd.DataFrame, interval: str = "auto"):
+    """Two-class tasks: ROC AUC and background rejection at 90 % signal efficiency per branch and level
+    (mean and 95 % interval over seeds). A rejection with no background event passing is unbounded:
+    such levels show the finite seeds' mean and count the unbounded ones in the table."""
+    rows = []
+    for (branch, level), group in points.groupby(["branch", "remaining"], sort=False):
+        row = {"branch": branch, "remaining": level, "seeds": len(group)}
+        for name in ("roc_auc", "rejection_90"):
+            values = group[name].dropna()
+            finite = values[np.isfinite(values)].tolist()
+            m, lo, hi = mean_ci(finite, method=interval) if finite else (np.nan, np.nan, np.nan)
+            row |= {name: m, f"{name}_low": lo, f"{name}_high": hi}
+        row["rejection_90_unbounded"] = int(np.isinf(group["rejection_90"]).sum())
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    colours = branch_colours(points.branch)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, name, label in ((axes[0], "roc_auc", "ROC AUC"), (axes[1], "rejection_90", "rejection 1/FPR at 90 % eff.")):
+        _branch_lines(ax, table, name, colours)
+        _percent_axis(ax, table["remaining"])
+        ax.set_ylabel(label)
+        ax.legend(fontsize=8)
+    axes[0].set_title("ROC AUC vs weights remaining")
+    axes[1].set_title("Background rejection at 90 % signal efficiency")
+    fig.tight_layout()
+    return fig, table
+
+
 DISPARITY = {"worst_recall": "worst-class recall", "gap": "max − min class recall",
              "recall_std": "std of class recall", "min_max_ratio": "min / max class recall"}
 
@@ -134,15 +175,8 @@ def disparity_vs_remaining(points: pd.DataFrame, interval: str = "auto"):
     table = _branch_levels(points, interval)
     colours = branch_colours(points.branch)
     fig, axes = plt.subplots(2, 2, figsize=(10, 6.4))
-    for branch, group in table.groupby("branch", sort=False):
-        group = group.sort_values("remaining", ascending=False)
-        for ax, name in zip(axes.flat, DISPARITY):
-            if branch == "dense":
-                ax.axhline(group[name].iloc[0], color="black", lw=1, ls="--", label="dense")
-                continue
-            ax.plot(group["remaining"], group[name], marker="o", ms=3, label=branch, color=colours[branch])
-            ax.fill_between(group["remaining"], group[f"{name}_low"], group[f"{name}_high"], alpha=0.15,
-                            color=colours[branch])
+    for ax, name in zip(axes.flat, DISPARITY):
+        _branch_lines(ax, table, name, colours, alpha=0.15)
     for ax, title in zip(axes.flat, DISPARITY.values()):
         _percent_axis(ax, table["remaining"])
         ax.set_title(title, fontsize=9)

@@ -28,7 +28,14 @@ VALIDATION_SEED = 0
 @dataclass(frozen=True)
 class Split:
     x: torch.Tensor  # float32, (N, *input_shape)
-    y: torch.Tensor  # int64, (N,)
+    y: torch.Tensor  # int64 class labels (N,); for regression float32 targets, standardised
+    # Regression: y = (target - target_mean) / target_std; evaluation reports physical units.
+    target_mean: float = 0.0
+    target_std: float = 1.0
+
+    @property
+    def regression(self) -> bool:
+        return bool(self.y.is_floating_point())
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -44,10 +51,12 @@ class Dataset:
     # Per-test-example attributes (name -> one value per test example), e.g. the
     # incident-energy bin of a shower: the report shows accuracy per group of each.
     attributes: Mapping[str, np.ndarray] = field(default_factory=dict)
+    task: str = "classification"  # or "regression" (one real target; class_names is empty)
 
     @property
     def num_classes(self) -> int:
-        return len(self.class_names)
+        """The number of model outputs: the classes, or 1 for a regression target."""
+        return 1 if self.task == "regression" else len(self.class_names)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -70,6 +79,7 @@ class RawData:
     class_names: Sequence[str] | None = None
     validation: int | float = 0.1  # examples (int) or fraction of train (float)
     test_attributes: Mapping[str, np.ndarray] | None = None  # see Dataset.attributes
+    task: str = "classification"  # "regression": y are real targets (standardised on the training split)
 
 
 DatasetFactory = Callable[..., "RawData | Dataset | tuple"]
@@ -104,14 +114,20 @@ def load_dataset(
 
 
 def build_dataset(name: str, raw: RawData, validation: int | float | None = None) -> Dataset:
-    x_train, y_train = _as_arrays(name, "train", raw.x_train, raw.y_train)
-    x_test, y_test = _as_arrays(name, "test", raw.x_test, raw.y_test)
+    if raw.task not in ("classification", "regression"):
+        raise PrunelabError(f"dataset {name!r}: task {raw.task!r} must be 'classification' or 'regression'")
+    regression = raw.task == "regression"
+    x_train, y_train = _as_arrays(name, "train", raw.x_train, raw.y_train, regression)
+    x_test, y_test = _as_arrays(name, "test", raw.x_test, raw.y_test, regression)
     if x_train.shape[1:] != x_test.shape[1:]:
         raise PrunelabError(f"dataset {name!r}: train inputs {x_train.shape[1:]} and test inputs {x_test.shape[1:]} differ in shape")
-    num_classes = int(max(y_train.max(), y_test.max())) + 1
-    class_names = tuple(raw.class_names) if raw.class_names is not None else tuple(str(i) for i in range(num_classes))
-    if len(class_names) < num_classes:
-        raise PrunelabError(f"dataset {name!r}: {len(class_names)} class names for labels up to {num_classes - 1}")
+    if regression:
+        class_names: tuple[str, ...] = ()
+    else:
+        num_classes = int(max(y_train.max(), y_test.max())) + 1
+        class_names = tuple(raw.class_names) if raw.class_names is not None else tuple(str(i) for i in range(num_classes))
+        if len(class_names) < num_classes:
+            raise PrunelabError(f"dataset {name!r}: {len(class_names)} class names for labels up to {num_classes - 1}")
 
     n_val = _validation_count(name, validation if validation is not None else raw.validation, len(y_train))
     order = np.random.default_rng(VALIDATION_SEED).permutation(len(y_train))
@@ -127,8 +143,16 @@ def build_dataset(name: str, raw: RawData, validation: int | float | None = None
     std = fit.std(axis=axes, keepdims=True)
     std[std == 0] = 1.0
 
+    target_mean, target_std = 0.0, 1.0
+    if regression:  # targets standardised with the training portion's statistics too
+        target_mean = float(y_train[train_idx].mean())
+        target_std = float(y_train[train_idx].std()) or 1.0
+
     def split(x: np.ndarray, y: np.ndarray) -> Split:
-        return Split(torch.from_numpy((x - mean) / std).float().contiguous(), torch.from_numpy(y.astype(np.int64)))
+        inputs = torch.from_numpy((x - mean) / std).float().contiguous()
+        if regression:
+            return Split(inputs, torch.from_numpy((y - target_mean) / target_std).float(), target_mean, target_std)
+        return Split(inputs, torch.from_numpy(y.astype(np.int64)))
 
     attributes = {}
     for key, values in (raw.test_attributes or {}).items():
@@ -144,16 +168,21 @@ def build_dataset(name: str, raw: RawData, validation: int | float | None = None
         test=split(x_test, y_test),
         class_names=class_names,
         attributes=attributes,
+        task=raw.task,
     )
 
 
-def _as_arrays(name: str, which: str, x, y) -> tuple[np.ndarray, np.ndarray]:
+def _as_arrays(name: str, which: str, x, y, regression: bool = False) -> tuple[np.ndarray, np.ndarray]:
     x = x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     y = y.numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
     if x.ndim < 2:
         raise PrunelabError(f"dataset {name!r}: {which} inputs must be (N, ...) with N examples, got shape {x.shape}")
     if y.ndim != 1 or len(y) != len(x):
         raise PrunelabError(f"dataset {name!r}: {which} labels shape {y.shape} does not match {len(x)} inputs")
+    if regression:
+        if not np.issubdtype(y.dtype, np.number) or not np.isfinite(y).all():
+            raise PrunelabError(f"dataset {name!r}: {which} regression targets must be finite numbers")
+        return x, y.astype(np.float64)
     if not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
         raise PrunelabError(f"dataset {name!r}: {which} labels must be non-negative integers")
     return x, y

@@ -1,4 +1,5 @@
-"""Evaluation: loss, accuracy, confusion matrix, per-class metrics, top-k."""
+"""Evaluation: loss, accuracy, confusion matrix, per-class metrics, top-k; for a two-class task
+ROC AUC and background rejection; for a regression target RMSE, R², bias and resolution."""
 
 from __future__ import annotations
 
@@ -88,6 +89,63 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
     return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
+def task_loss(output: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy for class labels; mean squared error for (standardised) real targets."""
+    if target.is_floating_point():
+        return F.mse_loss(output.reshape(len(target), -1)[:, 0], target, reduction=reduction)
+    return F.cross_entropy(output, target, reduction=reduction)
+
+
+@dataclass(frozen=True)
+class RegressionEvaluation:
+    """Metrics of a one-output regression model, in the target's own units.
+
+    ``bias`` and ``resolution`` are the mean − 1 and the standard deviation of
+    ``prediction / target`` (the energy-resolution convention; NaN when a target
+    is not positive), overall and per quintile of the target (``per_bin``).
+    """
+
+    loss: float  # mean squared error of the standardised target (what training minimises)
+    rmse: float
+    mae: float
+    r2: float
+    bias: float
+    resolution: float
+    per_bin: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"task": "regression", "loss": self.loss, "rmse": self.rmse, "mae": self.mae, "r2": self.r2,
+                "bias": self.bias, "resolution": self.resolution, "per_bin": self.per_bin}
+
+
+def evaluate_regression(model: nn.Module, split: Split, batch_size: int = 1024, bins: int = 5) -> RegressionEvaluation:
+    out = predict(model, split.x, batch_size).reshape(len(split), -1)[:, 0]
+    loss = float(F.mse_loss(out, split.y))
+    pred = out.double().numpy() * split.target_std + split.target_mean
+    true = split.y.double().numpy() * split.target_std + split.target_mean
+    err = pred - true
+    total = float(((true - true.mean()) ** 2).sum())
+    r2 = 1.0 - float((err**2).sum()) / total if total > 0 else float("nan")
+    positive = bool((true > 0).all())
+
+    def ratio_stats(index) -> tuple[float, float]:
+        if not positive or index.sum() < 2:
+            return float("nan"), float("nan")
+        r = pred[index] / true[index]
+        return float(r.mean() - 1), float(r.std(ddof=1))
+
+    edges = np.quantile(true, np.linspace(0, 1, bins + 1)) if len(true) else np.zeros(bins + 1)
+    per_bin = []
+    for i in range(bins):
+        index = (true >= edges[i]) & ((true < edges[i + 1]) if i < bins - 1 else (true <= edges[i + 1]))
+        b, res = ratio_stats(index)
+        per_bin.append({"bin": f"{edges[i]:.4g}-{edges[i + 1]:.4g}", "events": int(index.sum()), "bias": b,
+                        "resolution": res})
+    bias, resolution = ratio_stats(np.ones(len(true), dtype=bool))
+    return RegressionEvaluation(loss, float(np.sqrt((err**2).mean())), float(np.abs(err).mean()), r2, bias,
+                                resolution, per_bin)
+
+
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """Logits of ``model`` on ``x`` in eval mode; the model's mode is restored."""
@@ -99,7 +157,10 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.
         model.train(was_training)
 
 
-def evaluate(model: nn.Module, split: Split, class_names: tuple[str, ...], batch_size: int = 1024) -> Evaluation:
+def evaluate(model: nn.Module, split: Split, class_names: tuple[str, ...],
+             batch_size: int = 1024) -> "Evaluation | RegressionEvaluation":
+    if split.regression:
+        return evaluate_regression(model, split, batch_size)
     num_classes = len(class_names)
     logits = predict(model, split.x, batch_size)
     loss = float(F.cross_entropy(logits, split.y, reduction="mean"))

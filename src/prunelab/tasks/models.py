@@ -28,15 +28,16 @@ from ..registry import Registry
 class ModelInfo:
     factory: Callable[..., nn.Module]
     default_init: str
+    input_shape: tuple[int, ...] | None = None  # a model made for one input layout (None: adapts to any)
 
 
 MODELS: Registry[ModelInfo] = Registry("model")
 INIT_SCHEMES = ("default", "glorot_normal", "kaiming_normal")
 
 
-def register(name: str, summary: str, default_init: str):
+def register(name: str, summary: str, default_init: str, input_shape: tuple[int, ...] | None = None):
     def decorator(factory):
-        MODELS.register(name, summary)(ModelInfo(factory, default_init))
+        MODELS.register(name, summary)(ModelInfo(factory, default_init, input_shape))
         return factory
 
     return decorator
@@ -60,8 +61,8 @@ def build_model(
     if not isinstance(entry, ModelInfo):  # a user factory given by import path
         entry = ModelInfo(entry, "default")
     input_shape = tuple(int(d) for d in input_shape)
-    if num_classes < 2:
-        raise PrunelabError(f"model {name!r}: needs at least 2 classes, got {num_classes}")
+    if num_classes < 1:  # 1: a regression target's single output
+        raise PrunelabError(f"model {name!r}: needs at least one output (class or regression target), got {num_classes}")
     scheme = init or entry.default_init
     if scheme not in INIT_SCHEMES:
         raise PrunelabError(f"unknown init {scheme!r} (known: {', '.join(INIT_SCHEMES)})")

@@ -21,14 +21,13 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Literal, Sequence
 
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from ..errors import PrunelabError, validated
 from ..progress import progress_bar
 from .datasets import Dataset
-from .evaluation import evaluate
+from .evaluation import evaluate, task_loss
 
 
 class TrainConfig(BaseModel):
@@ -200,7 +199,7 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             idx = batch_indices(seed, iteration, len(train_split), config.batch_size)
-            loss = F.cross_entropy(model(train_split.x[idx]), train_split.y[idx])
+            loss = task_loss(model(train_split.x[idx]), train_split.y[idx])
             if not torch.isfinite(loss).item():
                 raise TrainingDiverged(f"loss became {loss.item()} at iteration {iteration} (lr {lr:g})")
             optimizer.zero_grad(set_to_none=True)
@@ -224,5 +223,7 @@ def train(
 def _curve_point(model: nn.Module, dataset: Dataset, iteration: int, train_loss: float) -> dict:
     if len(dataset.validation):
         ev = evaluate(model, dataset.validation, dataset.class_names)
+        if dataset.validation.regression:
+            return {"iteration": iteration, "train_loss": train_loss, "val_loss": ev.loss, "val_rmse": ev.rmse}
         return {"iteration": iteration, "train_loss": train_loss, "val_loss": ev.loss, "val_accuracy": ev.accuracy}
     return {"iteration": iteration, "train_loss": train_loss, "val_loss": float("nan"), "val_accuracy": float("nan")}
