@@ -293,3 +293,14 @@ def test_energy_bins_and_resolution():
     expected = 0.1 * np.sqrt(np.mean(1 / e[(e >= 60)]))
     assert rows["60-100 GeV"]["resolution"] == pytest.approx(expected, rel=0.03)
     assert rows["1-10 GeV"]["resolution"] > rows["60-100 GeV"]["resolution"]
+
+
+def test_calorimetric_energy_baseline_resolution_improves_with_energy():
+    from prunelab.hep.baselines import calorimetric_energy
+
+    train = simulate("eplus", 4000, seed=1, position_sigma=10.0)
+    test = simulate("eplus", 4000, seed=2, position_sigma=10.0)
+    rows = {r["bin"]: r for r in energy_resolution(test.energy, calorimetric_energy(train, test))}
+    assert abs(rows["30-60 GeV"]["bias"]) < 0.01
+    assert rows["1-10 GeV"]["resolution"] > rows["60-100 GeV"]["resolution"]  # stochastic term ~ 1/sqrt(E)
+    assert rows["60-100 GeV"]["resolution"] < 0.02  # near-full containment of e+ showers
