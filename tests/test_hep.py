@@ -212,7 +212,19 @@ def test_hdf5_round_trip(tmp_path):
     assert np.allclose(back.energy, s.energy, rtol=1e-6)
     assert np.allclose(back.info["x0"], s.info["x0"])
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()  # follows the umask, not private
     assert len(read_showers(path, limit=10)) == 10
+    both = Showers.concat([s, read_showers(path, limit=10)])
+    assert len(both) == 310 and both.particle == "gamma" and np.array_equal(both.layers[0][300:], s.layers[0][:10])
+    assert set(both.info) == set(s.info)
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _write_raw(path, **arrays):

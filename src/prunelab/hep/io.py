@@ -55,6 +55,9 @@ def write_showers(path: str | Path, showers: Showers, attrs: dict | None = None)
                 f.attrs["particle"] = showers.particle
             if attrs:
                 f.attrs["prunelab"] = json.dumps(attrs, sort_keys=True)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files private; a data file follows the umask
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
