@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
@@ -235,7 +236,7 @@ def test_calo_study_summary_has_auc_and_report_shows_energy_bins(calo_study, tmp
     assert "1-10 GeV" in groups and "60-100 GeV" in groups
 
 
-def test_regression_study_summarises_resolution_and_report_says_why_not(calo_study, tmp_path):
+def test_regression_study_summarises_resolution_and_reports_it_per_bin(calo_study, tmp_path):
     from prunelab.report import build_report
     from prunelab.study import summarize
 
@@ -243,6 +244,13 @@ def test_regression_study_summarises_resolution_and_report_says_why_not(calo_stu
     rows = summarize(tree)
     assert {r.metric for r in rows} == {"resolution"} and {r.branch for r in rows} == {"dense", "ticket", "random"}
     assert all(r.auc is None and r.mean > 0 for r in rows)
-    with pytest.raises(PrunelabError, match="a regression study .*--metric test.resolution"):
-        build_report(tree.experiment.store.root, tmp_path / "r.html")
-    assert not (tmp_path / "r.html").exists()
+    page = build_report(tree.experiment.store.root, tmp_path / "r.html", tmp_path / "csv").read_text()
+    for title in ("Resolution vs weights remaining", "RMSE vs weights remaining",
+                  "Who pays for sparsity: bias and resolution per target bin"):
+        assert title in page
+    assert page.count("data:image/png;base64,") == 3
+    resolution = pd.read_csv(tmp_path / "csv" / "resolution.csv")
+    dense = resolution[resolution.branch == "dense"]["test.resolution"].iloc[0]
+    assert dense == pytest.approx(np.mean([r.mean for r in rows if r.branch == "dense"]))
+    bins = pd.read_csv(tmp_path / "csv" / "bins.csv")
+    assert bins.groupby(["branch", "seed", "round"]).size().eq(5).all()  # five quintile bins per state

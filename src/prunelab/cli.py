@@ -290,14 +290,16 @@ def list_states(
     status: Optional[str] = typer.Option(None, help="done or failed"),
 ) -> None:
     """List the states of STORE as a table."""
+    from .tasks.evaluation import short_headline
+
     results = _open(store)
-    table = Table("hash", "depth", "recipe", "status", "tags", "test acc", "sparsity", "seconds")
+    table = Table("hash", "depth", "recipe", "status", "tags", "test", "sparsity", "seconds")
     for m in results.states(tag=tag, recipe=recipe, depth=depth, status=status):
         metrics = m.get("metrics") or {}
         test = metrics.get("test") if isinstance(metrics.get("test"), dict) else None
         table.add_row(
             m["hash"][:12], str(m.get("depth", 0)), m["recipe"].get("label", m["recipe"]["type"]), m.get("status", "?"),
-            ",".join(m.get("tags", [])), f"{test['accuracy']:.4f}" if test else "",
+            ",".join(m.get("tags", [])), short_headline(test) if test else "",
             f"{metrics['sparsity']:.3f}" if "sparsity" in metrics else "",
             f"{(m.get('timings') or {}).get('seconds', 0):.2f}",
         )
@@ -310,6 +312,8 @@ def show(
     state: str = typer.Argument(..., help="state hash or a unique prefix of it"),
 ) -> None:
     """Show one state: its lineage, recipe, metrics and provenance."""
+    from .tasks.evaluation import short_headline
+
     results = _open(store)
     m = results.get(state)
     console.print(f"[bold]{m['hash']}[/] ({m.get('status')}) tags: {', '.join(m.get('tags', [])) or '-'}")
@@ -323,7 +327,7 @@ def show(
                        default=str)
     for probe in results.probes(m["hash"]):
         console.print(f"probe {probe.get('label')}: " + ", ".join(
-            f"{k} acc {v['accuracy']:.4f}" for k, v in (probe.get("result") or {}).items() if isinstance(v, dict)))
+            f"{k} {short_headline(v)}" for k, v in (probe.get("result") or {}).items() if isinstance(v, dict)))
 
 
 @app.command()

@@ -27,6 +27,7 @@ from .experiment import (Consensus, Experiment, Finetune, Prune, RandomPruneLike
                          Transfer)
 from .pruning.methods import technique
 from .spec import BranchSection, Spec
+from .tasks.evaluation import headline
 from .tasks.training import TrainConfig
 
 
@@ -220,17 +221,6 @@ def remaining_percent(manifest: dict) -> float:
             kept += math.prod(entry["shape"])
             total += math.prod(entry["shape"])
     return 100.0 * kept / total if total else 100.0
-
-
-def headline(evaluation: dict) -> tuple[str, float]:
-    """The number a study summary shows for one evaluation: accuracy for classification; for a
-    regression target its resolution σ(prediction/target) where defined (positive targets), else RMSE."""
-    if evaluation.get("task") != "regression":
-        return "accuracy", evaluation["accuracy"]
-    resolution = evaluation.get("resolution")
-    if resolution is not None and math.isfinite(resolution):
-        return "resolution", resolution
-    return "rmse", evaluation["rmse"]
 
 
 def summarize(tree: StudyTree, split: str = "test", interval: str = "auto") -> list[SummaryRow]:

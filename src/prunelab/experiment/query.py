@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from ..tasks.evaluation import short_headline
 from .snapshot import Snapshot
 from .store import Store, StoreError
 
@@ -123,7 +124,7 @@ class Results:
         metrics = m.get("metrics") or {}
         bits = []
         if isinstance(metrics.get("test"), dict):
-            bits.append(f"test acc {metrics['test']['accuracy']:.4f}")
+            bits.append(f"test {short_headline(metrics['test'])}")
         if "sparsity" in metrics:
             bits.append(f"sparsity {metrics['sparsity']:.3f}")
         if m.get("tags"):
@@ -157,7 +158,7 @@ class Results:
             label = m["recipe"].get("label", m["recipe"]["type"]).replace('"', "'")
             test = (m.get("metrics") or {}).get("test")
             if isinstance(test, dict):
-                label += f"\\nacc {test['accuracy']:.3f}"
+                label += f"\\n{short_headline(test, 3)}"
             color = "" if m.get("status") == "done" else ", color=red"
             lines.append(f'  "{m["hash"][:12]}" [label="{label}\\n{m["hash"][:8]}"{color}];')
             if m.get("parent"):

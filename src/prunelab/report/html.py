@@ -127,10 +127,7 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
     regression = next((m for m in results.states(status="done")
                        if ((m.get("metrics") or {}).get("test") or {}).get("task") == "regression"), None)
     if regression is not None:
-        raise PrunelabError(
-            f"{results.store.root}: a regression study (dataset {regression.get('dataset')!r}); the report's sections "
-            "are for classification so far. `prunelab run` prints the resolution over seeds, and "
-            f"`prunelab compare {results.store.root} --metric test.resolution` compares the branches")
+        return _regression_report(results, out, csv_dir, interval)
     everything = study_points(results)
     labels = configurations(everything)
     if labels and config is None:
@@ -199,18 +196,23 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
     sections.append(_section("Weight stability", fig, t, "stability",
                              missing="needs a pruned branch with two or more rounds, or one that rewinds"))
 
+    n_seeds = points["seed"].nunique()
+    shown = (f" Sweep: {len(labels)} configurations; the sections other than the variation section show "
+             f"<b>{html.escape(config)}</b>.") if labels else ""
+    header = (f"{html.escape(str(results.store.root))} — {len(results)} states, {len(branches)} branches, "
+              f"{n_seeds} seeds. Intervals are 95 % over seeds: {_INTERVAL_TEXT[interval]}.{shown}")
+    return _write_page(results, header, sections, tables, out, csv_dir)
+
+
+def _write_page(results: Results, header: str, sections: list[str], tables: dict, out, csv_dir) -> Path:
+    """The HTML page (sections, then the experiment tree), written atomically; each table as CSV."""
     from rich.console import Console
 
     console = Console(record=True, width=160, file=io.StringIO())
     console.print(results.tree())
     tree_text = html.escape(console.export_text())
-    n_seeds = points["seed"].nunique()
-    shown = (f" Sweep: {len(labels)} configurations; the sections other than the variation section show "
-             f"<b>{html.escape(config)}</b>.") if labels else ""
     page = (f"<!doctype html><html><head><meta charset=utf-8><title>report</title><style>{_STYLE}</style></head><body>"
-            f"<h1>prunelab report</h1><p class=sub>{html.escape(str(results.store.root))} — {len(results)} states, "
-            f"{len(branches)} branches, {n_seeds} seeds. Intervals are 95 % over seeds: {_INTERVAL_TEXT[interval]}."
-            f"{shown}</p>"
+            f"<h1>prunelab report</h1><p class=sub>{header}</p>"
             + "".join(sections)
             + f"<section><h2>Experiment tree</h2><pre>{tree_text}</pre></section>{_CHECK}</body></html>")
     out = Path(out)
@@ -226,3 +228,27 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
                 frame.drop(columns=[c for c in _LISTS if c in frame], errors="ignore").to_csv(
                     csv_dir / f"{name}.csv", index=False)
     return out
+
+
+def _regression_report(results: Results, out, csv_dir, interval: str) -> Path:
+    """A regression study (e.g. calo_energy): resolution and RMSE vs weights remaining, and bias and
+    resolution per bin of the true target, each with intervals over seeds."""
+    points = study_points(results, metric="test.resolution")
+    rmse = study_points(results, metric="test.rmse")
+    points["test.rmse"] = rmse["test.rmse"].to_numpy()
+    sections, tables = [], {}
+    fig, t = plots.metric_vs_remaining(points, "test.resolution", "test resolution σ(prediction/target)", interval)
+    tables["resolution"] = t
+    sections.append(_section("Resolution vs weights remaining", fig, t, "resolution",
+                             "Standard deviation of prediction/target on the test split (lower is better)."))
+    fig, t = plots.metric_vs_remaining(points, "test.rmse", "test RMSE (target units)", interval)
+    tables["rmse"] = t
+    sections.append(_section("RMSE vs weights remaining", fig, t, "rmse"))
+    fig, t = plots.regression_bins(results, points, interval)
+    tables["bins"] = t
+    sections.append(_section("Who pays for sparsity: bias and resolution per target bin", fig, t, "bins",
+                             "Bins are quintiles of the true target on the test split; the branch shown is the one "
+                             "with the best resolution at its sparsest level."))
+    header = (f"{html.escape(str(results.store.root))} — {len(results)} states, a regression study, "
+              f"{points['seed'].nunique()} seeds. Intervals are 95 % over seeds: {_INTERVAL_TEXT[interval]}.")
+    return _write_page(results, header, sections, tables, out, csv_dir)

@@ -62,6 +62,62 @@ def _branch_lines(ax, table: pd.DataFrame, column: str, colours: dict, alpha: fl
                         color=colours[branch])
 
 
+def metric_vs_remaining(points: pd.DataFrame, metric: str, label: str, interval: str = "auto"):
+    """Any stored metric of trained states vs weights remaining: mean and 95 % interval per branch and level."""
+    rows = []
+    for (branch, level), group in points.groupby(["branch", "remaining"], sort=False):
+        values = [v for v in group[metric].tolist() if np.isfinite(v)]
+        m, lo, hi = mean_ci(values, method=interval) if values else (np.nan, np.nan, np.nan)
+        rows.append({"branch": branch, "remaining": level, "seeds": len(values), metric: m,
+                     f"{metric}_low": lo, f"{metric}_high": hi})
+    table = pd.DataFrame(rows)
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    _branch_lines(ax, table, metric, branch_colours(points.branch))
+    _percent_axis(ax, table["remaining"])
+    ax.set_ylabel(label)
+    ax.set_title(f"{label[:1].upper() + label[1:]} vs weights remaining (mean, 95 % CI over seeds)", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig, table
+
+
+def regression_bins(results, points: pd.DataFrame, interval: str = "auto"):
+    """Bias and resolution per bin of the true target (stored with each evaluation) vs weights
+    remaining, for the branch with the best (lowest) resolution at its sparsest level."""
+    rows = []
+    for p in points.itertuples():
+        test = (results.get(p.hash).get("metrics") or {}).get("test") or {}
+        for b in test.get("per_bin", []):
+            rows.append({"branch": p.branch, "seed": p.seed, "round": p.round, "remaining": p.remaining,
+                         "bin": b["bin"], "events": b["events"], "bias": b["bias"], "resolution": b["resolution"]})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return None, table
+    pruned = points[points.branch != "dense"]
+    best = (min(((g[g.remaining == g.remaining.min()]["test.resolution"].mean(), b) for b, g in pruned.groupby("branch")))[1]
+            if len(pruned) else "dense")
+    shown = table[table.branch.isin([best, "dense"])]
+    bins = list(dict.fromkeys(table["bin"]))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, column in zip(axes, ("resolution", "bias")):
+        for i, name in enumerate(bins):
+            levels = []
+            for level, group in shown[shown["bin"] == name].groupby("remaining"):
+                m, lo, hi = mean_ci(group[column].tolist(), method=interval)
+                levels.append((level, m, lo, hi))
+            levels.sort(reverse=True)
+            x = [v[0] for v in levels]
+            colour = plt.cm.viridis(i / max(1, len(bins) - 1))
+            ax.plot(x, [v[1] for v in levels], marker="o", ms=3, color=colour, label=name)
+            ax.fill_between(x, [v[2] for v in levels], [v[3] for v in levels], alpha=0.12, color=colour)
+        _percent_axis(ax, table["remaining"])
+        ax.set_ylabel(column)
+        ax.set_title(f"{best}: {column} per target bin")
+    axes[0].legend(fontsize=8, title="true target")
+    fig.tight_layout()
+    return fig, table
+
+
 def binary_metrics_vs_remaining(points: pd.DataFrame, interval: str = "auto"):
     """Two-class tasks: ROC AUC and background rejection at 90 % signal efficiency per branch and level
     (mean and 95 % interval over seeds). A rejection with no background event passing is unbounded:
