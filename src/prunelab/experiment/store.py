@@ -69,8 +69,8 @@ class Store:
         if not self.root.exists():
             if not create:
                 raise StoreError(f"{self.root}: no such store")
-            self.root.mkdir(parents=True)
-        elif not self.root.is_dir():
+            self.root.mkdir(parents=True, exist_ok=True)  # another process may create it at the same moment
+        if not self.root.is_dir():
             raise StoreError(f"{self.root}: not a directory")
         for sub in ("blobs", "states", "probes", "locks"):
             (self.root / sub).mkdir(exist_ok=True)
