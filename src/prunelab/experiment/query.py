@@ -38,6 +38,8 @@ class Results:
 
     def get(self, prefix: str) -> dict:
         """The manifest whose hash starts with ``prefix`` (must be unique)."""
+        if prefix in self._manifests:  # a full hash: one dict lookup (reports call this per state)
+            return self._manifests[prefix]
         hits = [m for h, m in self._manifests.items() if h.startswith(prefix)]
         if not hits:
             raise StoreError(f"{self.store.root}: no state {prefix!r}")

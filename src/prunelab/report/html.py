@@ -234,8 +234,7 @@ def _regression_report(results: Results, out, csv_dir, interval: str) -> Path:
     """A regression study (e.g. calo_energy): resolution and RMSE vs weights remaining, and bias and
     resolution per bin of the true target, each with intervals over seeds."""
     points = study_points(results, metric="test.resolution")
-    rmse = study_points(results, metric="test.rmse")
-    points["test.rmse"] = rmse["test.rmse"].to_numpy()
+    points["test.rmse"] = [results.get(h)["metrics"]["test"]["rmse"] for h in points["hash"]]
     sections, tables = [], {}
     fig, t = plots.metric_vs_remaining(points, "test.resolution", "test resolution σ(prediction/target)", interval)
     tables["resolution"] = t

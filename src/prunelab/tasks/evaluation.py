@@ -3,6 +3,7 @@ ROC AUC and background rejection; for a regression target RMSE, R², bias and re
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -98,7 +99,7 @@ def headline(evaluation: dict) -> tuple[str, float]:
     if evaluation.get("task") != "regression":
         return "accuracy", evaluation["accuracy"]
     resolution = evaluation.get("resolution")
-    if resolution is not None and resolution == resolution and abs(resolution) != float("inf"):
+    if resolution is not None and math.isfinite(resolution):
         return "resolution", resolution
     return "rmse", evaluation["rmse"]
 
