@@ -179,7 +179,7 @@ def test_controls_and_consensus_recipes(tmp_path, digits):
     assert not torch.equal(r.weights["1.weight"], roots[0].load().weights["1.weight"])
 
 
-def test_transfer_reinitialises_mismatched_layers(tmp_path):
+def test_transfer_masks_mismatched_layers_at_the_tickets_sparsity(tmp_path):
     exp = Experiment(tmp_path / "s")
     from prunelab.experiment import Prune
     from prunelab.pruning import technique
@@ -189,16 +189,20 @@ def test_transfer_reinitialises_mismatched_layers(tmp_path):
     target = exp.root(dataset="digits", model="lenet_300_100", seed=0)
     moved = target.then(Transfer(source=ticket))
     assert exp.run().ok
-    snap = moved.load()
+    snap, theirs = moved.load(), ticket.load()
     assert snap.metrics["reinitialised"] == ["1.weight"]  # 40 inputs vs 64: the first layer
+    assert snap.metrics["resampled_masks"] == ["1.weight"]
+    # the re-initialised layer keeps the target's init, under a mask with the ticket's kept fraction
+    assert torch.equal(snap.weights["1.weight"], target.load().weights["1.weight"])
+    assert snap.masks["1.weight"].shape == (300, 64)
+    assert int(snap.masks["1.weight"].sum()) == round(64 * 300 * float(theirs.masks["1.weight"].float().mean()))
     from prunelab.study import remaining_percent
 
-    # the unmasked first layer counts as fully kept
-    kept = 64 * 300 + int(snap.masks["3.weight"].sum()) + int(snap.masks["5.weight"].sum())
-    expected = 100 * kept / (64 * 300 + 300 * 100 + 100 * 10)
-    assert remaining_percent(exp.store.manifest(moved.hash)) == pytest.approx(expected)
-    assert set(snap.masks) == {"3.weight", "5.weight"} and snap.dataset == "digits"
-    assert torch.equal(snap.weights["3.weight"], ticket.load().weights["3.weight"])
+    # so the transferred ticket has the ticket's sparsity (50 % in every layer)
+    assert remaining_percent(exp.store.manifest(moved.hash)) == pytest.approx(50.0, abs=0.01)
+    assert set(snap.masks) == {"1.weight", "3.weight", "5.weight"} and snap.dataset == "digits"
+    assert torch.equal(snap.weights["3.weight"], theirs.weights["3.weight"])
+    assert torch.equal(snap.masks["3.weight"], theirs.masks["3.weight"])
 
 
 EXAMPLES = sorted((__import__("pathlib").Path(__file__).resolve().parents[1] / "examples").glob("*.toml"))
@@ -206,7 +210,12 @@ EXAMPLES = sorted((__import__("pathlib").Path(__file__).resolve().parents[1] / "
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_example_specs_validate_and_expand(path, tmp_path):
-    tree = build_study(load_spec(path), tmp_path / "store")
+    from prunelab import DataUnavailableError
+
+    try:
+        tree = build_study(load_spec(path), tmp_path / "store")
+    except DataUnavailableError as exc:  # the MNIST examples, without a data mirror
+        pytest.skip(str(exc).splitlines()[0])
     assert tree.points and not (tmp_path / "store").exists()
 
 

@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import PrunelabError
@@ -196,7 +197,7 @@ def run(
     """Run a study: validate SPEC, show the plan, run what is missing, print the summary."""
     from .experiment.executors import plan
     from .spec import load_spec
-    from .study import build_study, check_interval, summarize
+    from .study import build_study, check_interval, comparison_pairs, summarize
 
     spec = load_spec(spec_path)
     check_interval(interval)  # a bad --interval fails before anything runs
@@ -221,9 +222,10 @@ def run(
     for r in rows:
         ci = "" if r.n < 2 else f" ± {(r.ci_high - r.ci_low) / 2:.4f}"
         auc = [f"{r.auc[0]:.4f}" + ("" if r.n < 2 else f" ± {(r.auc[2] - r.auc[1]) / 2:.4f}")] if binary else []
-        table.add_row(*([r.config] if swept else []), r.branch, str(r.round), f"{r.remaining:.1f} %",
+        table.add_row(*([escape(r.config)] if swept else []), escape(r.branch), str(r.round), f"{r.remaining:.1f} %",
                       f"{r.mean:.4f}{ci}", *auc, str(r.n))
     console.print(table)
+    _print_paired_effects(rows, comparison_pairs(spec), metric)
     if swept:
         _print_variation(rows, spec.study.name)
     if csv is not None:
@@ -238,6 +240,27 @@ def run(
                                  r.ci_high, " ".join(f"{v:.6f}" for v in r.values)])
     if not summary.ok:
         raise typer.Exit(1)
+
+
+def _print_paired_effects(rows, pairs, metric: str) -> None:
+    from .study import paired_effects
+
+    effects = paired_effects(rows, pairs)
+    if not effects:
+        return
+    swept = any(e.config is not None for e in effects)
+    out = Table(*(["configuration"] if swept else []), "A", "B", "round", "weights remaining", "seeds",
+                "A − B (mean, 95% CI)", "d_z",
+                title=f"paired by seed: {metric} of A minus B (bold: the interval excludes 0)")
+    for e in effects:
+        ci = "" if e.n < 2 else f" [{e.ci_low:+.4f}, {e.ci_high:+.4f}]"
+        out.add_row(*([escape(e.config or "")] if swept else []), escape(e.a), escape(e.b), str(e.round),
+                    f"{e.remaining:.1f} %", str(e.n), f"{e.mean:+.4f}{ci}",
+                    "" if e.effect_size != e.effect_size else f"{e.effect_size:+.2f}",
+                    style="bold" if e.excludes_zero else None)
+    console.print(out)
+    console.print("d_z: mean paired difference / SD of the differences. Intervals are per row (not corrected "
+                  "for the number of rows); `prunelab compare` gives p-values with a multiple-comparison correction.")
 
 
 def _print_variation(rows, name: str) -> None:
@@ -255,7 +278,7 @@ def _print_variation(rows, name: str) -> None:
                 "best configuration", title=f"{name}: seed variation vs systematic variation (test accuracy)")
     for t in table.itertuples():
         p = "" if t.anova_p != t.anova_p else f"{t.anova_p:.3g}"
-        out.add_row(t.branch, str(t.round), str(t.configs), f"{t.seed_sd:.4f}", f"{t.config_sd:.4f}",
+        out.add_row(escape(t.branch), str(t.round), str(t.configs), f"{t.seed_sd:.4f}", f"{t.config_sd:.4f}",
                     f"{t.systematic_sd:.4f}", p, f"{t.best_config} ({t.best_mean:.4f})")
     console.print(out)
     console.print("systematic SD: the spread of the configuration means with the seed noise they carry removed "
@@ -298,8 +321,8 @@ def list_states(
         metrics = m.get("metrics") or {}
         test = metrics.get("test") if isinstance(metrics.get("test"), dict) else None
         table.add_row(
-            m["hash"][:12], str(m.get("depth", 0)), m["recipe"].get("label", m["recipe"]["type"]), m.get("status", "?"),
-            ",".join(m.get("tags", [])), short_headline(test) if test else "",
+            m["hash"][:12], str(m.get("depth", 0)), escape(m["recipe"].get("label", m["recipe"]["type"])),
+            m.get("status", "?"), escape(",".join(m.get("tags", []))), short_headline(test) if test else "",
             f"{metrics['sparsity']:.3f}" if "sparsity" in metrics else "",
             f"{(m.get('timings') or {}).get('seconds', 0):.2f}",
         )
@@ -316,10 +339,11 @@ def show(
 
     results = _open(store)
     m = results.get(state)
-    console.print(f"[bold]{m['hash']}[/] ({m.get('status')}) tags: {', '.join(m.get('tags', [])) or '-'}")
+    console.print(f"[bold]{m['hash']}[/] ({m.get('status')}) tags: {escape(', '.join(m.get('tags', []))) or '-'}")
     lineage = Table("depth", "hash", "recipe", title="lineage (root → state)")
     for step in results.lineage(m["hash"]):
-        lineage.add_row(str(step.get("depth", 0)), step["hash"][:12], step["recipe"].get("label", step["recipe"]["type"]))
+        lineage.add_row(str(step.get("depth", 0)), step["hash"][:12],
+                        escape(step["recipe"].get("label", step["recipe"]["type"])))
     console.print(lineage)
     console.print_json(data={"params": m["recipe"]["params"], "iteration": m.get("iteration"),
                              "metrics": {k: v for k, v in (m.get("metrics") or {}).items() if k not in ("curve",)},
@@ -376,7 +400,7 @@ def compare(
                 title=f"{metric}: paired {test} tests over seeds{within}")
     for r in table.itertuples():
         style = "bold" if r.p_holm < 0.05 else None
-        out.add_row(r.a, r.b, f"{r.remaining:.1f} %", str(r.seeds), f"{r.mean_a:.4f}", f"{r.mean_b:.4f}",
+        out.add_row(escape(r.a), escape(r.b), f"{r.remaining:.1f} %", str(r.seeds), f"{r.mean_a:.4f}", f"{r.mean_b:.4f}",
                     f"{r.difference:+.4f}", f"{r.p:.3g}", f"{r.p_holm:.3g}", style=style)
     console.print(out)
     n = int(table["seeds"].min())

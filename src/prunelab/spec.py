@@ -43,6 +43,26 @@ class TaskSection(_Strict):
     model: str
     init: str | None = None
     model_options: dict = Field(default_factory=dict)
+    # Resize every dataset of the study (task, consensus sources and targets, transfer targets)
+    # to one input shape, e.g. [28, 28], and/or replicate / average to ``channels``, so tasks of
+    # different shapes share one architecture (and one initialisation). A dataset named as a
+    # variant ("mnist1d[resize=64]") keeps its own.
+    resize: list[int] | None = Field(None, min_length=1, max_length=3)
+    channels: int | None = Field(None, ge=1)
+
+    @field_validator("resize")
+    @classmethod
+    def _sizes(cls, resize):
+        if resize is not None and min(resize) < 1:
+            raise ValueError(f"resize sizes must be positive, got {resize}")
+        return resize
+
+    def data(self, dataset: str | None = None) -> str:
+        """The name under which ``dataset`` (default: the task's) is loaded in this study."""
+        from .tasks.datasets import dataset_variant
+
+        name = dataset or self.dataset
+        return name if "[" in name else dataset_variant(name, self.resize, self.channels)
 
 
 def _check_technique(name: str) -> str:
@@ -55,12 +75,20 @@ def _check_technique(name: str) -> str:
     return name
 
 
+#: ``rates`` keys that name a kind of layer rather than a module-name pattern.
+RATE_KINDS = {"conv": "<conv>", "linear": "<linear>", "output": "<output>"}
+
+
 class BranchSection(_Strict):
     """One line of the study: iterative pruning with a reset strategy, or a control."""
 
     technique: str = "l1_unstructured"
     rate: float = Field(0.2, gt=0, lt=1)  # fraction of the remaining weights per round
     output_rate: float | None = Field(None, gt=0, lt=1)  # the output layer's rate (F&C: half)
+    # Per-layer rates: by type ("conv", "linear"), "output", or a module-name glob ("features.0");
+    # the most specific key wins (output > name > type > rate). Checked against the model.
+    rates: dict[str, float] = Field(default_factory=dict)
+    exclude: list[str] = Field(default_factory=list)  # module-name globs never pruned
     rounds: int = Field(5, ge=1, le=100)
     reset: Literal["rewind", "finetune"] = "rewind"
     rewind_iteration: int = Field(0, ge=0)  # 0: the original initialisation
@@ -71,8 +99,28 @@ class BranchSection(_Strict):
 
     _technique = field_validator("technique")(classmethod(lambda cls, v: _check_technique(v)))
 
+    @field_validator("rates")
+    @classmethod
+    def _rates(cls, rates):
+        for key, value in rates.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+                raise ValueError(f"rates.{key} = {value!r} must be a fraction in (0, 1) of the remaining weights "
+                                 "(leave a layer out of pruning with 'exclude')")
+            if key.startswith("<"):
+                raise ValueError(f"rates key {key!r}: write conv, linear, output or a module name pattern")
+        return rates
+
+    def overrides(self) -> dict[str, float]:
+        """The pruning layer's override keys for ``output_rate`` and ``rates``."""
+        out = {RATE_KINDS.get(k, k): float(v) for k, v in self.rates.items()}
+        if self.output_rate is not None:
+            out["<output>"] = self.output_rate
+        return out
+
     @model_validator(mode="after")
     def _consistent(self):
+        if self.output_rate is not None and "output" in self.rates:
+            raise ValueError("give the output layer's rate once: 'output_rate' or rates.output, not both")
         if (self.control is None) != (self.of is None):
             raise ValueError("a control branch needs both 'control' and 'of' (the branch it follows)")
         if self.target is not None and self.control is not None:
@@ -81,14 +129,28 @@ class BranchSection(_Strict):
 
 
 class ConsensusSection(_Strict):
-    """K masks from independent runs (seeds and/or datasets) → vote → a consensus ticket."""
+    """Consensus ("denoised", prêt-à-porter) tickets, arXiv 2007.04091 Algorithm 1.
 
+    ``sources = "tasks"`` (the paper): per seed, one IMP run on each source
+    task (the task's dataset and ``datasets``) from that seed's identical
+    initialisation; their masks are intersected (tau = 1; a lower tau keeps
+    weights kept by at least that fraction of the sources, a relaxation) and
+    the consensus is trained on each ``train_on`` target (a task that is not a
+    source is held out), beside random masks of the same per-layer sparsity.
+    ``sources = "seeds"``: the masks of all seeds are voted together instead
+    (different initialisations: their overlap is near chance, so the strict
+    intersection is tiny; kept for studying exactly that).
+    """
+
+    sources: Literal["tasks", "seeds"] = "tasks"
     technique: str = "global_unstructured"
     rate: float = Field(0.2, gt=0, lt=1)
+    output_rate: float | None = Field(None, gt=0, lt=1)
     rounds: int = Field(2, ge=1, le=50)
-    datasets: list[str] = Field(default_factory=list)  # sources besides the task's dataset
-    taus: list[float] = Field(default_factory=lambda: [1.0, 0.66, 0.5], min_length=1)
+    datasets: list[str] = Field(default_factory=list)  # source tasks besides the task's dataset
+    taus: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
     train_on: list[str] = Field(default_factory=list)  # target datasets (default: the task's)
+    controls: bool = True  # random masks with each consensus's per-layer sparsity, on each target
 
     _technique = field_validator("technique")(classmethod(lambda cls, v: _check_technique(v)))
 
@@ -98,16 +160,23 @@ class ConsensusSection(_Strict):
         for tau in taus:
             if not 0 < tau <= 1:
                 raise ValueError(f"tau {tau} must be in (0, 1]")
+        if len(set(taus)) != len(taus):
+            raise ValueError(f"taus must be distinct, got {taus}")
         return taus
 
 
 class TransferSection(_Strict):
-    """Train a ticket found by ``branch`` (after ``round``) on another dataset and/or optimizer."""
+    """Train a ticket found by ``branch`` (after ``round``) on another dataset and/or optimizer.
+
+    With ``controls`` (default), the target also gets a dense training and
+    random masks with the transferred ticket's per-layer sparsity.
+    """
 
     branch: str
     round: int = Field(..., ge=1)
     dataset: str | None = None
     training: dict = Field(default_factory=dict)  # overrides of [training], e.g. optimizer = "momentum"
+    controls: bool = True
 
 
 SWEEPABLE = ("task", "training", "branches", "consensus", "transfer")
@@ -228,6 +297,11 @@ class Spec(_Strict):
                 raise ValueError(
                     f"branches.{name}.rewind_iteration: {branch.rewind_iteration} is not before the end of "
                     f"training ({total} iterations)")
+        c = self.consensus
+        if c is not None and c.sources == "tasks" and len({self.task.dataset, *c.datasets}) < 2:
+            raise ValueError("consensus.datasets: sources = \"tasks\" (the paper's consensus) needs at least one "
+                             "source task besides [task].dataset; list it in consensus.datasets (with "
+                             "[task] resize when shapes differ), or vote across seeds with sources = \"seeds\"")
         for name, tr in self.transfer.items():
             if tr.branch not in self.branches:
                 raise ValueError(f"transfer.{name}.branch: no branch named {tr.branch!r}")

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .errors import PrunelabError
 from .experiment import (Consensus, Experiment, Finetune, Prune, RandomPruneLike, RandomReinit, Rewind, State, Train,
@@ -52,12 +53,23 @@ class StudyTree:
     points: list[Point] = field(default_factory=list)
 
 
-def _pruning(branch: BranchSection, rate: float, output_rate: float | None, target: float | None = None):
-    """Per-round pruning; with ``target`` (one-shot) ``output_rate`` is the output layer's sparsity."""
-    overrides = {"<output>": output_rate} if output_rate is not None else {}
-    if target is not None:
-        return technique(branch.technique, target=target, overrides=overrides)
-    return technique(branch.technique, amount=rate, overrides=overrides)
+def _pruning(branch: BranchSection):
+    """Per-round pruning; one-shot (``target``): the rates are the layers' final sparsities."""
+    extra = {"exclude": tuple(branch.exclude)} if branch.exclude else {}
+    if branch.target is not None:
+        return technique(branch.technique, target=branch.target, overrides=branch.overrides(), **extra)
+    return technique(branch.technique, amount=branch.rate, overrides=branch.overrides(), **extra)
+
+
+def _check_against_model(name: str, config, root: State) -> None:
+    """Rate keys and exclusions must match the model's prunable layers: fail while planning."""
+    from .pruning.targets import resolve_overrides, select
+
+    model = root.recipe.spec().build(seed=0)
+    try:
+        resolve_overrides(select(model, config.include, config.exclude), config.overrides)
+    except PrunelabError as exc:
+        raise PrunelabError(f"branches.{name}: {exc}") from None
 
 
 def build_study(spec: Spec, store: str | Path | None = None) -> StudyTree:
@@ -81,7 +93,7 @@ def _build_configuration(spec: Spec, tree: StudyTree) -> None:
     rewind_points = sorted({b.rewind_iteration for b in imp.values() if b.reset == "rewind" and b.rewind_iteration > 0})
 
     for seed in spec.study.seeds:
-        root = exp.root(dataset=task.dataset, model=task.model, seed=seed, init=task.init, model_options=task.model_options)
+        root = _root(exp, spec, task.dataset, seed)
         with exp.tag(f"seed={seed}"):
             starts, chain = {0: root}, root
             for k in rewind_points:
@@ -94,8 +106,11 @@ def _build_configuration(spec: Spec, tree: StudyTree) -> None:
                 with exp.tag(name):
                     current, rounds = dense, []
                     n_rounds = 1 if b.target is not None else b.rounds
+                    pruning = _pruning(b)
+                    if seed == spec.study.seeds[0]:
+                        _check_against_model(name, pruning, root)
                     for r in range(1, n_rounds + 1):
-                        pruned = current.then(Prune(_pruning(b, b.rate, b.output_rate, b.target)))
+                        pruned = current.then(Prune(pruning))
                         if b.reset == "rewind":
                             start = pruned.then(Rewind(to=starts[b.rewind_iteration]))
                             trained = start.then(Train(cfg))
@@ -115,38 +130,103 @@ def _build_configuration(spec: Spec, tree: StudyTree) -> None:
                             state = root.then(RandomPruneLike(like=pruned)).then(Train(cfg))
                         tree.points.append(Point(name, seed, r, state))
             for name, tr in spec.transfer.items():
-                with exp.tag(f"transfer:{name}"):
-                    _, ticket_start, _ = rounds_of[tr.branch][tr.round - 1]
-                    target_root = root if tr.dataset in (None, task.dataset) else exp.root(
-                        dataset=tr.dataset, model=task.model, seed=seed, init=task.init, model_options=task.model_options)
-                    tcfg = TrainConfig.parse({**cfg.model_dump(), **tr.training}, where=f"transfer.{name}.training")
-                    state = target_root.then(Transfer(source=ticket_start)).then(Train(tcfg))
-                    tree.points.append(Point(f"transfer:{name}", seed, tr.round, state))
+                _build_transfer(spec, tree, name, tr, seed, root, rounds_of[tr.branch][tr.round - 1][1])
     if spec.consensus is not None:
         _build_consensus(spec, tree)
 
 
+def _root(exp: Experiment, spec: Spec, dataset: str, seed: int) -> State:
+    """The study's model freshly initialised with ``seed`` for ``dataset`` (resized as [task] asks)."""
+    t = spec.task
+    return exp.root(dataset=t.data(dataset), model=t.model, seed=seed, init=t.init, model_options=t.model_options)
+
+
+def _build_transfer(spec: Spec, tree: StudyTree, name: str, tr, seed: int, root: State, ticket_start: State) -> None:
+    """The ticket (masks + its initial weights) trained on the target, beside the target-side controls:
+    dense training on the target, and random masks with the transferred ticket's per-layer sparsity."""
+    exp, cfg = tree.experiment, spec.training
+    target_root = root if tr.dataset in (None, spec.task.dataset) else _root(exp, spec, tr.dataset, seed)
+    tcfg = TrainConfig.parse({**cfg.model_dump(), **tr.training}, where=f"transfer.{name}.training")
+    label = f"transfer:{name}"
+    with exp.tag(label):
+        moved = target_root.then(Transfer(source=ticket_start))
+        tree.points.append(Point(label, seed, tr.round, moved.then(Train(tcfg))))
+    if not tr.controls:
+        return
+    with exp.tag(f"{label} dense"):
+        tree.points.append(Point(f"{label} dense", seed, 0, target_root.then(Train(tcfg))))
+    with exp.tag(f"{label} random"):
+        random = target_root.then(RandomPruneLike(like=moved)).then(Train(tcfg))
+        tree.points.append(Point(f"{label} random", seed, tr.round, random))
+
+
 def _build_consensus(spec: Spec, tree: StudyTree) -> None:
+    """Consensus tickets (arXiv 2007.04091, Algorithm 1).
+
+    ``sources = "tasks"`` (the paper): per seed, one IMP run per source task,
+    all from that seed's identical initialisation; the consensus of the seed's
+    masks (tau = 1: their strict intersection) is trained on every target from
+    the same initialisation, beside random masks of its per-layer sparsity.
+    ``sources = "seeds"``: the masks of every seed (and task) are voted
+    together, and the consensus is trained from each seed's initialisation.
+    """
     c, exp, cfg, task = spec.consensus, tree.experiment, spec.training, spec.task
-    sources = []
-    for dataset in [task.dataset] + [d for d in c.datasets if d != task.dataset]:
-        for seed in spec.study.seeds:
-            root = exp.root(dataset=dataset, model=task.model, seed=seed, init=task.init, model_options=task.model_options)
+    datasets = list(dict.fromkeys([task.dataset] + list(c.datasets)))
+    pruning = technique(c.technique, amount=c.rate, overrides={"<output>": c.output_rate} if c.output_rate else {})
+    _check_shared_architecture(spec, exp, datasets + list(c.train_on))
+    sources: dict[int, list[State]] = {}
+    own: dict[tuple[str, int], State] = {}
+    for seed in spec.study.seeds:
+        for dataset in datasets:
+            root = _root(exp, spec, dataset, seed)
             with exp.tag("consensus-source", f"seed={seed}"):
                 s = root.then(Train(cfg))
                 for _ in range(c.rounds):
-                    pruned = s.then(Prune(technique(c.technique, amount=c.rate)))
+                    pruned = s.then(Prune(pruning))
                     s = pruned.then(Rewind(to=root)).then(Train(cfg))
-                sources.append(pruned)
+            sources.setdefault(seed, []).append(pruned)
+            own[(dataset, seed)] = s
     for target in c.train_on or [task.dataset]:
         for seed in spec.study.seeds:
-            root = exp.root(dataset=target, model=task.model, seed=seed, init=task.init, model_options=task.model_options)
+            root = _root(exp, spec, target, seed)
+            voters = sources[seed] if c.sources == "tasks" else [p for ps in sources.values() for p in ps]
+            if target != task.dataset:  # the target's dense reference (shared with its source run, if any)
+                with exp.tag(f"dense on {target}", f"seed={seed}"):
+                    tree.points.append(Point(f"dense on {target}", seed, 0, root.then(Train(cfg))))
+            if target in datasets:  # the bespoke ticket of the target task, for comparison
+                with exp.tag(f"own ticket on {target}", f"seed={seed}"):
+                    tree.points.append(Point(f"own ticket on {target}", seed, c.rounds, own[(target, seed)]))
             for tau in c.taus:
-                with exp.tag(f"consensus tau={tau:g}", f"seed={seed}"):
-                    ticket = root.then(Consensus(sources=tuple(sources), tau=tau))
-                    tree.points.append(Point(f"consensus tau={tau:g} on {target}", seed, 0, ticket.then(Train(cfg))))
-                    random = root.then(RandomPruneLike(like=ticket)).then(Train(cfg))
-                    tree.points.append(Point(f"random masks like tau={tau:g} on {target}", seed, 0, random))
+                label = f"consensus tau={tau:g} on {target}"
+                with exp.tag(label, f"seed={seed}"):
+                    ticket = root.then(Consensus(sources=tuple(voters), tau=tau))
+                    tree.points.append(Point(label, seed, 0, ticket.then(Train(cfg))))
+                if c.controls:
+                    control = f"random masks like tau={tau:g} on {target}"
+                    with exp.tag(control, f"seed={seed}"):
+                        random = root.then(RandomPruneLike(like=ticket)).then(Train(cfg))
+                        tree.points.append(Point(control, seed, 0, random))
+
+
+def _check_shared_architecture(spec: Spec, exp: Experiment, datasets: list[str]) -> None:
+    """The paper's consensus needs one architecture and one initialisation for every task: the
+    models built for each task with the same seed must have identical parameters. Say which
+    task differs, and how to make them agree."""
+    seed = spec.study.seeds[0]
+    built = {d: _root(exp, spec, d, seed).recipe.spec().build(seed=seed).state_dict() for d in dict.fromkeys(datasets)}
+    (first, reference), *others = built.items()
+    for name, weights in others:
+        shapes = {k: tuple(v.shape) for k, v in weights.items()}
+        expected = {k: tuple(v.shape) for k, v in reference.items()}
+        if shapes != expected:
+            diff = next(k for k in expected.keys() | shapes.keys() if shapes.get(k) != expected.get(k))
+            raise PrunelabError(
+                f"consensus: the tasks must share one architecture, but {diff} is {shapes.get(diff)} on "
+                f"{spec.task.data(name)} and {expected.get(diff)} on {spec.task.data(first)}; give [task] resize = "
+                "[H, W] (and channels), or name a resized variant such as \"mnist1d[resize=64]\"")
+        if any(not torch.equal(weights[k], reference[k]) for k in reference):
+            raise PrunelabError(f"consensus: model {spec.task.model!r} is initialised differently on "
+                                f"{spec.task.data(name)} and {spec.task.data(first)} with the same seed")
 
 
 # ---------------------------------------------------------------- the summary
@@ -166,6 +246,7 @@ class SummaryRow:
     states: tuple[str, ...] = ()  # the hashes behind ``values``, in the same order
     auc: tuple[float, float, float] | None = None  # two-class tasks: ROC AUC mean and 95 % interval
     metric: str = "accuracy"  # what ``values`` are: accuracy, or for regression resolution / rmse (see headline)
+    seeds: tuple[int, ...] = ()  # the seed of each of ``values``
 
 
 # Seeds from which "auto" intervals are bootstrapped. Measured coverage of nominal 95 % intervals
@@ -237,15 +318,79 @@ def summarize(tree: StudyTree, split: str = "test", interval: str = "auto") -> l
         remaining = remaining_percent(m)
         names.append(headline(metrics[split])[0])
         groups.setdefault((p.config, p.branch, p.round), []).append(
-            (headline(metrics[split])[1], remaining, p.state.hash, metrics[split].get("roc_auc")))
+            (headline(metrics[split])[1], remaining, p.state.hash, metrics[split].get("roc_auc"), p.seed))
     rows = []
     for (config, branch, rnd), items in groups.items():
-        accs = [a for a, _, _, _ in items]
+        accs = [a for a, *_ in items]
         mean, lo, hi = mean_ci(accs, method=interval)
-        aucs = [a for _, _, _, a in items if a is not None]
-        rows.append(SummaryRow(branch, rnd, sum(r for _, r, _, _ in items) / len(items), len(accs), mean, lo, hi,
-                               tuple(accs), config, tuple(h for _, _, h, _ in items),
-                               mean_ci(aucs, method=interval) if len(aucs) == len(items) else None, names[0]))
+        aucs = [a for _, _, _, a, _ in items if a is not None]
+        rows.append(SummaryRow(branch, rnd, sum(r for _, r, *_ in items) / len(items), len(accs), mean, lo, hi,
+                               tuple(accs), config, tuple(h for _, _, h, _, _ in items),
+                               mean_ci(aucs, method=interval) if len(aucs) == len(items) else None, names[0],
+                               tuple(seed for *_, seed in items)))
     order = {name: i for i, name in enumerate(dict.fromkeys(p.branch for p in tree.points))}
     configs = {name: i for i, name in enumerate(dict.fromkeys(p.config for p in tree.points))}
     return sorted(rows, key=lambda r: (order[r.branch], r.round, configs[r.config]))
+
+
+# ---------------------------------------------------------------- paired effects
+
+
+@dataclass(frozen=True)
+class PairedEffect:
+    """``a`` minus ``b`` at one round, paired by seed: the effect a lottery-ticket claim is about."""
+
+    a: str
+    b: str
+    round: int
+    remaining: float  # percent, mean of the two rows
+    n: int  # seeds present in both
+    mean: float  # mean paired difference a − b
+    ci_low: float  # 95 % Student t interval of the mean difference (nan below 2 seeds)
+    ci_high: float
+    effect_size: float  # Cohen's d_z: mean difference / SD of the differences (nan when the SD is 0)
+    config: str | None = None
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.n >= 2 and (self.ci_low > 0 or self.ci_high < 0)
+
+
+def comparison_pairs(spec: Spec) -> list[tuple[str, str]]:
+    """The comparisons a study is built for: each branch vs its controls, each consensus vs its
+    random masks, each transferred ticket vs its random masks on the target."""
+    pairs = [(b.of, name) for name, b in spec.branches.items() if b.control is not None]
+    c = spec.consensus
+    if c is not None and c.controls:
+        for target in c.train_on or [spec.task.dataset]:
+            for tau in c.taus:
+                pairs.append((f"consensus tau={tau:g} on {target}", f"random masks like tau={tau:g} on {target}"))
+    pairs += [(f"transfer:{n}", f"transfer:{n} random") for n, t in spec.transfer.items() if t.controls]
+    return pairs
+
+
+def paired_effects(rows: list[SummaryRow], pairs: list[tuple[str, str]], confidence: float = 0.95) -> list[PairedEffect]:
+    """Per pair and round (and sweep configuration), the mean seed-paired difference with its t interval."""
+    from scipy import stats
+
+    by = {(r.config, r.branch, r.round): r for r in rows}
+    out = []
+    for (config, branch, rnd), a in by.items():
+        for name_a, name_b in pairs:
+            b = by.get((config, name_b, rnd))
+            if branch != name_a or b is None:
+                continue
+            theirs = dict(zip(b.seeds, b.values))
+            diffs = np.array([v - theirs[s] for s, v in zip(a.seeds, a.values) if s in theirs], dtype=float)
+            n = len(diffs)
+            if n == 0:
+                continue
+            mean = float(diffs.mean())
+            lo = hi = d = math.nan
+            if n >= 2:
+                sd = float(diffs.std(ddof=1))
+                half = stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
+                lo, hi = mean - half, mean + half
+                d = mean / sd if sd > 0 else math.nan
+            out.append(PairedEffect(name_a, name_b, rnd, (a.remaining + b.remaining) / 2, n, mean, lo, hi, d, config))
+    return sorted(out, key=lambda e: (pairs.index((e.a, e.b)), e.round))

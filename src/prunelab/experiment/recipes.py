@@ -304,11 +304,15 @@ class Consensus(Recipe):
 class Transfer(Recipe):
     """Carry a ticket (masks + weights) from ``source`` to the parent's task.
 
-    Tensors whose shape differs between source and target (e.g. the output
-    layer when class counts differ) keep the parent's initial values and no
-    mask; their names are recorded in the metrics as ``reinitialised``.
+    A tensor whose shape differs between source and target (e.g. the output
+    layer when class counts differ) keeps the parent's initial values; if the
+    ticket pruned it, it gets a *random* mask keeping the same fraction of its
+    entries (seeded by the state), so the transferred ticket has the ticket's
+    per-layer sparsity. Both lists are recorded in the metrics
+    (``reinitialised``, ``resampled_masks``).
     """
 
+    version: ClassVar[int] = 2  # 2: mismatched layers get a mask at the ticket's sparsity (1: left dense)
     source: Any  # a State holding the ticket (masks and the weights to start from)
 
     def describe(self) -> str:
@@ -318,21 +322,30 @@ class Transfer(Recipe):
         ticket = ctx.load(self.source)
         if ticket.spec.model != parent.spec.model:
             raise PrunelabError(f"Transfer: source model {ticket.spec.model!r} is not the target's {parent.spec.model!r}")
-        weights, masks, reinitialised = dict(parent.weights), {}, []
+        weights, masks, reinitialised, resampled = dict(parent.weights), {}, [], []
         for name, tensor in parent.weights.items():
             theirs = ticket.weights.get(name)
             if theirs is not None and theirs.shape == tensor.shape:
                 weights[name] = theirs
             else:
                 reinitialised.append(name)
-        for name, keep in ticket.masks.items():
-            if name in parent.weights and parent.weights[name].shape == keep.shape:
+        g = torch.Generator().manual_seed(ctx.seed % (2**63))
+        for name in sorted(ticket.masks):
+            keep = ticket.masks[name]
+            if name not in parent.weights:
+                raise PrunelabError(f"Transfer: the ticket prunes {name!r}, which the target model does not have")
+            shape = parent.weights[name].shape
+            if shape == keep.shape:
                 masks[name] = keep
-            elif name not in reinitialised:
-                reinitialised.append(name)
+                continue
+            fraction = float(keep.sum()) / keep.numel()
+            flat = torch.zeros(shape.numel(), dtype=torch.bool)
+            flat[torch.randperm(shape.numel(), generator=g)[: round(fraction * shape.numel())]] = True
+            masks[name] = flat.reshape(shape)
+            resampled.append(name)
         return Snapshot(parent.spec, parent.dataset, weights, masks, None, 0,
                         {"source": self.source.hash, "source_dataset": ticket.dataset,
-                         "reinitialised": sorted(reinitialised)})
+                         "reinitialised": sorted(reinitialised), "resampled_masks": resampled})
 
 
 @dataclass(frozen=True)

@@ -98,17 +98,40 @@ def output_module_name(targets: Sequence[Target]) -> str:
     return targets[-1].module_name
 
 
+#: Override keys that select tensors by module type rather than by name.
+TYPE_KEYS: dict[str, tuple[type[nn.Module], ...]] = {
+    "<linear>": (nn.Linear,),
+    "<conv>": (nn.Conv1d, nn.Conv2d, nn.Conv3d),
+}
+
+
+def _override_rank(pattern: str) -> int:
+    """Precedence of override keys: module type < name pattern < ``<output>``."""
+    return 0 if pattern in TYPE_KEYS else (2 if pattern == "<output>" else 1)
+
+
 def resolve_overrides(targets: Sequence[Target], overrides: dict[str, float] | None) -> dict[str, float]:
-    """Map override patterns (glob or ``"<output>"``) to target names."""
+    """Map override keys to target names.
+
+    Keys are module-name globs (``"features.0"``, ``"fc*"``), ``"<output>"``
+    (the last selected module) or a module type (``"<conv>"``, ``"<linear>"``).
+    Where several keys match a tensor the most specific wins: ``<output>``,
+    then a name pattern, then a type (Frankle & Carbin: conv 0.1, fc 0.2,
+    output 0.1).
+    """
     if not overrides:
         return {}
     output = output_module_name(targets)
     resolved: dict[str, float] = {}
-    for pattern, value in overrides.items():
-        hit = [
-            t.name for t in targets
-            if (pattern == "<output>" and t.module_name == output) or fnmatch.fnmatchcase(t.module_name, pattern)
-        ]
+    for pattern in sorted(overrides, key=_override_rank):
+        value = overrides[pattern]
+        if pattern in TYPE_KEYS:
+            hit = [t.name for t in targets if isinstance(t.module, TYPE_KEYS[pattern])]
+        else:
+            hit = [
+                t.name for t in targets
+                if (pattern == "<output>" and t.module_name == output) or fnmatch.fnmatchcase(t.module_name, pattern)
+            ]
         if not hit:
             raise PrunelabError(f"override {pattern!r} matches no selected module ({', '.join(t.module_name for t in targets)})")
         for name in hit:

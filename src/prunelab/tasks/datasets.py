@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -96,12 +96,18 @@ def load_dataset(
 
     ``validation`` overrides the dataset's default validation size: an int is
     a number of examples, a float in (0, 1) a fraction of the training set.
+    A variant name (``"digits[resize=28x28]"``, see :func:`dataset_variant`)
+    loads the base dataset and resizes its inputs before standardisation.
     """
-    factory = DATASETS.get(name)
+    base, resize, channels = parse_variant(name)
+    factory = DATASETS.get(base)
     source = source or DataSource()
     params = inspect.signature(factory).parameters
     produced = factory(source=source) if "source" in params else factory()
     if isinstance(produced, Dataset):
+        if resize is not None or channels is not None:
+            raise PrunelabError(f"dataset {base!r}: its factory returns a finished Dataset, which cannot be resized; "
+                                "return prunelab.RawData to allow resize / channels")
         return produced
     if isinstance(produced, tuple) and len(produced) == 4:
         produced = RawData(*produced)
@@ -110,7 +116,91 @@ def load_dataset(
             f"dataset factory {name!r} returned {type(produced).__name__}; expected prunelab.RawData, "
             "prunelab.Dataset or a tuple (x_train, y_train, x_test, y_test)"
         )
+    if resize is not None or channels is not None:
+        produced = replace(produced, x_train=reshape_inputs(name, produced.x_train, resize, channels),
+                           x_test=reshape_inputs(name, produced.x_test, resize, channels))
     return build_dataset(name, produced, validation)
+
+
+# --------------------------------------------------------------------------
+# Variants: one architecture for tasks of different input shapes
+# --------------------------------------------------------------------------
+
+
+def dataset_variant(name: str, resize: Sequence[int] | None = None, channels: int | None = None) -> str:
+    """The name of ``name`` with its inputs resized (and channels replicated or averaged).
+
+    ``dataset_variant("digits", resize=[28, 28])`` is ``"digits[resize=28x28]"``.
+    The name is what identifies the data everywhere (a state's identity, the
+    store), so a resized task never shares results with the original.
+    """
+    if resize is None and channels is None:
+        return name
+    if "[" in name:
+        raise PrunelabError(f"dataset {name!r} is already a variant; give resize / channels once")
+    options = []
+    if resize is not None:
+        options.append("resize=" + "x".join(str(int(v)) for v in resize))
+    if channels is not None:
+        options.append(f"channels={int(channels)}")
+    parse_variant(f"{name}[{','.join(options)}]")  # validates the values
+    return f"{name}[{','.join(options)}]"
+
+
+def parse_variant(name: str) -> tuple[str, tuple[int, ...] | None, int | None]:
+    """``"digits[resize=28x28,channels=3]"`` → ``("digits", (28, 28), 3)``."""
+    if not name.endswith("]") or "[" not in name:
+        return name, None, None
+    base, _, options = name[:-1].partition("[")
+    resize = channels = None
+    for option in filter(None, options.split(",")):
+        key, _, value = option.partition("=")
+        if key not in ("resize", "channels"):
+            raise PrunelabError(f"dataset {name!r}: unknown option {key!r} (resize=HxW, channels=N)")
+        try:
+            if key == "resize":
+                resize = tuple(int(v) for v in value.split("x"))
+                if not 1 <= len(resize) <= 3 or min(resize) < 1:
+                    raise ValueError
+            elif key == "channels":
+                channels = int(value)
+                if channels < 1:
+                    raise ValueError
+        except ValueError:
+            raise PrunelabError(f"dataset {name!r}: bad {key} {value!r} (resize=HxW or resize=L with positive "
+                                "sizes, channels=N >= 1)") from None
+    return base, resize, channels
+
+
+def reshape_inputs(name: str, x, resize: tuple[int, ...] | None, channels: int | None) -> np.ndarray:
+    """Resize (C, *spatial) inputs by linear/bilinear interpolation (antialiased when shrinking)
+    and replicate a single channel to ``channels`` (or average channels down to 1)."""
+    import torch.nn.functional as F
+
+    x = x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if x.ndim not in (3, 4):
+        raise PrunelabError(f"dataset {name!r}: resize / channels need inputs of shape (N, C, L) or (N, C, H, W), "
+                            f"got {x.shape}")
+    spatial = x.shape[2:]
+    if resize is not None and len(resize) != len(spatial):
+        raise PrunelabError(f"dataset {name!r}: resize {list(resize)} has {len(resize)} sizes for "
+                            f"{len(spatial)}-d inputs {tuple(spatial)}")
+    c = x.shape[1]
+    if channels is not None and channels != c and c != 1 and channels != 1:
+        raise PrunelabError(f"dataset {name!r}: cannot turn {c} channels into {channels} (replicate 1 → N or "
+                            "average N → 1)")
+    out = []
+    for start in range(0, len(x), 4096):  # chunks: bounded memory for large sets
+        chunk = torch.from_numpy(np.ascontiguousarray(x[start:start + 4096], dtype=np.float32))
+        if resize is not None and tuple(resize) != tuple(spatial):
+            mode = "linear" if len(spatial) == 1 else "bilinear" if len(spatial) == 2 else "trilinear"
+            shrinking = any(r < s for r, s in zip(resize, spatial))
+            chunk = F.interpolate(chunk, size=tuple(resize), mode=mode, align_corners=False,
+                                  antialias=shrinking and mode == "bilinear")
+        if channels is not None and channels != c:
+            chunk = chunk.expand(-1, channels, *chunk.shape[2:]) if c == 1 else chunk.mean(dim=1, keepdim=True)
+        out.append(chunk.contiguous().numpy())
+    return np.concatenate(out) if out else x.astype(np.float32)
 
 
 def build_dataset(name: str, raw: RawData, validation: int | float | None = None) -> Dataset:
@@ -283,10 +373,12 @@ def _atomic_savez(path: Path, arrays: dict) -> None:
 # --------------------------------------------------------------------------
 
 
-def _idx_files(bases: tuple[str, ...], md5s: dict[str, str]) -> dict[str, RemoteFile]:
+def _idx_files(bases: tuple[str, ...], md5s: dict[str, tuple]) -> dict[str, RemoteFile]:
+    """``{key: (filename, md5 of the .gz, md5 of the uncompressed IDX or None)}``."""
     return {
-        key: RemoteFile(filename, md5, tuple(base + filename for base in bases))
-        for key, (filename, md5) in md5s.items()
+        key: RemoteFile(filename, md5, tuple(base + filename for base in bases), raw_md5)
+        for key, (filename, md5, *rest) in md5s.items()
+        for raw_md5 in [rest[0] if rest else None]
     }
 
 
@@ -302,10 +394,15 @@ IDX_DATASETS: dict[str, IdxSpec] = {
         _idx_files(
             ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
             {
-                "x_train": ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-                "y_train": ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
-                "x_test": ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
-                "y_test": ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
+                # (file, md5 of the published .gz, md5 of the uncompressed IDX file)
+                "x_train": ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                            "6bbc9ace898e44ae57da46a324031adb"),
+                "y_train": ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432",
+                            "a25bea736e30d166cdddb491f175f624"),
+                "x_test": ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3",
+                           "2646ac647ad5339dbf082846283269ea"),
+                "y_test": ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c",
+                           "27ae3e4e09519cfbb04c329615203637"),
             },
         ),
         tuple(str(i) for i in range(10)),

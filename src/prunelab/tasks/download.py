@@ -10,13 +10,19 @@ Settings (environment variables, or arguments to :class:`DataSource`):
 
 Every file is verified against its published MD5 before it is parsed; a
 mismatch raises :class:`ChecksumError` naming the file, never a silently wrong
-dataset. Downloads go to a temporary file that is renamed into place only after
+dataset. A file may also be mirrored uncompressed or recompressed (``.xz``,
+``.bz2``, or a ``.gz`` with other bytes): where the MD5 of the *uncompressed*
+original is known (``RemoteFile.raw_md5``), such a copy is accepted when its
+decompressed content has that MD5. Downloads go to a temporary file that is renamed into place only after
 its checksum matched, so an interrupted download leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import hashlib
+import lzma
 import os
 import tempfile
 import urllib.error
@@ -37,6 +43,27 @@ class RemoteFile:
     filename: str
     md5: str
     urls: tuple[str, ...]
+    raw_md5: str | None = None  # MD5 of the decompressed original (accepts uncompressed / recompressed copies)
+
+    @property
+    def stem(self) -> str:
+        """The uncompressed file's name (``train-images-idx3-ubyte`` for ``…-ubyte.gz``)."""
+        return self.filename[: -len(".gz")] if self.filename.endswith(".gz") else self.filename
+
+    def alternatives(self) -> list[str]:
+        """File names a copy may have: the original, then uncompressed and recompressed forms."""
+        if self.raw_md5 is None or self.stem == self.filename:
+            return [self.filename]
+        return [self.filename, self.stem, self.stem + ".xz", self.stem + ".bz2"]
+
+
+#: Decompressors by suffix; anything else is read as it is.
+OPENERS = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}
+
+
+def open_maybe_compressed(path: Path):
+    """Open ``path`` for reading bytes, decompressing ``.gz`` / ``.xz`` / ``.bz2``."""
+    return OPENERS.get(Path(path).suffix, open)(path, "rb")
 
 
 def md5sum(path: Path) -> str:
@@ -44,6 +71,18 @@ def md5sum(path: Path) -> str:
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def raw_md5sum(path: Path) -> str:
+    """MD5 of the decompressed content (of the bytes themselves for an uncompressed file)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    try:
+        with open_maybe_compressed(path) as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except (OSError, EOFError, lzma.LZMAError) as exc:
+        raise ChecksumError(f"{path}: cannot decompress ({exc}); the file is corrupt or truncated") from None
     return digest.hexdigest()
 
 
@@ -55,6 +94,30 @@ def verify(path: Path, md5: str) -> Path:
             "the file is corrupt or truncated — delete it and fetch it again"
         )
     return path
+
+
+def verify_copy(path: Path, remote: RemoteFile) -> Path:
+    """Accept the original file (published MD5) or a copy whose decompressed content is the original's."""
+    if path.name == remote.filename:
+        actual = md5sum(path)
+        if actual == remote.md5:
+            return path
+        if remote.raw_md5 is None:
+            return verify(path, remote.md5)
+    else:
+        actual = None
+    if remote.raw_md5 is not None:
+        raw = raw_md5sum(path)
+        if raw == remote.raw_md5:
+            return path
+        expected = f"md5 {remote.raw_md5} after decompression"
+        if actual is not None:
+            expected = f"md5 {remote.md5} as published, or {expected}"
+        raise ChecksumError(
+            f"{path}: checksum mismatch (decompressed md5 {raw}, expected {expected}); "
+            "the file is not the original, or it is corrupt or truncated — replace it"
+        )
+    return verify(path, remote.md5)
 
 
 @dataclass
@@ -91,13 +154,21 @@ class DataSource:
         return [folder / filename for folder in folders]
 
     def fetch(self, dataset: str, remote: RemoteFile, folder_aliases: tuple[str, ...] = ()) -> Path:
-        """Return a verified local path for ``remote``; mirror → cache → download."""
-        for candidate in self.mirror_candidates(dataset, folder_aliases, remote.filename):
-            if candidate.is_file():
-                return verify(candidate, remote.md5)
+        """Return a verified local path for ``remote``; mirror → cache → download.
+
+        In each folder the original name is looked for first, then (when the
+        uncompressed original's MD5 is known) the uncompressed and recompressed names.
+        """
+        names = remote.alternatives()
+        for folder_candidates in zip(*(self.mirror_candidates(dataset, folder_aliases, n) for n in names)):
+            for candidate in folder_candidates:
+                if candidate.is_file():
+                    return verify_copy(candidate, remote)
+        for name in names:
+            cached = self.cache_dir / dataset / name
+            if cached.is_file():
+                return verify_copy(cached, remote)
         cached = self.cache_dir / dataset / remote.filename
-        if cached.is_file():
-            return verify(cached, remote.md5)
         if not self.download:
             raise self._unavailable(dataset, [remote], "downloads are disabled")
         errors = []

@@ -7,6 +7,7 @@ version. CIFAR's Python version is a pickle and is never loaded.
 from __future__ import annotations
 
 import gzip
+import lzma
 import struct
 import tarfile
 from pathlib import Path
@@ -19,12 +20,13 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Read a (gzip-compressed or plain) IDX file into a numpy array."""
-    opener = gzip.open if path.suffix == ".gz" else open
+    """Read an IDX file (plain, or compressed with gzip, xz or bzip2) into a numpy array."""
+    from .download import open_maybe_compressed
+
     try:
-        with opener(path, "rb") as fh:
+        with open_maybe_compressed(Path(path)) as fh:
             raw = fh.read()
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, lzma.LZMAError) as exc:
         raise PrunelabError(f"{path}: cannot read IDX file ({exc})") from exc
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise PrunelabError(f"{path}: not an IDX file (bad magic number)")
