@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from prunelab import ChecksumError, DataSource, PrunelabError, load_dataset
-from prunelab.experiment import Consensus, RandomPruneLike, Train, Transfer
+from prunelab.experiment import Consensus, RandomPruneLike, Transfer
 from prunelab.spec import parse_spec
 from prunelab.study import PairedEffect, SummaryRow, build_study, paired_effects, remaining_percent, summarize
 from prunelab.tasks import datasets as ds
@@ -276,6 +276,7 @@ model = "lenet_300_100"
 [training]
 iterations = 30
 batch_size = 32
+eval_every = 10
 [branches.ticket]
 rate = 0.5
 rounds = 2
@@ -296,6 +297,11 @@ def test_transfer_has_dense_and_random_controls_at_the_tickets_sparsity(tmp_path
     assert rows["transfer:digits"].remaining == pytest.approx(ticket.remaining, abs=0.01) == pytest.approx(25.0, abs=0.01)
     assert rows["transfer:digits random"].remaining == pytest.approx(25.0, abs=0.01)
     assert rows["transfer:digits dense"].remaining == 100.0
+    # the early-stopping iteration (minimum validation loss) is summarised over seeds too
+    store = tree.experiment.store
+    stops = [store.manifest(h)["metrics"]["early_stopping_iteration"] for h in rows["transfer:digits"].states]
+    assert rows["transfer:digits"].early_stopping[0] == pytest.approx(np.mean(stops))
+    assert all(s in (10, 20, 30) for s in stops)
     moved = [s for s in tree.experiment.states.values() if isinstance(s.recipe, Transfer)]
     assert all(s.load().dataset == "digits" for s in moved) and len(moved) == 2
     no_controls = build_study(_spec(TRANSFER + "controls = false\n", tmp_path))

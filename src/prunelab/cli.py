@@ -216,14 +216,20 @@ def run(
     binary = all(r.auc is not None for r in rows)  # two-class task: the ROC AUC beside the accuracy
     metric = {"accuracy": "test accuracy", "resolution": "test resolution σ(pred/target)",
               "rmse": "test RMSE"}[rows[0].metric if rows else "accuracy"]
+    early = any(r.early_stopping is not None for r in rows)  # a validation curve was recorded
     table = Table(*(["configuration"] if swept else []), "branch", "round", "weights remaining",
-                  f"{metric} (mean ± 95% CI)", *(["ROC AUC (mean ± 95% CI)"] if binary else []), "seeds",
+                  f"{metric} (mean ± 95% CI)", *(["ROC AUC (mean ± 95% CI)"] if binary else []),
+                  *(["early-stop iteration"] if early else []), "seeds",
                   title=f"{spec.study.name}: {metric} over seeds")
     for r in rows:
         ci = "" if r.n < 2 else f" ± {(r.ci_high - r.ci_low) / 2:.4f}"
         auc = [f"{r.auc[0]:.4f}" + ("" if r.n < 2 else f" ± {(r.auc[2] - r.auc[1]) / 2:.4f}")] if binary else []
+        stop = []
+        if early:
+            e = r.early_stopping
+            stop = ["" if e is None else f"{e[0]:.0f}" + ("" if r.n < 2 else f" ± {(e[2] - e[1]) / 2:.0f}")]
         table.add_row(*([escape(r.config)] if swept else []), escape(r.branch), str(r.round), f"{r.remaining:.1f} %",
-                      f"{r.mean:.4f}{ci}", *auc, str(r.n))
+                      f"{r.mean:.4f}{ci}", *auc, *stop, str(r.n))
     console.print(table)
     _print_paired_effects(rows, comparison_pairs(spec), metric)
     if swept:
@@ -234,10 +240,11 @@ def run(
         with open(csv, "w", newline="") as fh:
             writer = csv_module.writer(fh)
             writer.writerow(["config", "branch", "round", "remaining_percent", "n", "mean", "ci_low", "ci_high",
-                             "values"])
+                             "values", "seeds", "early_stopping_mean"])
             for r in rows:
                 writer.writerow([r.config or "", r.branch, r.round, f"{r.remaining:.4f}", r.n, r.mean, r.ci_low,
-                                 r.ci_high, " ".join(f"{v:.6f}" for v in r.values)])
+                                 r.ci_high, " ".join(f"{v:.6f}" for v in r.values), " ".join(map(str, r.seeds)),
+                                 "" if r.early_stopping is None else f"{r.early_stopping[0]:.1f}"])
     if not summary.ok:
         raise typer.Exit(1)
 

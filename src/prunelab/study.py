@@ -247,6 +247,7 @@ class SummaryRow:
     auc: tuple[float, float, float] | None = None  # two-class tasks: ROC AUC mean and 95 % interval
     metric: str = "accuracy"  # what ``values`` are: accuracy, or for regression resolution / rmse (see headline)
     seeds: tuple[int, ...] = ()  # the seed of each of ``values``
+    early_stopping: tuple[float, float, float] | None = None  # iteration of minimum validation loss: mean, 95 % CI
 
 
 # Seeds from which "auto" intervals are bootstrapped. Measured coverage of nominal 95 % intervals
@@ -306,7 +307,7 @@ def remaining_percent(manifest: dict) -> float:
 
 def summarize(tree: StudyTree, split: str = "test", interval: str = "auto") -> list[SummaryRow]:
     store = tree.experiment.store
-    groups: dict[tuple[str | None, str, int], list[tuple]] = {}
+    groups: dict[tuple[str | None, str, int], list[dict]] = {}
     names = []
     for p in tree.points:
         m = store.manifest(p.state.hash)
@@ -315,19 +316,23 @@ def summarize(tree: StudyTree, split: str = "test", interval: str = "auto") -> l
         metrics = m.get("metrics") or {}
         if split not in metrics:
             raise PrunelabError(f"state {p.state.hash[:10]} has no {split!r} evaluation")
-        remaining = remaining_percent(m)
         names.append(headline(metrics[split])[0])
-        groups.setdefault((p.config, p.branch, p.round), []).append(
-            (headline(metrics[split])[1], remaining, p.state.hash, metrics[split].get("roc_auc"), p.seed))
+        groups.setdefault((p.config, p.branch, p.round), []).append({
+            "value": headline(metrics[split])[1], "remaining": remaining_percent(m), "hash": p.state.hash,
+            "auc": metrics[split].get("roc_auc"), "seed": p.seed,
+            # the minimum of the validation loss curve (Frankle & Carbin's early-stopping iteration)
+            "early": metrics.get("early_stopping_iteration") if len(metrics.get("curve") or ()) > 1 else None})
     rows = []
     for (config, branch, rnd), items in groups.items():
-        accs = [a for a, *_ in items]
-        mean, lo, hi = mean_ci(accs, method=interval)
-        aucs = [a for _, _, _, a, _ in items if a is not None]
-        rows.append(SummaryRow(branch, rnd, sum(r for _, r, *_ in items) / len(items), len(accs), mean, lo, hi,
-                               tuple(accs), config, tuple(h for _, _, h, _, _ in items),
+        values = [i["value"] for i in items]
+        mean, lo, hi = mean_ci(values, method=interval)
+        aucs = [i["auc"] for i in items if i["auc"] is not None]
+        early = [float(i["early"]) for i in items if i["early"] is not None]
+        rows.append(SummaryRow(branch, rnd, sum(i["remaining"] for i in items) / len(items), len(values), mean, lo,
+                               hi, tuple(values), config, tuple(i["hash"] for i in items),
                                mean_ci(aucs, method=interval) if len(aucs) == len(items) else None, names[0],
-                               tuple(seed for *_, seed in items)))
+                               tuple(i["seed"] for i in items),
+                               mean_ci(early, method=interval) if len(early) == len(items) else None))
     order = {name: i for i, name in enumerate(dict.fromkeys(p.branch for p in tree.points))}
     configs = {name: i for i, name in enumerate(dict.fromkeys(p.config for p in tree.points))}
     return sorted(rows, key=lambda r: (order[r.branch], r.round, configs[r.config]))
