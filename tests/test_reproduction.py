@@ -358,3 +358,78 @@ def test_remaining_percent_counts_transferred_masks():
     manifest = {"weights": {"a.weight": {"shape": [10, 10]}, "b.weight": {"shape": [5, 10]}},
                 "masks": {"a.weight": {"kept": 50, "shape": [10, 10]}, "b.weight": {"kept": 25, "shape": [5, 10]}}}
     assert remaining_percent(manifest) == pytest.approx(50.0)
+
+
+# ---------------------------------------------------------------- instability (linear mode connectivity)
+
+
+def _trained_snapshot(data, seed=0, iterations=300):
+    from prunelab import TrainConfig, build_model, train
+    from prunelab.experiment.snapshot import ModelSpec, Snapshot
+
+    spec = ModelSpec("lenet_300_100", data.input_shape, 10, None, (("hidden", (32,)),))
+    model = spec.build(seed=seed)
+    train(model, data, TrainConfig(iterations=iterations, batch_size=60, lr=3e-3), seed=seed)
+    return Snapshot.capture(model, spec, data.name)
+
+
+def test_barrier_is_zero_between_a_model_and_itself_and_positive_between_permuted_twins(digits):
+    from prunelab.analysis import error_barrier, interpolate
+
+    a = _trained_snapshot(digits)
+    same = error_barrier(a, a, digits.test, digits.class_names, points=5)
+    assert same.barrier == 0.0 and len(set(same.errors)) == 1
+    # planted: the same function with its hidden units permuted — identical endpoints, and the
+    # straight line between them averages unrelated units, so the error rises in the middle
+    perm = torch.randperm(32, generator=torch.Generator().manual_seed(0))
+    w = dict(a.weights)
+    w["1.weight"], w["1.bias"], w["3.weight"] = w["1.weight"][perm], w["1.bias"][perm], w["3.weight"][:, perm]
+    twin = a.evolve(weights=w)
+    result = error_barrier(a, twin, digits.test, digits.class_names, points=5)
+    assert result.errors[0] == pytest.approx(result.errors[-1])
+    assert result.barrier > 0.05 and max(result.errors) == result.errors[2]
+    # interpolation is the weighted mean of the weights (independent computation)
+    mid = interpolate(a, twin, 0.25)
+    assert torch.allclose(mid.weights["1.weight"], 0.75 * a.weights["1.weight"] + 0.25 * w["1.weight"])
+
+
+def test_interpolation_refuses_states_with_different_masks(digits):
+    from prunelab.analysis import interpolate
+
+    a = _trained_snapshot(digits, iterations=20)
+    masked = a.evolve(masks={"1.weight": torch.rand(32, 64) > 0.5})
+    with pytest.raises(PrunelabError, match="different masks"):
+        interpolate(a, masked, 0.5)
+
+
+INSTABILITY = """
+[study]
+store = "STORE"
+seeds = [0, 1]
+[task]
+dataset = "digits"
+model = "lenet_300_100"
+[training]
+iterations = 60
+batch_size = 32
+[instability]
+at = [0, 30]
+"""
+
+
+def test_instability_section_trains_two_copies_per_start_and_summarises_the_barrier(tmp_path):
+    from prunelab.study import instability
+
+    tree = build_study(_spec(INSTABILITY, tmp_path))
+    assert tree.experiment.run().ok
+    assert len(tree.pairs) == 4  # 2 seeds x 2 start iterations
+    for pair in tree.pairs:
+        a, b = pair.copies
+        assert a.parent is b.parent and a.parent.load().iteration == pair.iteration
+        assert {a.recipe.data_seed, b.recipe.data_seed} == {1001, 1002}
+        assert not torch.equal(a.load().weights["1.weight"], b.load().weights["1.weight"])
+    rows = instability(tree)
+    assert [r.iteration for r in rows] == [0, 30] and all(r.n == 2 for r in rows)
+    assert all(-1e-9 <= v <= 1 for r in rows for v in r.values)
+    with pytest.raises(PrunelabError, match="instability.at: 60 is not before the end of training"):
+        _spec(INSTABILITY.replace("at = [0, 30]", "at = [0, 60]"), tmp_path)

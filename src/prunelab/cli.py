@@ -232,6 +232,8 @@ def run(
                       f"{r.mean:.4f}{ci}", *auc, *stop, str(r.n))
     console.print(table)
     _print_paired_effects(rows, comparison_pairs(spec), metric)
+    if spec.instability is not None:
+        _print_instability(tree, interval)
     if swept:
         _print_variation(rows, spec.study.name)
     if csv is not None:
@@ -247,6 +249,25 @@ def run(
                                  "" if r.early_stopping is None else f"{r.early_stopping[0]:.1f}"])
     if not summary.ok:
         raise typer.Exit(1)
+
+
+def _print_instability(tree, interval: str) -> None:
+    from .study import instability
+
+    rows = instability(tree, interval=interval)
+    if not rows:
+        return
+    swept = any(r.config is not None for r in rows)
+    out = Table(*(["configuration"] if swept else []), "copies from iteration", "seeds",
+                "error barrier (mean ± 95% CI)", "endpoint error",
+                title="instability: test-error barrier between two copies trained with different data orders")
+    for r in rows:
+        ci = "" if r.n < 2 else f" ± {(r.ci_high - r.ci_low) / 2:.4f}"
+        out.add_row(*([escape(r.config or "")] if swept else []), str(r.iteration), str(r.n), f"{r.mean:.4f}{ci}",
+                    f"{r.endpoint_error:.4f}")
+    console.print(out)
+    console.print("barrier: the highest test error on the straight line between the copies minus the mean of their "
+                  "own errors (Frankle et al. 2020); near 0: stable to the data order from that iteration.")
 
 
 def _print_paired_effects(rows, pairs, metric: str) -> None:

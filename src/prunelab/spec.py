@@ -179,7 +179,31 @@ class TransferSection(_Strict):
     controls: bool = True
 
 
-SWEEPABLE = ("task", "training", "branches", "consensus", "transfer")
+class InstabilitySection(_Strict):
+    """Instability analysis (Frankle et al. 2020, arXiv 1912.05671): from the dense run's state at
+    each iteration ``at``, train two copies to the end with different data orders and measure the
+    test-error barrier on the straight line between them (``points`` evenly spaced models)."""
+
+    at: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    data_seeds: list[int] = Field(default_factory=lambda: [1001, 1002], min_length=2, max_length=2)
+    points: int = Field(11, ge=3, le=101)
+
+    @field_validator("at")
+    @classmethod
+    def _iterations(cls, at):
+        if len(set(at)) != len(at) or min(at) < 0:
+            raise ValueError(f"at must be distinct iterations >= 0, got {at}")
+        return sorted(at)
+
+    @field_validator("data_seeds")
+    @classmethod
+    def _distinct(cls, seeds):
+        if seeds[0] == seeds[1] or min(seeds) < 0:
+            raise ValueError(f"data_seeds must be two distinct non-negative seeds, got {seeds}")
+        return seeds
+
+
+SWEEPABLE = ("task", "training", "branches", "consensus", "transfer", "instability")
 MAX_CONFIGURATIONS = 512
 
 
@@ -253,6 +277,7 @@ class Spec(_Strict):
     branches: dict[str, BranchSection] = Field(default_factory=dict)
     consensus: ConsensusSection | None = None
     transfer: dict[str, TransferSection] = Field(default_factory=dict)
+    instability: InstabilitySection | None = None
     # Systematic variation: "training.lr" = [1e-3, 3e-3] runs the whole study once per
     # combination of values (every seed each), reported apart from the seed variation.
     sweep: dict[str, list] = Field(default_factory=dict)
@@ -284,9 +309,12 @@ class Spec(_Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self):
-        if not self.branches and self.consensus is None:
-            raise ValueError("a study needs at least one [branches.NAME] or a [consensus] section")
+        if not self.branches and self.consensus is None and self.instability is None:
+            raise ValueError("a study needs at least one [branches.NAME], a [consensus] or an [instability] section")
         total = self.training.iterations
+        if self.instability is not None and total is not None and self.instability.at[-1] >= total:
+            raise ValueError(f"instability.at: {self.instability.at[-1]} is not before the end of training "
+                             f"({total} iterations)")
         for name, branch in self.branches.items():
             if branch.of is not None:
                 if branch.of not in self.branches:

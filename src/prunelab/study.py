@@ -46,11 +46,22 @@ class Point:
 CONFIG_TAG = "config:"
 
 
+@dataclass(frozen=True)
+class CopyPair:
+    """Two copies of one state trained to the end with different data orders (instability)."""
+
+    seed: int
+    iteration: int  # where the copies start: iteration k of the dense run
+    copies: tuple[State, State]
+    config: str | None = None
+
+
 @dataclass
 class StudyTree:
     spec: Spec
     experiment: Experiment
     points: list[Point] = field(default_factory=list)
+    pairs: list[CopyPair] = field(default_factory=list)
 
 
 def _pruning(branch: BranchSection):
@@ -77,10 +88,11 @@ def build_study(spec: Spec, store: str | Path | None = None) -> StudyTree:
     tree = StudyTree(spec, exp)
     for label, config in spec.configurations():
         with exp.tag(*([CONFIG_TAG + label] if label is not None else [])):
-            start = len(tree.points)
+            start, pairs = len(tree.points), len(tree.pairs)
             _build_configuration(config, tree)
             if label is not None:
                 tree.points[start:] = [replace(p, config=label) for p in tree.points[start:]]
+                tree.pairs[pairs:] = [replace(p, config=label) for p in tree.pairs[pairs:]]
     return tree
 
 
@@ -90,7 +102,10 @@ def _build_configuration(spec: Spec, tree: StudyTree) -> None:
     task = spec.task
     imp = {n: b for n, b in spec.branches.items() if b.control is None}
     controls = {n: b for n, b in spec.branches.items() if b.control is not None}
-    rewind_points = sorted({b.rewind_iteration for b in imp.values() if b.reset == "rewind" and b.rewind_iteration > 0})
+    rewind_points = {b.rewind_iteration for b in imp.values() if b.reset == "rewind" and b.rewind_iteration > 0}
+    if spec.instability is not None:  # copies start from stored states of the dense run
+        rewind_points |= {k for k in spec.instability.at if k > 0}
+    rewind_points = sorted(rewind_points)
 
     for seed in spec.study.seeds:
         root = _root(exp, spec, task.dataset, seed)
@@ -131,6 +146,11 @@ def _build_configuration(spec: Spec, tree: StudyTree) -> None:
                         tree.points.append(Point(name, seed, r, state))
             for name, tr in spec.transfer.items():
                 _build_transfer(spec, tree, name, tr, seed, root, rounds_of[tr.branch][tr.round - 1][1])
+            if spec.instability is not None:
+                for k in spec.instability.at:
+                    with exp.tag(f"instability copy from {k}"):
+                        copies = tuple(starts[k].then(Train(cfg, data_seed=d)) for d in spec.instability.data_seeds)
+                    tree.pairs.append(CopyPair(seed, k, copies))
     if spec.consensus is not None:
         _build_consensus(spec, tree)
 
@@ -399,3 +419,44 @@ def paired_effects(rows: list[SummaryRow], pairs: list[tuple[str, str]], confide
                 d = mean / sd if sd > 0 else math.nan
             out.append(PairedEffect(name_a, name_b, rnd, (a.remaining + b.remaining) / 2, n, mean, lo, hi, d, config))
     return sorted(out, key=lambda e: (pairs.index((e.a, e.b)), e.round))
+
+
+# ---------------------------------------------------------------- instability
+
+
+@dataclass(frozen=True)
+class InstabilityRow:
+    iteration: int  # the copies started from this iteration of the dense run
+    n: int
+    mean: float  # error barrier (instability), mean over seeds
+    ci_low: float
+    ci_high: float
+    values: tuple[float, ...]
+    endpoint_error: float  # mean test error of the copies themselves
+    config: str | None = None
+
+
+def instability(tree: StudyTree, split: str = "test", interval: str = "auto") -> list[InstabilityRow]:
+    """Per start iteration (and configuration): the test-error barrier between the two copies, over seeds."""
+    from .analysis.stability import error_barrier
+    from .experiment.executors import dataset_cache
+
+    if tree.spec.instability is None:
+        return []
+    points = tree.spec.instability.points
+    groups: dict[tuple, list[tuple[float, float]]] = {}
+    for pair in tree.pairs:
+        if not all(c.done for c in pair.copies):
+            continue
+        a, b = (c.load() for c in pair.copies)
+        data = dataset_cache(a.dataset)
+        result = error_barrier(a, b, data.split(split), data.class_names, points)
+        groups.setdefault((pair.config, pair.iteration), []).append(
+            (result.barrier, (result.errors[0] + result.errors[-1]) / 2))
+    rows = []
+    for (config, k), items in groups.items():
+        barriers = [b for b, _ in items]
+        mean, lo, hi = mean_ci(barriers, method=interval)
+        rows.append(InstabilityRow(k, len(items), mean, lo, hi, tuple(barriers),
+                                   float(np.mean([e for _, e in items])), config))
+    return sorted(rows, key=lambda r: (r.config or "", r.iteration))

@@ -14,6 +14,7 @@ its result is attached to the state it measured.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -240,6 +241,14 @@ class RandomReinit(Recipe):
         return Snapshot(parent.spec, parent.dataset, weights, parent.masks, None, 0, {"reinit_seed": ctx.seed})
 
 
+def random_mask(shape, kept: int, generator: torch.Generator) -> torch.Tensor:
+    """A boolean mask of ``shape`` keeping ``kept`` entries chosen uniformly at random."""
+    numel = math.prod(shape)
+    flat = torch.zeros(numel, dtype=torch.bool)
+    flat[torch.randperm(numel, generator=generator)[:kept]] = True
+    return flat.reshape(tuple(shape))
+
+
 @dataclass(frozen=True)
 class RandomPruneLike(Recipe):
     """The random-pruning control: random masks with the per-layer sparsity of ``like``.
@@ -257,9 +266,7 @@ class RandomPruneLike(Recipe):
         g = torch.Generator().manual_seed(ctx.seed)
         masks = {}
         for name, keep in reference.masks.items():
-            flat = torch.zeros(keep.numel(), dtype=torch.bool)
-            flat[torch.randperm(keep.numel(), generator=g)[: int(keep.sum())]] = True
-            masks[name] = flat.reshape(keep.shape)
+            masks[name] = random_mask(keep.shape, int(keep.sum()), g)
         return parent.evolve(masks=masks, metrics={"like": self.like.hash,
                                                    "sparsity": 1 - sum(int(m.sum()) for m in masks.values()) / max(1, sum(m.numel() for m in masks.values()))})
 
@@ -338,10 +345,7 @@ class Transfer(Recipe):
             if shape == keep.shape:
                 masks[name] = keep
                 continue
-            fraction = float(keep.sum()) / keep.numel()
-            flat = torch.zeros(shape.numel(), dtype=torch.bool)
-            flat[torch.randperm(shape.numel(), generator=g)[: round(fraction * shape.numel())]] = True
-            masks[name] = flat.reshape(shape)
+            masks[name] = random_mask(shape, round(float(keep.sum()) / keep.numel() * shape.numel()), g)
             resampled.append(name)
         return Snapshot(parent.spec, parent.dataset, weights, masks, None, 0,
                         {"source": self.source.hash, "source_dataset": ticket.dataset,
