@@ -433,3 +433,21 @@ def test_instability_section_trains_two_copies_per_start_and_summarises_the_barr
     assert all(-1e-9 <= v <= 1 for r in rows for v in r.values)
     with pytest.raises(PrunelabError, match="instability.at: 60 is not before the end of training"):
         _spec(INSTABILITY.replace("at = [0, 30]", "at = [0, 60]"), tmp_path)
+
+
+def test_paired_effect_against_a_fixed_reference_round():
+    dense = _row("dense", [0.90, 0.91, 0.92], range(3), rnd=0)
+    rows = [dense] + [_row("ticket", [0.90 + 0.01 * r, 0.91 + 0.01 * r, 0.92 + 0.01 * r + 0.001], range(3), rnd=r)
+                      for r in (1, 2)]
+    effects = paired_effects(rows, [("ticket", "dense", 0)])
+    assert [e.round for e in effects] == [1, 2]
+    assert effects[0].mean == pytest.approx(0.01 + 0.001 / 3) and effects[1].mean == pytest.approx(0.02 + 0.001 / 3)
+    assert all(e.excludes_zero for e in effects)
+
+
+def test_paired_effects_are_plain_json_numbers():
+    import json
+
+    rows = [_row("a", [0.9, 0.92, 0.95], range(3)), _row("b", [0.8, 0.83, 0.84], range(3))]
+    (e,) = paired_effects(rows, [("a", "b")])
+    json.dumps({"mean": e.mean, "ci": [e.ci_low, e.ci_high], "d": e.effect_size, "excludes": e.excludes_zero})

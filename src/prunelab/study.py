@@ -363,7 +363,8 @@ def summarize(tree: StudyTree, split: str = "test", interval: str = "auto") -> l
 
 @dataclass(frozen=True)
 class PairedEffect:
-    """``a`` minus ``b`` at one round, paired by seed: the effect a lottery-ticket claim is about."""
+    """``a`` minus ``b`` at one round (of ``a``; ``b`` at the same round, or at a fixed one such as the
+    dense network's 0), paired by seed: the effect a lottery-ticket claim is about."""
 
     a: str
     b: str
@@ -375,35 +376,46 @@ class PairedEffect:
     ci_high: float
     effect_size: float  # Cohen's d_z: mean difference / SD of the differences (nan when the SD is 0)
     config: str | None = None
+    pair: int = 0  # position of the comparison in the list it came from (for ordering)
 
     @property
     def excludes_zero(self) -> bool:
-        return self.n >= 2 and (self.ci_low > 0 or self.ci_high < 0)
+        return bool(self.n >= 2 and (self.ci_low > 0 or self.ci_high < 0))
 
 
-def comparison_pairs(spec: Spec) -> list[tuple[str, str]]:
-    """The comparisons a study is built for: each branch vs its controls, each consensus vs its
-    random masks, each transferred ticket vs its random masks on the target."""
-    pairs = [(b.of, name) for name, b in spec.branches.items() if b.control is not None]
+Pair = tuple  # (a, b) compares equal rounds; (a, b, r) compares every round of a with round r of b
+
+
+def comparison_pairs(spec: Spec) -> list[Pair]:
+    """The comparisons a study is built for: each pruned branch vs the dense network and vs its
+    controls, each consensus vs its random masks, each transferred ticket vs the dense target
+    and vs its random masks."""
+    pairs: list[Pair] = []
+    for name, b in spec.branches.items():
+        if b.control is None:
+            pairs.append((name, "dense", 0))
+            pairs += [(name, c) for c, cb in spec.branches.items() if cb.of == name]
     c = spec.consensus
     if c is not None and c.controls:
         for target in c.train_on or [spec.task.dataset]:
             for tau in c.taus:
                 pairs.append((f"consensus tau={tau:g} on {target}", f"random masks like tau={tau:g} on {target}"))
-    pairs += [(f"transfer:{n}", f"transfer:{n} random") for n, t in spec.transfer.items() if t.controls]
+    for n, t in spec.transfer.items():
+        if t.controls:
+            pairs += [(f"transfer:{n}", f"transfer:{n} dense", 0), (f"transfer:{n}", f"transfer:{n} random")]
     return pairs
 
 
-def paired_effects(rows: list[SummaryRow], pairs: list[tuple[str, str]], confidence: float = 0.95) -> list[PairedEffect]:
+def paired_effects(rows: list[SummaryRow], pairs: list[Pair], confidence: float = 0.95) -> list[PairedEffect]:
     """Per pair and round (and sweep configuration), the mean seed-paired difference with its t interval."""
     from scipy import stats
 
     by = {(r.config, r.branch, r.round): r for r in rows}
     out = []
-    for (config, branch, rnd), a in by.items():
-        for name_a, name_b in pairs:
-            b = by.get((config, name_b, rnd))
-            if branch != name_a or b is None:
+    for index, (name_a, name_b, *fixed) in enumerate(pairs):
+        for (config, branch, rnd), a in by.items():
+            b = by.get((config, name_b, fixed[0] if fixed else rnd))
+            if branch != name_a or b is None or (fixed and rnd == fixed[0]):
                 continue
             theirs = dict(zip(b.seeds, b.values))
             diffs = np.array([v - theirs[s] for s, v in zip(a.seeds, a.values) if s in theirs], dtype=float)
@@ -417,8 +429,9 @@ def paired_effects(rows: list[SummaryRow], pairs: list[tuple[str, str]], confide
                 half = stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
                 lo, hi = mean - half, mean + half
                 d = mean / sd if sd > 0 else math.nan
-            out.append(PairedEffect(name_a, name_b, rnd, (a.remaining + b.remaining) / 2, n, mean, lo, hi, d, config))
-    return sorted(out, key=lambda e: (pairs.index((e.a, e.b)), e.round))
+            out.append(PairedEffect(name_a, name_b, rnd, a.remaining if fixed else (a.remaining + b.remaining) / 2,
+                                    n, mean, float(lo), float(hi), float(d), config, index))
+    return sorted(out, key=lambda e: (e.pair, e.round))
 
 
 # ---------------------------------------------------------------- instability
