@@ -304,6 +304,11 @@ def test_transfer_has_dense_and_random_controls_at_the_tickets_sparsity(tmp_path
     assert all(s in (10, 20, 30) for s in stops)
     moved = [s for s in tree.experiment.states.values() if isinstance(s.recipe, Transfer)]
     assert all(s.load().dataset == "digits" for s in moved) and len(moved) == 2
+    # the report reads a store with unpruned controls (no masks to compare) without failing
+    from prunelab.report import build_report
+
+    page = build_report(tmp_path / "s", tmp_path / "r.html")
+    assert page.is_file() and "transfer:digits random" in page.read_text()
     no_controls = build_study(_spec(TRANSFER + "controls = false\n", tmp_path))
     assert {p.branch for p in no_controls.points} == {"dense", "ticket", "transfer:digits"}
 
@@ -364,7 +369,7 @@ def test_remaining_percent_counts_transferred_masks():
 
 
 def _trained_snapshot(data, seed=0, iterations=300):
-    from prunelab import TrainConfig, build_model, train
+    from prunelab import TrainConfig, train
     from prunelab.experiment.snapshot import ModelSpec, Snapshot
 
     spec = ModelSpec("lenet_300_100", data.input_shape, 10, None, (("hidden", (32,)),))

@@ -44,7 +44,7 @@ def branch_colours(branches) -> dict[str, tuple]:
 
 def branches_by_merit(points: pd.DataFrame) -> list[str]:
     """Pruned branches, best first: mean accuracy at each branch's sparsest level."""
-    pruned = points[points.branch != "dense"]
+    pruned = points[(points.branch != "dense") & (points.remaining < 100)]
     score = {b: g[g.remaining == g.remaining.min()][METRIC].mean() for b, g in pruned.groupby("branch")}
     return sorted(score, key=lambda b: -score[b])
 
@@ -279,9 +279,11 @@ def pareto_plot(points: pd.DataFrame, max_accuracy_drop: float = 0.01, max_worst
 
 
 def _round_states(points: pd.DataFrame, seed) -> dict[str, list[str]]:
-    """Per branch, the seed's trained states ordered by round (descending weights remaining)."""
+    """Per pruned branch, the seed's trained states ordered by round (descending weights remaining).
+    Unpruned controls (dense training on a transfer target, instability copies) have no masks to compare."""
     out = {}
-    for branch, group in points[(points.branch != "dense") & (points.seed == seed)].groupby("branch", sort=False):
+    pruned = points[(points.branch != "dense") & (points.seed == seed) & (points.remaining < 100)]
+    for branch, group in pruned.groupby("branch", sort=False):
         out[branch] = group.sort_values("remaining", ascending=False)["hash"].tolist()
     return out
 
@@ -298,6 +300,14 @@ def _similarity_panel(ax, labels, sim, chance, title):
     return image
 
 
+def _comparable(masks: dict[str, dict]) -> dict[str, dict]:
+    """The branches whose masks cover the same tensors with the same shapes as most branches do
+    (a ticket transferred to a task of another input shape is left out of the comparison)."""
+    signature = {b: tuple(sorted((n, tuple(m.shape)) for n, m in v.items())) for b, v in masks.items()}
+    common = max(set(signature.values()), key=list(signature.values()).count)
+    return {b: v for b, v in masks.items() if signature[b] == common}
+
+
 def mask_similarity(results, points: pd.DataFrame):
     """Jaccard similarity of kept sets (chance level in brackets). Left: between branches, one seed,
     the deepest round all reached. Right: between seeds, the most accurate branch's deepest round."""
@@ -306,13 +316,17 @@ def mask_similarity(results, points: pd.DataFrame):
     if len(rounds) < 2:
         return None, pd.DataFrame()
     k = min(len(v) for v in rounds.values()) - 1  # the deepest round all branches reached
+    masks = _comparable({b: results.store.load(h[k]).masks for b, h in rounds.items()})
+    if len(masks) < 2:
+        return None, pd.DataFrame()
     panels, rows = [], []
-    labels, sim, chance = similarity_matrix({b: results.store.load(h[k]).masks for b, h in rounds.items()})
+    labels, sim, chance = similarity_matrix(masks)
     panels.append((labels, sim, chance, f"between branches: round {k + 1}, seed {seed:g}"))
     rows += [{"compared": "branches", "a": a, "b": b, "round": k + 1, "jaccard": sim[i, j], "chance": chance[i, j]}
              for i, a in enumerate(labels) for j, b in enumerate(labels) if i < j]
-    best = branches_by_merit(points)[0]
-    by_seed = points[points.branch == best].dropna(subset=["seed"])
+    pruned = points[points.remaining < 100]  # seeds are compared on a pruned branch's masks
+    best = branches_by_merit(pruned)[0]
+    by_seed = pruned[pruned.branch == best].dropna(subset=["seed"])
     deepest = by_seed["round"].max()
     seeds = by_seed[by_seed["round"] == deepest].sort_values("seed")
     if len(seeds) >= 2:
