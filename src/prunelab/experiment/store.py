@@ -32,6 +32,7 @@ from filelock import FileLock
 from safetensors.torch import load_file, save_file
 
 from ..errors import PrunelabError
+from ..files import publish
 from ..pruning.masks import pack, unpack
 from .snapshot import ModelSpec, Snapshot
 
@@ -57,7 +58,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -91,7 +92,7 @@ class Store:
             os.close(fd)
             try:
                 save_file({"t": tensor.detach().contiguous().cpu()}, tmp)
-                os.replace(tmp, path)
+                publish(tmp, path)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
@@ -244,6 +245,29 @@ class Store:
         return con
 
     def _init_index(self) -> None:
+        try:
+            self._create_index()
+        except sqlite3.OperationalError:  # locked, read-only, …: not the file's fault
+            raise
+        except sqlite3.DatabaseError:
+            # Garbage or truncated: the index is only a cache of the manifests (the source of
+            # truth), so it is moved aside — kept for a post-mortem, never deleted — and rebuilt.
+            with self.lock("index-rebuild"):
+                try:
+                    self._create_index()  # another process may have rebuilt it meanwhile
+                    return
+                except sqlite3.OperationalError:
+                    raise
+                except sqlite3.DatabaseError:
+                    pass
+                aside = self._index_path.with_name(f"index.sqlite.unreadable-{time.strftime('%Y%m%dT%H%M%S')}")
+                os.replace(self._index_path, aside)
+                for suffix in ("-wal", "-shm"):
+                    Path(str(self._index_path) + suffix).unlink(missing_ok=True)
+                self._create_index()
+                self.reindex()
+
+    def _create_index(self) -> None:
         with self._connect() as con:
             con.execute(
                 "CREATE TABLE IF NOT EXISTS states (hash TEXT PRIMARY KEY, parent TEXT, depth INTEGER, "

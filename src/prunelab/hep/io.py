@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import PrunelabError
+from ..files import publish
 from .geometry import CALORIMETER
 from .simulator import Showers
 
@@ -55,10 +56,7 @@ def write_showers(path: str | Path, showers: Showers, attrs: dict | None = None)
                 f.attrs["particle"] = showers.particle
             if attrs:
                 f.attrs["prunelab"] = json.dumps(attrs, sort_keys=True)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files private; a data file follows the umask
-        os.replace(tmp, path)
+        publish(tmp, path)  # mkstemp makes files private; a data file follows the umask
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import PrunelabError
+from ..files import publish
 from ..registry import Registry
 from .download import DataSource, RemoteFile
 from .formats import read_cifar10_binary, read_idx
@@ -362,7 +363,7 @@ def _atomic_savez(path: Path, arrays: dict) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **arrays)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -33,6 +33,7 @@ from pathlib import Path
 import platformdirs
 
 from ..errors import ChecksumError, DataUnavailableError
+from ..files import publish
 
 DATA_ENV = "PRUNELAB_DATA"
 MIRROR_ENV = "PRUNELAB_DATA_MIRROR"
@@ -203,7 +204,7 @@ class DataSource:
                 for block in iter(lambda: response.read(1 << 20), b""):
                     out.write(block)
             verify(tmp, md5)
-            os.replace(tmp, target)
+            publish(tmp, target)
             return target
         finally:
             tmp.unlink(missing_ok=True)
