@@ -15,7 +15,14 @@ import torch
 from prunelab import ChecksumError, DataSource, PrunelabError, load_dataset
 from prunelab.experiment import Consensus, RandomPruneLike, Transfer
 from prunelab.spec import parse_spec
-from prunelab.study import PairedEffect, SummaryRow, build_study, paired_effects, remaining_percent, summarize
+from prunelab.study import (
+    PairedEffect,
+    SummaryRow,
+    build_study,
+    paired_effects,
+    remaining_percent,
+    summarize,
+)
 from prunelab.tasks import datasets as ds
 from prunelab.tasks.datasets import dataset_variant, parse_variant, reshape_inputs
 from prunelab.tasks.download import RemoteFile
@@ -147,14 +154,12 @@ def test_resized_digits_is_a_task_of_its_own():
 
 # ---------------------------------------------------------------- per-layer rates
 
-RATES = """
-[study]
-store = "STORE"
-seeds = [0]
-[task]
-dataset = "digits"
-model = "lenet5"
-[training]
+def _study(dataset: str, model: str, seeds: list[int]) -> str:
+    """The [study] and [task] sections of a test spec (STORE is replaced by a temporary folder)."""
+    return f'[study]\nstore = "STORE"\nseeds = {seeds}\n[task]\ndataset = "{dataset}"\nmodel = "{model}"\n'
+
+
+RATES = _study("digits", "lenet5", [0]) + """[training]
 iterations = 20
 [branches.fc]
 technique = "l1_unstructured"
@@ -195,14 +200,7 @@ def test_rate_keys_are_checked_against_the_model(tmp_path):
 
 # ---------------------------------------------------------------- consensus as the paper defines it
 
-CONSENSUS = """
-[study]
-store = "STORE"
-seeds = [0, 1]
-[task]
-dataset = "digits"
-model = "lenet_300_100"
-[training]
+CONSENSUS = _study("digits", "lenet_300_100", [0, 1]) + """[training]
 iterations = 40
 batch_size = 32
 [consensus]
@@ -266,14 +264,7 @@ def test_consensus_needs_two_tasks_of_one_architecture(tmp_path):
 
 # ---------------------------------------------------------------- transfer with controls
 
-TRANSFER = """
-[study]
-store = "STORE"
-seeds = [0, 1]
-[task]
-dataset = "mnist1d"
-model = "lenet_300_100"
-[training]
+TRANSFER = _study("mnist1d", "lenet_300_100", [0, 1]) + """[training]
 iterations = 30
 batch_size = 32
 eval_every = 10
@@ -407,14 +398,7 @@ def test_interpolation_refuses_states_with_different_masks(digits):
         interpolate(a, masked, 0.5)
 
 
-INSTABILITY = """
-[study]
-store = "STORE"
-seeds = [0, 1]
-[task]
-dataset = "digits"
-model = "lenet_300_100"
-[training]
+INSTABILITY = _study("digits", "lenet_300_100", [0, 1]) + """[training]
 iterations = 60
 batch_size = 32
 [instability]

@@ -13,7 +13,23 @@ def publish(tmp: str | Path, path: str | Path) -> None:
     cache or an HDF5 file shared with a group, or with Dask workers running as another user,
     must instead follow the umask like any file the user creates (0644 under umask 022).
     """
-    umask = os.umask(0)  # reading the umask means setting it; put it straight back
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    os.chmod(tmp, 0o666 & ~current_umask())
     os.replace(tmp, path)
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows.
+
+    ``os.umask`` can only be read by setting it, which for an instant makes every file another
+    thread creates world-writable; Linux reports it in /proc/self/status instead.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o077)  # fallback: the briefest, safest setting while it is read
+    os.umask(umask)
+    return umask

@@ -87,38 +87,39 @@ def raw_md5sum(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _mismatch(path: Path, actual: str, md5: str) -> ChecksumError:
+    return ChecksumError(
+        f"{path}: checksum mismatch (md5 {actual}, expected {md5}); "
+        "the file is corrupt or truncated — delete it and fetch it again"
+    )
+
+
 def verify(path: Path, md5: str) -> Path:
     actual = md5sum(path)
     if actual != md5:
-        raise ChecksumError(
-            f"{path}: checksum mismatch (md5 {actual}, expected {md5}); "
-            "the file is corrupt or truncated — delete it and fetch it again"
-        )
+        raise _mismatch(path, actual, md5)
     return path
 
 
 def verify_copy(path: Path, remote: RemoteFile) -> Path:
-    """Accept the original file (published MD5) or a copy whose decompressed content is the original's."""
-    if path.name == remote.filename:
-        actual = md5sum(path)
-        if actual == remote.md5:
-            return path
-        if remote.raw_md5 is None:
-            return verify(path, remote.md5)
-    else:
-        actual = None
-    if remote.raw_md5 is not None:
-        raw = raw_md5sum(path)
-        if raw == remote.raw_md5:
-            return path
-        expected = f"md5 {remote.raw_md5} after decompression"
-        if actual is not None:
-            expected = f"md5 {remote.md5} as published, or {expected}"
-        raise ChecksumError(
-            f"{path}: checksum mismatch (decompressed md5 {raw}, expected {expected}); "
-            "the file is not the original, or it is corrupt or truncated — replace it"
-        )
-    return verify(path, remote.md5)
+    """Accept the original file (published MD5) or a copy whose decompressed content is the original's.
+
+    Copies under other names are only looked for when ``raw_md5`` is known (``alternatives``)."""
+    published = md5sum(path) if path.name == remote.filename else None
+    if published == remote.md5:
+        return path
+    if remote.raw_md5 is None:
+        raise _mismatch(path, published, remote.md5)
+    raw = raw_md5sum(path)
+    if raw == remote.raw_md5:
+        return path
+    expected = f"md5 {remote.raw_md5} after decompression"
+    if published is not None:
+        expected = f"md5 {remote.md5} as published, or {expected}"
+    raise ChecksumError(
+        f"{path}: checksum mismatch (decompressed md5 {raw}, expected {expected}); "
+        "the file is not the original, or it is corrupt or truncated — replace it"
+    )
 
 
 @dataclass
