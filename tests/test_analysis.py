@@ -43,11 +43,16 @@ def test_chance_level_matches_simulation(p, q):
     assert abs(mean - chance_jaccard(p, q)) < 3 * se
 
 
-def test_similarity_matrix_is_symmetric_with_chance():
+def test_similarity_matrix_is_symmetric_with_per_tensor_chance():
+    from prunelab.analysis.masks import chance_overlap
+
     masks = {"a": random_masks(0), "b": random_masks(1), "c": random_masks(0)}
-    labels, sim, chance = similarity_matrix(masks)
+    labels, sim, chance, z = similarity_matrix(masks)
     assert labels == ["a", "b", "c"] and np.allclose(sim, sim.T) and sim[0, 2] == 1.0
-    assert chance[0, 1] == pytest.approx(chance_jaccard(*(sum(int(m.sum()) for m in masks[k].values()) / 800 for k in "ab")))
+    counts = {k: {t: int(m.sum()) for t, m in v.items()} for k, v in masks.items()}
+    sizes = {t: m.numel() for t, m in masks["a"].items()}
+    assert chance[0, 1] == pytest.approx(chance_overlap(counts["a"], counts["b"], sizes).mean)
+    assert abs(z[0, 1]) < 3  # independent random masks sit at chance
 
 
 def test_emergent_structure_against_hand_counts():
@@ -57,13 +62,14 @@ def test_emergent_structure_against_hand_counts():
     rows = {s.group: s for s in emergent_structure({"fc.weight": keep})}
     assert rows["output units"].fraction == pytest.approx(1 / 4)
     assert rows["input units"].fraction == pytest.approx(1 / 5)
-    s = 8 / 20  # 5 + 4 - 1 pruned of 20
-    assert rows["output units"].expected == pytest.approx(s ** 5)
-    assert rows["input units"].expected == pytest.approx(s ** 4)
+    # 5 + 4 - 1 = 8 of 20 pruned: a given group of g weights is all pruned with chance C(8, g) / C(20, g)
+    assert rows["output units"].expected == pytest.approx(math.comb(8, 5) / math.comb(20, 5))
+    assert rows["input units"].expected == pytest.approx(math.comb(8, 4) / math.comb(20, 4))
     conv = torch.ones(2, 3, 2, 2, dtype=torch.bool)
     conv[0, 1] = False  # one kernel
-    kernels = [x for x in emergent_structure({"c.weight": conv}) if x.group == "kernels"][0]
-    assert kernels.fraction == pytest.approx(1 / 6) and kernels.size == 4
+    groups = {x.group: x for x in emergent_structure({"c.weight": conv})}
+    assert groups["kernels"].fraction == pytest.approx(1 / 6) and groups["kernels"].size == 4
+    assert groups["filters"].size == 12 and groups["input channels"].size == 8
 
 
 def brute_force_front(points, maximize):
@@ -169,8 +175,9 @@ def test_weight_stability_by_hand():
     assert s["cosine"] == pytest.approx(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
 
 
-def test_compare_branches_on_a_study_store(tmp_path):
-    from prunelab.analysis.tables import compare_branches, study_points
+def test_compare_on_a_study_store_uses_the_recorded_comparisons(tmp_path):
+    from prunelab.analysis.effects import compare_points
+    from prunelab.analysis.tables import study_points
     from prunelab.experiment import open_store
     from prunelab.spec import load_spec
     from prunelab.study import build_study
@@ -185,19 +192,27 @@ def test_compare_branches_on_a_study_store(tmp_path):
     results = open_store(tmp_path / "store")
     points = study_points(results)
     assert set(points.branch) == {"dense", "ticket", "reinit"} and set(points.seed) == {0, 1}
-    table = compare_branches(results)
+    assert set(zip(points.branch, points.kind)) == {("dense", "dense"), ("ticket", "imp"), ("reinit", "reinit")}
+    assert set(points[points.branch == "reinit"]["of"]) == {"ticket"}
+    table = compare_points(points)
+    assert set(zip(table.a, table.b)) == {("ticket", "dense"), ("ticket", "reinit")}  # the planned ones only
     pair = table[(table.a == "ticket") & (table.b == "reinit")]
-    assert len(pair) == 2  # two shared sparsity levels (rounds 1 and 2)
+    assert list(pair["round"]) == [1, 2]
     row = pair.iloc[0]
-    ticket = points[(points.branch == "ticket") & (points.remaining == row.remaining)].sort_values("seed")
-    reinit = points[(points.branch == "reinit") & (points.remaining == row.remaining)].sort_values("seed")
-    assert row.difference == pytest.approx((ticket["test.accuracy"].to_numpy() - reinit["test.accuracy"].to_numpy()).mean())
+    ticket = points[(points.branch == "ticket") & (points["round"] == 1)].sort_values("seed")
+    reinit = points[(points.branch == "reinit") & (points["round"] == 1)].sort_values("seed")
+    diff = ticket["test.accuracy"].to_numpy() - reinit["test.accuracy"].to_numpy()
+    assert row.difference == pytest.approx(diff.mean())
     assert row.p == pytest.approx(paired_test(ticket["test.accuracy"].to_numpy(), reinit["test.accuracy"].to_numpy()))
-    assert table.p_holm.tolist() == pytest.approx(holm(table.p.tolist()))
+    assert pair.p_adjusted.tolist() == pytest.approx(holm(pair.p.tolist()))  # family: this comparison's rounds
+    exploratory = compare_points(points, exploratory=True)
+    assert exploratory["planned"].all()  # ticket/reinit/dense pairs are all planned already
     out = run_cli("compare", str(tmp_path / "store"))
-    assert out.returncode == 0 and "ticket" in out.stdout and "smallest two-sided p" in out.stdout
+    assert out.returncode == 0 and "planned comparisons" in out.stdout and "cannot give p below 0.5" in out.stdout
     bad = run_cli("compare", str(tmp_path / "store"), "--metric", "test.nope")
     assert bad.returncode == 2 and "no metric 'test.nope'" in bad.stderr
+    bad = run_cli("compare", str(tmp_path / "store"), "--family", "everything")
+    assert bad.returncode == 2 and "--family 'everything'" in bad.stderr
 
 
 def test_with_three_seeds_the_bootstrap_undercovers_and_t_does_not():

@@ -197,7 +197,7 @@ def run(
     """Run a study: validate SPEC, show the plan, run what is missing, print the summary."""
     from .experiment.executors import plan
     from .spec import load_spec
-    from .study import build_study, check_interval, comparison_pairs, summarize
+    from .study import build_study, check_interval, comparison_pairs, hypothesis_results, summarize
 
     spec = load_spec(spec_path)
     check_interval(interval)  # a bad --interval fails before anything runs
@@ -205,6 +205,8 @@ def run(
         tree = build_study(spec, store)
     except PrunelabError as exc:
         raise PrunelabError(f"{spec_path}: {exc}") from None
+    for note in tree.notes:
+        console.print(note, style="yellow")
     tasks, total, done = plan(tree.experiment)
     pending = sum(len(t.states) + len(t.probes) for t in tasks)
     console.print(f"[bold]{spec.study.name}[/]: {len(tree.experiment.states)} states, {len(done)} already stored, "
@@ -232,6 +234,8 @@ def run(
                       f"{r.mean:.4f}{ci}", *auc, *stop, str(r.n))
     console.print(table)
     _print_paired_effects(rows, comparison_pairs(spec), metric)
+    if spec.hypotheses:
+        _hypothesis_table(hypothesis_results(spec, rows), metric)
     if spec.instability is not None:
         _print_instability(tree, interval)
     if swept:
@@ -409,35 +413,76 @@ def report(
 def compare(
     store: Path = typer.Argument(..., help="store directory of a study"),
     metric: str = typer.Option("test.accuracy", help="dotted metric of trained states, e.g. test.macro_f1"),
-    by: str = typer.Option("branch", help="what to compare (branch: paired over seeds at equal sparsity)"),
-    test: str = typer.Option("permutation", help="permutation (sign-flip) or wilcoxon"),
-    config: Optional[str] = typer.Option(None, help="swept studies: the configuration to compare within "
-                                                      "(default: the first label)"),
+    test: str = typer.Option("permutation", help="permutation (exact sign-flip), wilcoxon (signed-rank) or t "
+                                                 "(paired Student t)"),
+    family: str = typer.Option("pair", help="Holm correction within: pair (the levels of one planned comparison), "
+                                            "level (the comparisons at one round), table (every row), or none"),
+    exploratory: bool = typer.Option(False, help="also compare every other pair of rows at equal rounds "
+                                                 "(labelled exploratory, corrected apart)"),
+    config: Optional[str] = typer.Option(None, help="swept studies: only this configuration (default: all)"),
+    study: Optional[str] = typer.Option(None, help="the study's name, when several studies share the store"),
     csv: Optional[Path] = typer.Option(None, help="also write the table here"),
 ) -> None:
-    """Paired tests between branches (over seeds, at equal sparsity) with Holm correction."""
-    from .analysis.tables import compare_branches
+    """Paired effects of the study's planned comparisons over seeds, and its declared hypotheses."""
+    from .analysis.effects import FAMILIES, TESTS, compare_points, power_note
+    from .analysis.tables import study_points
 
-    if by != "branch":
-        raise PrunelabError(f"--by {by!r}: only 'branch' is supported")
-    if test not in ("permutation", "wilcoxon"):
-        raise PrunelabError(f"--test {test!r} must be permutation or wilcoxon")
-    table = compare_branches(_open(store), metric, test, config)
-    within = f", configuration {table.attrs['config']}" if table.attrs.get("config") else ""
-    out = Table("A", "B", "remaining", "seeds", "mean A", "mean B", "A − B", "p", "p (Holm)",
-                title=f"{metric}: paired {test} tests over seeds{within}")
-    for r in table.itertuples():
-        style = "bold" if r.p_holm < 0.05 else None
-        out.add_row(escape(r.a), escape(r.b), f"{r.remaining:.1f} %", str(r.seeds), f"{r.mean_a:.4f}", f"{r.mean_b:.4f}",
-                    f"{r.difference:+.4f}", f"{r.p:.3g}", f"{r.p_holm:.3g}", style=style)
-    console.print(out)
-    n = int(table["seeds"].min())
-    if test == "permutation":
-        floor = 2 / 2**n
-        console.print(f"with {n} paired seeds the smallest two-sided p a sign-flip test can give is {floor:.3g}"
-                      + ("; more seeds are needed to reach p < 0.05" if floor >= 0.05 else ""))
+    if test not in TESTS:
+        raise PrunelabError(f"--test {test!r} must be one of {', '.join(TESTS)}")
+    if family not in FAMILIES:
+        raise PrunelabError(f"--family {family!r} must be one of {', '.join(FAMILIES)}")
+    points = study_points(_open(store), metric, config, study=study)
+    _print_hypotheses(points, metric)
+    table = compare_points(points, metric, test=test, family=family, exploratory=exploratory)
+    swept = table["config"].notna().any()
+    for planned, part in table.groupby("planned", sort=False):
+        kind = "planned comparisons" if planned else "exploratory comparisons (not planned; corrected apart)"
+        out = Table(*(["configuration"] if swept else []), "A", "B", "round", "remaining A", "seeds",
+                    "A − B (mean, 95% CI)", "d_z", "p", f"p (Holm, {family})",
+                    title=f"{metric}: {kind}, paired over seeds ({test} test; bold: adjusted p < 0.05)")
+        for r in part.itertuples():
+            ci = "" if r.seeds < 2 else f" [{r.ci_low:+.4f}, {r.ci_high:+.4f}]"
+            out.add_row(*([escape(r.config or "")] if swept else []), escape(r.a), escape(r.b), str(r.round),
+                        f"{r.remaining_a:.1f} %", str(r.seeds), f"{r.difference:+.4f}{ci}",
+                        "" if r.d_z != r.d_z else f"{r.d_z:+.2f}", "" if r.p != r.p else f"{r.p:.3g}",
+                        "" if r.p_adjusted != r.p_adjusted else f"{r.p_adjusted:.3g}",
+                        style="bold" if r.p_adjusted < 0.05 else None)
+        console.print(out)
+    console.print(f"family ({family}): Holm within {FAMILIES[family]}. d_z: mean paired difference / SD of the "
+                  "differences. Intervals are per row (Student t over seeds).")
+    note = power_note(table, test)
+    if note:
+        console.print(note, style="yellow")
     if csv is not None:
         table.to_csv(csv, index=False)
+
+
+def _print_hypotheses(points, metric: str) -> list:
+    """The study's declared hypotheses, tested as one family; returns the results."""
+    from .analysis.effects import evaluate_hypotheses
+
+    declared = points.attrs.get("hypotheses") or []
+    if not declared:
+        return []
+    results = evaluate_hypotheses(points, declared, value=metric)
+    _hypothesis_table(results, metric)
+    return results
+
+
+def _hypothesis_table(results, metric: str) -> None:
+    swept = any(r.config for r in results)
+    out = Table("claim", *(["configuration"] if swept else []), "rounds (remaining %)", "seeds",
+                "A − B (mean, 95% CI)", "d_z", "p (one-sided)", "p (Holm)", "verdict",
+                title=f"declared hypotheses ({metric}; one family, Holm)")
+    for r in results:
+        levels = ", ".join(f"{k} ({m:g})" for k, m in zip(r.rounds, r.remaining)) or "-"
+        ci = "" if r.n < 2 else f" [{r.ci_low:+.4f}, {r.ci_high:+.4f}]"
+        out.add_row(escape(r.claim), *([escape(r.config or "")] if swept else []), levels, str(r.n),
+                    "" if r.mean != r.mean else f"{r.mean:+.4f}{ci}", "" if r.d_z != r.d_z else f"{r.d_z:+.2f}",
+                    "" if r.p != r.p else f"{r.p:.3g} ({r.test})", "" if r.p_adjusted != r.p_adjusted
+                    else f"{r.p_adjusted:.3g}", r.verdict,
+                    style="green" if r.supported else ("yellow" if r.verdict.startswith("not testable") else None))
+    console.print(out)
 
 
 @app.command()

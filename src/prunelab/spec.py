@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -203,6 +204,54 @@ class InstabilitySection(_Strict):
         return seeds
 
 
+_CLAIM = re.compile(r"^\s*(.+?)\s+(>=|<=|>|<)\s+(.+?)\s*$")
+
+
+class HypothesisSection(_Strict):
+    """A claim declared before the run (arXiv 1904.10922), tested after it as one family.
+
+    ``claim = "ticket > reinit"``: the paired difference (ticket − reinit, same
+    seed) is positive, averaged over the selected levels of ``ticket`` (its
+    ``rounds``, or those whose weights remaining lie in ``remaining_at_least``
+    ..``remaining_at_most`` percent; default every level). Against a dense
+    reference the comparison is with its round 0. ``>=`` / ``<=`` claim
+    non-inferiority: the difference is above ``-margin`` (below ``margin``).
+    ``test``: one-sided paired t test (default) or exact sign-flip permutation.
+    """
+
+    claim: str
+    rounds: list[int] = Field(default_factory=list)
+    remaining_at_most: float | None = Field(None, gt=0, le=100)
+    remaining_at_least: float | None = Field(None, ge=0, lt=100)
+    margin: float = Field(0.0, ge=0, allow_inf_nan=False)
+    test: Literal["t", "permutation"] = "t"
+
+    @model_validator(mode="after")
+    def _parse(self):
+        if _CLAIM.match(self.claim) is None:
+            raise ValueError(f"claim {self.claim!r} must read 'A > B', 'A < B', 'A >= B' or 'A <= B' (names of "
+                             "branches or study rows, spaces around the operator)")
+        a, op, b = self.parts
+        if a == b:
+            raise ValueError(f"claim {self.claim!r} compares {a!r} with itself")
+        if op in (">=", "<=") and self.margin <= 0:
+            raise ValueError(f"claim {self.claim!r}: {op} is non-inferiority and needs margin > 0 (how much worse "
+                             "still counts as equal, in metric units, e.g. margin = 0.01)")
+        if op in (">", "<") and self.margin:
+            raise ValueError(f"claim {self.claim!r}: margin only applies to >= and <=")
+        if (self.remaining_at_most is not None and self.remaining_at_least is not None
+                and self.remaining_at_least > self.remaining_at_most):
+            raise ValueError("remaining_at_least is above remaining_at_most")
+        if self.rounds and (self.remaining_at_most is not None or self.remaining_at_least is not None):
+            raise ValueError("give either rounds or a remaining range, not both")
+        return self
+
+    @property
+    def parts(self) -> tuple[str, str, str]:
+        a, op, b = _CLAIM.match(self.claim).groups()
+        return a, op, b
+
+
 SWEEPABLE = ("task", "training", "branches", "consensus", "transfer", "instability")
 MAX_CONFIGURATIONS = 512
 
@@ -278,6 +327,7 @@ class Spec(_Strict):
     consensus: ConsensusSection | None = None
     transfer: dict[str, TransferSection] = Field(default_factory=dict)
     instability: InstabilitySection | None = None
+    hypotheses: list[HypothesisSection] = Field(default_factory=list)
     # Systematic variation: "training.lr" = [1e-3, 3e-3] runs the whole study once per
     # combination of values (every seed each), reported apart from the seed variation.
     sweep: dict[str, list] = Field(default_factory=dict)
@@ -340,12 +390,105 @@ class Spec(_Strict):
                 TrainConfig.parse({**self.training.model_dump(), **tr.training}, where=f"transfer.{name}.training")
             except PrunelabError as exc:
                 raise ValueError(str(exc)) from None
+        roles = study_roles(self)
+        for i, h in enumerate(self.hypotheses):
+            a, _, b = h.parts
+            for name in (a, b):
+                if name not in roles:
+                    dropped = duplicate_taus(self).get(name)
+                    hint = (f"it gives the same mask as {dropped!r}, which is the one run" if dropped else
+                            "known: " + ", ".join(roles))
+                    raise ValueError(f"hypotheses[{i}].claim: no study row {name!r} ({hint})")
+            if roles[a] == "dense":
+                raise ValueError(f"hypotheses[{i}].claim: put the dense reference on the right ({b} ... {a})")
+            most = max_round(self, a)
+            if any(r < 1 or r > most for r in h.rounds):
+                raise ValueError(f"hypotheses[{i}].rounds: {a!r} has rounds 1..{most}, got {h.rounds}")
         if self.sweep:
             try:
                 self.configurations()
             except PrunelabError as exc:
                 raise ValueError(str(exc)) from None
         return self
+
+
+def consensus_sources(spec: "Spec") -> int:
+    """How many masks vote in each consensus."""
+    c = spec.consensus
+    tasks = len(dict.fromkeys([spec.task.dataset, *c.datasets]))
+    return tasks if c.sources == "tasks" else tasks * len(spec.study.seeds)
+
+
+def _votes_needed(tau: float, n: int) -> int:
+    """The fewest of ``n`` source votes a weight needs to reach ``tau`` (the Consensus recipe's float32 rule)."""
+    import numpy as np
+
+    limit = np.float32(tau - 1e-9)
+    return next(k for k in range(n + 1) if np.float32(k) / np.float32(n) >= limit)
+
+
+def effective_taus(spec: "Spec") -> list[float]:
+    """The consensus taus that give distinct masks: of taus needing the same number of votes, the first."""
+    if spec.consensus is None:
+        return []
+    n, seen = consensus_sources(spec), {}
+    for tau in spec.consensus.taus:
+        seen.setdefault(_votes_needed(tau, n), tau)
+    return list(seen.values())
+
+
+def duplicate_taus(spec: "Spec") -> dict[str, str]:
+    """Row labels of consensus taus that are run once under an earlier tau: {dropped label: kept label}."""
+    if spec.consensus is None:
+        return {}
+    c, n, kept = spec.consensus, consensus_sources(spec), {}
+    out = {}
+    for tau in c.taus:
+        first = kept.setdefault(_votes_needed(tau, n), tau)
+        if first != tau:
+            for target in c.train_on or [spec.task.dataset]:
+                out[f"consensus tau={tau:g} on {target}"] = f"consensus tau={first:g} on {target}"
+                out[f"random masks like tau={tau:g} on {target}"] = f"random masks like tau={first:g} on {target}"
+    return out
+
+
+def study_roles(spec: "Spec") -> dict[str, str]:
+    """Every row label the study will have, with its kind: dense, imp, reinit, random, consensus, transfer."""
+    roles = {"dense": "dense"}
+    for name, b in spec.branches.items():
+        roles[name] = b.control or "imp"
+    c = spec.consensus
+    if c is not None:
+        sources = set([spec.task.dataset, *c.datasets])
+        for target in c.train_on or [spec.task.dataset]:
+            if target != spec.task.dataset:
+                roles[f"dense on {target}"] = "dense"
+            if target in sources:
+                roles[f"own ticket on {target}"] = "imp"
+            for tau in effective_taus(spec):
+                roles[f"consensus tau={tau:g} on {target}"] = "consensus"
+                if c.controls:
+                    roles[f"random masks like tau={tau:g} on {target}"] = "random"
+    for name, t in spec.transfer.items():
+        roles[f"transfer:{name}"] = "transfer"
+        if t.controls:
+            roles[f"transfer:{name} dense"] = "dense"
+            roles[f"transfer:{name} random"] = "random"
+    return roles
+
+
+def max_round(spec: "Spec", label: str) -> int:
+    """The deepest round a row label reaches (0 for dense references)."""
+    if label in spec.branches:
+        b = spec.branches[label]
+        source = spec.branches[b.of] if b.of else b
+        return 1 if source.target is not None else source.rounds
+    if label.startswith("transfer:"):
+        name = label[len("transfer:"):].removesuffix(" dense").removesuffix(" random")
+        return 0 if label.endswith(" dense") else spec.transfer[name].round
+    if label.startswith(("own ticket on ", "consensus tau=", "random masks like tau=")):
+        return spec.consensus.rounds
+    return 0
 
 
 def load_spec(path: str | Path) -> Spec:

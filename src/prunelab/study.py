@@ -27,20 +27,27 @@ from .errors import PrunelabError
 from .experiment import (Consensus, Experiment, Finetune, Prune, RandomPruneLike, RandomReinit, Rewind, State, Train,
                          Transfer)
 from .pruning.methods import technique
-from .spec import BranchSection, Spec
+from .spec import BranchSection, Spec, consensus_sources, duplicate_taus, effective_taus
 from .tasks.evaluation import headline
 from .tasks.training import TrainConfig
 
 
 @dataclass(frozen=True)
 class Point:
-    """A trained state that appears in the summary."""
+    """A trained state that appears in the summary, with the role it plays in the study."""
 
-    branch: str
+    branch: str  # the row label: a branch name, "dense", "consensus tau=1 on digits", "transfer:sgd random", ...
     seed: int
-    round: int
+    round: int  # the pruning round its masks come from (0: dense)
     state: State
     config: str | None = None  # the sweep combination's label; None without a sweep
+    kind: str = "imp"  # dense, imp, reinit, random, consensus or transfer (spec.study_roles)
+    of: str | None = None  # a control's subject: the row it is the control of
+    dataset: str = ""  # the task it is trained and evaluated on
+
+    def record(self) -> dict:
+        return {"hash": self.state.hash, "branch": self.branch, "seed": self.seed, "round": self.round,
+                "config": self.config, "kind": self.kind, "of": self.of, "dataset": self.dataset}
 
 
 CONFIG_TAG = "config:"
@@ -62,6 +69,7 @@ class StudyTree:
     experiment: Experiment
     points: list[Point] = field(default_factory=list)
     pairs: list[CopyPair] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the planner decided for the user to know
 
 
 def _pruning(branch: BranchSection):
@@ -93,7 +101,31 @@ def build_study(spec: Spec, store: str | Path | None = None) -> StudyTree:
             if label is not None:
                 tree.points[start:] = [replace(p, config=label) for p in tree.points[start:]]
                 tree.pairs[pairs:] = [replace(p, config=label) for p in tree.pairs[pairs:]]
+    for dropped, kept in duplicate_taus(spec).items():
+        if dropped.startswith("consensus"):
+            tree.notes.append(f"consensus: {dropped.split(' on ')[0]} gives the same mask as "
+                              f"{kept.split(' on ')[0]} with {consensus_sources(spec)} sources; it is run once, "
+                              f"as {kept.split(' on ')[0]}")
+    exp.documents[STUDY_DOCUMENT_PREFIX + _safe_name(spec.study.name)] = study_record(spec, tree)
     return tree
+
+
+STUDY_DOCUMENT_PREFIX = "study-"
+RECORD_FORMAT = "prunelab.study/1"
+
+
+def _safe_name(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name).lstrip(".") or "study"
+
+
+def study_record(spec: Spec, tree: "StudyTree") -> dict:
+    """What the summary, ``compare`` and the report read back: each trained point's role (row label,
+    kind, round, seed, configuration, control-of, task), the planned comparisons and the hypotheses."""
+    return {"format": RECORD_FORMAT, "name": spec.study.name,
+            "dataset": spec.task.dataset,
+            "points": [p.record() for p in tree.points],
+            "comparisons": [list(p) for p in comparison_pairs(spec)],
+            "hypotheses": [h.model_dump() for h in spec.hypotheses]}
 
 
 def _build_configuration(spec: Spec, tree: StudyTree) -> None:
@@ -115,7 +147,7 @@ def _build_configuration(spec: Spec, tree: StudyTree) -> None:
                 chain = chain.then(Train(cfg, stop=k))
                 starts[k] = chain
             dense = chain.then(Train(cfg))
-            tree.points.append(Point("dense", seed, 0, dense))
+            tree.points.append(Point("dense", seed, 0, dense, kind="dense", dataset=task.dataset))
             rounds_of: dict[str, list[tuple[State, State, State]]] = {}
             for name, b in imp.items():
                 with exp.tag(name):
@@ -133,7 +165,7 @@ def _build_configuration(spec: Spec, tree: StudyTree) -> None:
                             ft = cfg.model_copy(update={"lr": b.finetune_lr}) if b.finetune_lr else cfg
                             start, trained = pruned, pruned.then(Finetune(ft))
                         rounds.append((pruned, start, trained))
-                        tree.points.append(Point(name, seed, r, trained))
+                        tree.points.append(Point(name, seed, r, trained, dataset=task.dataset))
                         current = trained
                     rounds_of[name] = rounds
             for name, b in controls.items():
@@ -143,7 +175,8 @@ def _build_configuration(spec: Spec, tree: StudyTree) -> None:
                             state = pruned.then(RandomReinit()).then(Train(cfg))
                         else:
                             state = root.then(RandomPruneLike(like=pruned)).then(Train(cfg))
-                        tree.points.append(Point(name, seed, r, state))
+                        tree.points.append(Point(name, seed, r, state, kind=b.control, of=b.of,
+                                                 dataset=task.dataset))
             for name, tr in spec.transfer.items():
                 _build_transfer(spec, tree, name, tr, seed, root, rounds_of[tr.branch][tr.round - 1][1])
             if spec.instability is not None:
@@ -167,17 +200,18 @@ def _build_transfer(spec: Spec, tree: StudyTree, name: str, tr, seed: int, root:
     exp, cfg = tree.experiment, spec.training
     target_root = root if tr.dataset in (None, spec.task.dataset) else _root(exp, spec, tr.dataset, seed)
     tcfg = TrainConfig.parse({**cfg.model_dump(), **tr.training}, where=f"transfer.{name}.training")
-    label = f"transfer:{name}"
+    label, target = f"transfer:{name}", tr.dataset or spec.task.dataset
     with exp.tag(label):
         moved = target_root.then(Transfer(source=ticket_start))
-        tree.points.append(Point(label, seed, tr.round, moved.then(Train(tcfg))))
+        tree.points.append(Point(label, seed, tr.round, moved.then(Train(tcfg)), kind="transfer", dataset=target))
     if not tr.controls:
         return
     with exp.tag(f"{label} dense"):
-        tree.points.append(Point(f"{label} dense", seed, 0, target_root.then(Train(tcfg))))
+        tree.points.append(Point(f"{label} dense", seed, 0, target_root.then(Train(tcfg)), kind="dense", of=label,
+                                 dataset=target))
     with exp.tag(f"{label} random"):
         random = target_root.then(RandomPruneLike(like=moved)).then(Train(tcfg))
-        tree.points.append(Point(f"{label} random", seed, tr.round, random))
+        tree.points.append(Point(f"{label} random", seed, tr.round, random, kind="random", of=label, dataset=target))
 
 
 def _build_consensus(spec: Spec, tree: StudyTree) -> None:
@@ -210,22 +244,26 @@ def _build_consensus(spec: Spec, tree: StudyTree) -> None:
         for seed in spec.study.seeds:
             root = _root(exp, spec, target, seed)
             voters = sources[seed] if c.sources == "tasks" else [p for ps in sources.values() for p in ps]
+            dense = "dense" if target == task.dataset else f"dense on {target}"
             if target != task.dataset:  # the target's dense reference (shared with its source run, if any)
-                with exp.tag(f"dense on {target}", f"seed={seed}"):
-                    tree.points.append(Point(f"dense on {target}", seed, 0, root.then(Train(cfg))))
+                with exp.tag(dense, f"seed={seed}"):
+                    tree.points.append(Point(dense, seed, 0, root.then(Train(cfg)), kind="dense", dataset=target))
             if target in datasets:  # the bespoke ticket of the target task, for comparison
                 with exp.tag(f"own ticket on {target}", f"seed={seed}"):
-                    tree.points.append(Point(f"own ticket on {target}", seed, c.rounds, own[(target, seed)]))
-            for tau in c.taus:
+                    tree.points.append(Point(f"own ticket on {target}", seed, c.rounds, own[(target, seed)],
+                                             dataset=target))
+            for tau in effective_taus(spec):  # taus that need the same number of votes give one mask
                 label = f"consensus tau={tau:g} on {target}"
                 with exp.tag(label, f"seed={seed}"):
                     ticket = root.then(Consensus(sources=tuple(voters), tau=tau))
-                    tree.points.append(Point(label, seed, 0, ticket.then(Train(cfg))))
+                    tree.points.append(Point(label, seed, c.rounds, ticket.then(Train(cfg)), kind="consensus",
+                                             dataset=target))
                 if c.controls:
                     control = f"random masks like tau={tau:g} on {target}"
                     with exp.tag(control, f"seed={seed}"):
                         random = root.then(RandomPruneLike(like=ticket)).then(Train(cfg))
-                        tree.points.append(Point(control, seed, 0, random))
+                        tree.points.append(Point(control, seed, c.rounds, random, kind="random", of=label,
+                                                 dataset=target))
 
 
 def _check_shared_architecture(spec: Spec, exp: Experiment, datasets: list[str]) -> None:
@@ -285,8 +323,14 @@ def check_interval(method: str) -> str:
     return method
 
 
-def mean_ci(values: list[float], confidence: float = 0.95, method: str = "auto") -> tuple[float, float, float]:
+def mean_ci(values: list[float], confidence: float = 0.95, method: str = "auto",
+            bounds: tuple[float, float] | None = None) -> tuple[float, float, float]:
     """Mean and confidence interval over seeds.
+
+    ``bounds``: the metric's range (accuracy, recall, AUC: (0, 1)); the interval
+    is clipped to it. A t interval is symmetric and with few seeds near a bound
+    it crosses it (worst-class recall 0.99 ± 0.05); the true mean lies inside
+    the range, so clipping never loses coverage, it only drops impossible values.
 
     ``method``: ``"bootstrap"`` (BCa, scipy.stats.bootstrap), ``"t"`` (Student
     t), or ``"auto"``: bootstrap from 30 values, t below. With few seeds a
@@ -304,10 +348,14 @@ def mean_ci(values: list[float], confidence: float = 0.95, method: str = "auto")
     if method == "bootstrap" or (method == "auto" and n >= BOOTSTRAP_FROM):
         from .analysis.stats import bootstrap_ci
 
-        return bootstrap_ci(values, confidence)
-    sd = float(np.std(values, ddof=1))  # scipy's tstd warns on equal values, which 3 seeds often give
-    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
-    return mean, mean - half, mean + half
+        mean, lo, hi = bootstrap_ci(values, confidence)
+    else:
+        sd = float(np.std(values, ddof=1))  # scipy's tstd warns on equal values, which 3 seeds often give
+        half = stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
+        lo, hi = mean - half, mean + half
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+    return mean, float(lo), float(hi)
 
 
 def remaining_percent(manifest: dict) -> float:
@@ -345,12 +393,14 @@ def summarize(tree: StudyTree, split: str = "test", interval: str = "auto") -> l
     rows = []
     for (config, branch, rnd), items in groups.items():
         values = [i["value"] for i in items]
-        mean, lo, hi = mean_ci(values, method=interval)
+        bounded = (0.0, 1.0) if names[0] == "accuracy" else None
+        mean, lo, hi = mean_ci(values, method=interval, bounds=bounded)
         aucs = [i["auc"] for i in items if i["auc"] is not None]
         early = [float(i["early"]) for i in items if i["early"] is not None]
         rows.append(SummaryRow(branch, rnd, sum(i["remaining"] for i in items) / len(items), len(values), mean, lo,
                                hi, tuple(values), config, tuple(i["hash"] for i in items),
-                               mean_ci(aucs, method=interval) if len(aucs) == len(items) else None, names[0],
+                               mean_ci(aucs, method=interval, bounds=(0.0, 1.0)) if len(aucs) == len(items) else None,
+                               names[0],
                                tuple(i["seed"] for i in items),
                                mean_ci(early, method=interval) if len(early) == len(items) else None))
     order = {name: i for i, name in enumerate(dict.fromkeys(p.branch for p in tree.points))}
@@ -396,10 +446,16 @@ def comparison_pairs(spec: Spec) -> list[Pair]:
             pairs.append((name, "dense", 0))
             pairs += [(name, c) for c, cb in spec.branches.items() if cb.of == name]
     c = spec.consensus
-    if c is not None and c.controls:
+    if c is not None:
+        sources = set([spec.task.dataset, *c.datasets])
         for target in c.train_on or [spec.task.dataset]:
-            for tau in c.taus:
-                pairs.append((f"consensus tau={tau:g} on {target}", f"random masks like tau={tau:g} on {target}"))
+            for tau in effective_taus(spec):
+                label = f"consensus tau={tau:g} on {target}"
+                if c.controls:
+                    pairs.append((label, f"random masks like tau={tau:g} on {target}"))
+                pairs.append((label, "dense" if target == spec.task.dataset else f"dense on {target}", 0))
+                if target in sources:
+                    pairs.append((label, f"own ticket on {target}"))
     for n, t in spec.transfer.items():
         if t.controls:
             pairs += [(f"transfer:{n}", f"transfer:{n} dense", 0), (f"transfer:{n}", f"transfer:{n} random")]
@@ -408,30 +464,39 @@ def comparison_pairs(spec: Spec) -> list[Pair]:
 
 def paired_effects(rows: list[SummaryRow], pairs: list[Pair], confidence: float = 0.95) -> list[PairedEffect]:
     """Per pair and round (and sweep configuration), the mean seed-paired difference with its t interval."""
-    from scipy import stats
+    from .analysis.effects import paired_effect
 
     by = {(r.config, r.branch, r.round): r for r in rows}
     out = []
     for index, (name_a, name_b, *fixed) in enumerate(pairs):
         for (config, branch, rnd), a in by.items():
             b = by.get((config, name_b, fixed[0] if fixed else rnd))
-            if branch != name_a or b is None or (fixed and rnd == fixed[0]):
+            if branch != name_a or b is None:
                 continue
             theirs = dict(zip(b.seeds, b.values))
-            diffs = np.array([v - theirs[s] for s, v in zip(a.seeds, a.values) if s in theirs], dtype=float)
+            diffs = [v - theirs[s] for s, v in zip(a.seeds, a.values) if s in theirs]
             n = len(diffs)
             if n == 0:
                 continue
-            mean = float(diffs.mean())
-            lo = hi = d = math.nan
-            if n >= 2:
-                sd = float(diffs.std(ddof=1))
-                half = stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
-                lo, hi = mean - half, mean + half
-                d = mean / sd if sd > 0 else math.nan
+            mean, lo, hi, d = paired_effect(diffs, confidence)
             out.append(PairedEffect(name_a, name_b, rnd, a.remaining if fixed else (a.remaining + b.remaining) / 2,
                                     n, mean, float(lo), float(hi), float(d), config, index))
     return sorted(out, key=lambda e: (e.pair, e.round))
+
+
+def hypothesis_results(spec: Spec, rows: list[SummaryRow]):
+    """The spec's declared hypotheses tested on the summary's values (see analysis.effects)."""
+    import pandas as pd
+
+    from .analysis.effects import evaluate_hypotheses
+    from .spec import study_roles
+
+    kinds = study_roles(spec)
+    frame = pd.DataFrame([{"config": r.config, "branch": r.branch, "kind": kinds.get(r.branch, "imp"),
+                           "round": r.round, "seed": s, "remaining": r.remaining, "value": v}
+                          for r in rows for s, v in zip(r.seeds, r.values)],
+                         columns=["config", "branch", "kind", "round", "seed", "remaining", "value"])
+    return evaluate_hypotheses(frame, [h.model_dump() for h in spec.hypotheses])
 
 
 # ---------------------------------------------------------------- instability

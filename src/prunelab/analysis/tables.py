@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
 
 from ..errors import PrunelabError
 from ..experiment.query import Results, flatten
-from ..study import CONFIG_TAG, remaining_percent
-from .stats import holm, paired_test
+from ..study import remaining_percent
 
-TRAINED = ("Train", "Finetune")
-_SKIP_TAGS = ("seed=", "consensus-source", CONFIG_TAG)
 
 
 def recall_disparity(recall: list[float]) -> dict[str, float]:
@@ -61,48 +57,91 @@ def _number(value, unbounded: bool = False) -> float:
     return float(value)
 
 
-def study_points(results: Results, metric: str = "test.accuracy", config: str | None = None):
-    """One row per finished trained state: branch (its study tag), seed, round, weights remaining, metric.
+_POINT_KEYS = {"hash": str, "branch": str, "seed": int, "round": int, "kind": str, "dataset": str}
 
-    A trained state tagged only with its seed is the dense reference
-    (branch ``"dense"``); partial trainings (``Train(stop=k)``) are left out.
-    In a swept study (``config:`` tags) a state shared by several
-    configurations gives one row per configuration (column ``config``);
-    ``config`` keeps one of them. ``round`` counts the branch's trained
-    states of one seed and configuration from the densest (dense: 0).
+
+def study_records(results: Results) -> list[dict]:
+    """The study records of a store (``documents/study-*.json``, written by ``prunelab run``), checked.
+
+    Each names, for every trained point, its row label, kind, round, seed,
+    configuration, control-of and task; nothing is parsed back from tags.
+    """
+    from ..study import RECORD_FORMAT, STUDY_DOCUMENT_PREFIX
+
+    records = []
+    for name, doc in results.store.documents().items():
+        if not name.startswith(STUDY_DOCUMENT_PREFIX):
+            continue
+        where = results.store.document_path(name)
+        if doc.get("format") != RECORD_FORMAT:
+            raise PrunelabError(f"{where}: format {doc.get('format')!r} is not {RECORD_FORMAT!r}")
+        points = doc.get("points")
+        if not isinstance(points, list):
+            raise PrunelabError(f"{where}: 'points' must be a list")
+        for i, p in enumerate(points):
+            for key, kind in _POINT_KEYS.items():
+                if not isinstance(p, dict) or not isinstance(p.get(key), kind) or isinstance(p.get(key), bool):
+                    raise PrunelabError(f"{where}: points[{i}].{key} must be a {kind.__name__}, "
+                                        f"got {None if not isinstance(p, dict) else p.get(key)!r}")
+            if not (p.get("config") is None or isinstance(p["config"], str)) or \
+                    not (p.get("of") is None or isinstance(p["of"], str)):
+                raise PrunelabError(f"{where}: points[{i}]: config and of must be strings or null")
+        for key in ("comparisons", "hypotheses"):
+            if not isinstance(doc.get(key, []), list):
+                raise PrunelabError(f"{where}: {key!r} must be a list")
+        records.append(doc)
+    if not records:
+        raise PrunelabError(f"{results.store.root}: no study record (documents/study-*.json); it is written by "
+                            "`prunelab run SPEC --store STORE`, which reruns nothing that is already stored")
+    return records
+
+
+def study_points(results: Results, metric: str = "test.accuracy", config: str | None = None,
+                 study: str | None = None):
+    """One row per finished trained point of the study record(s): its row label (``branch``), kind, round,
+    seed, configuration, control-of (``of``) and task (``dataset``), weights remaining and metrics.
+
+    A state that plays two roles (a dense model that is also a consensus
+    source, a configuration shared by a sweep) gives one row per role.
+    ``remaining`` is the mean over the seeds of a (configuration, row, round),
+    so rows never split by per-seed rounding; ``remaining_seed`` is each
+    state's own. Partial trainings never appear.
     """
     import pandas as pd
 
-    rows = []
-    for m in results.states(status="done"):
-        if m["recipe"]["type"] not in TRAINED or m["recipe"]["params"].get("stop") is not None:
-            continue
-        tags = m.get("tags", [])
-        seeds = [t.split("=", 1)[1] for t in tags if t.startswith("seed=")]
-        branches = [t for t in tags if not t.startswith(_SKIP_TAGS)]
-        configs = [t[len(CONFIG_TAG):] for t in tags if t.startswith(CONFIG_TAG)] or [None]
-        if "consensus-source" in tags:
-            continue
-        value = flatten(m.get("metrics") or {}).get(metric)
-        if value is None:
-            raise PrunelabError(f"state {m['hash'][:10]} has no metric {metric!r} (try test.accuracy, test.loss, "
-                                "test.balanced_accuracy, test.macro_f1)")
-        test = (m.get("metrics") or {}).get("test") or {}
-        per_class = {k: [c[k] for c in test.get("per_class", [])] for k in ("recall", "precision", "f1")}
-        binary = {"roc_auc": _number(test.get("roc_auc")),  # two-class tasks (e.g. the calorimeter's)
-                  "rejection_90": _number((test.get("rejection") or {}).get("0.9", float("nan")), unbounded=True)}
-        for label in configs:
-            rows.append({"hash": m["hash"], "parent": m.get("parent"), "config": label,
-                         "branch": branches[0] if branches else "dense",
-                         "seed": int(seeds[0]) if seeds else None, "remaining": round(remaining_percent(m), 1),
+    rows, seen, records = [], set(), study_records(results)
+    if study is not None:
+        records = [r for r in records if r.get("name") == study] or records
+    for record in records:
+        for p in record["points"]:
+            key = (p["hash"], p["branch"], p["seed"], p["round"], p.get("config"))
+            if key in seen:
+                continue
+            seen.add(key)
+            m = results.store.manifest(p["hash"])
+            if m is None or m.get("status") != "done":
+                continue
+            value = flatten(m.get("metrics") or {}).get(metric)
+            if value is None:
+                raise PrunelabError(f"state {m['hash'][:10]} has no metric {metric!r} (try test.accuracy, test.loss, "
+                                    "test.balanced_accuracy, test.macro_f1)")
+            test = (m.get("metrics") or {}).get("test") or {}
+            per_class = {k: [c[k] for c in test.get("per_class", [])] for k in ("recall", "precision", "f1")}
+            binary = {"roc_auc": _number(test.get("roc_auc")),  # two-class tasks (e.g. the calorimeter's)
+                      "rejection_90": _number((test.get("rejection") or {}).get("0.9", float("nan")), unbounded=True)}
+            rows.append({"hash": m["hash"], "parent": m.get("parent"), "config": p.get("config"),
+                         "branch": p["branch"], "kind": p["kind"], "of": p.get("of"), "dataset": p["dataset"],
+                         "seed": p["seed"], "round": p["round"], "remaining_seed": remaining_percent(m),
                          metric: float(value), **per_class, **recall_disparity(per_class["recall"]), **binary,
                          "class_names": tuple(test.get("class_names", []))})
     if not rows:
         raise PrunelabError(f"{results.store.root}: no finished trained states to compare")
     frame = pd.DataFrame(rows)
-    keys = frame["config"].fillna("").astype(str) + "\0" + frame["branch"] + "\0" + frame["seed"].astype(str)
-    frame["round"] = (frame.groupby(keys)["remaining"].rank(method="first", ascending=False).astype(int)
-                      - (frame["branch"] == "dense").astype(int))
+    keys = [frame["config"].fillna("").astype(str), frame["branch"], frame["round"]]
+    frame["remaining"] = frame.groupby(keys)["remaining_seed"].transform("mean").round(1)
+    frame.attrs["main_dataset"] = records[0].get("dataset")
+    frame.attrs["comparisons"] = [c for r in records for c in r.get("comparisons", [])]
+    frame.attrs["hypotheses"] = [h for r in records for h in r.get("hypotheses", [])]
     return frame if config is None else select_configuration(frame, config, results.store.root)
 
 
@@ -124,43 +163,6 @@ def check_efficiency(name: str) -> str:
     if name not in EFFICIENCY:
         raise PrunelabError(f"efficiency {name!r} must be one of {', '.join(EFFICIENCY)}")
     return name
-
-
-def compare_branches(results: Results, metric: str = "test.accuracy", method: str = "permutation",
-                     config: str | None = None):
-    """Paired tests between every two branches at each shared sparsity level, paired over seeds.
-
-    Holm correction across all comparisons in the table. In a swept study the
-    comparison is within one configuration: ``config``, else the first label.
-    """
-    import pandas as pd
-
-    points = study_points(results, metric)
-    if config is None and configurations(points):
-        config = configurations(points)[0]
-    if config is not None:
-        points = select_configuration(points, config, results.store.root)
-    points = points.dropna(subset=["seed"])
-    rows = []
-    branches = list(dict.fromkeys(points["branch"]))
-    for a, b in itertools.combinations(branches, 2):
-        pa, pb = points[points.branch == a], points[points.branch == b]
-        for level in sorted(set(pa.remaining) & set(pb.remaining), reverse=True):
-            la = pa[pa.remaining == level].set_index("seed")[metric]
-            lb = pb[pb.remaining == level].set_index("seed")[metric]
-            seeds = sorted(set(la.index) & set(lb.index))
-            if len(seeds) < 2:
-                continue
-            va, vb = la.loc[seeds].to_numpy(), lb.loc[seeds].to_numpy()
-            rows.append({"a": a, "b": b, "remaining": level, "seeds": len(seeds), "mean_a": va.mean(),
-                         "mean_b": vb.mean(), "difference": float(np.mean(va - vb)),
-                         "p": paired_test(va, vb, method)})
-    if not rows:
-        raise PrunelabError("no two branches share a sparsity level on at least 2 seeds")
-    table = pd.DataFrame(rows)
-    table["p_holm"] = holm(table["p"].tolist())
-    table.attrs["config"] = config
-    return table
 
 
 EFFICIENCY = {"sparsity": "sparsity (% of prunable weights removed)",
@@ -190,3 +192,52 @@ def with_efficiency(results: Results, points):
     out["flops_removed"] = [measured[h][0] for h in out["hash"]]
     out["params_removed"] = [measured[h][1] for h in out["hash"]]
     return out
+
+
+def structure_table(results: Results, points, interval: str = "auto"):
+    """Emergent structure of every masked row (imp, consensus, transfer) over all seeds and rounds, per
+    tensor and kind of group: the fully pruned fraction's mean and 95 % interval over seeds (clipped to
+    [0, 1]), the exact random-pruning expectation at each mask's own per-tensor count, and where the study
+    has them, the same fraction in its random-pruning controls (``kind = random`` rows of that row). ``p``:
+    two-sided paired t test over seeds of observed − expected; ``p_random``: of observed − control."""
+    import pandas as pd
+
+    from ..study import mean_ci
+    from .effects import paired_p
+    from .masks import emergent_structure
+
+    cache: dict[str, list] = {}
+
+    def measure(state_hash):
+        if state_hash not in cache:
+            cache[state_hash] = emergent_structure(results.store.load(state_hash).masks)
+        return cache[state_hash]
+
+    masked = points[points.kind.isin(["imp", "consensus", "transfer"]) & (points.remaining < 100)]
+    controls = points[points.kind == "random"]
+    rows = []
+    for (config, branch, rnd), group in masked.groupby([masked["config"].fillna(""), "branch", "round"], sort=False):
+        per_seed = {int(p.seed): {(s.tensor, s.group): s for s in measure(p.hash)} for p in group.itertuples()}
+        mine = controls[(controls["of"] == branch) & (controls["round"] == rnd)
+                        & (controls["config"].fillna("") == config)]
+        random_seed = {int(p.seed): {(s.tensor, s.group): s for s in measure(p.hash)} for p in mine.itertuples()}
+        keys = list(next(iter(per_seed.values())))
+        for key in keys:
+            seeds = sorted(s for s in per_seed if key in per_seed[s])
+            observed = [per_seed[s][key].fraction for s in seeds]
+            expected = [per_seed[s][key].expected for s in seeds]
+            mean, lo, hi = mean_ci(observed, method=interval, bounds=(0.0, 1.0))
+            row = {"config": config or None, "branch": branch, "round": int(rnd),
+                   "remaining": float(group["remaining"].iloc[0]), "tensor": key[0], "group": key[1],
+                   "size": per_seed[seeds[0]][key].size, "seeds": len(seeds), "fraction": mean,
+                   "fraction_low": lo, "fraction_high": hi, "expected": float(np.mean(expected)),
+                   "p": paired_p(observed, expected, "t") if len(seeds) >= 2 else math.nan}
+            both = [s for s in seeds if key in random_seed.get(s, {})]
+            if both:
+                control = [random_seed[s][key].fraction for s in both]
+                c_mean, c_lo, c_hi = mean_ci(control, method=interval, bounds=(0.0, 1.0))
+                row |= {"random_masks": c_mean, "random_masks_low": c_lo, "random_masks_high": c_hi,
+                        "p_random": (paired_p([per_seed[s][key].fraction for s in both], control, "t")
+                                     if len(both) >= 2 else math.nan)}
+            rows.append(row)
+    return pd.DataFrame(rows)

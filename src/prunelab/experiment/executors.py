@@ -393,6 +393,8 @@ def run_experiment(experiment: "Experiment", *, executor: str = "serial", worker
         raise PrunelabError(f"workers must be at least 1, got {workers}")
     began = time.perf_counter()
     tasks, total, already = plan(experiment, fuse)
+    for name, document in experiment.documents.items():
+        experiment.store.write_document(name, document)
     done_probes = [p.hash for p in experiment.probes.values()
                    if experiment.store.probe(p.state.hash, p.hash) is not None]
     n_items = sum(len(t.states) + len(t.probes) for t in tasks)

@@ -301,6 +301,38 @@ class Store:
             count += 1
         return count
 
+    # ------------------------------------------------------------ documents (JSON data beside the states)
+
+    def document_path(self, name: str) -> Path:
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            raise StoreError(f"document name {name!r} must be a plain file name")
+        return self.root / "documents" / f"{name}.json"
+
+    def write_document(self, name: str, payload: dict) -> None:
+        """Write ``payload`` as documents/NAME.json (atomically); an identical file is left untouched,
+        so a no-op rerun writes nothing."""
+        path = self.document_path(name)
+        text = json.dumps(payload, indent=1, sort_keys=True)
+        try:
+            if path.read_text() == text:
+                return
+        except (OSError, UnicodeDecodeError):
+            pass
+        _atomic_write_text(path, text)
+
+    def documents(self) -> dict[str, dict]:
+        """Every document by name; one that is not a JSON object is an error naming the file."""
+        out = {}
+        for path in sorted((self.root / "documents").glob("*.json")):
+            try:
+                payload = json.loads(path.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise StoreError(f"{path}: unreadable document ({exc})") from None
+            if not isinstance(payload, dict):
+                raise StoreError(f"{path}: a document must be a JSON object")
+            out[path.stem] = payload
+        return out
+
     def manifests(self) -> Iterator[dict]:
         for path in sorted((self.root / "states").glob("*.json")):
             try:

@@ -104,6 +104,9 @@ class Experiment:
         self.states: dict[str, State] = {}
         self.probes: dict[str, Probe] = {}
         self._tags: list[str] = []
+        # JSON documents written into the store when the experiment runs (the study record:
+        # which state plays which role), so readers need neither the spec nor the tags.
+        self.documents: dict[str, dict] = {}
 
     @property
     def store(self) -> Store:

@@ -72,6 +72,49 @@ def _section(title: str, fig, table: pd.DataFrame | None, name: str, note: str =
             + (f"<p class=note>{html.escape(note)}</p>" if note else "") + _table(table, name) + "</section>")
 
 
+def _table_section(title: str, frame: pd.DataFrame, name: str, note: str = "", max_rows: int = 40) -> str:
+    """A section whose content is a table (shown open, not behind a plot)."""
+    if frame is None or frame.empty:
+        return ""
+    shown = frame.drop(columns=[c for c in _LISTS + ("hash", "parent") if c in frame], errors="ignore")
+    body = shown.head(max_rows).to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0)
+    return (f"<section><h2>{html.escape(title)}</h2>" + (f"<p class=note>{html.escape(note)}</p>" if note else "")
+            + body + f'<p class=note><a download="{name}.csv" href="data:text/csv;base64,'
+            + base64.b64encode(shown.to_csv(index=False).encode()).decode() + '">download CSV</a>'
+            + (f" (first {max_rows} of {len(shown)} rows shown)" if len(shown) > max_rows else "") + "</p></section>")
+
+
+def _effects_sections(points: pd.DataFrame, tables: dict) -> list[str]:
+    """Declared hypotheses (one family) and the planned comparisons (Holm within each comparison)."""
+    from ..analysis.effects import compare_points, evaluate_hypotheses, power_note
+
+    sections = []
+    declared = points.attrs.get("hypotheses") or []
+    if declared:
+        results = evaluate_hypotheses(points, declared, value=plots.METRIC)
+        frame = pd.DataFrame([vars(r) for r in results])
+        tables["hypotheses"] = frame
+        verdicts = "; ".join(f"{r.claim}{' (' + r.config + ')' if r.config else ''}: {r.verdict}" for r in results)
+        sections.append(_table_section(
+            "Declared hypotheses", frame, "hypotheses",
+            "Declared in the spec before the run and tested as one family: per seed, A − B averaged over the "
+            "selected levels; one-sided test in the claim's direction; Holm over all hypotheses. " + verdicts + "."))
+    try:
+        table = compare_points(points, plots.METRIC, test="permutation", family="pair")
+    except PrunelabError:
+        return sections
+    tables["comparisons"] = table
+    note = power_note(table, "permutation")
+    sections.append(_table_section(
+        "Planned comparisons: paired effects over seeds", table, "comparisons",
+        "Each pruned branch vs the dense model and its controls, each consensus vs its random masks, each "
+        "transferred ticket vs the target's dense model and random masks. difference: mean of A − B over shared "
+        "seeds with its 95 % t interval (ci_low, ci_high); d_z: difference / SD of the differences; p: exact "
+        "two-sided sign-flip test; p_adjusted: Holm within each comparison's levels (family)."
+        + (" " + note if note else "")))
+    return sections
+
+
 def _variation_note(table: pd.DataFrame, labels: list[str]) -> str:
     if table.empty:
         return f"{len(labels)} configurations, but no branch was run in two distinct ones."
@@ -132,7 +175,11 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
     labels = configurations(everything)
     if labels and config is None:
         config = labels[0]
-    points = select_configuration(everything, config, results.store.root) if config is not None else everything
+    selected = select_configuration(everything, config, results.store.root) if config is not None else everything
+    main = everything.attrs.get("main_dataset")
+    points = selected[selected["dataset"] == main] if main in set(selected["dataset"]) else selected
+    points.attrs.update(everything.attrs)
+    targets = [d for d in dict.fromkeys(selected["dataset"]) if d != main]
     if efficiency != "sparsity":
         points = with_efficiency(results, points)
     attribute, impact = None, None
@@ -150,7 +197,15 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
 
     fig, t = plots.accuracy_vs_remaining(points, interval)
     tables["accuracy"] = t
-    sections.append(_section("Accuracy vs weights remaining", fig, t, "accuracy"))
+    sections.append(_section("Accuracy vs weights remaining" + (f" on {main}" if targets else ""), fig, t, "accuracy"))
+    for i, target in enumerate(targets, start=1):  # consensus and transfer targets: their own axes
+        on = selected[selected["dataset"] == target]
+        fig, t = plots.accuracy_vs_remaining(on, interval)
+        tables[f"accuracy_target{i}"] = t
+        sections.append(_section(f"Accuracy vs weights remaining on {target}", fig, t, f"accuracy_target{i}",
+                                 f"Rows trained and evaluated on {target} (a transfer or consensus target), each "
+                                 "beside that task's own dense model and random masks."))
+    sections += _effects_sections(selected, tables)
     if labels:
         table = seed_vs_systematic(everything.rename(columns={"hash": "state"}), plots.METRIC)
         tables["variation"] = table
@@ -187,10 +242,20 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
     fig, t = plots.mask_similarity(results, points)
     tables["similarity"] = t
     sections.append(_section("Mask similarity between branches", fig, t, "similarity",
+                             "Jaccard of the kept weights. Chance (in brackets): the expected Jaccard of two random "
+                             "masks with the same kept count in every tensor (exact per tensor; overall from 4,000 "
+                             "seeded hypergeometric draws), not the overall density, which understates it when "
+                             "layers are pruned to different densities. z: (observed − chance) / SD of chance.",
                              missing="needs two or more pruned branches"))
-    fig, t = plots.structure_plot(results, points)
+    fig, t = plots.structure_plot(results, points, interval)
     tables["structure"] = t
-    sections.append(_section("Emergent structure vs random pruning", fig, t, "structure"))
+    sections.append(_section("Emergent structure vs random pruning", fig, t, "structure",
+                             "Fraction of groups (units, filters, input channels, kernels) with every weight pruned, "
+                             "over seeds, for every masked row and round (table). Expected: the exact chance for "
+                             "random pruning of the same count in that tensor, C(m, g) / C(n, g); random_masks: the "
+                             "same fraction in the study's random-pruning control of that row. p: paired t over seeds "
+                             "of observed − expected; p_random: of observed − control.",
+                             missing="needs a pruned row"))
     fig, t = plots.stability_plot(results, points)
     tables["stability"] = t
     sections.append(_section("Weight stability", fig, t, "stability",

@@ -10,10 +10,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..analysis.masks import emergent_structure, similarity_matrix
+from ..analysis.masks import similarity_matrix
 from ..analysis.pareto import pareto_front, select_operating_point
 from ..analysis.stability import weight_stability
-from ..analysis.tables import EFFICIENCY, check_efficiency, class_impact
+from ..analysis.tables import EFFICIENCY, check_efficiency, class_impact, structure_table
 from ..errors import PrunelabError
 from ..study import mean_ci
 
@@ -44,7 +44,7 @@ def branch_colours(branches) -> dict[str, tuple]:
 
 def branches_by_merit(points: pd.DataFrame) -> list[str]:
     """Pruned branches, best first: mean accuracy at each branch's sparsest level."""
-    pruned = points[(points.branch != "dense") & (points.remaining < 100)]
+    pruned = points[(points.kind != "dense") & (points.remaining < 100)]
     score = {b: g[g.remaining == g.remaining.min()][METRIC].mean() for b, g in pruned.groupby("branch")}
     return sorted(score, key=lambda b: -score[b])
 
@@ -128,7 +128,8 @@ def binary_metrics_vs_remaining(points: pd.DataFrame, interval: str = "auto"):
         for name in ("roc_auc", "rejection_90"):
             values = group[name].dropna()
             finite = values[np.isfinite(values)].tolist()
-            m, lo, hi = mean_ci(finite, method=interval) if finite else (np.nan, np.nan, np.nan)
+            bounds = (0.0, 1.0) if name == "roc_auc" else (1.0, np.inf)
+            m, lo, hi = mean_ci(finite, method=interval, bounds=bounds) if finite else (np.nan, np.nan, np.nan)
             row |= {name: m, f"{name}_low": lo, f"{name}_high": hi}
         row["rejection_90_unbounded"] = int(np.isinf(group["rejection_90"]).sum())
         rows.append(row)
@@ -155,12 +156,12 @@ def _branch_levels(points: pd.DataFrame, interval: str = "auto") -> pd.DataFrame
     summary; see :func:`prunelab.study.mean_ci`."""
     rows = []
     for (branch, level), group in points.groupby(["branch", "remaining"], sort=False):
-        mean, lo, hi = mean_ci(group[METRIC].tolist(), method=interval)
+        mean, lo, hi = mean_ci(group[METRIC].tolist(), method=interval, bounds=(0.0, 1.0))
         row = {"branch": branch, "remaining": level, "seeds": len(group), "mean": mean, "ci_low": lo, "ci_high": hi}
         row |= {c: group[c].mean() for c in ("flops_removed", "params_removed") if c in group}
         for name in DISPARITY:
             values = group[name].dropna().tolist()
-            m, l, h = mean_ci(values, method=interval) if values else (np.nan, np.nan, np.nan)
+            m, l, h = mean_ci(values, method=interval, bounds=(0.0, 1.0)) if values else (np.nan, np.nan, np.nan)
             row |= {name: m, f"{name}_low": l, f"{name}_high": h}
         rows.append(row)
     return pd.DataFrame(rows)
@@ -278,13 +279,13 @@ def pareto_plot(points: pd.DataFrame, max_accuracy_drop: float = 0.01, max_worst
     return fig, candidates, choice
 
 
-def _round_states(points: pd.DataFrame, seed) -> dict[str, list[str]]:
-    """Per pruned branch, the seed's trained states ordered by round (descending weights remaining).
-    Unpruned controls (dense training on a transfer target, instability copies) have no masks to compare."""
+def _round_states(points: pd.DataFrame, seed) -> dict[str, dict[int, str]]:
+    """Per pruned row, the seed's trained states by round. Unpruned rows (dense references, dense
+    training on a transfer target) have no masks to compare."""
     out = {}
-    pruned = points[(points.branch != "dense") & (points.seed == seed) & (points.remaining < 100)]
+    pruned = points[(points.kind != "dense") & (points.seed == seed) & (points.remaining < 100)]
     for branch, group in pruned.groupby("branch", sort=False):
-        out[branch] = group.sort_values("remaining", ascending=False)["hash"].tolist()
+        out[branch] = dict(zip(group["round"].astype(int), group["hash"]))
     return out
 
 
@@ -315,52 +316,66 @@ def mask_similarity(results, points: pd.DataFrame):
     rounds = _round_states(points, seed)
     if len(rounds) < 2:
         return None, pd.DataFrame()
-    k = min(len(v) for v in rounds.values()) - 1  # the deepest round all branches reached
-    masks = _comparable({b: results.store.load(h[k]).masks for b, h in rounds.items()})
+    shared = [r for v in rounds.values() for r in v]  # the round most rows reached, the deepest of ties
+    k = max(set(shared), key=lambda r: (shared.count(r), r))
+    masks = _comparable({b: results.store.load(h[k]).masks for b, h in rounds.items() if k in h})
     if len(masks) < 2:
         return None, pd.DataFrame()
     panels, rows = [], []
-    labels, sim, chance = similarity_matrix(masks)
-    panels.append((labels, sim, chance, f"between branches: round {k + 1}, seed {seed:g}"))
-    rows += [{"compared": "branches", "a": a, "b": b, "round": k + 1, "jaccard": sim[i, j], "chance": chance[i, j]}
-             for i, a in enumerate(labels) for j, b in enumerate(labels) if i < j]
+    labels, sim, chance, z = similarity_matrix(masks)
+    panels.append((labels, sim, chance, f"between branches: round {k}, seed {seed:g}"))
+    rows += [{"compared": "branches", "a": a, "b": b, "round": k, "jaccard": sim[i, j], "chance": chance[i, j],
+              "z": z[i, j]} for i, a in enumerate(labels) for j, b in enumerate(labels) if i < j]
     pruned = points[points.remaining < 100]  # seeds are compared on a pruned branch's masks
     best = branches_by_merit(pruned)[0]
     by_seed = pruned[pruned.branch == best].dropna(subset=["seed"])
     deepest = by_seed["round"].max()
     seeds = by_seed[by_seed["round"] == deepest].sort_values("seed")
     if len(seeds) >= 2:
-        labels, sim, chance = similarity_matrix({f"seed {s:g}": results.store.load(h).masks
-                                                 for s, h in zip(seeds["seed"], seeds["hash"])})
+        labels, sim, chance, z = similarity_matrix({f"seed {s:g}": results.store.load(h).masks
+                                                    for s, h in zip(seeds["seed"], seeds["hash"])})
         panels.append((labels, sim, chance, f"between seeds: {best}, round {deepest}"))
         rows += [{"compared": f"seeds ({best})", "a": a, "b": b, "round": deepest, "jaccard": sim[i, j],
-                  "chance": chance[i, j]} for i, a in enumerate(labels) for j, b in enumerate(labels) if i < j]
+                  "chance": chance[i, j], "z": z[i, j]} for i, a in enumerate(labels) for j, b in enumerate(labels)
+                 if i < j]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels) + 0.8, 5), squeeze=False,
                              layout="constrained")
     for ax, panel in zip(axes.flat, panels):
         image = _similarity_panel(ax, *panel)
     fig.colorbar(image, ax=axes, shrink=0.8, label="Jaccard of kept weights")
-    fig.suptitle("Mask similarity (chance level for independent random masks in brackets)", fontsize=10)
+    fig.suptitle("Mask similarity (in brackets: chance, random masks with the same per-layer kept counts)",
+                 fontsize=10)
     return fig, pd.DataFrame(rows)
 
 
-def structure_plot(results, points: pd.DataFrame):
-    seed = points["seed"].dropna().min()
-    rounds = _round_states(points, seed)
-    if not rounds:
-        return None, pd.DataFrame()
-    branch = branches_by_merit(points)[0]
-    hashes = rounds[branch]
-    rows = [vars(s) | {"excess": s.excess} for s in emergent_structure(results.store.load(hashes[-1]).masks)]
-    table = pd.DataFrame(rows)
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    labels = [f"{r['tensor']}\n{r['group']}" for r in rows]
-    x = np.arange(len(rows))
-    ax.bar(x - 0.2, table["fraction"], 0.4, label="fully pruned (observed)")
-    ax.bar(x + 0.2, table["expected"], 0.4, label="random pruning (s^n)")
-    ax.set_xticks(x, labels, fontsize=6, rotation=30, ha="right")
-    ax.set_ylabel("fraction of groups")
-    ax.set_title(f"Emergent structure: {branch}, deepest round, seed {seed:g}", fontsize=9)
+def structure_plot(results, points: pd.DataFrame, interval: str = "auto"):
+    """Emergent structure over seeds (:func:`prunelab.analysis.tables.structure_table`); the figure shows
+    the best branch at its deepest round: observed fraction of fully pruned groups (95 % interval over
+    seeds), the exact random-pruning expectation, and the study's random-pruning masks when it has them."""
+    table = structure_table(results, points, interval)
+    if table.empty:
+        return None, table
+    branch = next((b for b in branches_by_merit(points) if b in set(table.branch)), table.branch.iloc[0])
+    mine = table[table.branch == branch]
+    shown = mine[mine["round"] == mine["round"].max()].reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(max(7, 0.55 * len(shown) + 2), 3.8))
+    x = np.arange(len(shown))
+    has_random = "random_masks" in shown and shown["random_masks"].notna().any()
+    width = 0.28 if has_random else 0.4
+    err = np.vstack([shown["fraction"] - shown["fraction_low"], shown["fraction_high"] - shown["fraction"]])
+    ax.bar(x - width / 2 - (width / 2 if has_random else 0), shown["fraction"], width,
+           yerr=np.nan_to_num(err), capsize=2, label=f"{branch} (mean, 95 % CI over seeds)")
+    ax.bar(x + (0 if has_random else width / 2), shown["expected"], width, label="random pruning, exact expectation")
+    if has_random:
+        err = np.vstack([shown["random_masks"] - shown["random_masks_low"],
+                         shown["random_masks_high"] - shown["random_masks"]])
+        ax.bar(x + width, shown["random_masks"], width, yerr=np.nan_to_num(err), capsize=2,
+               label="the study's random-pruning masks")
+    ax.set_xticks(x, [f"{t}\n{g}" for t, g in zip(shown["tensor"], shown["group"])], fontsize=6, rotation=30,
+                  ha="right")
+    ax.set_ylabel("fraction of groups fully pruned")
+    ax.set_title(f"Emergent structure: {branch}, round {shown['round'].iloc[0]} "
+                 f"({shown['remaining'].iloc[0]:g} % remaining), {int(shown['seeds'].max())} seeds", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig, table
