@@ -217,7 +217,10 @@ def _spec(text, tmp_path):
 
 
 def test_consensus_intersects_the_tasks_of_one_seed_from_one_initialisation(tmp_path):
-    tree = build_study(_spec(CONSENSUS, tmp_path))
+    # an IMP branch with the consensus's own technique: its states are also the consensus sources on digits
+    branch = '[branches.imp]\ntechnique = "global_unstructured"\nrate = 0.5\nrounds = 2\n'
+    tree = build_study(_spec(CONSENSUS + branch + '[[hypotheses]]\nclaim = "consensus tau=1 on digits > '
+                             'random masks like tau=1 on digits"\n', tmp_path))
     exp = tree.experiment
     assert exp.run().ok
     tickets = [s for s in exp.states.values() if isinstance(s.recipe, Consensus)]
@@ -242,13 +245,45 @@ def test_consensus_intersects_the_tasks_of_one_seed_from_one_initialisation(tmp_
     assert {"consensus tau=1 on digits", "random masks like tau=1 on digits", "own ticket on digits"} <= {
         b for b, _ in rows}
     # the control has the consensus's sparsity, and the two are separate rows of 2 seeds each
-    assert rows[("consensus tau=1 on digits", 0)].n == rows[("random masks like tau=1 on digits", 0)].n == 2
-    assert rows[("consensus tau=1 on digits", 0)].remaining == pytest.approx(
-        rows[("random masks like tau=1 on digits", 0)].remaining, abs=0.01)
+    assert rows[("consensus tau=1 on digits", 2)].n == rows[("random masks like tau=1 on digits", 2)].n == 2
+    assert rows[("consensus tau=1 on digits", 2)].remaining == pytest.approx(
+        rows[("random masks like tau=1 on digits", 2)].remaining, abs=0.01)
     controls = [s for s in exp.states.values() if isinstance(s.recipe, RandomPruneLike)]
     for c in controls:
         theirs, mine = c.recipe.like.load().masks, c.load().masks
         assert all(int(mine[n].sum()) == int(theirs[n].sum()) for n in theirs)
+    # read back from the store's study record, not from tags: the dense reference and both IMP rounds are
+    # there although their states are consensus sources, and the shared state has a row per role
+    from prunelab.analysis.effects import compare_points
+    from prunelab.analysis.tables import study_points
+    from prunelab.experiment import open_store
+
+    points = study_points(open_store(tmp_path / "s"))
+    assert set(points[points.branch == "imp"]["round"]) == {1, 2} and len(points[points.branch == "dense"]) == 2
+    own = points[points.branch == "own ticket on digits"].set_index("seed")["hash"]
+    imp = points[(points.branch == "imp") & (points["round"] == 2)].set_index("seed")["hash"]
+    assert own.to_dict() == imp.to_dict()
+    assert set(points[points.branch == "random masks like tau=1 on digits"]["of"]) == {"consensus tau=1 on digits"}
+    table = compare_points(points)
+    pairs = set(zip(table.a, table.b))
+    assert {("consensus tau=1 on digits", "random masks like tau=1 on digits"), ("consensus tau=1 on digits", "dense"),
+            ("consensus tau=1 on digits", "own ticket on digits"), ("imp", "dense")} <= pairs
+    row = table[(table.a == "consensus tau=1 on digits") & (table.b == "random masks like tau=1 on digits")].iloc[0]
+    summary = rows[("consensus tau=1 on digits", 2)], rows[("random masks like tau=1 on digits", 2)]
+    assert row.difference == pytest.approx(summary[0].mean - summary[1].mean)
+    assert points.attrs["hypotheses"][0]["claim"].startswith("consensus tau=1")
+
+
+def test_consensus_taus_giving_the_same_mask_run_once():
+    from prunelab.spec import effective_taus
+
+    text = CONSENSUS.replace('datasets = ["mnist1d[resize=64]"]', 'datasets = ["mnist1d[resize=64]", "mnist1d[resize=32]"]')
+    spec = parse_spec(__import__("tomllib").loads(text.replace("taus = [1.0, 0.5]", "taus = [1.0, 0.34, 0.66, 0.5]")))
+    assert effective_taus(spec) == [1.0, 0.34]  # 3 sources: 0.34, 0.66 and 0.5 all need 2 votes
+    bad = text.replace("taus = [1.0, 0.5]", "taus = [0.34, 0.66]") + (
+        '[[hypotheses]]\nclaim = "consensus tau=0.66 on digits > random masks like tau=0.66 on digits"\n')
+    with pytest.raises(PrunelabError, match="same mask as 'consensus tau=0.34 on digits'"):
+        parse_spec(__import__("tomllib").loads(bad))
 
 
 def test_consensus_needs_two_tasks_of_one_architecture(tmp_path):

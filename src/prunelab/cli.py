@@ -224,8 +224,8 @@ def run(
                   *(["early-stop iteration"] if early else []), "seeds",
                   title=f"{spec.study.name}: {metric} over seeds")
     for r in rows:
-        ci = "" if r.n < 2 else f" ± {(r.ci_high - r.ci_low) / 2:.4f}"
-        auc = [f"{r.auc[0]:.4f}" + ("" if r.n < 2 else f" ± {(r.auc[2] - r.auc[1]) / 2:.4f}")] if binary else []
+        ci = _interval(r.mean, r.ci_low, r.ci_high, r.n)
+        auc = [f"{r.auc[0]:.4f}" + _interval(*r.auc, r.n)] if binary else []
         stop = []
         if early:
             e = r.early_stopping
@@ -253,6 +253,15 @@ def run(
                                  "" if r.early_stopping is None else f"{r.early_stopping[0]:.1f}"])
     if not summary.ok:
         raise typer.Exit(1)
+
+
+def _interval(mean: float, low: float, high: float, n: int) -> str:
+    """`` ± half-width``, or `` [low, high]`` where the interval was clipped to the metric's range."""
+    if n < 2:
+        return ""
+    if abs((high - mean) - (mean - low)) > 1e-9:
+        return f" [{low:.4f}, {high:.4f}]"
+    return f" ± {(high - low) / 2:.4f}"
 
 
 def _print_instability(tree, interval: str) -> None:
