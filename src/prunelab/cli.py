@@ -461,7 +461,7 @@ def compare(
                   "differences. Intervals are per row (Student t over seeds).")
     note = power_note(table, test)
     if note:
-        console.print(note, style="yellow")
+        console.print(escape(note), style="yellow")
     if csv is not None:
         table.to_csv(csv, index=False)
 
@@ -479,15 +479,22 @@ def _print_hypotheses(points, metric: str) -> list:
 
 
 def _hypothesis_table(results, metric: str) -> None:
+    from rich.table import Column
+
     swept = any(r.config for r in results)
-    out = Table("claim", *(["configuration"] if swept else []), "rounds (remaining %)", "seeds",
-                "A − B (mean, 95% CI)", "d_z", "p (one-sided)", "p (Holm)", "verdict",
+    out = Table("claim", *(["configuration"] if swept else []), "rounds (remaining)", "seeds",
+                "A − B (mean, 95% CI)", "p (one-sided)", "p (Holm)", Column("verdict", no_wrap=True),
                 title=f"declared hypotheses ({metric}; one family, Holm)")
     for r in results:
-        levels = ", ".join(f"{k} ({m:g})" for k, m in zip(r.rounds, r.remaining)) or "-"
-        ci = "" if r.n < 2 else f" [{r.ci_low:+.4f}, {r.ci_high:+.4f}]"
+        if r.rounds:
+            span = f"{r.rounds[0]}" if len(r.rounds) == 1 else f"{r.rounds[0]}–{r.rounds[-1]}"
+            rem = f"{r.remaining[0]:g}" if len(r.remaining) == 1 else f"{r.remaining[0]:g}–{r.remaining[-1]:g}"
+            levels = f"{span} ({rem} %)"
+        else:
+            levels = "-"
+        ci = "" if r.n < 2 else f" [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
         out.add_row(escape(r.claim), *([escape(r.config or "")] if swept else []), levels, str(r.n),
-                    "" if r.mean != r.mean else f"{r.mean:+.4f}{ci}", "" if r.d_z != r.d_z else f"{r.d_z:+.2f}",
+                    "" if r.mean != r.mean else f"{r.mean:+.3f}{ci}",
                     "" if r.p != r.p else f"{r.p:.3g} ({r.test})", "" if r.p_adjusted != r.p_adjusted
                     else f"{r.p_adjusted:.3g}", r.verdict,
                     style="green" if r.supported else ("yellow" if r.verdict.startswith("not testable") else None))

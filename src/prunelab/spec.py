@@ -452,11 +452,16 @@ def duplicate_taus(spec: "Spec") -> dict[str, str]:
     return out
 
 
+def control_kind(control: str) -> str:
+    """The kind of a control branch's rows: ``reinit``, or ``random`` for random pruning."""
+    return "random" if control == "random_pruning" else control
+
+
 def study_roles(spec: "Spec") -> dict[str, str]:
     """Every row label the study will have, with its kind: dense, imp, reinit, random, consensus, transfer."""
     roles = {"dense": "dense"}
     for name, b in spec.branches.items():
-        roles[name] = b.control or "imp"
+        roles[name] = control_kind(b.control) if b.control else "imp"
     c = spec.consensus
     if c is not None:
         sources = set([spec.task.dataset, *c.datasets])

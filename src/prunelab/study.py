@@ -27,7 +27,7 @@ from .errors import PrunelabError
 from .experiment import (Consensus, Experiment, Finetune, Prune, RandomPruneLike, RandomReinit, Rewind, State, Train,
                          Transfer)
 from .pruning.methods import technique
-from .spec import BranchSection, Spec, consensus_sources, duplicate_taus, effective_taus
+from .spec import BranchSection, Spec, consensus_sources, control_kind, duplicate_taus, effective_taus
 from .tasks.evaluation import headline
 from .tasks.training import TrainConfig
 
@@ -175,7 +175,7 @@ def _build_configuration(spec: Spec, tree: StudyTree) -> None:
                             state = pruned.then(RandomReinit()).then(Train(cfg))
                         else:
                             state = root.then(RandomPruneLike(like=pruned)).then(Train(cfg))
-                        tree.points.append(Point(name, seed, r, state, kind=b.control, of=b.of,
+                        tree.points.append(Point(name, seed, r, state, kind=control_kind(b.control), of=b.of,
                                                  dataset=task.dataset))
             for name, tr in spec.transfer.items():
                 _build_transfer(spec, tree, name, tr, seed, root, rounds_of[tr.branch][tr.round - 1][1])

@@ -53,11 +53,11 @@ def paired_p(a, b, test: str, alternative: str = "two-sided", *, margin: float =
         raise PrunelabError(f"test {test!r} must be one of {', '.join(TESTS)}")
     if len(diff) < 2:
         return math.nan
-    if np.all(diff == diff[0]):  # no spread: the sign decides, exactly
+    if np.all(diff == diff[0]):
         if diff[0] == 0:
             return 1.0
-        if test == "t":
-            return 0.0 if alternative == "two-sided" or diff[0] > 0 else 1.0
+        if test == "t":  # no spread: the t statistic is undefined (a constant offset is not evidence)
+            return math.nan
     if alternative == "two-sided" and test != "t" and margin == 0:
         return paired_test(a, b, test)
     if test == "t":
@@ -251,7 +251,9 @@ def evaluate_hypotheses(frame, hypotheses: list[dict], value: str = "value", alp
             diffs = np.mean([[x[s] - y[s] for s in seeds] for _, _, x, y in levels], axis=0)
             effect = paired_effect(diffs)
             p = paired_p(sign * diffs, np.zeros_like(diffs), h.test, "greater", margin=h.margin)
-            pending.append((common, len(seeds), effect, p, None))
+            why = None if p == p else "not testable: the differences are identical on every seed (t undefined; " \
+                                      "test = \"permutation\" still applies)"
+            pending.append((common, len(seeds), effect, p, why))
     valid = [i for i, item in enumerate(pending) if item[4] is None]
     adjusted = dict(zip(valid, holm([pending[i][3] for i in valid]))) if valid else {}
     out = []
