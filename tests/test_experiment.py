@@ -117,7 +117,7 @@ def test_corrupted_blob_is_reported_with_its_path(tmp_path):
     with pytest.raises(StoreError, match=f"{path}: blob is corrupted"):
         exp.store.load(dense.hash)
     problems = exp.store.verify()
-    assert problems and all(str(path) in p for p in problems)
+    assert problems and all(str(path) in p.message for p in problems)
 
 
 def test_gc_removes_only_unreferenced_blobs(tmp_path):
@@ -156,6 +156,28 @@ def test_failing_recipe_skips_its_subtree_and_siblings_finish_then_rerun_retries
     assert set(retry.computed) == {bad.hash, below.hash}
     assert diverging.hash in retry.failed  # still diverges: reported again, nothing else recomputed
     assert sibling.hash in retry.reused
+
+
+@pytest.mark.parametrize("executor", ["serial", "local"])
+def test_a_skipped_state_stops_the_rest_of_its_fused_chain_and_counts_are_exact(tmp_path, executor):
+    """A chain whose first state depends on a failed state elsewhere: every state of the chain is
+    skipped (none runs and fails with "no state"), so 1 failure is reported as 1."""
+    from prunelab.experiment import RandomPruneLike
+
+    flag = tmp_path / "flag"
+    flag.write_text("x")
+    exp = Experiment(tmp_path / "s")
+    root = exp.root(dataset="digits", model="lenet_300_100", seed=0)
+    bad = root.then(FailWhenFlagged(str(flag)))
+    chain = [root.then(RandomPruneLike(like=bad))]
+    chain.append(chain[-1].then(Train(CONFIG)))
+    chain.append(chain[-1].then(Prune(technique("l1_unstructured", amount=0.5))))
+    chain[-1].probe(Evaluate())
+    summary = exp.run(executor, workers=2 if executor == "local" else None)
+    assert list(summary.failed) == [bad.hash]
+    assert set(summary.skipped) >= {s.hash for s in chain}
+    assert all(exp.store.manifest(s.hash) is None for s in chain)  # no failed manifest below a failure
+    assert "which failed" in summary.skipped[chain[0].hash] and "was skipped" in summary.skipped[chain[1].hash]
 
 
 def test_kill_minus_9_then_rerun_resumes_without_partial_states(tmp_path):

@@ -3,6 +3,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from .errors import ChecksumError, DataUnavailableError, PrunelabError
+from .registry import trust
 from .tasks import (
     DATASETS, MODELS, DataSource, Dataset, Evaluation, RawData, Split, TrainConfig, TrainResult,
     build_dataset, build_model, evaluate, load_dataset, train,
@@ -16,5 +17,5 @@ except PackageNotFoundError:  # running from a source tree without installing
 __all__ = [
     "DATASETS", "MODELS", "ChecksumError", "DataSource", "DataUnavailableError", "Dataset", "Evaluation",
     "PrunelabError", "RawData", "Split", "TrainConfig", "TrainResult", "build_dataset", "build_model",
-    "evaluate", "load_dataset", "train", "__version__",
+    "evaluate", "load_dataset", "train", "trust", "__version__",
 ]

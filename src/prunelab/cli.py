@@ -23,6 +23,18 @@ app = typer.Typer(
 console = Console()
 
 
+@app.callback()
+def _options(
+    trust: Optional[list[str]] = typer.Option(
+        None, "--trust", metavar="MODULE",
+        help="allow model/dataset import paths into MODULE that were read from a store (importing runs its "
+             "code; names in your own spec or command line are trusted already). Repeatable."),
+) -> None:
+    from .registry import trust as trust_modules
+
+    trust_modules(*(trust or []))
+
+
 @app.command()
 def datasets() -> None:
     """List the registered datasets."""
@@ -329,7 +341,11 @@ def _print_variation(rows, name: str) -> None:
 def _open(store: Path):
     from .experiment import open_store
 
-    return open_store(store)
+    results = open_store(store)
+    for path, why in results.damaged.items():
+        console.print(f"warning: {path}: damaged manifest left out ({why}); `prunelab verify --repair` moves it "
+                      "aside", style="yellow", soft_wrap=True, markup=False)
+    return results
 
 
 @app.command()
@@ -507,22 +523,38 @@ def gc(
     dry_run: bool = typer.Option(False, help="only report what would be removed"),
 ) -> None:
     """Remove blobs no manifest references (left by interrupted runs)."""
-    files, size = _open(store).store.gc(dry_run=dry_run)
+    from .experiment import open_store
+
+    files, size = open_store(store, writable=True).store.gc(dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     console.print(f"{verb} {files} unreferenced files ({size / 1e6:.2f} MB)")
 
 
 @app.command()
-def verify(store: Path = typer.Argument(..., help="store directory")) -> None:
-    """Re-hash every blob, check every manifest, and rebuild the SQLite index."""
-    results = _open(store)
+def verify(
+    store: Path = typer.Argument(..., help="store directory"),
+    repair: bool = typer.Option(False, help="move everything damaged into STORE/quarantine/<time>/ and rebuild "
+                                            "the index; the next `prunelab run` recomputes exactly that"),
+) -> None:
+    """Check every manifest (content digest, identity, references) and re-hash every blob."""
+    from .experiment import open_store
+
+    results = open_store(store, writable=repair)
     problems = results.store.verify()
-    count = results.store.reindex()
-    for line in problems:  # full paths, never wrapped or truncated
-        console.print(line, style="red", soft_wrap=True, markup=False)
-    console.print(f"{count} manifests checked, {len(problems)} problems; index rebuilt")
-    if problems:
-        raise typer.Exit(1)
+    for problem in problems:  # full paths, never wrapped or truncated
+        console.print(problem.message, style="red", soft_wrap=True, markup=False)
+    states = len(results) + len(results.damaged)
+    if not repair:
+        console.print(f"{states} manifests checked, {len(problems)} problems"
+                      + ("; `prunelab verify --repair` moves them aside" if problems else ""))
+        if problems:
+            raise typer.Exit(1)
+        return
+    folder, moved = results.store.repair(problems)
+    lost = len({p.state for p in problems})
+    console.print(f"{states} manifests checked, {len(problems)} problems; "
+                  + (f"moved {len(moved)} files to {folder}; {lost} states will be recomputed by the next "
+                     "`prunelab run`; " if moved else "") + "index rebuilt", soft_wrap=True)
 
 
 def _print_regression(ev, title: str) -> None:

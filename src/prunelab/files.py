@@ -14,7 +14,23 @@ def publish(tmp: str | Path, path: str | Path) -> None:
     must instead follow the umask like any file the user creates (0644 under umask 022).
     """
     os.chmod(tmp, 0o666 & ~current_umask())
+    fsync_path(tmp)  # the content is on disk before the name points at it
     os.replace(tmp, path)
+    fsync_path(Path(path).parent)  # and the rename itself survives a power cut
+
+
+def fsync_path(path: str | Path) -> None:
+    """Flush a file's (or a directory's) data to the disk; a filesystem that cannot is left alone."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # e.g. some network filesystems refuse fsync on directories
+        pass
+    finally:
+        os.close(fd)
 
 
 def current_umask() -> int:

@@ -2,13 +2,19 @@
 
 Datasets, models (and later pruning methods) are looked up by name. A name of
 the form ``package.module:attribute`` is imported instead, so users can plug in
-their own factories without registering them.
+their own factories without registering them — but only from a module the user
+trusts: importing a module runs its code, and a name read from a store (a
+manifest's model or dataset) is data that anyone who handed the store over could
+have edited. A module is trusted when the user's own code or spec names it
+(``Experiment.root``, ``prunelab run SPEC``, ``prunelab train``), or explicitly:
+:func:`trust`, ``--trust MODULE`` on the CLI, or ``PRUNELAB_TRUST=mod1,mod2``.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import os
 from dataclasses import dataclass
 from typing import Callable, Generic, Iterator, TypeVar
 
@@ -53,6 +59,7 @@ class Registry(Generic[T]):
         if name in self._entries:
             return self._entries[name].factory
         if ":" in name:
+            check_trusted(name, self.kind)
             return import_object(name, self.kind)
         raise PrunelabError(self.unknown_message(name))
 
@@ -80,3 +87,36 @@ def import_object(path: str, kind: str = "object"):
         except AttributeError as exc:
             raise PrunelabError(f"module {module_name!r} has no attribute {attr_path!r} ({kind} {path!r})") from exc
     return obj
+
+
+_TRUSTED: set[str] = set()
+TRUST_ENV = "PRUNELAB_TRUST"
+
+
+def trust(*modules: str) -> None:
+    """Allow import paths into these modules (and their submodules) in this process."""
+    for module in modules:
+        module = module.partition(":")[0].strip()
+        if module:
+            _TRUSTED.add(module)
+
+
+def trust_names(*names: str | None) -> None:
+    """Trust the modules of the import paths among ``names`` (model/dataset names the user gave)."""
+    trust(*(n.partition(":")[0] for n in names if n and ":" in n))
+
+
+def trusted_modules() -> tuple[str, ...]:
+    env = {m.strip() for m in os.environ.get(TRUST_ENV, "").split(",") if m.strip()}
+    return tuple(sorted(_TRUSTED | env))
+
+
+def check_trusted(path: str, kind: str = "object") -> None:
+    module = path.partition(":")[0]
+    trusted = trusted_modules()
+    if any(module == t or module.startswith(t + ".") for t in trusted):
+        return
+    raise PrunelabError(
+        f"refusing to import module {module!r} for {kind} {path!r}: importing runs its code, and this name did not "
+        f"come from you (it was read from a store or a file). If you trust it: --trust {module} on the command line, "
+        f"prunelab.trust({module!r}) in Python, or {TRUST_ENV}={module}")

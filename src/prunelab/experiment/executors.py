@@ -16,6 +16,7 @@ failed or never ran.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import platform
@@ -35,7 +36,7 @@ from ..progress import progress_bar
 from .hashing import state_seed
 from .recipes import Init, Recipe
 from .snapshot import Snapshot
-from .store import Store
+from .store import Store, StoreError
 
 if TYPE_CHECKING:
     from .tree import Experiment, State
@@ -52,7 +53,7 @@ def dataset_cache(name: str):
     if name not in _DATASETS:
         from ..tasks.datasets import load_dataset
 
-        _DATASETS[name] = load_dataset(name)
+        _DATASETS[name] = load_dataset(name, trust_import=False)  # the name may come from a store
     return _DATASETS[name]
 
 
@@ -126,6 +127,7 @@ class Task:
     states: list[StateTask] = field(default_factory=list)
     probes: list[ProbeTask] = field(default_factory=list)
     deps: list[int] = field(default_factory=list)  # indices of tasks this one needs
+    trusted: tuple[str, ...] = ()  # modules the planning process trusts for import paths (registry.trust)
 
     @property
     def key(self) -> str:
@@ -195,18 +197,22 @@ def execute_task(store_root: str, task: Task, threads: int, *dependency_results:
 
 
 def _execute_task(store_root: str, task: Task, *dependency_results: list[dict]) -> list[dict]:
+    from ..registry import trust
+
+    trust(*task.trusted)  # a worker process trusts what the process that planned the run trusts
     blocked = {r["hash"]: r for results in dependency_results for r in results if r["status"] in ("failed", "skipped")}
     store = Store(store_root)
     results: list[dict] = []
-    failed_here: str | None = None
     for st in task.states:
-        reason = _blocked_reason(st, blocked, failed_here)
+        # a state of this chain that failed or was skipped blocks everything below it, like a failed dependency
+        reason = _blocked_reason(st, blocked)
         if reason:
             results.append({"hash": st.hash, "status": "skipped", "reason": reason})
+            blocked[st.hash] = results[-1]
             continue
         results.append(_run_state(store, st))
         if results[-1]["status"] == "failed":
-            failed_here = st.hash
+            blocked[st.hash] = results[-1]
     done_here = {r["hash"] for r in results if r["status"] in ("done", "reused")}
     for pt in task.probes:
         if pt.state in blocked or (pt.state in {s.hash for s in task.states} and pt.state not in done_here):
@@ -216,7 +222,7 @@ def _execute_task(store_root: str, task: Task, *dependency_results: list[dict]) 
     return results
 
 
-def _blocked_reason(st: StateTask, blocked: dict, failed_here: str | None) -> str | None:
+def _blocked_reason(st: StateTask, blocked: dict) -> str | None:
     parent = st.identity["parent"]
     deps = [parent] if parent else []
     for v in st.identity["params"].values():
@@ -224,11 +230,9 @@ def _blocked_reason(st: StateTask, blocked: dict, failed_here: str | None) -> st
             if isinstance(item, dict) and "$state" in item:
                 deps.append(item["$state"])
     for dep in deps:
-        if dep == failed_here or dep in blocked:
-            return f"depends on {dep[:10]}, which did not finish"
-    if failed_here is not None and parent is not None:
-        # a later state in the same chain whose ancestor failed
-        return f"an ancestor ({failed_here[:10]}) failed"
+        if dep in blocked:
+            what = "failed" if blocked[dep]["status"] == "failed" else "was skipped"
+            return f"depends on {dep[:10]}, which {what}"
     return None
 
 
@@ -260,10 +264,25 @@ def _run_state(store: Store, st: StateTask) -> dict:
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # recorded, not raised: the other branches go on
+            if _disk_full(exc):  # nothing more can be written: stop the run, keep what is finished
+                raise StoreError(f"{store.root}: disk full while writing state {st.hash[:10]} ({exc}); free space "
+                                 "and rerun — finished states are kept and not recomputed") from None
             base["timings"] = {"started": started, "seconds": time.perf_counter() - t0, "finished": time.time()}
             message = f"{type(exc).__name__}: {exc}"
             store.write_failure(base, message, traceback.format_exc())
             return {"hash": st.hash, "status": "failed", "error": message}
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Is ``exc`` (or what caused it) a full disk or an exhausted quota? safetensors reports it as text."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(exc) or "os error 28" in str(exc):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def _run_probe(store: Store, pt: ProbeTask) -> dict:
@@ -378,6 +397,11 @@ def plan(experiment: "Experiment", fuse: bool = True) -> tuple[list[Task], int, 
             tasks[index].probes.append(ProbeTask(p.hash, s.hash, p.recipe.detached(), {"state": s.hash, "probe": p.recipe.type_name, "params": p.recipe.params()}))
     for state_hash, plist in probes_on.items():  # probes on states already done
         tasks.append(Task(probes=[ProbeTask(p.hash, state_hash, p.recipe.detached(), {"state": state_hash, "probe": p.recipe.type_name, "params": p.recipe.params()}) for p in plist]))
+    from ..registry import trusted_modules
+
+    trusted = trusted_modules()
+    for task in tasks:
+        task.trusted = trusted
     return tasks, len(order) + len(experiment.probes), sorted(done)
 
 
@@ -393,8 +417,13 @@ def run_experiment(experiment: "Experiment", *, executor: str = "serial", worker
         raise PrunelabError(f"workers must be at least 1, got {workers}")
     began = time.perf_counter()
     tasks, total, already = plan(experiment, fuse)
+    if tasks and experiment.store.read_only:
+        missing = sum(len(t.states) + len(t.probes) for t in tasks)
+        raise StoreError(f"{experiment.store.root}: the store is read-only here and {missing} states or probes are "
+                         "missing; run where it is writable (finished states are never recomputed)")
     for name, document in experiment.documents.items():
-        experiment.store.write_document(name, document)
+        if not experiment.store.read_only:  # a no-op run on a read-only store records nothing
+            experiment.store.write_document(name, document)
     done_probes = [p.hash for p in experiment.probes.values()
                    if experiment.store.probe(p.state.hash, p.hash) is not None]
     n_items = sum(len(t.states) + len(t.probes) for t in tasks)

@@ -26,12 +26,15 @@ def flatten(data: Any, prefix: str = "", out: dict | None = None) -> dict:
 class Results:
     """A read-only view of a store: states, lineage, tables, models."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, writable: bool = False):
         path = Path(path)
         if not (path / "states").is_dir():
             raise StoreError(f"{path}: not a prunelab store (no states/ folder)")
-        self.store = Store(path, create=False)
-        self._manifests = {m["hash"]: m for m in self.store.manifests()}
+        # reading writes nothing (no index, no locks): a read-only or another user's store works
+        self.store = Store(path, create=False, read_only=None if writable else True)
+        # a damaged manifest is left out (and listed) rather than making the whole store unreadable
+        self.damaged: dict[Path, str] = {}
+        self._manifests = {m["hash"]: m for m in self.store.manifests(damaged=self.damaged)}
 
     def __len__(self) -> int:
         return len(self._manifests)
@@ -173,5 +176,6 @@ class Results:
         return "\n".join(lines)
 
 
-def open_store(path: str | Path) -> Results:
-    return Results(path)
+def open_store(path: str | Path, *, writable: bool = False) -> Results:
+    """A :class:`Results` view of a store; ``writable`` only for maintenance (gc, verify --repair)."""
+    return Results(path, writable=writable)

@@ -31,7 +31,7 @@ class ModelSpec:
         from ..tasks.models import build_model
 
         return build_model(self.model, self.input_shape, self.num_classes, seed=seed, init=self.init,
-                           **dict(self.options))
+                           trust_import=False, **dict(self.options))  # the name may come from a store
 
     def to_json(self) -> dict:
         return {"model": self.model, "input_shape": list(self.input_shape), "num_classes": self.num_classes,

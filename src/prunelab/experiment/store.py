@@ -24,6 +24,7 @@ import sqlite3
 import tempfile
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -36,7 +37,51 @@ from ..files import publish
 from ..pruning.masks import pack, unpack
 from .snapshot import ModelSpec, Snapshot
 
-FORMAT = 1
+# 2: manifests carry a digest of their own content (format-1 manifests, without it, are still read:
+# their identity is checked, their content cannot be).
+FORMAT = 2
+
+
+def manifest_digest(manifest: dict) -> str:
+    """sha256 of a manifest's content without its ``digest`` field (sorted keys, exact floats)."""
+    body = {k: v for k, v in manifest.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True).encode()).hexdigest()
+
+
+def identity_of(manifest: dict) -> str:
+    """The state hash a manifest's parent, recipe, version and parameters give (what ``hash`` must be)."""
+    from .hashing import canonical_json, sha256_hex
+
+    recipe = manifest["recipe"]
+    return sha256_hex(canonical_json({"parent": manifest.get("parent"), "recipe": recipe["type"],
+                                      "version": recipe["version"], "params": recipe["params"]}))
+
+
+def manifest_problem(path: Path, manifest) -> str | None:
+    """Why a manifest read from ``path`` cannot be trusted, or None: not an object, fields missing,
+    a name that is not its hash, an identity that its recipe does not give, content that does not
+    match its digest (edited or corrupted)."""
+    if not isinstance(manifest, dict):
+        return "not a JSON object"
+    recipe = manifest.get("recipe")
+    if not isinstance(manifest.get("hash"), str) or not isinstance(recipe, dict) or \
+            not isinstance(recipe.get("type"), str) or not isinstance(recipe.get("params"), dict) or \
+            "version" not in recipe:
+        return "fields hash/recipe missing or malformed"
+    if manifest["hash"] != path.stem:
+        return f"names state {manifest['hash'][:12]} but is stored as {path.stem[:12]}"
+    try:
+        identity = identity_of(manifest)
+    except (TypeError, ValueError) as exc:
+        return f"recipe parameters cannot be hashed ({exc})"
+    if identity != manifest["hash"]:
+        return "its parent, recipe and parameters do not give its hash (edited)"
+    if "digest" in manifest:
+        if manifest_digest(manifest) != manifest["digest"]:
+            return "content does not match its digest (edited or corrupted)"
+    elif manifest.get("format", 1) >= 2:
+        return "digest missing"
+    return None
 
 
 class StoreError(PrunelabError):
@@ -64,19 +109,43 @@ def _atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+@dataclass(frozen=True)
+class Problem:
+    """Something ``verify`` found: the state concerned, one line saying what and where, and the files
+    ``verify --repair`` moves into quarantine."""
+
+    state: str
+    message: str
+    files: tuple[Path, ...]
+
+
 class Store:
-    def __init__(self, root: str | Path, *, create: bool = True):
+    """A store directory. ``read_only`` (default: when the directory is not writable by this process)
+    opens it without writing anything — no index, no lock files — so a store on a read-only mount, or
+    another user's, can be listed, reported and verified; writing methods then raise StoreError."""
+
+    def __init__(self, root: str | Path, *, create: bool = True, read_only: bool | None = None):
         self.root = Path(root)
         if not self.root.exists():
-            if not create:
+            if not create or read_only:
                 raise StoreError(f"{self.root}: no such store")
-            self.root.mkdir(parents=True, exist_ok=True)  # another process may create it at the same moment
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)  # another process may create it at the same moment
+            except OSError as exc:
+                raise StoreError(f"{self.root}: cannot create the store ({exc.strerror or exc})") from None
         if not self.root.is_dir():
             raise StoreError(f"{self.root}: not a directory")
+        self.read_only = (not os.access(self.root, os.W_OK)) if read_only is None else read_only
+        self._index_path = self.root / "index.sqlite"
+        if self.read_only:
+            return
         for sub in ("blobs", "states", "probes", "locks"):
             (self.root / sub).mkdir(exist_ok=True)
-        self._index_path = self.root / "index.sqlite"
         self._init_index()
+
+    def _check_writable(self, what: str) -> None:
+        if self.read_only:
+            raise StoreError(f"{self.root}: the store is read-only here; cannot {what}")
 
     # ------------------------------------------------------------ blobs
 
@@ -84,6 +153,7 @@ class Store:
         return self.root / "blobs" / digest[:2] / f"{digest}.safetensors"
 
     def put_tensor(self, tensor: torch.Tensor) -> str:
+        self._check_writable("store a tensor")
         digest = tensor_digest(tensor)
         path = self.blob_path(digest)
         if not path.exists():  # identical tensors are stored once
@@ -116,13 +186,27 @@ class Store:
         return self.root / "states" / f"{state_hash}.json"
 
     def manifest(self, state_hash: str) -> dict | None:
+        """The verified manifest of a state; None when there is none; StoreError when it is damaged."""
         path = self.manifest_path(state_hash)
         try:
-            return json.loads(path.read_text())
+            m = self._read_manifest(path)
         except FileNotFoundError:
             return None
-        except json.JSONDecodeError as exc:
-            raise StoreError(f"{path}: manifest is not valid JSON ({exc})") from exc
+        return m
+
+    def _read_manifest(self, path: Path) -> dict:
+        try:
+            m = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            raise
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise StoreError(f"{path}: damaged manifest: not valid JSON ({exc}); `prunelab verify --repair` "
+                             "moves it aside and the next run recomputes the state") from None
+        problem = manifest_problem(path, m)
+        if problem:
+            raise StoreError(f"{path}: damaged manifest: {problem}; `prunelab verify --repair` moves it aside "
+                             "and the next run recomputes the state")
+        return m
 
     def is_done(self, state_hash: str) -> bool:
         m = self.manifest(state_hash)
@@ -147,11 +231,17 @@ class Store:
         return manifest
 
     def _publish(self, manifest: dict) -> None:
+        self._check_writable(f"write state {manifest['hash'][:10]}")
+        manifest["format"] = FORMAT
+        manifest["digest"] = manifest_digest(manifest)
         _atomic_write_text(self.manifest_path(manifest["hash"]), json.dumps(manifest, separators=(",", ":"), allow_nan=True))
         self._index(manifest)
 
     def add_tags(self, state_hash: str, tags: set[str], *, locked: bool = False) -> None:
-        """Labels are not identity: they can be added to a finished state."""
+        """Labels are not identity: they can be added to a finished state (not to a read-only store,
+        where they are left as they are)."""
+        if self.read_only:
+            return
         if not locked:
             with self.lock(state_hash):
                 return self.add_tags(state_hash, tags, locked=True)
@@ -221,6 +311,7 @@ class Store:
             return None
 
     def write_probe(self, state_hash: str, probe_hash: str, record: dict) -> None:
+        self._check_writable(f"write a probe of {state_hash[:10]}")
         _atomic_write_text(self.probe_path(state_hash, probe_hash), json.dumps(record, indent=1, allow_nan=True))
 
     def probes(self, state_hash: str) -> list[dict]:
@@ -233,6 +324,9 @@ class Store:
 
     @contextmanager
     def lock(self, key: str, timeout: float = -1) -> Iterator[None]:
+        if self.read_only:  # nothing is written, so there is nothing to serialise
+            yield
+            return
         with FileLock(str(self.root / "locks" / f"{key}.lock"), timeout=timeout):
             yield
 
@@ -293,10 +387,11 @@ class Store:
 
     def reindex(self) -> int:
         """Rebuild the SQLite index from the manifests (the source of truth)."""
+        self._check_writable("rebuild the index")
         with self._connect() as con:
             con.execute("DELETE FROM states")
         count = 0
-        for m in self.manifests():
+        for m in self.manifests(damaged={}):  # damaged manifests stay out of the index
             self._index(m)
             count += 1
         return count
@@ -318,6 +413,7 @@ class Store:
                 return
         except (OSError, UnicodeDecodeError):
             pass
+        self._check_writable(f"write {path.name}")
         _atomic_write_text(path, text)
 
     def documents(self) -> dict[str, dict]:
@@ -333,12 +429,18 @@ class Store:
             out[path.stem] = payload
         return out
 
-    def manifests(self) -> Iterator[dict]:
+    def manifests(self, damaged: dict | None = None) -> Iterator[dict]:
+        """Every verified manifest. A damaged one is left out and recorded in ``damaged`` (path → why)
+        when given, else it raises StoreError: one bad file never makes a whole store unreadable."""
         for path in sorted((self.root / "states").glob("*.json")):
             try:
-                yield json.loads(path.read_text())
-            except json.JSONDecodeError as exc:
-                raise StoreError(f"{path}: manifest is not valid JSON ({exc})") from exc
+                yield self._read_manifest(path)
+            except FileNotFoundError:  # removed meanwhile (verify --repair in another process)
+                continue
+            except StoreError as exc:
+                if damaged is None:
+                    raise
+                damaged[path] = str(exc).removeprefix(f"{path}: damaged manifest: ").split("; `prunelab")[0]
 
     def rows(self) -> list[dict]:
         with self._connect() as con:
@@ -349,7 +451,7 @@ class Store:
 
     def referenced_blobs(self) -> set[str]:
         refs = set()
-        for m in self.manifests():
+        for m in self.manifests():  # raises on a damaged manifest: its blobs must not look unreferenced
             for group in ("weights", "masks"):
                 refs.update(e["blob"] for e in (m.get(group) or {}).values())
             if m.get("optimizer"):
@@ -361,8 +463,12 @@ class Store:
 
     def gc(self, dry_run: bool = False) -> tuple[int, int]:
         """Remove blobs no manifest references (and stray temp files). Returns (files, bytes)."""
+        self._check_writable("collect garbage")
         with self.lock("__gc__"):
-            keep = self.referenced_blobs()
+            try:
+                keep = self.referenced_blobs()
+            except StoreError as exc:
+                raise StoreError(f"{exc}; gc removes nothing while a manifest is damaged") from None
             files = n_bytes = 0
             for digest, path in self.all_blobs().items():
                 if digest not in keep:
@@ -377,19 +483,63 @@ class Store:
                     tmp.unlink()
         return files, n_bytes
 
-    def verify(self) -> list[str]:
-        """Re-hash every referenced blob; returns one line per problem."""
-        problems = []
-        for m in self.manifests():
+    def verify(self) -> list["Problem"]:
+        """Check every manifest (JSON, digest, identity, references) and re-hash every referenced blob.
+
+        Returns one :class:`Problem` per damaged thing, with the files ``repair`` would move aside.
+        """
+        damaged: dict[Path, str] = {}
+        good = {m["hash"]: m for m in self.manifests(damaged=damaged)}
+        problems = [Problem(path.stem, f"{path}: {why}", (path,)) for path, why in damaged.items()]
+        damaged_hashes = {path.stem for path in damaged}
+        checked: dict[str, str | None] = {}
+        for h, m in good.items():
+            path = self.manifest_path(h)
+            refs = [m.get("parent")] + [item["$state"] for v in m["recipe"]["params"].values()
+                                        for item in (v if isinstance(v, list) else [v])
+                                        if isinstance(item, dict) and "$state" in item]
+            for ref in filter(None, refs):
+                if ref not in good and ref not in damaged_hashes:
+                    problems.append(Problem(h, f"{path}: refers to state {ref[:12]}, which is not in the store",
+                                            (path,)))
+            if m.get("status") != "done":
+                continue
             entries = list((m.get("weights") or {}).values()) + list((m.get("masks") or {}).values())
             if m.get("optimizer"):
                 entries += list(m["optimizer"]["tensors"].values())
             for entry in entries:
-                try:
-                    self.get_tensor(entry["blob"])
-                except StoreError as exc:
-                    problems.append(f"state {m['hash'][:12]}: {exc}")
-        return sorted(set(problems))
+                digest = entry.get("blob") if isinstance(entry, dict) else None
+                if not isinstance(digest, str):
+                    problems.append(Problem(h, f"{path}: a tensor entry has no blob digest", (path,)))
+                    continue
+                if digest not in checked:
+                    try:
+                        self.get_tensor(digest)
+                        checked[digest] = None
+                    except StoreError as exc:
+                        checked[digest] = str(exc)
+                if checked[digest] is not None:
+                    blob = self.blob_path(digest)
+                    problems.append(Problem(h, f"state {h[:12]}: {checked[digest]}",
+                                            (path, blob) if blob.exists() else (path,)))
+        return sorted(problems, key=lambda p: p.message)
+
+    def repair(self, problems: list["Problem"]) -> tuple[Path, list[Path]]:
+        """Move every file of ``problems`` into quarantine/<time>/ (same relative path; nothing is deleted)
+        and rebuild the index. The next run recomputes exactly the states whose manifests moved."""
+        self._check_writable("repair")
+        folder = self.root / "quarantine" / time.strftime("%Y%m%dT%H%M%S")
+        moved = []
+        with self.lock("__gc__"):
+            for path in dict.fromkeys(p for problem in problems for p in problem.files):
+                if not path.exists():
+                    continue
+                target = folder / path.relative_to(self.root)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
+                moved.append(target)
+            self.reindex()
+        return folder, moved
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".json"))

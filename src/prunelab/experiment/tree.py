@@ -117,8 +117,10 @@ class Experiment:
     def root(self, *, dataset: str, model: str, seed: int = 0, init: str | None = None,
              model_options: dict | None = None) -> State:
         """A root state: ``model`` freshly initialised (with ``seed``) for ``dataset``."""
+        from ..registry import trust_names
         from .executors import dataset_cache
 
+        trust_names(dataset, model)  # the caller named them: its own code, not data read from a store
         data = dataset_cache(dataset)
         recipe = Init(dataset=dataset, model=model, seed=seed, init=init,
                       model_options=tuple(sorted((model_options or {}).items())),

@@ -92,8 +92,12 @@ def load_dataset(
     *,
     source: DataSource | None = None,
     validation: int | float | None = None,
+    trust_import: bool = True,
 ) -> Dataset:
     """Load a registered dataset (or ``package.module:factory``) by name.
+
+    An import path given here is trusted (you named it); prunelab passes
+    ``trust_import=False`` for names read from a store (registry.trust).
 
     ``validation`` overrides the dataset's default validation size: an int is
     a number of examples, a float in (0, 1) a fraction of the training set.
@@ -101,6 +105,10 @@ def load_dataset(
     loads the base dataset and resizes its inputs before standardisation.
     """
     base, resize, channels = parse_variant(name)
+    if trust_import:
+        from ..registry import trust_names
+
+        trust_names(base)
     factory = DATASETS.get(base)
     source = source or DataSource()
     params = inspect.signature(factory).parameters

@@ -50,13 +50,20 @@ def build_model(
     *,
     seed: int = 0,
     init: str | None = None,
+    trust_import: bool = True,
     **options,
 ) -> nn.Module:
     """Build model ``name`` for inputs of ``input_shape`` (without the batch dim).
 
     The same (name, shape, classes, seed, init, options) always gives bitwise
-    identical weights; the global torch RNG is left untouched.
+    identical weights; the global torch RNG is left untouched. A
+    ``package.module:factory`` name given here is trusted (you named it);
+    prunelab passes ``trust_import=False`` for names read from a store.
     """
+    if trust_import:
+        from ..registry import trust_names
+
+        trust_names(name)
     entry = MODELS.get(name)
     if not isinstance(entry, ModelInfo):  # a user factory given by import path
         entry = ModelInfo(entry, "default")

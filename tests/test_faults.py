@@ -1,0 +1,200 @@
+"""Fault injection (issue #14): tampering, corruption, truncation, loss, a garbage index, read-only stores,
+a full disk, and a store that names a module to import. Each from the CLI as a user meets it."""
+
+import errno
+import json
+import shutil
+
+import pytest
+
+from prunelab import PrunelabError
+from prunelab.experiment import Experiment, StoreError, Train, open_store
+from prunelab.experiment.store import manifest_digest
+from prunelab.spec import load_spec
+from prunelab.study import build_study
+
+from .experiment_helpers import CONFIG
+from .test_cli import run_cli
+from .test_study import write_spec
+
+SPEC = """
+[study]
+name = "faults"
+store = "STORE"
+seeds = [0]
+[task]
+dataset = "digits"
+model = "lenet_300_100"
+[training]
+iterations = 20
+batch_size = 32
+[branches.ticket]
+rate = 0.5
+rounds = 2
+"""
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("faults")
+    spec = write_spec(folder, SPEC)
+    assert build_study(load_spec(spec)).experiment.run().ok
+    return folder
+
+
+@pytest.fixture
+def study(pristine, tmp_path):
+    """A fresh copy of a finished study: (spec path, store path)."""
+    shutil.copytree(pristine / "store", tmp_path / "store")
+    spec = tmp_path / "spec.toml"
+    spec.write_text((pristine / "spec.toml").read_text().replace(str(pristine / "store"), str(tmp_path / "store")))
+    return spec, tmp_path / "store"
+
+
+def _dense(store):
+    results = open_store(store)
+    return next(m for m in results.states(recipe="Train") if m["depth"] == 1)
+
+
+def _rewrite(store, manifest, keep_digest_valid=False):
+    if keep_digest_valid:  # what a deliberate editor does: the digest is a checksum, not a signature
+        manifest["digest"] = manifest_digest(manifest)
+    (store / "states" / f"{manifest['hash']}.json").write_text(json.dumps(manifest))
+
+
+def test_an_edited_metric_is_detected_refused_and_repaired(study):
+    spec, store = study
+    dense = _dense(store)
+    dense["metrics"]["test"]["accuracy"] = 0.999
+    _rewrite(store, dense)
+    out = run_cli("verify", str(store))
+    assert out.returncode == 1 and "content does not match its digest" in out.stdout and dense["hash"] in out.stdout
+    run = run_cli("run", str(spec))
+    assert run.returncode == 2 and "damaged manifest" in run.stderr and "0.999" not in run.stdout
+    listing = run_cli("ls", str(store))  # the rest of the store stays readable
+    assert listing.returncode == 0 and "damaged manifest left out" in listing.stdout
+    fixed = run_cli("verify", str(store), "--repair")
+    assert fixed.returncode == 0 and "1 states will be recomputed" in fixed.stdout
+    assert (next((store / "quarantine").iterdir()) / "states" / f"{dense['hash']}.json").is_file()
+    again = run_cli("run", str(spec))
+    assert again.returncode == 0 and "1 computed" in again.stdout  # exactly what was lost, nothing else
+    assert open_store(store).get(dense["hash"])["metrics"]["test"]["accuracy"] != 0.999
+    assert run_cli("verify", str(store)).returncode == 0
+
+
+def test_an_edited_identity_is_detected_even_with_a_valid_digest(study):
+    _, store = study
+    dense = _dense(store)
+    dense["recipe"]["params"]["config"]["lr"] = 1.0
+    _rewrite(store, dense, keep_digest_valid=True)
+    out = run_cli("verify", str(store))
+    assert out.returncode == 1 and "do not give its hash" in out.stdout
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "delete_blob", "corrupt_blob"])
+def test_damage_is_found_moved_aside_and_recomputed(study, damage):
+    spec, store = study
+    dense = _dense(store)
+    path = store / "states" / f"{dense['hash']}.json"
+    blob = store / "blobs" / dense["weights"]["1.weight"]["blob"][:2] / f"{dense['weights']['1.weight']['blob']}.safetensors"
+    if damage == "truncate":
+        path.write_text(path.read_text()[:100])
+    elif damage == "garbage":
+        path.write_bytes(b"\xff\xfe\x00binary")
+    elif damage == "delete_blob":
+        blob.unlink()
+    else:
+        data = bytearray(blob.read_bytes())
+        data[-1] ^= 0xFF
+        blob.write_bytes(bytes(data))
+    out = run_cli("verify", str(store))
+    assert out.returncode == 1 and dense["hash"][:12] in out.stdout
+    assert run_cli("ls", str(store)).returncode == 0  # one bad file never makes the store unreadable
+    fixed = run_cli("verify", str(store), "--repair")
+    assert fixed.returncode == 0
+    import re
+
+    lost = int(re.search(r"(\d+) states will be recomputed", fixed.stdout).group(1))
+    assert lost == 1 or damage.endswith("blob")  # a blob can be shared by states with equal tensors
+    again = run_cli("run", str(spec))
+    assert again.returncode == 0 and f"{lost} computed" in again.stdout, again.stdout + again.stderr
+    assert run_cli("verify", str(store)).returncode == 0
+
+
+def test_a_garbage_index_is_never_fatal(study):
+    spec, store = study
+    (store / "index.sqlite").write_bytes(b"this is not a database" * 100)
+    for args in (("ls", str(store)), ("verify", str(store)), ("run", str(spec))):
+        out = run_cli(*args)
+        assert out.returncode == 0 and "Traceback" not in out.stderr, (args, out.stderr)
+
+
+def test_a_read_only_store_can_be_read_reported_verified_and_rerun(study, tmp_path, monkeypatch):
+    """As a read-only mount (or another user's store) looks to this process: not writable."""
+    import os
+
+    spec, store = study
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if (mode & os.W_OK and str(p).startswith(
+        str(store))) else real_access(p, mode, **kw))
+    before = {p: p.stat().st_mtime_ns for p in store.rglob("*")}
+    results = open_store(store)
+    assert results.store.read_only and len(results) > 0
+    from prunelab.analysis.tables import study_points
+    from prunelab.report import build_report
+
+    assert len(study_points(results)) == 3
+    build_report(results, tmp_path / "r.html")
+    assert results.store.verify() == []
+    tree = build_study(load_spec(spec))
+    summary = tree.experiment.run()  # a no-op rerun
+    assert summary.ok and not summary.computed
+    assert {p: p.stat().st_mtime_ns for p in store.rglob("*")} == before  # nothing was written
+    with pytest.raises(StoreError, match="read-only"):
+        Experiment(store).root(dataset="digits", model="lenet_300_100", seed=5).then(Train(CONFIG)).experiment.run()
+
+
+def test_a_store_never_imports_a_module_it_names(study, tmp_path):
+    """A manifest edited to name a module (digest recomputed): loading the model refuses to import it."""
+    _, store = study
+    marker = tmp_path / "imported"
+    (tmp_path / "evilmod.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n"
+                                         "def make(**kw):\n    raise SystemExit('never')\n")
+    dense = _dense(store)
+    dense["spec"]["model"] = "evilmod:make"
+    _rewrite(store, dense, keep_digest_valid=True)
+    env = {"PYTHONPATH": str(tmp_path)}
+    out = run_cli("report", str(store), "-o", str(tmp_path / "r.html"), "--efficiency", "flops_removed", env=env)
+    assert out.returncode == 2 and "refusing to import module 'evilmod'" in out.stderr and "--trust evilmod" in out.stderr
+    assert not marker.exists()
+    with pytest.raises(PrunelabError, match="refusing to import"):
+        open_store(store).load_model(dense["hash"])
+    assert not marker.exists()
+    trusted = run_cli("--trust", "evilmod", "report", str(store), "-o", str(tmp_path / "r.html"), "--efficiency",
+                      "flops_removed", env=env)
+    assert marker.exists() and trusted.returncode != 0  # imported only when the user said so
+
+
+def test_a_full_disk_stops_the_run_with_one_line_and_the_rerun_resumes(study, monkeypatch):
+    import prunelab.experiment.store as store_module
+
+    spec, store = study
+    shutil.rmtree(store)
+    real = store_module.save_file
+    calls = {"n": 0}
+
+    def full_after_some(tensors, path, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 8:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(tensors, path, *args, **kwargs)
+
+    monkeypatch.setattr(store_module, "save_file", full_after_some)
+    tree = build_study(load_spec(spec))
+    with pytest.raises(StoreError, match="disk full"):
+        tree.experiment.run()
+    assert not list(store.glob("blobs/*/*.tmp"))  # no half-written file left behind
+    monkeypatch.setattr(store_module, "save_file", real)
+    summary = build_study(load_spec(spec)).experiment.run()
+    assert summary.ok and summary.reused and summary.computed
+    assert open_store(store).store.verify() == []
