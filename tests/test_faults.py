@@ -198,3 +198,26 @@ def test_a_full_disk_stops_the_run_with_one_line_and_the_rerun_resumes(study, mo
     summary = build_study(load_spec(spec)).experiment.run()
     assert summary.ok and summary.reused and summary.computed
     assert open_store(store).store.verify() == []
+
+
+@pytest.mark.parametrize("change, message", [
+    (("batch_size = 32", "batch_size = 32\nlr = inf"), "training.lr: Input should be a finite number"),
+    (("batch_size = 32", "batch_size = 32\nlr = 1e300"), "training.lr: Input should be less than or equal to 10"),
+    (("seeds = [0]", "seeds = [9223372036854775808]"), "seeds must lie in 0..2^63-1"),
+    (("seeds = [0]", "seeds = [-1]"), "seeds must lie in 0..2^63-1"),
+    (("seeds = [0]", "seeds = " + "[" * 600 + "]" * 600), "nested too deeply"),
+    (("batch_size = 32", "batch_size = 5000"), "5000 is larger than the 1294 training examples of digits"),
+])
+def test_impossible_values_are_one_line_errors_and_write_nothing(tmp_path, change, message):
+    path = write_spec(tmp_path, SPEC.replace(*change))
+    out = run_cli("run", str(path))
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert not (tmp_path / "store").exists()
+
+
+def test_unreadable_spec_files_are_one_line_errors(tmp_path):
+    binary = tmp_path / "b.toml"
+    binary.write_bytes(b"\xff\xfe\x00\x01 binary")
+    for path, message in ((binary, "not a text file"), (tmp_path, "is a directory, not a spec file")):
+        out = run_cli("run", str(path))
+        assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr

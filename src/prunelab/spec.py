@@ -23,7 +23,10 @@ from .tasks.training import TrainConfig
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+MAX_SEED = 2**63 - 1  # seeds feed torch.manual_seed, which takes a signed 64-bit integer
 
 
 class StudySection(_Strict):
@@ -36,6 +39,9 @@ class StudySection(_Strict):
     def _unique(cls, seeds):
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"seeds must be distinct, got {seeds}")
+        bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
+        if bad:
+            raise ValueError(f"seeds must lie in 0..2^63-1, got {bad[0]}")
         return seeds
 
 
@@ -199,7 +205,7 @@ class InstabilitySection(_Strict):
     @field_validator("data_seeds")
     @classmethod
     def _distinct(cls, seeds):
-        if seeds[0] == seeds[1] or min(seeds) < 0:
+        if seeds[0] == seeds[1] or min(seeds) < 0 or max(seeds) > MAX_SEED:
             raise ValueError(f"data_seeds must be two distinct non-negative seeds, got {seeds}")
         return seeds
 
@@ -500,11 +506,19 @@ def load_spec(path: str | Path) -> Spec:
     """Read and validate a study spec; errors name the file and the key."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise PrunelabError(f"{path}: no such spec file") from None
+    except IsADirectoryError:
+        raise PrunelabError(f"{path}: is a directory, not a spec file") from None
+    except OSError as exc:
+        raise PrunelabError(f"{path}: cannot read the spec ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise PrunelabError(f"{path}: not a text file (byte {exc.start} is not UTF-8); a spec is UTF-8 TOML") from None
     except tomllib.TOMLDecodeError as exc:
         raise PrunelabError(f"{path}: not valid TOML ({exc})") from None
+    except RecursionError:
+        raise PrunelabError(f"{path}: nested too deeply to be a spec") from None
     return parse_spec(raw, str(path))
 
 

@@ -139,6 +139,7 @@ def _build_configuration(spec: Spec, tree: StudyTree) -> None:
         rewind_points |= {k for k in spec.instability.at if k > 0}
     rewind_points = sorted(rewind_points)
 
+    _check_batch(cfg, task.data(task.dataset), "training.batch_size")
     for seed in spec.study.seeds:
         root = _root(exp, spec, task.dataset, seed)
         with exp.tag(f"seed={seed}"):
@@ -188,6 +189,15 @@ def _build_configuration(spec: Spec, tree: StudyTree) -> None:
         _build_consensus(spec, tree)
 
 
+def _check_batch(cfg: TrainConfig, dataset: str, where: str) -> None:
+    """A batch larger than the training set cannot be drawn: say so while planning, before anything runs."""
+    from .experiment.executors import dataset_cache
+
+    n = len(dataset_cache(dataset).train.y)
+    if cfg.batch_size > n:
+        raise PrunelabError(f"{where}: {cfg.batch_size} is larger than the {n} training examples of {dataset}")
+
+
 def _root(exp: Experiment, spec: Spec, dataset: str, seed: int) -> State:
     """The study's model freshly initialised with ``seed`` for ``dataset`` (resized as [task] asks)."""
     t = spec.task
@@ -200,6 +210,7 @@ def _build_transfer(spec: Spec, tree: StudyTree, name: str, tr, seed: int, root:
     exp, cfg = tree.experiment, spec.training
     target_root = root if tr.dataset in (None, spec.task.dataset) else _root(exp, spec, tr.dataset, seed)
     tcfg = TrainConfig.parse({**cfg.model_dump(), **tr.training}, where=f"transfer.{name}.training")
+    _check_batch(tcfg, target_root.recipe.dataset, f"transfer.{name}.training.batch_size")
     label, target = f"transfer:{name}", tr.dataset or spec.task.dataset
     with exp.tag(label):
         moved = target_root.then(Transfer(source=ticket_start))
@@ -228,6 +239,8 @@ def _build_consensus(spec: Spec, tree: StudyTree) -> None:
     datasets = list(dict.fromkeys([task.dataset] + list(c.datasets)))
     pruning = technique(c.technique, amount=c.rate, overrides={"<output>": c.output_rate} if c.output_rate else {})
     _check_shared_architecture(spec, exp, datasets + list(c.train_on))
+    for dataset in dict.fromkeys(datasets + list(c.train_on)):
+        _check_batch(cfg, spec.task.data(dataset), "training.batch_size")
     sources: dict[int, list[State]] = {}
     own: dict[tuple[str, int], State] = {}
     for seed in spec.study.seeds:

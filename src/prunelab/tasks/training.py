@@ -33,20 +33,22 @@ from .evaluation import evaluate, task_loss
 class TrainConfig(BaseModel):
     """How to train. Exactly one of ``iterations`` / ``epochs`` sets the length."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Non-finite numbers and absurd magnitudes are rejected here, not discovered as failed states
+    # after a run (the bounds are far beyond any working setting).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     optimizer: Literal["sgd", "momentum", "adam"] = "adam"
-    lr: float = Field(1.2e-3, gt=0)
+    lr: float = Field(1.2e-3, gt=0, le=10)
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = False
-    weight_decay: float = Field(0.0, ge=0)
-    batch_size: int = Field(60, gt=0)
-    iterations: int | None = Field(None, gt=0)
-    epochs: float | None = Field(None, gt=0)
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    batch_size: int = Field(60, gt=0, le=2**20)
+    iterations: int | None = Field(None, gt=0, le=10**9)
+    epochs: float | None = Field(None, gt=0, le=10**6)
     schedule: Literal["constant", "step", "cosine"] = "constant"
     warmup_iterations: int = Field(0, ge=0)
     milestones: tuple[int, ...] = ()  # iterations at which "step" multiplies lr by gamma
-    gamma: float = Field(0.1, gt=0)
+    gamma: float = Field(0.1, gt=0, le=10)
     eval_every: int = Field(0, ge=0)  # 0: evaluate only at the end
 
     @model_validator(mode="after")
