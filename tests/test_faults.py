@@ -221,3 +221,18 @@ def test_unreadable_spec_files_are_one_line_errors(tmp_path):
     for path, message in ((binary, "not a text file"), (tmp_path, "is a directory, not a spec file")):
         out = run_cli("run", str(path))
         assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_recompute_audits_a_store_bit_for_bit_and_catches_a_consistent_forgery(study):
+    """A forged result that passes every checksum (valid blob, digest recomputed) is caught by re-execution."""
+    _, store = study
+    out = run_cli("verify", str(store), "--recompute", "3")
+    assert out.returncode == 0 and out.stdout.count("bit-identical") == 3
+    results = open_store(store)
+    dense = _dense(store)
+    pruned = next(m for m in results.states(recipe="Train") if m["hash"] != dense["hash"])
+    dense["weights"]["1.weight"] = pruned["weights"]["1.weight"]  # someone else's (valid) tensor
+    _rewrite(store, dense, keep_digest_valid=True)
+    assert run_cli("verify", str(store)).returncode == 0  # every checksum still holds
+    out = run_cli("verify", str(store), "--state", dense["hash"][:12])
+    assert out.returncode == 1 and "weights.1.weight: differs" in out.stdout

@@ -535,8 +535,13 @@ def verify(
     store: Path = typer.Argument(..., help="store directory"),
     repair: bool = typer.Option(False, help="move everything damaged into STORE/quarantine/<time>/ and rebuild "
                                             "the index; the next `prunelab run` recomputes exactly that"),
+    recompute: int = typer.Option(0, help="also re-execute this many randomly chosen finished states and check "
+                                          "each is bit-identical to what is stored (nothing is written)"),
+    state: Optional[list[str]] = typer.Option(None, help="re-execute this state (hash or prefix; repeatable)"),
+    seed: int = typer.Option(0, help="seed of the random choice of --recompute"),
 ) -> None:
-    """Check every manifest (content digest, identity, references) and re-hash every blob."""
+    """Check every manifest (content digest, identity, references) and re-hash every blob; optionally
+    re-execute states to audit that the store is what its recipes compute."""
     from .experiment import open_store
 
     results = open_store(store, writable=repair)
@@ -544,6 +549,8 @@ def verify(
     for problem in problems:  # full paths, never wrapped or truncated
         console.print(problem.message, style="red", soft_wrap=True, markup=False)
     states = len(results) + len(results.damaged)
+    if recompute or state:
+        problems = problems + _recompute(results, recompute, state or [], seed)
     if not repair:
         console.print(f"{states} manifests checked, {len(problems)} problems"
                       + ("; `prunelab verify --repair` moves them aside" if problems else ""))
@@ -555,6 +562,35 @@ def verify(
     console.print(f"{states} manifests checked, {len(problems)} problems; "
                   + (f"moved {len(moved)} files to {folder}; {lost} states will be recomputed by the next "
                      "`prunelab run`; " if moved else "") + "index rebuilt", soft_wrap=True)
+
+
+def _recompute(results, count: int, chosen: list[str], seed: int) -> list:
+    """Re-execute states and compare them bit for bit; the mismatches as verify problems."""
+    import random
+
+    from .experiment.audit import BUILTIN, recompute
+    from .experiment.store import Problem
+
+    hashes = [results.get(prefix)["hash"] for prefix in chosen]
+    candidates = sorted(m["hash"] for m in results.states(status="done")
+                        if m["recipe"]["type"] in BUILTIN and m["hash"] not in hashes)
+    hashes += random.Random(seed).sample(candidates, min(count, len(candidates)))
+    table = Table("state", "recipe", "seconds", "result", title="recomputed (nothing written)")
+    problems = []
+    for h in hashes:
+        try:
+            outcome = recompute(results.store, h)
+        except PrunelabError as exc:
+            table.add_row(h[:12], "", "", f"could not recompute: {exc}", style="yellow")
+            continue
+        verdict = "bit-identical" if outcome.identical else "; ".join(outcome.differences[:4])
+        table.add_row(h[:12], escape(outcome.recipe), f"{outcome.seconds:.2f}", verdict,
+                      style=None if outcome.identical else "red")
+        if not outcome.identical:
+            problems.append(Problem(h, f"state {h[:12]}: recomputed result differs from the store "
+                                       f"({'; '.join(outcome.differences)})", ()))
+    console.print(table)
+    return problems
 
 
 def _print_regression(ev, title: str) -> None:
