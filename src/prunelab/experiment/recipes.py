@@ -45,6 +45,19 @@ class Ref(StateLike):
     hash: str
 
 
+OMIT_DEFAULT = {"identity": "omit_default"}  # see Recipe.params
+
+
+def identity_dump(config) -> dict:
+    """A pydantic config as JSON for identities: every field, except ``OMIT_DEFAULT`` ones at their default."""
+    dumped = config.model_dump(mode="json")
+    for name, info in type(config).model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        if extra.get("identity") == "omit_default" and getattr(config, name) == info.default:
+            dumped.pop(name, None)
+    return dumped
+
+
 class Recipe:
     """Base class. Subclasses are ``@dataclass(frozen=True)``."""
 
@@ -53,7 +66,12 @@ class Recipe:
 
     @property
     def type_name(self) -> str:
-        return type(self).__name__
+        """The recipe's name in identities: the class name for prunelab's own recipes, the
+        module-qualified name for anyone else's (a user class called ``Train`` is not ours)."""
+        cls = type(self)
+        if cls.__module__.startswith("prunelab."):
+            return cls.__name__
+        return f"{cls.__module__}.{cls.__qualname__}"
 
     def refs(self) -> dict[str, Any]:
         """Referenced states by name (``field`` or ``field.i`` for a tuple of states)."""
@@ -78,16 +96,23 @@ class Recipe:
         return dataclasses.replace(self, **changes) if changes else self
 
     def params(self) -> dict:
-        """JSON parameters; referenced states appear as {"$state": hash}."""
+        """JSON parameters; referenced states appear as {"$state": hash}.
+
+        Schema evolution: a field added after a store format existed is declared with
+        ``OMIT_DEFAULT`` (dataclass ``metadata`` or pydantic ``json_schema_extra``) and enters the
+        identity only when it is not at its default, so adding it does not fork existing stores.
+        """
         out = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.metadata.get("identity") == "omit_default" and value == f.default:
+                continue
             if isinstance(value, StateLike):
                 value = {"$state": value.hash}
             elif isinstance(value, tuple) and value and all(isinstance(v, StateLike) for v in value):
                 value = [{"$state": v.hash} for v in value]
             elif hasattr(value, "model_dump"):
-                value = value.model_dump(mode="json")
+                value = identity_dump(value)
             out[f.name] = value
         return out
 
@@ -110,6 +135,9 @@ class Init(Recipe):
     model_options: tuple[tuple[str, Any], ...] = ()
     input_shape: tuple[int, ...] = ()
     num_classes: int = 0
+    # A user dataset's content (sha256 of its tensors): changing the data changes every identity
+    # built on it. Built-in datasets are pinned by their own checksums and generators: None.
+    data_fingerprint: str | None = dataclasses.field(default=None, metadata=OMIT_DEFAULT)
 
     def describe(self) -> str:
         return f"{self.model} on {self.dataset}, seed {self.seed}"
@@ -118,6 +146,13 @@ class Init(Recipe):
         return ModelSpec(self.model, tuple(self.input_shape), self.num_classes, self.init, tuple(self.model_options))
 
     def run(self, ctx, parent):
+        if self.data_fingerprint is not None:
+            from ..tasks.datasets import dataset_fingerprint
+
+            now = dataset_fingerprint(ctx.dataset(self.dataset))
+            if now != self.data_fingerprint:
+                raise PrunelabError(f"dataset {self.dataset!r} changed since this state was planned "
+                                    f"(fingerprint {now[:12]}, planned {self.data_fingerprint[:12]})")
         model = self.spec().build(seed=self.seed)
         return Snapshot.capture(model, self.spec(), self.dataset, iteration=0,
                                 metrics={"parameters": sum(p.numel() for p in model.parameters())})

@@ -86,6 +86,18 @@ class Probe:
         return None if record is None else record.get("result")
 
 
+_FINGERPRINTS: dict[str, str] = {}
+
+
+def _fingerprint(name: str, data) -> str:
+    """A user dataset's content hash, once per process."""
+    from ..tasks.datasets import dataset_fingerprint
+
+    if name not in _FINGERPRINTS:
+        _FINGERPRINTS[name] = dataset_fingerprint(data)
+    return _FINGERPRINTS[name]
+
+
 class Experiment:
     """A tree of states bound to a store directory.
 
@@ -120,11 +132,14 @@ class Experiment:
         from ..registry import trust_names
         from .executors import dataset_cache
 
+        from ..tasks.datasets import dataset_fingerprint, is_builtin_dataset
+
         trust_names(dataset, model)  # the caller named them: its own code, not data read from a store
         data = dataset_cache(dataset)
         recipe = Init(dataset=dataset, model=model, seed=seed, init=init,
                       model_options=tuple(sorted((model_options or {}).items())),
-                      input_shape=tuple(data.input_shape), num_classes=data.num_classes)
+                      input_shape=tuple(data.input_shape), num_classes=data.num_classes,
+                      data_fingerprint=None if is_builtin_dataset(dataset) else _fingerprint(dataset, data))
         recipe.spec().build(seed=seed)  # fail now, not in a worker, if the model cannot take the data
         return self._register(State(self, None, recipe))
 

@@ -87,6 +87,29 @@ DatasetFactory = Callable[..., "RawData | Dataset | tuple"]
 DATASETS: Registry[DatasetFactory] = Registry("dataset")
 
 
+def is_builtin_dataset(name: str) -> bool:
+    """A dataset whose content prunelab pins (published checksums, or a seeded generator), variants
+    included. The ``calogan_*`` datasets read the user's own HDF5 files, so they are not."""
+    base = parse_variant(name)[0]
+    if ":" in base or base not in DATASETS or base.startswith("calogan_"):
+        return False
+    return getattr(DATASETS.get(base), "__module__", "").startswith("prunelab.")
+
+
+def dataset_fingerprint(data: "Dataset") -> str:
+    """sha256 over every split's tensors (dtype, shape, bytes) and the class names."""
+    import hashlib
+
+    digest = hashlib.sha256(repr(tuple(data.class_names)).encode())
+    for split in (data.train, data.validation, data.test):
+        for tensor in (split.x, split.y):
+            t = tensor.detach().contiguous().cpu()
+            digest.update(f"{t.dtype}|{list(t.shape)}|".encode())
+            if t.numel():
+                digest.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    return digest.hexdigest()
+
+
 def load_dataset(
     name: str,
     *,
