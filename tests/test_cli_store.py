@@ -55,3 +55,29 @@ def test_show_unknown_or_ambiguous_hash(store):
     assert out.returncode == 2 and "no state 'zzzz'" in out.stderr
     out = run_cli("show", str(path), "")
     assert out.returncode == 2 and "give more characters" in out.stderr
+
+
+def test_reading_a_store_never_imports_torch(store):
+    """The CLI and store queries start fast because nothing that only reads imports torch (#13)."""
+    import subprocess
+    import sys
+
+    path, _ = store
+    code = ("import sys, prunelab.cli; from prunelab.experiment import open_store; r = open_store(sys.argv[1]); "
+            "r.tree(); r.states(recipe='Train'); assert r.store.verify() == []; print(sorted(m for m in sys.modules "
+            "if m.split('.')[0] in ('torch', 'safetensors', 'sklearn', 'scipy', 'pandas')))")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_blob_digest_from_bytes_equals_the_tensor_digest(tmp_path):
+    import torch
+
+    from prunelab.experiment import Store
+    from prunelab.experiment.store import blob_file_digest, tensor_digest
+
+    store = Store(tmp_path / "s")
+    for tensor in (torch.randn(3, 4), torch.arange(5), torch.tensor(2.5), torch.zeros(0, 3), torch.ones(4).bool(),
+                   torch.randn(2, 2).to(torch.bfloat16)):
+        digest = store.put_tensor(tensor)
+        assert digest == tensor_digest(tensor) == blob_file_digest(store.blob_path(digest))

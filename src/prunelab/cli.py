@@ -370,7 +370,7 @@ def list_states(
     status: Optional[str] = typer.Option(None, help="done or failed"),
 ) -> None:
     """List the states of STORE as a table."""
-    from .tasks.evaluation import short_headline
+    from .headline import short_headline
 
     results = _open(store)
     table = Table("hash", "depth", "recipe", "status", "tags", "test", "sparsity", "seconds")
@@ -392,7 +392,7 @@ def show(
     state: str = typer.Argument(..., help="state hash or a unique prefix of it"),
 ) -> None:
     """Show one state: its lineage, recipe, metrics and provenance."""
-    from .tasks.evaluation import short_headline
+    from .headline import short_headline
 
     results = _open(store)
     m = results.get(state)

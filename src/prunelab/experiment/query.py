@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
-
-from ..tasks.evaluation import short_headline
-from .snapshot import Snapshot
+from ..headline import short_headline
 from .store import Store, StoreError
+
+if TYPE_CHECKING:  # torch is imported only by what loads tensors: listing a store stays fast
+    from torch import nn
+
+    from .snapshot import Snapshot
 
 
 def flatten(data: Any, prefix: str = "", out: dict | None = None) -> dict:

@@ -28,14 +28,58 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import torch
+from typing import TYPE_CHECKING
+
 from filelock import FileLock
-from safetensors.torch import load_file, save_file
 
 from ..errors import PrunelabError
 from ..files import publish
-from ..pruning.masks import pack, unpack
-from .snapshot import ModelSpec, Snapshot
+
+if TYPE_CHECKING:
+    import torch
+
+    from .snapshot import Snapshot
+
+# torch and safetensors are imported by the methods that move tensors, not at import: listing,
+# querying and verifying a store never pay for them (tests/test_cli_store.py checks `ls`).
+
+
+def save_file(tensors, path) -> None:
+    from safetensors.torch import save_file as save
+
+    save(tensors, path)
+
+
+def load_file(path):
+    from safetensors.torch import load_file as load
+
+    return load(path)
+
+
+# safetensors dtype codes → torch's names, for hashing a blob without torch
+_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+           "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+
+
+def blob_file_digest(path: Path) -> str:
+    """The :func:`tensor_digest` of a one-tensor safetensors file, read straight from its bytes (no
+    torch): the same sha256 over ``torch.<dtype>|[shape]|`` and the raw data."""
+    data = path.read_bytes()
+    if len(data) < 8:
+        raise ValueError("shorter than a safetensors header")
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    entry = header.get("t")
+    if not isinstance(entry, dict) or entry.get("dtype") not in _DTYPES:
+        raise ValueError("not a one-tensor blob")
+    start, end = entry["data_offsets"]
+    body = data[8 + size + start:8 + size + end]
+    if len(body) != end - start:
+        raise ValueError("truncated")
+    digest = hashlib.sha256(f"torch.{_DTYPES[entry['dtype']]}|{list(entry['shape'])}|".encode())
+    if body:
+        digest.update(body)
+    return digest.hexdigest()
 
 # 2: manifests carry a digest of their own content (format-1 manifests, without it, are still read:
 # their identity is checked, their content cannot be).
@@ -88,8 +132,10 @@ class StoreError(PrunelabError):
     """The store is damaged or does not hold what was asked for."""
 
 
-def tensor_digest(tensor: torch.Tensor) -> str:
+def tensor_digest(tensor: "torch.Tensor") -> str:
     """sha256 over dtype, shape and raw bytes (hashed in place, no copy)."""
+    import torch
+
     t = tensor.detach().contiguous().cpu()
     digest = hashlib.sha256(f"{t.dtype}|{list(t.shape)}|".encode())
     if t.numel():
@@ -152,7 +198,7 @@ class Store:
     def blob_path(self, digest: str) -> Path:
         return self.root / "blobs" / digest[:2] / f"{digest}.safetensors"
 
-    def put_tensor(self, tensor: torch.Tensor) -> str:
+    def put_tensor(self, tensor: "torch.Tensor") -> str:
         self._check_writable("store a tensor")
         digest = tensor_digest(tensor)
         path = self.blob_path(digest)
@@ -168,7 +214,7 @@ class Store:
                 raise
         return digest
 
-    def get_tensor(self, digest: str) -> torch.Tensor:
+    def get_tensor(self, digest: str) -> "torch.Tensor":
         path = self.blob_path(digest)
         if not path.is_file():
             raise StoreError(f"{path}: blob missing (referenced by a manifest)")
@@ -212,7 +258,7 @@ class Store:
         m = self.manifest(state_hash)
         return m is not None and m.get("status") == "done"
 
-    def write_state(self, manifest: dict, snapshot: Snapshot) -> dict:
+    def write_state(self, manifest: dict, snapshot: "Snapshot") -> dict:
         """Store a snapshot's tensors, then its manifest (atomically). Returns the manifest."""
         manifest = dict(manifest)
         manifest.update(
@@ -251,10 +297,14 @@ class Store:
         m["tags"] = sorted(set(m.get("tags", [])) | set(tags))
         self._publish(m)
 
-    def _tensor_entry(self, tensor: torch.Tensor) -> dict:
+    def _tensor_entry(self, tensor: "torch.Tensor") -> dict:
         return {"blob": self.put_tensor(tensor), "dtype": str(tensor.dtype).removeprefix("torch."), "shape": list(tensor.shape)}
 
-    def _mask_entry(self, mask: torch.Tensor) -> dict:
+    def _mask_entry(self, mask: "torch.Tensor") -> dict:
+        import torch
+
+        from ..pruning.masks import pack
+
         packed = torch.from_numpy(pack(mask))
         return {"blob": self.put_tensor(packed), "shape": list(mask.shape), "packed": True,
                 "kept": int(mask.sum())}
@@ -262,6 +312,8 @@ class Store:
     def _optimizer_entry(self, state: dict | None) -> dict | None:
         if state is None:
             return None
+        import torch
+
         tensors, plain = {}, {}
         for index, values in state["state"].items():
             for key, value in values.items():
@@ -275,7 +327,12 @@ class Store:
 
     # ------------------------------------------------------------ loading
 
-    def load(self, state_hash: str) -> Snapshot:
+    def load(self, state_hash: str) -> "Snapshot":
+        import torch
+
+        from ..pruning.masks import unpack
+        from .snapshot import ModelSpec, Snapshot
+
         m = self.manifest(state_hash)
         if m is None:
             raise StoreError(f"{self.root}: no state {state_hash}")
@@ -513,16 +570,25 @@ class Store:
                     problems.append(Problem(h, f"{path}: a tensor entry has no blob digest", (path,)))
                     continue
                 if digest not in checked:
-                    try:
-                        self.get_tensor(digest)
-                        checked[digest] = None
-                    except StoreError as exc:
-                        checked[digest] = str(exc)
+                    checked[digest] = self._check_blob(digest)
                 if checked[digest] is not None:
                     blob = self.blob_path(digest)
                     problems.append(Problem(h, f"state {h[:12]}: {checked[digest]}",
                                             (path, blob) if blob.exists() else (path,)))
         return sorted(problems, key=lambda p: p.message)
+
+    def _check_blob(self, digest: str) -> str | None:
+        """Why a blob cannot be trusted (missing, unreadable, content not its name), or None; no torch."""
+        path = self.blob_path(digest)
+        if not path.is_file():
+            return f"{path}: blob missing (referenced by a manifest)"
+        try:
+            actual = blob_file_digest(path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return f"{path}: unreadable blob ({exc})"
+        if actual != digest:
+            return f"{path}: blob is corrupted (content does not match its hash)"
+        return None
 
     def repair(self, problems: list["Problem"]) -> tuple[Path, list[Path]]:
         """Move every file of ``problems`` into quarantine/<time>/ (same relative path; nothing is deleted)

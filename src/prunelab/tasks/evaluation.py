@@ -90,24 +90,7 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
     return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-SHORT = {"accuracy": "acc", "resolution": "res", "rmse": "rmse"}
-
-
-def headline(evaluation: dict) -> tuple[str, float]:
-    """The one number that sums up a stored evaluation: accuracy for classification; for a regression
-    target its resolution σ(prediction/target) where defined (positive targets), else its RMSE."""
-    if evaluation.get("task") != "regression":
-        return "accuracy", evaluation["accuracy"]
-    resolution = evaluation.get("resolution")
-    if resolution is not None and math.isfinite(resolution):
-        return "resolution", resolution
-    return "rmse", evaluation["rmse"]
-
-
-def short_headline(evaluation: dict, digits: int = 4) -> str:
-    """``"acc 0.9712"`` / ``"res 0.0831"``: a headline for trees and listings."""
-    name, value = headline(evaluation)
-    return f"{SHORT[name]} {value:.{digits}f}"
+from ..headline import SHORT, headline, short_headline  # noqa: E402,F401  (re-exported)
 
 
 def task_loss(output: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
