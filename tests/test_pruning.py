@@ -38,10 +38,13 @@ def brute_force_keep(scores: list[torch.Tensor], eligible: list[torch.Tensor], k
 # ------------------------------------------------------------ selection core
 
 
+@pytest.mark.parametrize("path", ["radix", "concatenated"])
 @pytest.mark.parametrize("chunk", [7, 1 << 22])
 @pytest.mark.parametrize("seed", range(4))
-def test_radix_select_equals_stable_sort_with_ties_and_chunks(monkeypatch, chunk, seed):
+def test_selection_equals_stable_sort_with_ties_and_chunks(monkeypatch, chunk, seed, path):
+    """Both paths (radix passes for big models, one kthvalue for small ones) against a stable sort."""
     monkeypatch.setattr(selection, "CHUNK", chunk)
+    monkeypatch.setattr(selection, "SMALL", 0 if path == "radix" else 1 << 24)
     g = torch.Generator().manual_seed(seed)
     scores = [torch.randint(0, 5, (4, 9), generator=g).float() / 4, torch.rand(31, generator=g), torch.zeros(5)]
     eligible = [torch.rand(s.shape, generator=g) > 0.3 for s in scores]
@@ -54,7 +57,9 @@ def test_radix_select_equals_stable_sort_with_ties_and_chunks(monkeypatch, chunk
             assert torch.equal(a, b), (k, chunk)
 
 
-def test_selection_rejects_negative_scores_and_too_many():
+@pytest.mark.parametrize("small", [0, 1 << 24])
+def test_selection_rejects_negative_scores_and_too_many(monkeypatch, small):
+    monkeypatch.setattr(selection, "SMALL", small)
     with pytest.raises(ValueError, match="non-negative"):
         selection.lowest_k_masks([selection.ScoreSource(torch.tensor([-1.0, 2.0]))], 1)
     with pytest.raises(ValueError, match="only 2 are eligible"):

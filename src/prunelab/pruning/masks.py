@@ -144,19 +144,22 @@ class SparsityReport:
 
 
 def sparsity_report(model: nn.Module, input_shape: Sequence[int] | None = None,
-                    types: Sequence[type[nn.Module]] = PRUNABLE_TYPES) -> SparsityReport:
+                    types: Sequence[type[nn.Module]] = PRUNABLE_TYPES, kept: dict[str, int] | None = None
+                    ) -> SparsityReport:
     """Per-layer and overall sparsity of every Linear/Conv weight of ``model``.
 
     With ``input_shape`` (no batch dim), also dense and remaining FLOPs
     (multiply-accumulates for one example): a weight entry costs one MAC per
     output position, so remaining FLOPs = kept weights × output positions.
+    ``kept``: kept counts the caller already knows (``prune`` does), by tensor name.
     """
     targets = [Target(f"{n}.weight" if n else "weight", n, m) for n, m in model.named_modules() if isinstance(m, tuple(types))]
     positions = _output_positions(model, targets, input_shape) if input_shape is not None else {}
     layers = []
+    known = kept or {}
     for t in targets:
         total = t.numel()
-        kept = int(torch.count_nonzero(t.mask)) if t.is_pruned else total
+        kept = known[t.name] if t.name in known else (int(torch.count_nonzero(t.mask)) if t.is_pruned else total)
         pos = positions.get(t.name)
         layers.append(LayerSparsity(
             t.name, total, kept,

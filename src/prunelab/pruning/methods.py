@@ -30,7 +30,7 @@ from ..errors import PrunelabError, validated
 from .masks import Masks, SparsityReport, get_masks, sparsity_report
 from .scores import expand_slices, random_scores, slice_scores, snip_scores, synflow_scores
 from .selection import ScoreSource, count_eligible, lowest_k_masks
-from .targets import Target, resolve_overrides, select
+from .targets import Target, pruned_targets, resolve_overrides, select
 
 
 class PruningConfig(BaseModel):
@@ -150,17 +150,26 @@ def prune(
         for group in targets_by_group:
             keeps.update(_select_group(group, scores, amounts[group[0].name], config))
 
-    pruned = {}
+    pruned, kept = {}, {}
     for t in targets:
         keep = keeps[t.name]
-        before = t.numel() if t.mask is None else int(torch.count_nonzero(t.mask))
+        mask = t.mask
+        before = keep.numel() if mask is None else int(torch.count_nonzero(mask))
         torch_prune.custom_from_mask(t.module, t.param, keep)
-        pruned[t.name] = before - int(torch.count_nonzero(keep))
-        if config.structure == "structured" and config.prune_bias and config.dim % len(t.shape) == 0:
+        kept[t.name] = int(torch.count_nonzero(keep))
+        pruned[t.name] = before - kept[t.name]
+        if config.structure == "structured" and config.prune_bias and config.dim % keep.dim() == 0:
             bias = getattr(t.module, "bias_orig", getattr(t.module, "bias", None))
             if bias is not None:
                 torch_prune.custom_from_mask(t.module, "bias", keep.reshape(keep.shape[0], -1).any(dim=1))
-    return PruneResult(get_masks(model), sparsity_report(model, input_shape), pruned)
+    if config.structure == "unstructured":
+        # the keep masks already include what was pruned before (eligibility), so they are the
+        # model's masks for these tensors; only tensors outside this call are read back
+        masks = {t.name: keeps[t.name].clone() if t.name in kept else t.mask.detach() != 0
+                 for t in pruned_targets(model)}
+    else:
+        masks, kept = get_masks(model), {}
+    return PruneResult(masks, sparsity_report(model, input_shape, kept=kept), pruned)
 
 
 def _groups(targets: Sequence[Target], overrides: dict, scope: str) -> list[list[Target]]:
@@ -190,7 +199,7 @@ def _select_group(group: list[Target], scores, amount, config: PruningConfig) ->
             ScoreSource(t.original, torch.abs, t.mask) if scores is None else ScoreSource(scores[t.name], None, t.mask)
             for t in group
         ]
-        total = sum(t.numel() for t in group)
+        total = sum(len(s) for s in sources)
     else:
         sources = []
         for t in group:
