@@ -81,3 +81,21 @@ def test_blob_digest_from_bytes_equals_the_tensor_digest(tmp_path):
                    torch.randn(2, 2).to(torch.bfloat16)):
         digest = store.put_tensor(tensor)
         assert digest == tensor_digest(tensor) == blob_file_digest(store.blob_path(digest))
+
+
+def test_the_collapsed_tree_does_not_deepen_with_rounds(tmp_path):
+    from prunelab.experiment import open_store
+
+    def depth(node):
+        return 1 + max((depth(c) for c in node.children), default=0)
+
+    depths = {}
+    for rounds in (1, 3):
+        exp, *_ = small_tree(tmp_path / f"s{rounds}", branches=("l1_unstructured",), rounds=rounds)
+        exp.run()
+        results = open_store(tmp_path / f"s{rounds}")
+        collapsed, full = results.tree(), results.tree(collapse=False)
+        count = lambda node: 1 + sum(count(c) for c in node.children)  # noqa: E731
+        assert count(collapsed) == count(full) == len(results) + 1  # every state shown once
+        depths[rounds] = (depth(collapsed), depth(full))
+    assert depths[1][0] == depths[3][0] and depths[3][1] > depths[1][1]

@@ -352,10 +352,12 @@ def _open(store: Path):
 def tree(
     store: Path = typer.Argument(..., help="store directory"),
     dot: Optional[Path] = typer.Option(None, help="also write Graphviz DOT here"),
+    full: bool = typer.Option(False, help="nest every state under its parent (default: each chain at one level, "
+                                          "side branches nested)"),
 ) -> None:
-    """Show the experiment tree of STORE."""
+    """Show the experiment tree of STORE (IMP chains collapsed to one level; --full nests everything)."""
     results = _open(store)
-    console.print(results.tree())
+    console.print(results.tree(collapse=not full))
     if dot is not None:
         dot.write_text(results.dot())
         console.print(f"DOT written to {dot}")

@@ -140,22 +140,47 @@ class Results:
             bits.append(f"[red]{m.get('status')}: {(m.get('error') or {}).get('message', '')}[/]")
         return text + (" — " + "; ".join(bits) if bits else "")
 
-    def tree(self):
-        """A rich Tree of the whole store (one per root)."""
+    def tree(self, collapse: bool = True):
+        """A rich Tree of the whole store (one per root).
+
+        ``collapse`` (default): a chain is drawn at one level — each state's deepest child
+        (the one whose subtree goes furthest: the next round of an IMP branch) follows it on
+        the next line at the same indentation, and only the side branches (controls) nest —
+        so a 20-round study is 20 lines deep, not 60 levels. ``collapse=False`` nests every
+        child under its parent.
+        """
         from rich.tree import Tree
 
         top = Tree(f"[bold]{self.store.root}[/] ({len(self)} states)")
         children: dict[str, list[dict]] = {}
         for m in self.states():  # one pass, already in display order
             children.setdefault(m.get("parent"), []).append(m)
+        height: dict[str, int] = {}
+        for m in sorted(self.states(), key=lambda m: -m.get("depth", 0)):  # leaves first
+            height[m["hash"]] = 1 + max((height.get(c["hash"], 0) for c in children.get(m["hash"], [])), default=0)
 
         def add(node, m):
-            branch = node.add(self._label(m))
+            line = node.add(self._label(m))
             for child in children.get(m["hash"], []):
-                add(branch, child)
+                add(line, child)
+
+        def chain(node, first):
+            """``first`` heads a chain: its continuation (each state's deepest child) is listed under
+            it at one level; a side branch heads its own chain under the line it branches from."""
+            head = line = node.add(self._label(first))
+            m = first
+            while True:
+                kids = children.get(m["hash"], [])
+                follow = max(kids, key=lambda c: height[c["hash"]], default=None)
+                for child in kids:
+                    if child is not follow:
+                        chain(line, child)
+                if follow is None:
+                    return
+                line, m = head.add(self._label(follow)), follow
 
         for root in self.states(depth=0):
-            add(top, root)
+            (chain if collapse else add)(top, root)
         return top
 
     def dot(self) -> str:
