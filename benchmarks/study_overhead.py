@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_result  # noqa: E402
 
 from prunelab.experiment import Finetune, Train
-from prunelab.experiment.executors import dataset_cache
+from prunelab.experiment.context import dataset_cache
 from prunelab.pruning.masked import train_masked
 from prunelab.spec import load_spec
 from prunelab.study import build_study

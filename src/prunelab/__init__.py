@@ -17,7 +17,9 @@ except PackageNotFoundError:  # running from a source tree without installing
 _TASKS = ("DATASETS", "MODELS", "DataSource", "Dataset", "Evaluation", "RawData", "Split", "TrainConfig",
           "TrainResult", "build_dataset", "build_model", "evaluate", "load_dataset", "train")
 
-__all__ = sorted(["ChecksumError", "DataUnavailableError", "PrunelabError", "trust", "__version__", *_TASKS])
+__all__ = ["ChecksumError", "DataSource", "DataUnavailableError", "Dataset", "DATASETS", "Evaluation", "MODELS",
+           "PrunelabError", "RawData", "Split", "TrainConfig", "TrainResult", "__version__", "build_dataset",
+           "build_model", "evaluate", "load_dataset", "train", "trust"]
 
 
 def __getattr__(name: str):

@@ -191,7 +191,7 @@ def _build_configuration(spec: Spec, tree: StudyTree) -> None:
 
 def _check_batch(cfg: TrainConfig, dataset: str, where: str) -> None:
     """A batch larger than the training set cannot be drawn: say so while planning, before anything runs."""
-    from .experiment.executors import dataset_cache
+    from .experiment.context import dataset_cache
 
     n = len(dataset_cache(dataset).train.y)
     if cfg.batch_size > n:
@@ -530,7 +530,7 @@ class InstabilityRow:
 def instability(tree: StudyTree, split: str = "test", interval: str = "auto") -> list[InstabilityRow]:
     """Per start iteration (and configuration): the test-error barrier between the two copies, over seeds."""
     from .analysis.stability import error_barrier
-    from .experiment.executors import dataset_cache
+    from .experiment.context import dataset_cache
 
     if tree.spec.instability is None:
         return []

@@ -109,7 +109,7 @@ def state_predictions(results, state_hash: str, split: str = "test") -> tuple[np
     """``(labels, predicted classes, dataset)`` of a stored state on a split, recomputed from its weights."""
     import torch
 
-    from ..experiment.executors import dataset_cache
+    from ..experiment.context import dataset_cache
     from ..tasks.evaluation import predict
 
     snapshot = results.snapshot(state_hash)

@@ -94,7 +94,7 @@ def recompute(store: Store, state_hash: str) -> Recomputation:
     metric (exactly, leaving out wall-clock times)."""
     import time
 
-    from .executors import RunContext, StateTask, _load
+    from .context import RunContext, StateTask, _load
 
     m = store.manifest(state_hash)
     if m is None or m.get("status") != "done":

@@ -24,56 +24,22 @@ import subprocess
 import sys
 import time
 import traceback
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import PrunelabError
 from ..progress import progress_bar
 from .hashing import state_seed
+from .context import (_DATASETS, _SNAPSHOTS, SNAPSHOT_CACHE_SIZE, RunContext, StateTask,  # noqa: F401 (re-exported)
+                      _cache_put, _load, dataset_cache)
 from .recipes import Init, Recipe
-from .snapshot import Snapshot
 from .store import Store, StoreError
 
 if TYPE_CHECKING:
     from .tree import Experiment, State
-
-# ---------------------------------------------------------------- per-process caches
-
-_DATASETS: dict[str, Any] = {}
-_SNAPSHOTS: "OrderedDict[tuple[str, str], Snapshot]" = OrderedDict()
-SNAPSHOT_CACHE_SIZE = 8
-
-
-def dataset_cache(name: str):
-    """Datasets are loaded once per process (they are read-only)."""
-    if name not in _DATASETS:
-        from ..tasks.datasets import load_dataset
-
-        _DATASETS[name] = load_dataset(name, trust_import=False)  # the name may come from a store
-    return _DATASETS[name]
-
-
-def _cache_put(store: Store, state_hash: str, snap: Snapshot) -> None:
-    key = (str(store.root), state_hash)
-    _SNAPSHOTS[key] = snap
-    _SNAPSHOTS.move_to_end(key)
-    while len(_SNAPSHOTS) > SNAPSHOT_CACHE_SIZE:
-        _SNAPSHOTS.popitem(last=False)
-
-
-def _load(store: Store, state_hash: str) -> Snapshot:
-    key = (str(store.root), state_hash)
-    if key in _SNAPSHOTS:
-        _SNAPSHOTS.move_to_end(key)
-        return _SNAPSHOTS[key]
-    snap = store.load(state_hash)
-    _cache_put(store, state_hash, snap)
-    return snap
-
 
 @lru_cache(maxsize=1)
 def environment() -> dict:
@@ -105,16 +71,6 @@ def environment() -> dict:
 
 
 @dataclass(frozen=True)
-class StateTask:
-    hash: str
-    identity: dict
-    recipe: Recipe  # detached: references are bare Refs
-    tags: tuple[str, ...]
-    depth: int
-    root_seed: int
-
-
-@dataclass(frozen=True)
 class ProbeTask:
     hash: str
     state: str
@@ -133,22 +89,6 @@ class Task:
     def key(self) -> str:
         first = self.states[0].hash if self.states else self.probes[0].hash
         return first[:16]
-
-
-class RunContext:
-    """What a recipe sees while it runs."""
-
-    def __init__(self, store: Store, task: StateTask):
-        self.store = store
-        self.seed = state_seed(task.hash)
-        self.root_seed = task.root_seed
-        self.hash = task.hash
-
-    def dataset(self, name: str):
-        return dataset_cache(name)
-
-    def load(self, ref) -> Snapshot:
-        return _load(self.store, ref.hash)
 
 
 _ALLOCATOR_TUNED = False

@@ -29,7 +29,7 @@ from ..tasks.training import TrainConfig
 from .snapshot import ModelSpec, Snapshot
 
 if TYPE_CHECKING:
-    from .executors import RunContext
+    from .context import RunContext
 
 
 class StateLike:

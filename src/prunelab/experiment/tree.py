@@ -130,9 +130,9 @@ class Experiment:
              model_options: dict | None = None) -> State:
         """A root state: ``model`` freshly initialised (with ``seed``) for ``dataset``."""
         from ..registry import trust_names
-        from .executors import dataset_cache
+        from .context import dataset_cache
 
-        from ..tasks.datasets import dataset_fingerprint, is_builtin_dataset
+        from ..tasks.datasets import is_builtin_dataset
 
         trust_names(dataset, model)  # the caller named them: its own code, not data read from a store
         data = dataset_cache(dataset)

@@ -140,7 +140,7 @@ def _group_note(impact: pd.DataFrame, attribute: str) -> str:
 
 def dataset_attribute(results: Results, points) -> tuple[str, Sequence] | None:
     """``(name, values)`` of the first test-example attribute of the study's dataset, if it has one."""
-    from ..experiment.executors import dataset_cache
+    from ..experiment.context import dataset_cache
 
     if points.empty:
         return None

@@ -3,7 +3,6 @@ ROC AUC and background rejection; for a regression target RMSE, R², bias and re
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
