@@ -415,7 +415,8 @@ def summarize(tree: StudyTree, split: str = "test", interval: str = "auto") -> l
                                mean_ci(aucs, method=interval, bounds=(0.0, 1.0)) if len(aucs) == len(items) else None,
                                names[0],
                                tuple(i["seed"] for i in items),
-                               mean_ci(early, method=interval) if len(early) == len(items) else None))
+                               mean_ci(early, method=interval, bounds=(0.0, math.inf))
+                               if len(early) == len(items) else None))
     order = {name: i for i, name in enumerate(dict.fromkeys(p.branch for p in tree.points))}
     configs = {name: i for i, name in enumerate(dict.fromkeys(p.config for p in tree.points))}
     return sorted(rows, key=lambda r: (order[r.branch], r.round, configs[r.config]))
@@ -547,7 +548,7 @@ def instability(tree: StudyTree, split: str = "test", interval: str = "auto") ->
     rows = []
     for (config, k), items in groups.items():
         barriers = [b for b, _ in items]
-        mean, lo, hi = mean_ci(barriers, method=interval)
+        mean, lo, hi = mean_ci(barriers, method=interval, bounds=(0.0, 1.0))  # an error difference, >= 0
         rows.append(InstabilityRow(k, len(items), mean, lo, hi, tuple(barriers),
                                    float(np.mean([e for _, e in items])), config))
     return sorted(rows, key=lambda r: (r.config or "", r.iteration))

@@ -67,7 +67,8 @@ def metric_vs_remaining(points: pd.DataFrame, metric: str, label: str, interval:
     rows = []
     for (branch, level), group in points.groupby(["branch", "remaining"], sort=False):
         values = [v for v in group[metric].tolist() if np.isfinite(v)]
-        m, lo, hi = mean_ci(values, method=interval) if values else (np.nan, np.nan, np.nan)
+        # resolution and RMSE cannot be negative: the interval is clipped at 0
+        m, lo, hi = mean_ci(values, method=interval, bounds=(0.0, np.inf)) if values else (np.nan, np.nan, np.nan)
         rows.append({"branch": branch, "remaining": level, "seeds": len(values), metric: m,
                      f"{metric}_low": lo, f"{metric}_high": hi})
     table = pd.DataFrame(rows)
@@ -103,7 +104,8 @@ def regression_bins(results, points: pd.DataFrame, interval: str = "auto"):
         for i, name in enumerate(bins):
             levels = []
             for level, group in shown[shown["bin"] == name].groupby("remaining"):
-                m, lo, hi = mean_ci(group[column].tolist(), method=interval)
+                bounds = (0.0, np.inf) if column == "resolution" else None  # a bias can have either sign
+                m, lo, hi = mean_ci(group[column].tolist(), method=interval, bounds=bounds)
                 levels.append((level, m, lo, hi))
             levels.sort(reverse=True)
             x = [v[0] for v in levels]
@@ -441,7 +443,7 @@ def group_plot(table: pd.DataFrame, branch: str, attribute: str = "group", inter
     for group, rows in mine.groupby("group", sort=True):
         levels = []
         for level, at in rows.groupby("remaining"):
-            mean, lo, hi = mean_ci(at["accuracy"].tolist(), method=interval)
+            mean, lo, hi = mean_ci(at["accuracy"].tolist(), method=interval, bounds=(0.0, 1.0))
             levels.append((level, mean, lo, hi))
             summary.append({"group": group, "remaining": level, "seeds": len(at), "accuracy": mean,
                             "ci_low": lo, "ci_high": hi, "delta_vs_dense": at["delta"].mean()})
