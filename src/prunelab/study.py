@@ -351,7 +351,7 @@ def mean_ci(values: list[float], confidence: float = 0.95, method: str = "auto",
     too narrow (benchmarks/interval_coverage.py measures it); the t interval is
     the honest one there.
     """
-    from scipy import stats
+    from .analysis.tdist import t_quantile
 
     check_interval(method)
     n = len(values)
@@ -364,7 +364,7 @@ def mean_ci(values: list[float], confidence: float = 0.95, method: str = "auto",
         mean, lo, hi = bootstrap_ci(values, confidence)
     else:
         sd = float(np.std(values, ddof=1))  # scipy's tstd warns on equal values, which 3 seeds often give
-        half = stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
+        half = t_quantile(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
         lo, hi = mean - half, mean + half
     if bounds is not None:
         lo, hi = max(lo, bounds[0]), min(hi, bounds[1])

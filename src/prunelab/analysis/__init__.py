@@ -1,13 +1,31 @@
-"""Analyses over masks, predictions and study tables (issue #6; the report comes later)."""
+"""Analyses over masks, predictions and study tables.
 
-from .fairness import ClassImpact, group_metrics, per_class_impact
-from .masks import chance_jaccard, emergent_structure, jaccard, similarity_matrix
-from .pareto import pareto_front, select_operating_point
-from .stability import Barrier, error_barrier, interpolate, weight_stability
-from .stats import bootstrap_ci, holm, paired_test
+Names are imported on first use (PEP 562): a run's summary needs only a few of them, and
+scipy.stats, scikit-learn and Fairlearn cost seconds to import.
+"""
 
-__all__ = [
-    "ClassImpact", "bootstrap_ci", "chance_jaccard", "emergent_structure", "group_metrics", "holm", "jaccard",
-    "paired_test", "pareto_front", "per_class_impact", "select_operating_point", "similarity_matrix", "weight_stability",
-    "Barrier", "error_barrier", "interpolate",
-]
+from __future__ import annotations
+
+import importlib
+
+_WHERE = {
+    "ClassImpact": "fairness", "group_metrics": "fairness", "per_class_impact": "fairness",
+    "chance_jaccard": "masks", "chance_overlap": "masks", "emergent_structure": "masks", "jaccard": "masks",
+    "similarity_matrix": "masks", "pareto_front": "pareto", "select_operating_point": "pareto",
+    "Barrier": "stability", "error_barrier": "stability", "interpolate": "stability", "weight_stability": "stability",
+    "bootstrap_ci": "stats", "holm": "stats", "paired_test": "stats",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

@@ -30,7 +30,7 @@ ALPHA = 0.05
 def paired_effect(diffs, confidence: float = 0.95) -> tuple[float, float, float, float]:
     """(mean, low, high, d_z) of paired differences: Student t interval, d_z = mean / SD (nan below 2 values
     or when the SD is 0)."""
-    from scipy import stats
+    from .tdist import t_quantile
 
     d = np.asarray(diffs, dtype=float)
     n = len(d)
@@ -40,13 +40,12 @@ def paired_effect(diffs, confidence: float = 0.95) -> tuple[float, float, float,
     if n < 2:
         return mean, math.nan, math.nan, math.nan
     sd = float(d.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+    half = t_quantile(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
     return mean, mean - half, mean + half, (mean / sd if sd > 0 else math.nan)
 
 
 def paired_p(a, b, test: str, alternative: str = "two-sided", *, margin: float = 0.0) -> float:
     """p-value that the paired difference a − b (+ ``margin``) is nonzero (``two-sided``) or > 0 (``greater``)."""
-    from scipy import stats
 
     diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float) + margin
     if test not in TESTS:
@@ -60,8 +59,14 @@ def paired_p(a, b, test: str, alternative: str = "two-sided", *, margin: float =
             return math.nan
     if alternative == "two-sided" and test != "t" and margin == 0:
         return paired_test(a, b, test)
-    if test == "t":
-        return float(stats.ttest_1samp(diff, 0.0, alternative=alternative).pvalue)
+    if test == "t":  # one-sample t on the differences (scipy.stats.ttest_1samp), from scipy.special
+        from .tdist import t_sf
+
+        n = len(diff)
+        t = float(diff.mean()) / (float(diff.std(ddof=1)) / math.sqrt(n))
+        return min(1.0, 2 * t_sf(abs(t), n - 1)) if alternative == "two-sided" else t_sf(t, n - 1)
+    from scipy import stats
+
     if test == "wilcoxon":
         return float(stats.wilcoxon(diff, alternative=alternative).pvalue)
     result = stats.permutation_test((diff,), np.mean, permutation_type="samples", alternative=alternative,

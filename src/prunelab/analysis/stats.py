@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Literal, Sequence
 
 import numpy as np
-from scipy import stats
 
 from ..errors import PrunelabError
 
@@ -16,6 +15,8 @@ def bootstrap_ci(values: Sequence[float], confidence: float = 0.95, *, n_resampl
 
     Needs at least 2 values; with identical values the interval is the point.
     """
+    from scipy import stats
+
     data = np.asarray(values, dtype=float)
     if data.ndim != 1 or len(data) < 2:
         raise PrunelabError(f"a bootstrap interval needs at least 2 values, got {len(data)}")
@@ -34,6 +35,8 @@ def paired_test(a: Sequence[float], b: Sequence[float], method: Literal["wilcoxo
     ``permutation`` flips the sign of each paired difference (exact for up to
     ~16 pairs, else 9,999 random flips); ``wilcoxon`` is the signed-rank test.
     """
+    from scipy import stats
+
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape or a.ndim != 1:
         raise PrunelabError(f"paired samples must have the same length, got {a.shape} and {b.shape}")

@@ -370,7 +370,7 @@ def run_experiment(experiment: "Experiment", *, executor: str = "serial", worker
     results: list[dict] = []
     store_root = str(experiment.store.root.resolve())
     with progress_bar(n_items, "states", progress) as bar:
-        if executor == "serial":
+        if executor == "serial" or not tasks:  # nothing to run: no cluster to start
             by_task: list[list[dict]] = []
             for task in tasks:
                 _describe(bar, results, n_items, running=1)

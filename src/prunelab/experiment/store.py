@@ -289,6 +289,9 @@ class Store:
         if self.read_only:
             return
         if not locked:
+            m = self.manifest(state_hash)
+            if m is None or set(tags) <= set(m.get("tags", [])):  # the usual case of a rerun: nothing to write
+                return
             with self.lock(state_hash):
                 return self.add_tags(state_hash, tags, locked=True)
         m = self.manifest(state_hash)
