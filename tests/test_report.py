@@ -39,6 +39,9 @@ def test_report_embeds_every_plot_and_writes_csvs(study_store, tmp_path):
     assert {p.name for p in (tmp_path / "csv").iterdir()} >= {"accuracy.csv", "pareto.csv", "similarity.csv"}
     low = page.lower()
     assert "adding the fairness constraint" in low or "does not change" in low or "no candidate" in low
+    # the planned comparisons (paired effects) and the per-tensor chance level are explained on the page
+    assert "Planned comparisons: paired effects over seeds" in page and "same kept count in every tensor" in page
+    assert {"comparisons.csv", "structure.csv"} <= {p.name for p in (tmp_path / "csv").iterdir()}
 
 
 def test_plot_functions_return_figures_and_the_tables_behind_them(study_store):

@@ -335,6 +335,7 @@ def test_transfer_has_dense_and_random_controls_at_the_tickets_sparsity(tmp_path
 
     page = build_report(tmp_path / "s", tmp_path / "r.html")
     assert page.is_file() and "transfer:digits random" in page.read_text()
+    assert "Accuracy vs weights remaining on digits" in page.read_text()  # the target task has its own section
     no_controls = build_study(_spec(TRANSFER + "controls = false\n", tmp_path))
     assert {p.branch for p in no_controls.points} == {"dense", "ticket", "transfer:digits"}
 

@@ -183,6 +183,11 @@ of = "ticket"
 [branches.random]               # control: random masks with the ticket's per-layer sparsity
 control = "random_pruning"
 of = "ticket"
+
+# Claims written before the run, tested after it as one family (Holm; docs/analysis.md).
+[[hypotheses]]
+claim = "ticket > reinit"       # per seed, ticket minus reinit averaged over the rounds in range
+remaining_at_most = 15          # percent of weights remaining (or rounds = [6, 7, 8])
 """
 
 
