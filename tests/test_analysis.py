@@ -233,3 +233,19 @@ def test_with_three_seeds_the_bootstrap_undercovers_and_t_does_not():
     assert mean_ci([0.1, 0.2, 0.4], method="bootstrap") == pytest.approx(bootstrap_ci([0.1, 0.2, 0.4]))
     with pytest.raises(PrunelabError, match="interval method 'normal'"):
         mean_ci([0.1, 0.2], method="normal")
+
+
+def test_exact_sign_flip_equals_scipy_permutation_test():
+    """The enumerated sign-flip test (used up to 13 pairs, for speed) gives scipy's p exactly, ties included."""
+    from scipy import stats
+
+    rng = np.random.default_rng(1)
+    for n in (2, 3, 5, 8, 13):
+        for _ in range(5):
+            a = np.round(rng.normal(0.8, 0.05, n), 2)
+            b = np.round(a - rng.normal(0.02, 0.05, n), 2)  # rounding makes ties
+            if np.all(a == b):
+                continue
+            ref = stats.permutation_test((a - b,), np.mean, permutation_type="samples", alternative="two-sided",
+                                         n_resamples=9999, random_state=np.random.default_rng(0)).pvalue
+            assert paired_test(a, b) == pytest.approx(ref, abs=1e-12)
