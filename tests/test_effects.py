@@ -62,6 +62,13 @@ def test_per_tensor_chance_is_the_exact_hypergeometric_expectation():
         sims.append((a & b).sum() / (a | b).sum())
     exact = chance_overlap({"w": ka}, {"w": kb}, {"w": n}).per_tensor["w"]
     assert abs(np.mean(sims) - exact) < 3 * np.std(sims) / math.sqrt(len(sims))
+    # a large tensor: the windowed log-binomial sum equals the pmf over the whole support
+    from scipy.stats import hypergeom
+
+    n, ka, kb = 235_200, 8_000, 9_000
+    i = np.arange(0, kb + 1)
+    whole = float(np.sum(hypergeom(n, ka, kb).pmf(i) * i / (ka + kb - i)))
+    assert chance_overlap({"w": ka}, {"w": kb}, {"w": n}, draws=10).per_tensor["w"] == pytest.approx(whole, rel=1e-9)
     with pytest.raises(PrunelabError, match="kept counts"):
         chance_overlap({"w": 30}, {"w": 1}, {"w": 20})
 

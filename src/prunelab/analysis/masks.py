@@ -55,15 +55,25 @@ class Chance:
 
 def _tensor_expectation(n: int, ka: int, kb: int) -> float:
     """E[|A∩B| / |A∪B|] for uniformly random subsets of sizes ka and kb of n items (exact: the
-    intersection is hypergeometric)."""
-    from scipy.stats import hypergeom
+    intersection is hypergeometric). Summed over the intersections within 12 SD of the mean — the
+    rest of the distribution weighs below 1e-30 — from log-binomials, so a 10^6-weight tensor costs
+    milliseconds, not the seconds a pmf over the whole support takes."""
+    from scipy.special import gammaln
 
     if ka == 0 and kb == 0:
         return 1.0
     low, high = max(0, ka + kb - n), min(ka, kb)
-    i = np.arange(low, high + 1)
-    pmf = hypergeom(n, ka, kb).pmf(i)
-    return float(np.sum(pmf * i / (ka + kb - i)))
+    mean = ka * kb / n
+    sd = math.sqrt(ka * kb * (n - ka) * (n - kb) / (n * n * (n - 1))) if n > 1 else 0.0
+    i = np.arange(max(low, math.floor(mean - 12 * sd) - 1), min(high, math.ceil(mean + 12 * sd) + 1) + 1,
+                  dtype=np.float64)
+
+    def log_comb(a, b):
+        return gammaln(a + 1) - gammaln(b + 1) - gammaln(a - b + 1)
+
+    log_pmf = log_comb(ka, i) + log_comb(n - ka, kb - i) - log_comb(n, kb)
+    pmf = np.exp(log_pmf)
+    return float(np.sum(pmf * i / (ka + kb - i)) / np.sum(pmf))
 
 
 def chance_overlap(a: dict[str, int], b: dict[str, int], sizes: dict[str, int], *, draws: int = 4000,
