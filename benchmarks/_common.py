@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import statistics
+import subprocess
 import time
 from pathlib import Path
 
@@ -20,6 +21,13 @@ def median_time(fn, repeats: int) -> tuple[float, list[float]]:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times), times
+
+
+def wall(args: list[str]) -> float:
+    """Wall-clock seconds of one command, run to completion (output captured)."""
+    start = time.perf_counter()
+    subprocess.run(args, check=True, capture_output=True)
+    return time.perf_counter() - start
 
 
 def environment() -> dict:

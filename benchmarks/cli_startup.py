@@ -15,11 +15,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result  # noqa: E402
+from _common import wall, write_result  # noqa: E402
 
 SPEC = """
 [study]
@@ -37,12 +36,6 @@ rate = 0.5
 rounds = 2
 """
 TARGET = 0.8
-
-
-def wall(args: list[str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(args, check=True, capture_output=True)
-    return time.perf_counter() - start
 
 
 def main() -> None:

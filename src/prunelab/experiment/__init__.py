@@ -6,7 +6,7 @@ import torch: listing and querying stay fast.
 
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_names
 
 _WHERE = {
     "RunSummary": "executors", "Results": "query", "open_store": "query", "ModelSpec": "snapshot",
@@ -17,15 +17,4 @@ _WHERE = {
 }
 
 __all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str):
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_names(__name__, _WHERE)

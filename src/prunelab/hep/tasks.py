@@ -141,6 +141,8 @@ def _register_pair(prefix: str, reader, signal: str, background: str, what: str)
             return reader(signal, background, kind, source)
 
         features = "507 cell features" if kind == "cells" else "shower shapes"
+        # the CaloGAN files are the user's own: their content enters identities by fingerprint
+        factory.content_pinned = prefix != "calogan"
         DATASETS.register(f"{prefix}_{signal}_{background}{suffix}",
                           f"{what} {signal} (1) vs {background} (0), {features}")(factory)
 

@@ -89,11 +89,13 @@ DATASETS: Registry[DatasetFactory] = Registry("dataset")
 
 def is_builtin_dataset(name: str) -> bool:
     """A dataset whose content prunelab pins (published checksums, or a seeded generator), variants
-    included. The ``calogan_*`` datasets read the user's own HDF5 files, so they are not."""
+    included. A factory that reads the user's own files (the ``calogan_*`` ones) says so with
+    ``content_pinned = False``."""
     base = parse_variant(name)[0]
-    if ":" in base or base not in DATASETS or base.startswith("calogan_"):
+    if ":" in base or base not in DATASETS:
         return False
-    return getattr(DATASETS.get(base), "__module__", "").startswith("prunelab.")
+    factory = DATASETS.get(base)
+    return getattr(factory, "__module__", "").startswith("prunelab.") and getattr(factory, "content_pinned", True)
 
 
 def dataset_fingerprint(data: "Dataset") -> str:
