@@ -522,6 +522,15 @@ def load_spec(path: str | Path) -> Spec:
     return parse_spec(raw, str(path))
 
 
+def with_device(spec: Spec, device: str) -> Spec:
+    """``spec`` training on ``device`` (``prunelab run --device``); transfers inherit it."""
+    raw = spec.model_dump()
+    raw["training"]["device"] = device
+    for section in raw.get("transfer", {}).values():
+        section.get("training", {}).pop("device", None)
+    return parse_spec(raw, "--device")
+
+
 def parse_spec(raw: dict, where: str = "spec") -> Spec:
     try:
         return validated(Spec, raw)

@@ -23,7 +23,9 @@ from .store import Store
 
 BUILTIN = {cls.__name__: cls for cls in (Init, Train, Prune, Rewind, Finetune, RandomReinit, RandomPruneLike,
                                          Consensus, Transfer)}
-_VOLATILE = ("train_seconds", "seconds")  # wall-clock measurements are not results
+# Not results: wall-clock measurements, and provenance of how a state ran (which GPU; which models
+# shared its vectorised pass: a recomputation trains it alone, with the same bits by design).
+_VOLATILE = ("train_seconds", "seconds", "device", "vectorized")
 
 
 def _convert(value, hint):

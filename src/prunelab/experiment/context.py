@@ -70,6 +70,7 @@ class RunContext:
         self.seed = state_seed(task.hash)
         self.root_seed = task.root_seed
         self.hash = task.hash
+        self.recipe = task.recipe
 
     def dataset(self, name: str):
         return dataset_cache(name)

@@ -84,6 +84,18 @@ class Task:
     probes: list[ProbeTask] = field(default_factory=list)
     deps: list[int] = field(default_factory=list)  # indices of tasks this one needs
     trusted: tuple[str, ...] = ()  # modules the planning process trusts for import paths (registry.trust)
+    # Several independent chains run in lockstep (their vectorised trainings share passes):
+    # the lengths of the chains that ``states`` concatenates. Empty: ``states`` is one chain.
+    lanes: tuple[int, ...] = ()
+
+    def chains(self) -> list[list[StateTask]]:
+        if not self.lanes:
+            return [self.states]
+        out, at = [], 0
+        for n in self.lanes:
+            out.append(self.states[at : at + n])
+            at += n
+        return out
 
     @property
     def key(self) -> str:
@@ -120,6 +132,24 @@ def tune_allocator() -> None:
         pass
 
 
+def _pin_gpu() -> None:
+    """One GPU per Dask worker: a LocalCluster's worker ``i`` uses device ``i mod count``.
+
+    Only where CUDA is already initialised or asked for is torch.cuda touched; a CPU run never
+    creates a CUDA context.
+    """
+    if "CUDA_VISIBLE_DEVICES" in os.environ and "," not in os.environ["CUDA_VISIBLE_DEVICES"]:
+        return  # the launcher pinned this process already (dask-cuda, a job scheduler)
+    try:
+        from distributed import get_worker
+
+        name = get_worker().name
+    except (ImportError, ValueError):
+        return  # not in a Dask worker
+    if isinstance(name, int) and torch.cuda.is_available() and torch.cuda.device_count() > 1:
+        torch.cuda.set_device(name % torch.cuda.device_count())
+
+
 def execute_task(store_root: str, task: Task, threads: int, *dependency_results: list[dict]) -> list[dict]:
     """Run one task (a chain of states and the probes on them). Never raises for recipe errors.
 
@@ -128,6 +158,7 @@ def execute_task(store_root: str, task: Task, threads: int, *dependency_results:
     count is what makes serial and Dask runs bitwise identical.
     """
     tune_allocator()
+    _pin_gpu()
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -143,7 +174,9 @@ def _execute_task(store_root: str, task: Task, *dependency_results: list[dict]) 
     blocked = {r["hash"]: r for results in dependency_results for r in results if r["status"] in ("failed", "skipped")}
     store = Store(store_root)
     results: list[dict] = []
-    for st in task.states:
+    if task.lanes:
+        results = _run_lockstep(store, task.chains(), blocked)
+    for st in () if task.lanes else task.states:
         # a state of this chain that failed or was skipped blocks everything below it, like a failed dependency
         reason = _blocked_reason(st, blocked)
         if reason:
@@ -184,33 +217,137 @@ def _manifest_base(st: StateTask) -> dict:
             "environment": environment()}
 
 
+def _reuse(store: Store, st: StateTask) -> dict | None:
+    """The result for a state already done (its tags completed), or None. Call under its lock."""
+    manifest = store.manifest(st.hash)
+    if manifest is not None and manifest.get("status") == "done":
+        if set(st.tags) - set(manifest.get("tags", [])):
+            store.add_tags(st.hash, set(st.tags), locked=True)
+        return {"hash": st.hash, "status": "reused"}
+    return None
+
+
 def _run_state(store: Store, st: StateTask) -> dict:
     with store.lock(st.hash):
-        manifest = store.manifest(st.hash)
-        if manifest is not None and manifest.get("status") == "done":
-            if set(st.tags) - set(manifest.get("tags", [])):
-                store.add_tags(st.hash, set(st.tags), locked=True)
-            return {"hash": st.hash, "status": "reused"}
-        base = _manifest_base(st)
-        started = time.time()
-        t0 = time.perf_counter()
+        reused = _reuse(store, st)
+        if reused is not None:
+            return reused
+        started, t0 = time.time(), time.perf_counter()
         try:
             parent = None if st.identity["parent"] is None else _load(store, st.identity["parent"])
             snap = st.recipe.run(RunContext(store, st), parent)
-            base["timings"] = {"started": started, "seconds": time.perf_counter() - t0, "finished": time.time()}
-            store.write_state(base, snap)
-            _cache_put(store, st.hash, snap)
-            return {"hash": st.hash, "status": "done", "seconds": base["timings"]["seconds"]}
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # recorded, not raised: the other branches go on
-            if _disk_full(exc):  # nothing more can be written: stop the run, keep what is finished
-                raise StoreError(f"{store.root}: disk full while writing state {st.hash[:10]} ({exc}); free space "
-                                 "and rerun — finished states are kept and not recomputed") from None
-            base["timings"] = {"started": started, "seconds": time.perf_counter() - t0, "finished": time.time()}
-            message = f"{type(exc).__name__}: {exc}"
-            store.write_failure(base, message, traceback.format_exc())
-            return {"hash": st.hash, "status": "failed", "error": message}
+            return _record(store, st, started, t0, exc, traceback.format_exc())
+        return _record(store, st, started, t0, snap)
+
+
+def _record(store: Store, st: StateTask, started: float, t0: float, outcome, trace: str = "",
+            seconds: float | None = None) -> dict:
+    """Write a computed state, or the failure ``outcome`` (an exception) it ended in."""
+    base = _manifest_base(st)
+    elapsed = time.perf_counter() - t0 if seconds is None else seconds
+    base["timings"] = {"started": started, "seconds": elapsed, "finished": time.time()}
+    try:
+        if isinstance(outcome, BaseException):
+            raise outcome
+        store.write_state(base, outcome)
+        _cache_put(store, st.hash, outcome)
+        return {"hash": st.hash, "status": "done", "seconds": elapsed}
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        if _disk_full(exc):  # nothing more can be written: stop the run, keep what is finished
+            raise StoreError(f"{store.root}: disk full while writing state {st.hash[:10]} ({exc}); free space "
+                             "and rerun — finished states are kept and not recomputed") from None
+        message = f"{type(exc).__name__}: {exc}"
+        store.write_failure(base, message, trace or traceback.format_exc())
+        return {"hash": st.hash, "status": "failed", "error": message}
+
+
+# ---------------------------------------------------------------- vectorised trainings in lockstep
+
+
+def _groupable(recipe: Recipe) -> bool:
+    config = getattr(recipe, "config", None)
+    return bool(getattr(config, "vectorize", 0)) and hasattr(recipe, "run_group")
+
+
+def _run_lockstep(store: Store, chains: list[list[StateTask]], blocked: dict) -> list[dict]:
+    """Run independent chains side by side: each runs on its own until its next state is a
+    vectorised training; then the trainings that share a group key run as one pass."""
+    results: list[dict] = []
+    at = [0] * len(chains)
+
+    def settle(st: StateTask, result: dict) -> None:
+        results.append(result)
+        if result["status"] in ("failed", "skipped"):
+            blocked[st.hash] = result
+
+    while True:
+        heads: list[tuple[int, StateTask]] = []
+        for c, chain in enumerate(chains):
+            while at[c] < len(chain):
+                st = chain[at[c]]
+                reason = _blocked_reason(st, blocked)
+                if reason:
+                    settle(st, {"hash": st.hash, "status": "skipped", "reason": reason})
+                elif _groupable(st.recipe):
+                    heads.append((c, st))
+                    break
+                else:
+                    settle(st, _run_state(store, st))
+                at[c] += 1
+        if not heads:
+            return results
+        groups: dict = {}
+        for c, st in heads:
+            at[c] += 1
+            try:
+                parent = _load(store, st.identity["parent"])
+                key = st.recipe.group_key(parent)
+            except KeyboardInterrupt:
+                raise
+            except Exception:  # loading failed: the state runs (and fails) on its own, with its message
+                settle(st, _run_state(store, st))
+                continue
+            groups.setdefault(key, []).append((st, parent))
+        for members in groups.values():
+            width = members[0][0].recipe.config.vectorize
+            for lo in range(0, len(members), width):
+                for st, result in _run_group(store, members[lo : lo + width]):
+                    settle(st, result)
+
+
+def _run_group(store: Store, members: list[tuple[StateTask, "object"]]) -> list[tuple[StateTask, dict]]:
+    from contextlib import ExitStack
+
+    with ExitStack() as locks:
+        for st, _ in sorted(members, key=lambda m: m[0].hash):  # one order everywhere: no deadlock
+            locks.enter_context(store.lock(st.hash))
+        out, todo = [], []
+        for st, parent in members:
+            reused = _reuse(store, st)
+            if reused is not None:
+                out.append((st, reused))
+            else:
+                todo.append((st, parent))
+        if not todo:
+            return out
+        started, t0 = time.time(), time.perf_counter()
+        recipe = todo[0][0].recipe
+        try:
+            snaps = recipe.run_group([RunContext(store, st) for st, _ in todo], [p for _, p in todo])
+            trace = ""
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # the whole pass failed: every member records why
+            snaps, trace = [exc] * len(todo), traceback.format_exc()
+        share = (time.perf_counter() - t0) / len(todo)
+        for (st, _), snap in zip(todo, snaps):
+            out.append((st, _record(store, st, started, t0, snap, trace, seconds=share)))
+        return out
 
 
 def _disk_full(exc: BaseException) -> bool:
@@ -337,12 +474,53 @@ def plan(experiment: "Experiment", fuse: bool = True) -> tuple[list[Task], int, 
             tasks[index].probes.append(ProbeTask(p.hash, s.hash, p.recipe.detached(), {"state": s.hash, "probe": p.recipe.type_name, "params": p.recipe.params()}))
     for state_hash, plist in probes_on.items():  # probes on states already done
         tasks.append(Task(probes=[ProbeTask(p.hash, state_hash, p.recipe.detached(), {"state": state_hash, "probe": p.recipe.type_name, "params": p.recipe.params()}) for p in plist]))
+    tasks = _lockstep(tasks)
     from ..registry import trusted_modules
 
     trusted = trusted_modules()
     for task in tasks:
         task.trusted = trusted
     return tasks, len(order) + len(experiment.probes), sorted(done)
+
+
+def _lockstep(tasks: list[Task]) -> list[Task]:
+    """Merge independent chains holding vectorised trainings, W chains a task, so their trainings
+    can share passes. Chains merge only at one depth of the task graph (no path joins them)."""
+    width = {}
+    for i, t in enumerate(tasks):
+        w = max((st.recipe.config.vectorize for st in t.states if _groupable(st.recipe)), default=0)
+        if w:
+            width[i] = w
+    if not width:
+        return tasks
+    level: list[int] = []
+    for t in tasks:
+        level.append(1 + max((level[d] for d in t.deps), default=-1))
+    buckets: dict[tuple[int, int], list[int]] = {}
+    for i in width:
+        buckets.setdefault((level[i], width[i]), []).append(i)
+    merged_into: dict[int, int] = {}  # task index → index of the first task of its merge
+    members: dict[int, list[int]] = {}
+    for (_, w), indices in buckets.items():
+        for lo in range(0, len(indices), w):
+            chunk = indices[lo : lo + w]
+            members[chunk[0]] = chunk
+            for i in chunk:
+                merged_into[i] = chunk[0]
+    order = sorted((i for i in range(len(tasks)) if merged_into.get(i, i) == i), key=lambda i: (level[i], i))
+    new_index = {old: new for new, old in enumerate(order)}
+    out = []
+    for old in order:
+        group = members.get(old, [old])
+        deps = sorted({new_index[merged_into.get(d, d)] for i in group for d in tasks[i].deps})
+        if len(group) == 1:
+            task = tasks[old]
+            out.append(Task(task.states, task.probes, deps, task.trusted))
+            continue
+        chains = [tasks[i].states for i in group]
+        out.append(Task([st for chain in chains for st in chain], [p for i in group for p in tasks[i].probes], deps,
+                        tasks[old].trusted, tuple(len(chain) for chain in chains)))
+    return out
 
 
 DEFAULT_THREADS = 1
@@ -357,6 +535,8 @@ def run_experiment(experiment: "Experiment", *, executor: str = "serial", worker
         raise PrunelabError(f"workers must be at least 1, got {workers}")
     began = time.perf_counter()
     tasks, total, already = plan(experiment, fuse)
+    if executor in ("serial", "local"):
+        _check_devices(tasks)
     if tasks and experiment.store.read_only:
         missing = sum(len(t.states) + len(t.probes) for t in tasks)
         raise StoreError(f"{experiment.store.root}: the store is read-only here and {missing} states or probes are "
@@ -398,6 +578,30 @@ def _describe(bar, results, n_items, running: int = 0) -> None:
     bar.describe(f"states {len(results)}/{n_items}, {running} running" + (f", {failed} failed" if failed else ""))
 
 
+def _devices(tasks: list[Task]) -> set[str]:
+    return {str(getattr(getattr(st.recipe, "config", None), "device", "cpu")) for t in tasks for st in t.states}
+
+
+def _check_devices(tasks: list[Task]) -> None:
+    """Trainings on a device this machine lacks fail before anything runs (a remote cluster's
+    workers may have what the planning machine lacks: there each state says so itself)."""
+    from ..tasks.training import TrainConfig, training_device
+
+    for device in sorted(_devices(tasks) - {"cpu"}):
+        try:
+            training_device(TrainConfig(iterations=1, device=device))
+        except PrunelabError as exc:
+            raise PrunelabError(f"{exc}; nothing was run") from None
+
+
+def _default_workers(tasks: list[Task], threads: int) -> int:
+    """One worker per GPU when the study trains on CUDA, else one per ``threads`` cores."""
+    on_gpu = any(d.startswith("cuda") for d in _devices(tasks))
+    if on_gpu and torch.cuda.is_available():
+        return torch.cuda.device_count()
+    return max(1, (os.cpu_count() or 1) // threads)
+
+
 def _run_dask(store_root, tasks, executor, workers, threads, bar, n_items) -> list[dict]:
     try:
         from distributed import Client, LocalCluster, as_completed
@@ -407,7 +611,7 @@ def _run_dask(store_root, tasks, executor, workers, threads, bar, n_items) -> li
     if executor == "local":
         import dask
 
-        n = n_workers = workers or max(1, (os.cpu_count() or 1) // threads)
+        n = n_workers = workers or _default_workers(tasks, threads)
         # Dask's statistical profiler samples the task thread every 10 ms and
         # takes the GIL each time; training loops are Python-heavy, and with it
         # on, two workers on two cores ran ~35 % slower than two plain processes.

@@ -49,12 +49,23 @@ OMIT_DEFAULT = {"identity": "omit_default"}  # see Recipe.params
 
 
 def identity_dump(config) -> dict:
-    """A pydantic config as JSON for identities: every field, except ``OMIT_DEFAULT`` ones at their default."""
+    """A pydantic config as JSON for identities: every field, except ``OMIT_DEFAULT`` ones at their default.
+
+    A field marked ``{"identity": "device"}`` enters as its backend only (``cuda``, not ``cuda:1``),
+    and not at all on the CPU, so stores computed before devices existed keep their hashes.
+    """
     dumped = config.model_dump(mode="json")
     for name, info in type(config).model_fields.items():
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
-        if extra.get("identity") == "omit_default" and getattr(config, name) == info.default:
+        rule, value = extra.get("identity"), getattr(config, name)
+        if rule == "omit_default" and value == info.default:
             dumped.pop(name, None)
+        elif rule == "device":
+            backend = str(value).partition(":")[0]
+            if backend == "cpu":
+                dumped.pop(name, None)
+            else:
+                dumped[name] = backend
     return dumped
 
 
@@ -119,6 +130,10 @@ class Recipe:
     def describe(self) -> str:
         """Short label for trees and tables."""
         return self.type_name
+
+    def group_key(self, parent: Snapshot) -> tuple | None:
+        """Recipes that can compute several states in one pass return a key here (see Train)."""
+        return None
 
     def run(self, ctx: "RunContext", parent: Snapshot | None) -> Snapshot:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -186,15 +201,62 @@ class Train(Recipe):
         stop = total if self.stop is None else self.stop
         if stop < parent.iteration:
             raise PrunelabError(f"Train(stop={stop}) starts from a state already at iteration {parent.iteration}")
-        result = train_masked(model, data, self.config, seed=seed, start=parent.iteration, stop=stop,
-                              optimizer_state=parent.optimizer, mode=self.mode)
+        if self.config.vectorize:  # alone: the same padded pass a group would give it (see train_group)
+            return self.run_group([ctx], [parent])[0]
+        try:
+            result = train_masked(model, data, self.config, seed=seed, start=parent.iteration, stop=stop,
+                                  optimizer_state=parent.optimizer, mode=self.mode)
+        finally:
+            model.to("cpu")  # stored tensors are CPU tensors, whatever trained them
+        return self._finish(model, parent, data, result, stop)
+
+    def _finish(self, model, parent, data, result, stop) -> Snapshot:
         metrics = {"train_seconds": result.seconds, "curve": result.curve,
                    "early_stopping_iteration": result.early_stopping_iteration}
+        if result.device != "cpu":
+            metrics["device"] = result.device  # provenance: which accelerator made these bits
+        if getattr(result, "group", None):
+            metrics["vectorized"] = result.group
         if self.evaluate:
             metrics.update(_evaluation_metrics(model, data, ("validation", "test")))
         metrics["sparsity"] = sparsity_report(model).sparsity
         return Snapshot.capture(model, parent.spec, parent.dataset, optimizer=result.optimizer_state,
                                 iteration=stop, metrics=metrics)
+
+    def group_key(self, parent: Snapshot) -> tuple | None:
+        """States whose Train has the same key can share one vectorised pass (None: never)."""
+        if not self.config.vectorize:
+            return None
+        step = None
+        if parent.optimizer:
+            steps = {float(v["step"]) for v in parent.optimizer.get("state", {}).values() if "step" in v}
+            step = tuple(sorted(steps))
+        return (type(self).__name__, parent.spec, parent.dataset, self.config, self.stop, self.mode, self.evaluate,
+                parent.iteration, step)
+
+    def run_group(self, ctxs: list, parents: list[Snapshot]) -> list:
+        """Train every parent with this recipe's config in one vectorised pass (padded to the width).
+
+        Returns one Snapshot per parent, or the exception that model raised (it diverged)."""
+        from ..tasks.vectorized import train_group
+
+        recipes = [getattr(c, "recipe", self) for c in ctxs]
+        data = ctxs[0].dataset(parents[0].dataset)
+        total = self.config.total_iterations(len(data.train))
+        stop = total if self.stop is None else self.stop
+        seeds = []
+        for ctx, parent, recipe in zip(ctxs, parents, recipes):
+            if stop < parent.iteration:
+                raise PrunelabError(f"Train(stop={stop}) starts from a state already at iteration {parent.iteration}")
+            data_seed = getattr(recipe, "data_seed", None)
+            seeds.append(ctx.root_seed if data_seed is None else data_seed)
+        models = [p.model() for p in parents]
+        results = train_group(models, data, self.config, seeds=seeds, start=parents[0].iteration, stop=stop,
+                              optimizer_states=[p.optimizer for p in parents], labels=[c.hash for c in ctxs])
+        out = []
+        for model, parent, result in zip(models, parents, results):
+            out.append(result if isinstance(result, Exception) else self._finish(model, parent, data, result, stop))
+        return out
 
 
 @dataclass(frozen=True)
@@ -259,8 +321,21 @@ class Finetune(Recipe):
         return f"finetune→{self.config.iterations} (lr {self.config.lr:g})"
 
     def run(self, ctx, parent):
-        restart = parent.evolve(iteration=0, optimizer=None)
-        return Train(self.config, evaluate=self.evaluate).run(ctx, restart)
+        return self._train().run(ctx, self._restart(parent))
+
+    def _train(self) -> Train:
+        return Train(self.config, evaluate=self.evaluate)
+
+    @staticmethod
+    def _restart(parent: Snapshot) -> Snapshot:
+        return parent.evolve(iteration=0, optimizer=None)
+
+    def group_key(self, parent: Snapshot) -> tuple | None:
+        key = self._train().group_key(self._restart(parent))
+        return None if key is None else ("Finetune", *key[1:])  # never grouped with a Train: other parents
+
+    def run_group(self, ctxs: list, parents: list[Snapshot]) -> list:
+        return self._train().run_group(ctxs, [self._restart(p) for p in parents])
 
 
 @dataclass(frozen=True)

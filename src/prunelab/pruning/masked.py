@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..tasks.datasets import Dataset
-from ..tasks.training import StepHook, TrainConfig, TrainResult, train
+from ..tasks.training import StepHook, TrainConfig, TrainResult, train, training_device
 from .masks import Masks, apply_masks, get_masks, remove_pruning
 
 
@@ -34,7 +34,7 @@ class MaskReapplier:
             module = model.get_submodule(module_name) if module_name else model
             tensor = getattr(module, param)
             self.tensors.append(tensor)
-            self.masks.append(keep.to(tensor.dtype))
+            self.masks.append(keep.to(tensor.device, tensor.dtype))
 
     @torch.no_grad()
     def __call__(self, model: nn.Module, iteration: int) -> None:
@@ -56,6 +56,7 @@ def train_masked(
         return train(model, dataset, config, seed=seed, after_step=after_step, **kwargs)
     if mode != "reapply":
         raise ValueError(f"mode must be 'reapply' or 'hook', got {mode!r}")
+    model.to(training_device(config))  # masks and weights on the training device before the hook holds them
     masks = get_masks(model)
     if not masks:
         return train(model, dataset, config, seed=seed, after_step=after_step, **kwargs)

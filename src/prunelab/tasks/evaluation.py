@@ -151,11 +151,16 @@ def evaluate_regression(model: nn.Module, split: Split, batch_size: int = 1024, 
 
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Logits of ``model`` on ``x`` in eval mode; the model's mode is restored."""
+    """Logits of ``model`` on ``x`` in eval mode, on the CPU; the model's mode is restored.
+
+    A model on an accelerator gets ``x`` one batch at a time on its device.
+    """
     was_training = model.training
     model.eval()
+    first = next(iter(model.parameters()), None)
+    device = first.device if first is not None else x.device
     try:
-        return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+        return torch.cat([model(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
     finally:
         model.train(was_training)
 

@@ -1,4 +1,4 @@
-"""Deterministic training on CPU.
+"""Deterministic training, on the CPU or a CUDA device.
 
 Reproducibility comes from three choices:
 
@@ -10,11 +10,18 @@ Reproducibility comes from three choices:
 * ``torch.use_deterministic_algorithms(True)`` is on while training.
 
 Same config + seed + start state therefore gives bitwise-identical weights.
+On CUDA the same holds on the same GPU model and software stack: cuBLAS gets
+a fixed workspace (``CUBLAS_WORKSPACE_CONFIG``), TF32 is off unless
+``tf32 = true`` and cuDNN's autotuner is off. CPU and CUDA results differ in
+their last bits, so the device is part of a training's identity (see
+``TrainConfig.device``).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +35,25 @@ from ..errors import PrunelabError, validated
 from ..progress import progress_bar
 from .datasets import Dataset
 from .evaluation import evaluate, task_loss
+
+# cuBLAS reads this when its first handle is created; deterministic algorithms need it on CUDA.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+_OMIT_DEFAULT = {"identity": "omit_default"}  # recipes.OMIT_DEFAULT: enters identities only when set
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when a CUDA device is visible, else ``cpu``; ``gpu`` means ``cuda``."""
+    text = str(device).strip().lower()
+    if text == "auto":
+        import torch.cuda
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    text = "cuda" + text[3:] if text.startswith("gpu") else text
+    if not _DEVICE.fullmatch(text):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return text
 
 
 class TrainConfig(BaseModel):
@@ -50,6 +76,24 @@ class TrainConfig(BaseModel):
     milestones: tuple[int, ...] = ()  # iterations at which "step" multiplies lr by gamma
     gamma: float = Field(0.1, gt=0, le=10)
     eval_every: int = Field(0, ge=0)  # 0: evaluate only at the end
+    # Where to train. "auto" is resolved when the config is read (on the machine that plans the
+    # run). The backend (cpu / cuda) is part of a state's identity, the index (cuda:1) is not:
+    # CPU and GPU bits differ, two GPUs of one model do not.
+    device: str = Field("cpu", json_schema_extra={"identity": "device"})
+    tf32: bool = Field(False, json_schema_extra=_OMIT_DEFAULT)  # CUDA only: TensorFloat-32 matmuls and convs
+    # Train models of one architecture and config together, W at a time (torch.func.vmap over
+    # stacked parameters). 0: one at a time. Groups are padded to W so a model's bits never depend
+    # on which models shared its pass; W is therefore part of the identity.
+    vectorize: int = Field(0, ge=0, le=1024, json_schema_extra=_OMIT_DEFAULT)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_device(cls, data):
+        if isinstance(data, dict) and "device" in data:
+            data = {**data, "device": resolve_device(data["device"])}
+            if data["device"] == "cpu" and data.get("tf32"):
+                data["tf32"] = False  # no TF32 on a CPU: "auto" on a laptop must not fork identities
+        return data
 
     @model_validator(mode="after")
     def _one_length(self) -> "TrainConfig":
@@ -88,18 +132,24 @@ def batches_per_epoch(train_size: int, batch_size: int) -> int:
     return train_size // batch_size  # the last incomplete batch is dropped
 
 
-def batch_indices(seed: int, iteration: int, train_size: int, batch_size: int, _cache: dict = {}) -> torch.Tensor:
+def batch_indices(seed: int, iteration: int, train_size: int, batch_size: int) -> torch.Tensor:
     """Example indices of the batch used at ``iteration`` (pure function)."""
     per_epoch = batches_per_epoch(train_size, batch_size)
     epoch, position = divmod(iteration, per_epoch)
-    key = (seed, epoch, train_size)
+    return epoch_permutation(seed, epoch, train_size)[position * batch_size : (position + 1) * batch_size]
+
+
+def epoch_permutation(seed: int, epoch: int, train_size: int, device: str = "cpu", _cache: dict = {}) -> torch.Tensor:
+    """The order of examples in ``epoch`` (drawn on the CPU, copied to ``device`` once per epoch)."""
+    key = (seed, epoch, train_size, str(device))
     perm = _cache.get(key)
     if perm is None:
         generator = torch.Generator().manual_seed(hash_seed(seed, epoch))
-        perm = torch.randperm(train_size, generator=generator)
-        _cache.clear()  # keep one epoch's permutation: memory stays flat
+        perm = torch.randperm(train_size, generator=generator).to(device)
+        if len(_cache) >= 64:  # a few epochs of a few models: memory stays flat
+            _cache.clear()
         _cache[key] = perm
-    return perm[position * batch_size : (position + 1) * batch_size]
+    return perm
 
 
 def hash_seed(*parts: int) -> int:
@@ -122,24 +172,128 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for _, p in sorted(named, key=lambda item: item[0])]
 
 
-def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
+def make_optimizer(config: TrainConfig, params, fused: bool | None = None) -> torch.optim.Optimizer:
+    """torch's optimizer for ``config``. ``fused`` (default: on CUDA) takes torch's fused kernel, one
+    pass over each tensor (a small model's step is launch-bound on a GPU). One-at-a-time CPU training
+    keeps torch's default implementation, which every CPU state in existing stores was trained with:
+    switching it would change their bits."""
+    params = list(params)
+    fused = {"fused": True} if (bool(params) and params[0].is_cuda if fused is None else fused) else {}
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, **fused)
     momentum = config.momentum if config.optimizer == "momentum" else 0.0
     return torch.optim.SGD(
         params, lr=config.lr, momentum=momentum, weight_decay=config.weight_decay,
-        nesterov=config.nesterov and momentum > 0,
+        nesterov=config.nesterov and momentum > 0, **fused,
     )
 
 
 @contextmanager
-def deterministic() -> Iterator[None]:
+def deterministic(tf32: bool = False) -> Iterator[None]:
     previous = torch.are_deterministic_algorithms_enabled()
+    flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
     torch.use_deterministic_algorithms(True)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cudnn.benchmark = False  # the autotuner may pick another algorithm per run
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(previous)
+        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark) = flags
+
+
+def training_device(config: TrainConfig) -> torch.device:
+    """The device ``config`` trains on, checked to exist here."""
+    device = torch.device(config.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise PrunelabError(f"training asks for device {config.device!r}, but this process sees no CUDA device "
+                                "(set device = \"cpu\" or \"auto\", or run where a GPU is visible)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise PrunelabError(f"training asks for {config.device!r}, but only {torch.cuda.device_count()} CUDA "
+                                "device(s) are visible")
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def device_name(device: torch.device) -> str:
+    """What provenance records about a device: ``cpu``, or ``cuda:0 NVIDIA H100 80GB HBM3 (sm_90)``."""
+    if device.type != "cuda":
+        return device.type
+    major, minor = torch.cuda.get_device_capability(device)
+    return f"{device} {torch.cuda.get_device_name(device)} (sm_{major}{minor})"
+
+
+_ON_DEVICE: dict = {}
+
+
+def split_on(split, device: torch.device):
+    """The training split's tensors on ``device``, copied once per process and device."""
+    if device.type == "cpu":
+        return split.x, split.y
+    key = (id(split), str(device))
+    hit = _ON_DEVICE.get(key)
+    if hit is None or hit[0] is not split:
+        if len(_ON_DEVICE) >= 4:
+            _ON_DEVICE.clear()
+        hit = _ON_DEVICE[key] = (split, split.x.to(device), split.y.to(device))
+    return hit[1], hit[2]
+
+
+def to_cpu(value):
+    """Tensors in a (nested) optimizer state dict, moved to the CPU: stored blobs are always CPU tensors."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_cpu(v) for v in value]
+    return value
+
+
+class LossWatch:
+    """Finite-loss checks without a device sync per step.
+
+    Losses are kept on the device and checked every ``every`` steps (and
+    before any curve point); a non-finite loss raises with the iteration where
+    it first appeared. Training that diverged is discarded, so the few steps
+    taken after it do not matter.
+    """
+
+    def __init__(self, config: TrainConfig, total: int, device: torch.device, models: int = 1, every: int = 64):
+        self.config, self.total, self.every = config, total, every
+        self.losses = torch.empty(every, models, device=device)
+        self.first, self.count, self.last = 0, 0, float("nan")
+        self.last_row = torch.full((models,), float("nan"))
+        self.failures: dict[int, tuple[int, float]] = {}  # model → (first iteration, loss) of a non-finite loss
+
+    def add(self, iteration: int, loss: torch.Tensor) -> None:
+        if self.count == 0:
+            self.first = iteration
+        self.losses[self.count] = loss.detach()
+        self.count += 1
+        if self.count == self.every:
+            self.check()
+
+    def check(self) -> None:
+        """Check the steps since the last check. One model: raise at its first non-finite loss;
+        several: record each model's first one in ``failures`` (the others train on)."""
+        if self.count == 0:
+            return
+        window = self.losses[: self.count].cpu()
+        self.count = 0
+        self.last_row = window[-1]
+        bad = ~torch.isfinite(window)
+        if bool(bad.any()):
+            for lane in bad.any(dim=0).nonzero()[:, 0].tolist():
+                i = int(bad[:, lane].nonzero()[0])
+                self.failures.setdefault(lane, (self.first + i, window[i, lane].item()))
+        if window.shape[1] == 1:
+            if 0 in self.failures:
+                it, value = self.failures[0]
+                raise TrainingDiverged(f"loss became {value} at iteration {it} (lr {self.config.lr_at(it, self.total):g})")
+            self.last = float(window[-1, 0])
 
 
 class TrainingDiverged(PrunelabError):
@@ -153,8 +307,10 @@ StepHook = Callable[[nn.Module, int], None]
 class TrainResult:
     iterations: int  # the iteration reached (exclusive end)
     curve: list[dict] = field(default_factory=list)  # periodic validation metrics
-    optimizer_state: dict | None = None
+    optimizer_state: dict | None = None  # always on the CPU
     seconds: float = 0.0
+    device: str = "cpu"  # where it trained (device_name)
+    group: dict | None = None  # a vectorised pass: its width, models, members and wall time
 
     @property
     def early_stopping_iteration(self) -> int | None:
@@ -189,35 +345,42 @@ def train(
         raise PrunelabError(f"training window {start}..{stop} is outside 0..{total} iterations")
     batches_per_epoch(len(train_split), config.batch_size)
 
+    device = training_device(config)
+    model.to(device)  # in place: the caller's module (and torch's pruning buffers) now live on the device
     optimizer = make_optimizer(config, trainable_parameters(model))
     if optimizer_state is not None:
-        optimizer.load_state_dict(optimizer_state)
-    result = TrainResult(iterations=start)
+        optimizer.load_state_dict(optimizer_state)  # torch moves the state to each parameter's device
+    result = TrainResult(iterations=start, device=device_name(device))
+    x_all, y_all = split_on(train_split, device)
+    per_epoch = batches_per_epoch(len(train_split), config.batch_size)
+    watch = LossWatch(config, total, device)
     began = time.perf_counter()
     model.train()
-    with deterministic(), progress_bar(stop - start, f"training {type(model).__name__}", progress) as bar:
+    with deterministic(config.tf32), progress_bar(stop - start, f"training {type(model).__name__}", progress) as bar:
         for iteration in range(start, stop):
             lr = config.lr_at(iteration, total)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            idx = batch_indices(seed, iteration, len(train_split), config.batch_size)
-            loss = task_loss(model(train_split.x[idx]), train_split.y[idx])
-            if not torch.isfinite(loss).item():
-                raise TrainingDiverged(f"loss became {loss.item()} at iteration {iteration} (lr {lr:g})")
+            epoch, position = divmod(iteration, per_epoch)
+            perm = epoch_permutation(seed, epoch, len(train_split), device)
+            idx = perm[position * config.batch_size : (position + 1) * config.batch_size]
+            loss = task_loss(model(x_all[idx]), y_all[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            last_loss = loss.item()
             optimizer.step()
+            watch.add(iteration, loss)
             for hook in after_step:
                 hook(model, iteration)
             done = iteration + 1
             if config.eval_every and (done % config.eval_every == 0 or done == stop):
-                result.curve.append(_curve_point(model, dataset, done, last_loss))
+                watch.check()
+                result.curve.append(_curve_point(model, dataset, done, watch.last))
             bar.advance()
+    watch.check()
     if not config.eval_every and stop > start:
-        result.curve.append(_curve_point(model, dataset, stop, last_loss))
+        result.curve.append(_curve_point(model, dataset, stop, watch.last))
     result.iterations = stop
-    result.optimizer_state = optimizer.state_dict()
+    result.optimizer_state = to_cpu(optimizer.state_dict())
     result.seconds = time.perf_counter() - began
     return result
 
