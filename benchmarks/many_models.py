@@ -1,0 +1,186 @@
+"""Many-model throughput: K LeNet-300-100 trained together (vectorised) vs one after the other.
+
+Targets (issue #16): on CPU at least 3x at K = 8; on a GPU at least 20x at
+K = 32, both against one-at-a-time training on the same device in the same
+process. Throughput is models x iterations per second; batches are MNIST-size
+(60 examples of 1x28x28). The data are random tensors of MNIST's shape and
+size (60,000 examples): step time does not depend on pixel values.
+
+The one-at-a-time path is prunelab's own training loop (``train_masked``, as
+the Train recipe runs it); the vectorised path is ``train_group`` with
+``vectorize = K``. The two alternate, --repeats times each; medians are
+reported with their ranges. After the first repeat the weights of both paths
+are compared (they agree to rounding, not bitwise: batched kernels sum in
+another order).
+
+``--full-training`` also times one Frankle & Carbin LeNet-300-100 training
+(50,000 iterations, Adam 1.2e-3, batch 60) on the chosen device, and on the
+CPU of the same machine for ``--cpu-iterations`` iterations (scaled to 50,000
+and labelled as such when fewer).
+
+Each device writes its own section of benchmarks/results/many_models.json
+(a CPU run keeps a GPU section measured elsewhere, and vice versa).
+
+    python benchmarks/many_models.py [--device cpu|cuda] [--ks 1,8,32] [--iterations N] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, environment  # noqa: E402
+
+from prunelab import TrainConfig, build_model
+from prunelab.pruning.masked import train_masked
+from prunelab.tasks import Dataset, Split
+from prunelab.tasks.training import device_name, training_device
+from prunelab.tasks.vectorized import train_group
+
+TARGETS = {"cpu": (8, 3.0), "cuda": (32, 20.0)}  # device → (K, minimum speed-up)
+
+
+def mnist_shaped(n: int = 60000) -> Dataset:
+    g = torch.Generator().manual_seed(0)
+    train = Split(torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g))
+    empty = Split(train.x[:0], train.y[:0])
+    return Dataset("mnist-shaped", train, empty, empty, tuple(str(i) for i in range(10)))
+
+
+def models(k: int):
+    return [build_model("lenet_300_100", (1, 28, 28), 10, seed=s) for s in range(k)]
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def one_at_a_time(data, config, k, iterations, device):
+    nets = models(k)
+    sync(device)
+    t0 = time.perf_counter()
+    for seed, net in enumerate(nets):
+        train_masked(net, data, config, seed=seed, stop=iterations, progress=False)
+    sync(device)
+    return time.perf_counter() - t0, nets
+
+
+def vectorised(data, config, k, iterations, device):
+    nets = models(k)
+    sync(device)
+    t0 = time.perf_counter()
+    train_group(nets, data, config.model_copy(update={"vectorize": k}), seeds=list(range(k)), stop=iterations,
+                progress=False)
+    sync(device)
+    return time.perf_counter() - t0, nets
+
+
+def max_difference(a, b) -> float:
+    return max(float((x.detach().cpu() - y.detach().cpu()).abs().max())
+               for m, n in zip(a, b) for x, y in zip(m.state_dict().values(), n.state_dict().values()))
+
+
+def throughput(data, device: str, ks: list[int], iterations: int, repeats: int) -> list[dict]:
+    config = TrainConfig(iterations=50000, batch_size=60, device=device)
+    vectorised(data, config, 2, 3, device)  # warm-up: vmap's first trace, CUDA context and kernels
+    one_at_a_time(data, config, 1, 3, device)
+    rows = []
+    for k in ks:
+        seq, vec, diff = [], [], None
+        for r in range(repeats):
+            t_seq, a = one_at_a_time(data, config, k, iterations, device)
+            t_vec, b = vectorised(data, config, k, iterations, device)
+            seq.append(k * iterations / t_seq)
+            vec.append(k * iterations / t_vec)
+            if r == 0:
+                diff = max_difference(a, b)
+        row = {"K": k, "iterations": iterations, "one_at_a_time_model_its_per_s": statistics.median(seq),
+               "one_at_a_time_range": [min(seq), max(seq)], "vectorised_model_its_per_s": statistics.median(vec),
+               "vectorised_range": [min(vec), max(vec)],
+               "speedup": statistics.median(vec) / statistics.median(seq),
+               "speedup_range": [min(v / s for v, s in zip(vec, seq)), max(v / s for v, s in zip(vec, seq))],
+               "max_abs_weight_difference": diff}
+        rows.append(row)
+        print(f"K={k:3d}: one at a time {row['one_at_a_time_model_its_per_s']:8.0f} model-it/s, vectorised "
+              f"{row['vectorised_model_its_per_s']:8.0f} model-it/s → {row['speedup']:.2f}x "
+              f"(range {row['speedup_range'][0]:.2f}–{row['speedup_range'][1]:.2f}); "
+              f"max |Δw| after {iterations} its {diff:.2e}")
+    return rows
+
+
+def full_training(data, device: str, cpu_iterations: int) -> dict:
+    """One F&C LeNet-300-100 training (50,000 iterations) on ``device``, and on this machine's CPU."""
+    out = {}
+    for where, its in ((device, 50000), ("cpu", cpu_iterations)):
+        config = TrainConfig(iterations=50000, batch_size=60, device=where)
+        net = models(1)[0]
+        sync(where)
+        t0 = time.perf_counter()
+        train_masked(net, data, config, seed=0, stop=its, progress=False)
+        sync(where)
+        seconds = time.perf_counter() - t0
+        out[where] = {"iterations_timed": its, "seconds": seconds, "seconds_for_50000": seconds * 50000 / its,
+                      "extrapolated": its != 50000, "torch_threads": torch.get_num_threads()}
+        print(f"50,000 iterations on {where}: {seconds * 50000 / its:.1f} s"
+              + (f" (timed {its}, scaled)" if its != 50000 else ""))
+        if where == "cpu" and device == "cpu":
+            break
+    if device != "cpu":
+        out["gpu_vs_cpu_speedup"] = out["cpu"]["seconds_for_50000"] / out[device]["seconds_for_50000"]
+        print(f"GPU vs CPU for one training: {out['gpu_vs_cpu_speedup']:.1f}x")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--ks", default="1,8,32")
+    parser.add_argument("--iterations", type=int, default=None, help="iterations per model (default 30 CPU, 300 GPU)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--full-training", action="store_true")
+    parser.add_argument("--cpu-iterations", type=int, default=5000)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = str(training_device(TrainConfig(iterations=1, device=args.device)))
+    backend = device.partition(":")[0]
+    iterations = args.iterations or (30 if backend == "cpu" else 300)
+    ks = [int(k) for k in args.ks.split(",")]
+    data = mnist_shaped()
+    print(f"device {device_name(torch.device(device))}, {torch.get_num_threads()} torch threads")
+    rows = throughput(data, device, ks, iterations, args.repeats)
+    k_target, minimum = TARGETS[backend]
+    at_target = next((r for r in rows if r["K"] == k_target), None)
+    section = {
+        "device": device_name(torch.device(device)),
+        "host": platform.node(),
+        "environment": environment(),
+        "command": "python benchmarks/many_models.py " + " ".join(sys.argv[1:]),
+        "rows": rows,
+        "target": f">= {minimum}x at K = {k_target} vs one at a time on the same device",
+        "measured_at_target": None if at_target is None else at_target["speedup"],
+        "met": None if at_target is None else at_target["speedup"] >= minimum,
+    }
+    if args.full_training:
+        section["full_training"] = full_training(data, device, args.cpu_iterations)
+    path = RESULTS / "many_models.json"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = json.loads(path.read_text()) if path.exists() else {"benchmark": "many_models", "runs": {}}
+    payload.setdefault("runs", {})[backend] = section
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"target {section['target']}: measured {section['measured_at_target']}, met: {section['met']}")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
