@@ -305,3 +305,17 @@ def test_unreachable_scheduler_is_a_clear_error(tmp_path):
     exp, *_ = small_tree(tmp_path / "s", branches=("l1_unstructured",), rounds=1)
     with pytest.raises(PrunelabError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
         exp.run("tcp://127.0.0.1:9")
+
+
+def test_local_executor_runs_a_single_chain_in_process(tmp_path, monkeypatch):
+    """A plan whose tasks can only run one after the other gains nothing from workers: no cluster."""
+    from prunelab.experiment import executors
+
+    exp = Experiment(tmp_path / "s")
+    exp.root(dataset="digits", model="lenet_300_100").then(Train(CONFIG)).then(
+        Prune(technique("l1_unstructured", amount=0.3)))
+    monkeypatch.setattr(executors, "_run_dask", lambda *a, **k: pytest.fail("started a cluster"))
+    summary = exp.run("local", workers=2)
+    assert summary.ok and "ran in this process" in summary.note and len(summary.computed) == 3
+    tasks, _, _ = executors.plan(small_tree(tmp_path / "t")[0])
+    assert executors.max_parallel(tasks) == 2  # two branches after the dense training: a cluster helps

@@ -355,10 +355,14 @@ def _open(store: Path):
     from .experiment import open_store
 
     results = open_store(store)
-    for path, why in results.damaged.items():
+    _warn_damaged(results.damaged)
+    return results
+
+
+def _warn_damaged(damaged: dict) -> None:
+    for path, why in damaged.items():
         console.print(f"warning: {path}: damaged manifest left out ({why}); `prunelab verify --repair` moves it "
                       "aside", style="yellow", soft_wrap=True, markup=False)
-    return results
 
 
 @app.command()
@@ -370,7 +374,11 @@ def tree(
 ) -> None:
     """Show the experiment tree of STORE (IMP chains collapsed to one level; --full nests everything)."""
     results = _open(store)
-    console.print(results.tree(collapse=not full))
+    if console.is_terminal:  # with colours, line by line
+        for line in results.tree_lines(collapse=not full):
+            console.print(line, soft_wrap=True, highlight=False)
+    else:  # to a file or a pipe: plain text, written at once (100,000 states in seconds)
+        sys.stdout.write("".join(line + "\n" for line in results.tree_lines(collapse=not full, markup=False)))
     if dot is not None:
         dot.write_text(results.dot())
         console.print(f"DOT written to {dot}")
@@ -383,22 +391,24 @@ def list_states(
     recipe: Optional[str] = typer.Option(None, help="only states made by this recipe (Train, Prune, ...)"),
     depth: Optional[int] = typer.Option(None, help="only states at this depth"),
     status: Optional[str] = typer.Option(None, help="done or failed"),
+    limit: int = typer.Option(200, help="show at most this many rows (0: all)"),
 ) -> None:
     """List the states of STORE as a table."""
-    from .headline import short_headline
+    from .experiment.query import list_states as query_states
 
-    results = _open(store)
+    shown, total, damaged = query_states(store, tag=tag, recipe=recipe, depth=depth, status=status, limit=limit)
+    _warn_damaged(damaged)
     table = Table("hash", "depth", "recipe", "status", "tags", "test", "sparsity", "seconds")
-    for m in results.states(tag=tag, recipe=recipe, depth=depth, status=status):
-        metrics = m.get("metrics") or {}
-        test = metrics.get("test") if isinstance(metrics.get("test"), dict) else None
+    for r in shown:
         table.add_row(
-            m["hash"][:12], str(m.get("depth", 0)), escape(m["recipe"].get("label", m["recipe"]["type"])),
-            m.get("status", "?"), escape(",".join(m.get("tags", []))), short_headline(test) if test else "",
-            f"{metrics['sparsity']:.3f}" if "sparsity" in metrics else "",
-            f"{(m.get('timings') or {}).get('seconds', 0):.2f}",
+            r["hash"][:12], str(r["depth"] or 0), escape(r["label"]), r["status"] or "?", escape(",".join(r["tags"])),
+            r["headline"] or "", "" if r["sparsity"] is None else f"{r['sparsity']:.3f}",
+            f"{r['seconds'] or 0:.2f}",
         )
     console.print(table)
+    if len(shown) < total:
+        console.print(f"{len(shown):,} of {total:,} states shown (--limit 0 lists all; --tag, --recipe, "
+                      "--depth and --status filter)")
 
 
 @app.command()

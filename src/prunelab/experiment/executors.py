@@ -17,6 +17,7 @@ failed or never ran.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import platform
@@ -389,6 +390,7 @@ class RunSummary:
     skipped: dict[str, str]
     seconds: float
     tasks: int
+    note: str = ""  # e.g. why a local cluster was not started
 
     @property
     def ok(self) -> bool:
@@ -397,6 +399,8 @@ class RunSummary:
     def __str__(self) -> str:
         text = (f"{self.total} states/probes: {len(self.computed)} computed, {len(self.reused)} already stored, "
                 f"{len(self.failed)} failed, {len(self.skipped)} skipped ({self.seconds:.1f} s, {self.tasks} tasks)")
+        if self.note:
+            text += f"\n  {self.note}"
         for h, err in self.failed.items():
             text += f"\n  failed  {h[:12]}: {err}"
         for h, why in self.skipped.items():
@@ -404,8 +408,9 @@ class RunSummary:
         return text
 
 
-def _topological(states: list["State"]) -> list["State"]:
-    order, seen = [], set()
+def _topological(states: list["State"], skip: set[str] | dict = frozenset()) -> list["State"]:
+    """``states`` and their dependencies in dependency order, leaving out the hashes in ``skip``."""
+    order, seen = [], set(skip)
 
     def visit(s):
         stack = [(s, False)]
@@ -432,15 +437,41 @@ def _root_seed(state: "State") -> int:
     return root.recipe.seed if isinstance(root.recipe, Init) else 0
 
 
+def _done_states(store: Store, order: list["State"]) -> dict[str, str | None]:
+    """The states of ``order`` that are done → their stored tags as JSON (None: not looked up). A large
+    plan reads the store's listing (one directory scan and the index; manifests opened only where
+    changed since indexed) instead of every manifest."""
+    if len(order) <= 64:
+        return {s.hash: None for s in order if store.is_done(s.hash)}
+    damaged: dict = {}
+    tags = store.done_tags(damaged)
+    if tags is None:  # the index cannot answer: the full listing
+        tags = {h: json.dumps(r["tags"]) for h, r in store.listing(damaged).items() if r["status"] == "done"}
+    wanted = {s.hash for s in order}
+    for path, why in damaged.items():  # as is_done: a damaged manifest of this plan stops it
+        if path.stem in wanted:
+            raise StoreError(f"{path}: damaged manifest: {why}; `prunelab verify --repair` moves it aside "
+                             "and the next run recomputes the state")
+    return {h: tags[h] for h in wanted if h in tags}
+
+
+def _has_tags(stored: str | None, tags: set[str]) -> bool:
+    """Do the stored tags (JSON) already include ``tags``? (Compared as text first: no parsing for
+    the usual rerun, where they are the same.)"""
+    if stored is None:
+        return False
+    return stored == json.dumps(sorted(tags)) or set(tags) <= set(json.loads(stored))
+
+
 def plan(experiment: "Experiment", fuse: bool = True) -> tuple[list[Task], int, list[str]]:
     """(tasks in dependency order, number of items, hashes already done)."""
     store = experiment.store
-    order = _topological(list(experiment.states.values()))
-    done = {s.hash for s in order if store.is_done(s.hash)}
-    for s in order:  # labels added after the fact still reach the store
-        if s.hash in done and s.tags:
+    states = list(experiment.states.values())
+    done = _done_states(store, states)
+    for s in states:  # labels added after the fact still reach the store
+        if s.hash in done and s.tags and not _has_tags(done[s.hash], s.tags):
             store.add_tags(s.hash, s.tags)
-    pending = [s for s in order if s.hash not in done]
+    pending = _topological([s for s in states if s.hash not in done], skip=done)  # a no-op rerun sorts nothing
     pending_set = {s.hash for s in pending}
     pending_children: dict[str, int] = {}
     for s in pending:
@@ -480,7 +511,7 @@ def plan(experiment: "Experiment", fuse: bool = True) -> tuple[list[Task], int, 
     trusted = trusted_modules()
     for task in tasks:
         task.trusted = trusted
-    return tasks, len(order) + len(experiment.probes), sorted(done)
+    return tasks, len(states) + len(experiment.probes), sorted(done)
 
 
 def _lockstep(tasks: list[Task]) -> list[Task]:
@@ -550,6 +581,10 @@ def run_experiment(experiment: "Experiment", *, executor: str = "serial", worker
     results: list[dict] = []
     store_root = str(experiment.store.root.resolve())
     with progress_bar(n_items, "states", progress) as bar:
+        note = ""
+        if executor == "local" and tasks and max_parallel(tasks) < 2:
+            # one chain of dependent tasks: workers could only take turns, and a cluster costs ~3 s to start
+            executor, note = "serial", "ran in this process: no two tasks of the plan can run at the same time"
         if executor == "serial" or not tasks:  # nothing to run: no cluster to start
             by_task: list[list[dict]] = []
             for task in tasks:
@@ -569,6 +604,7 @@ def run_experiment(experiment: "Experiment", *, executor: str = "serial", worker
         skipped={r["hash"]: r["reason"] for r in results if r["status"] == "skipped"},
         seconds=time.perf_counter() - began,
         tasks=len(tasks),
+        note=note,
     )
     return summary
 
@@ -576,6 +612,17 @@ def run_experiment(experiment: "Experiment", *, executor: str = "serial", worker
 def _describe(bar, results, n_items, running: int = 0) -> None:
     failed = sum(r["status"] == "failed" for r in results)
     bar.describe(f"states {len(results)}/{n_items}, {running} running" + (f", {failed} failed" if failed else ""))
+
+
+def max_parallel(tasks: list[Task]) -> int:
+    """How many tasks could run at once at best: the most tasks at one depth of the task graph."""
+    level: list[int] = []
+    for t in tasks:  # tasks come in dependency order
+        level.append(1 + max((level[d] for d in t.deps), default=-1))
+    counts: dict[int, int] = {}
+    for value in level:
+        counts[value] = counts.get(value, 0) + 1
+    return max(counts.values(), default=0)
 
 
 def _devices(tasks: list[Task]) -> set[str]:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
+from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
-from ..headline import short_headline
 from .store import Store, StoreError
 
 if TYPE_CHECKING:  # torch is imported only by what loads tensors: listing a store stays fast
@@ -26,68 +27,110 @@ def flatten(data: Any, prefix: str = "", out: dict | None = None) -> dict:
 
 
 class Results:
-    """A read-only view of a store: states, lineage, tables, models."""
+    """A read-only view of a store: states, lineage, tables, models.
+
+    Listing and filtering read the store's listing (``Store.listing``: one short row per state,
+    from the SQLite index where it is current, every other manifest verified now); a state's full
+    manifest is read and verified from its file when it is first asked for, and kept in a
+    bounded cache. ``ls``, ``tree`` and filters on 100,000 states therefore never open the
+    manifests (docs/benchmarks/store_scale.md).
+    """
+
+    CACHE = 4096  # full manifests kept in memory (a report walks each state about once)
 
     def __init__(self, path: str | Path, *, writable: bool = False):
         path = Path(path)
         if not (path / "states").is_dir():
             raise StoreError(f"{path}: not a prunelab store (no states/ folder)")
-        # reading writes nothing (no index, no locks): a read-only or another user's store works
+        # reading writes no state, lock or tensor (a read-only or another user's store works); where
+        # the directory is writable, the listing cache in the index is brought up to date
         self.store = Store(path, create=False, read_only=None if writable else True)
+        index = path / "index.sqlite"
+        self.store.cache_writable = (not self.store.read_only or (
+            os.access(path, os.W_OK) and index.is_file() and os.access(index, os.W_OK)))
         # a damaged manifest is left out (and listed) rather than making the whole store unreadable
         self.damaged: dict[Path, str] = {}
-        self._manifests = {m["hash"]: m for m in self.store.manifests(damaged=self.damaged)}
+        self._rows = self.store.listing(damaged=self.damaged)
+        self._full: OrderedDict[str, dict] = OrderedDict()
 
     def __len__(self) -> int:
-        return len(self._manifests)
+        return len(self._rows)
 
-    def get(self, prefix: str) -> dict:
-        """The manifest whose hash starts with ``prefix`` (must be unique)."""
-        if prefix in self._manifests:  # a full hash: one dict lookup (reports call this per state)
-            return self._manifests[prefix]
-        hits = [m for h, m in self._manifests.items() if h.startswith(prefix)]
+    def _manifest(self, state_hash: str) -> dict:
+        m = self._full.get(state_hash)
+        if m is not None:
+            self._full.move_to_end(state_hash)
+            return m
+        m = self.store.manifest(state_hash)  # verified: digest, name and identity
+        if m is None:
+            raise StoreError(f"{self.store.root}: state {state_hash[:12]} was removed while reading the store")
+        self._full[state_hash] = m
+        while len(self._full) > self.CACHE:
+            self._full.popitem(last=False)
+        return m
+
+    def _resolve(self, prefix: str) -> str:
+        if prefix in self._rows:  # a full hash: one dict lookup (reports call this per state)
+            return prefix
+        hits = [h for h in self._rows if h.startswith(prefix)]
         if not hits:
             raise StoreError(f"{self.store.root}: no state {prefix!r}")
         if len(hits) > 1:
             raise StoreError(f"{self.store.root}: {len(hits)} states start with {prefix!r}; give more characters")
         return hits[0]
 
-    def states(self, *, tag: str | None = None, recipe: str | None = None, depth: int | None = None,
-               status: str | None = None, where: dict | None = None) -> list[dict]:
-        """Manifests matching every given filter (``where``: dotted param → value)."""
+    def get(self, prefix: str) -> dict:
+        """The manifest whose hash starts with ``prefix`` (must be unique)."""
+        return self._manifest(self._resolve(prefix))
+
+    def row(self, prefix: str) -> dict:
+        """The short listing row of a state (see ``Store.listing``)."""
+        return self._rows[self._resolve(prefix)]
+
+    def rows(self, *, tag: str | None = None, recipe: str | None = None, depth: int | None = None,
+             status: str | None = None, where: dict | None = None) -> list[dict]:
+        """Listing rows matching every given filter (``where``: dotted param → value), in display
+        order (depth, then finishing time); no manifest is opened."""
         out = []
-        for m in self._manifests.values():
-            if tag is not None and tag not in m.get("tags", []):
+        for r in self._rows.values():
+            if tag is not None and tag not in r["tags"]:
                 continue
-            if recipe is not None and m["recipe"]["type"] != recipe:
+            if recipe is not None and r["recipe"] != recipe:
                 continue
-            if depth is not None and m.get("depth") != depth:
+            if depth is not None and r["depth"] != depth:
                 continue
-            if status is not None and m.get("status") != status:
+            if status is not None and r["status"] != status:
                 continue
             if where:
-                params = flatten(m["recipe"]["params"])
+                params = flatten(r["params"])
                 if any(params.get(k) != v for k, v in where.items()):
                     continue
-            out.append(m)
-        return sorted(out, key=lambda m: (m.get("depth", 0), (m.get("timings") or {}).get("finished") or 0))
+            out.append(r)
+        return sorted(out, key=lambda r: (r["depth"] or 0, r["finished"] or 0))
+
+    def states(self, **filters) -> list[dict]:
+        """Full (verified) manifests matching the filters of :meth:`rows`."""
+        return [self._manifest(r["hash"]) for r in self.rows(**filters)]
 
     def children(self, state_hash: str) -> list[dict]:
-        return [m for m in self.states() if m.get("parent") == state_hash]
+        return [self._manifest(r["hash"]) for r in self.rows() if r["parent"] == state_hash]
 
-    def lineage(self, state_hash: str) -> list[dict]:
-        """Manifests from the root to the state, with the recipe of each step."""
-        chain, node = [], self.get(state_hash)
+    def _row_lineage(self, state_hash: str) -> list[dict]:
+        chain, node = [], self._rows[self._resolve(state_hash)]
         while node is not None:
             chain.append(node)
-            parent = node.get("parent")
-            node = self._manifests.get(parent) if parent else None
+            parent = node["parent"]
+            node = self._rows.get(parent) if parent else None
             if parent and node is None:
                 raise StoreError(f"state {chain[-1]['hash'][:12]}: parent {parent[:12]} is not in the store")
         return chain[::-1]
 
+    def lineage(self, state_hash: str) -> list[dict]:
+        """Manifests from the root to the state, with the recipe of each step."""
+        return [self._manifest(r["hash"]) for r in self._row_lineage(state_hash)]
+
     def root_of(self, state_hash: str) -> dict:
-        return self.lineage(state_hash)[0]
+        return self._manifest(self._row_lineage(state_hash)[0]["hash"])
 
     def snapshot(self, state_hash: str) -> Snapshot:
         return self.store.load(self.get(state_hash)["hash"])
@@ -99,14 +142,14 @@ class Results:
     def probes(self, state_hash: str) -> list[dict]:
         return self.store.probes(self.get(state_hash)["hash"])
 
-    def to_frame(self):
-        """One row per state: identity, lineage root, params and scalar metrics flattened."""
+    def to_frame(self, **filters):
+        """One row per state (those matching the filters of :meth:`rows`): identity, lineage root,
+        params and scalar metrics flattened."""
         import pandas as pd
 
         rows = []
-        for m in self.states():
-            root = self.root_of(m["hash"])
-            rp = root["recipe"]["params"]
+        for m in self.states(**filters):
+            rp = self._row_lineage(m["hash"])[0]["params"]
             row = {
                 "hash": m["hash"], "parent": m.get("parent"), "depth": m.get("depth", 0),
                 "recipe": m["recipe"]["type"], "label": m["recipe"].get("label", m["recipe"]["type"]),
@@ -126,19 +169,55 @@ class Results:
 
     # ---------------------------------------------------------------- rendering
 
-    def _label(self, m: dict) -> str:
-        text = f"{m['recipe'].get('label', m['recipe']['type'])} [dim]{m['hash'][:10]}[/]"
-        metrics = m.get("metrics") or {}
+    @staticmethod
+    def _label(r: dict, markup: bool = True) -> str:
+        from rich.markup import escape
+
+        if not markup:
+            escape = str  # noqa: F811 (plain text: nothing to escape)
+        text = f"{escape(r['label'])} [dim]{r['hash'][:10]}[/]" if markup else f"{r['label']} {r['hash'][:10]}"
         bits = []
-        if isinstance(metrics.get("test"), dict):
-            bits.append(f"test {short_headline(metrics['test'])}")
-        if "sparsity" in metrics:
-            bits.append(f"sparsity {metrics['sparsity']:.3f}")
-        if m.get("tags"):
-            bits.append("tags " + ",".join(m["tags"]))
-        if m.get("status") != "done":
-            bits.append(f"[red]{m.get('status')}: {(m.get('error') or {}).get('message', '')}[/]")
+        if r["headline"]:
+            bits.append(f"test {r['headline']}")
+        if r["sparsity"] is not None:
+            bits.append(f"sparsity {r['sparsity']:.3f}")
+        if r["tags"]:
+            bits.append("tags " + escape(",".join(r["tags"])))
+        if r["status"] != "done":
+            error = f"{r['status']}: {escape(r['error'] or '')}"
+            bits.append(f"[red]{error}[/]" if markup else error)
         return text + (" — " + "; ".join(bits) if bits else "")
+
+    def _forest(self, collapse: bool) -> list[tuple[dict, list]]:
+        """The roots as ``(row, children)`` nodes, each child a node too; see :meth:`tree`."""
+        children: dict[str, list[dict]] = {}
+        for r in self.rows():  # one pass, already in display order
+            children.setdefault(r["parent"], []).append(r)
+        height: dict[str, int] = {}
+        for r in sorted(self.rows(), key=lambda r: -(r["depth"] or 0)):  # leaves first
+            height[r["hash"]] = 1 + max((height.get(c["hash"], 0) for c in children.get(r["hash"], [])), default=0)
+
+        def full(r):
+            return (r, [full(c) for c in children.get(r["hash"], [])])
+
+        def chain(first):
+            """``first`` heads a chain: its continuation (each state's deepest child) is listed under
+            it at one level; a side branch heads its own chain under the line it branches from."""
+            head = line = (first, [])
+            r = first
+            while True:
+                kids = children.get(r["hash"], [])
+                follow = max(kids, key=lambda c: height[c["hash"]], default=None)
+                for child in kids:
+                    if child is not follow:
+                        line[1].append(chain(child))
+                if follow is None:
+                    return head
+                line = (follow, [])
+                head[1].append(line)
+                r = follow
+
+        return [(chain if collapse else full)(root) for root in self.rows(depth=0)]
 
     def tree(self, collapse: bool = True):
         """A rich Tree of the whole store (one per root).
@@ -151,56 +230,71 @@ class Results:
         """
         from rich.tree import Tree
 
-        top = Tree(f"[bold]{self.store.root}[/] ({len(self)} states)")
-        children: dict[str, list[dict]] = {}
-        for m in self.states():  # one pass, already in display order
-            children.setdefault(m.get("parent"), []).append(m)
-        height: dict[str, int] = {}
-        for m in sorted(self.states(), key=lambda m: -m.get("depth", 0)):  # leaves first
-            height[m["hash"]] = 1 + max((height.get(c["hash"], 0) for c in children.get(m["hash"], [])), default=0)
+        top = Tree(self.tree_title())
 
-        def add(node, m):
-            line = node.add(self._label(m))
-            for child in children.get(m["hash"], []):
+        def add(parent, node):
+            line = parent.add(self._label(node[0]))
+            for child in node[1]:
                 add(line, child)
 
-        def chain(node, first):
-            """``first`` heads a chain: its continuation (each state's deepest child) is listed under
-            it at one level; a side branch heads its own chain under the line it branches from."""
-            head = line = node.add(self._label(first))
-            m = first
-            while True:
-                kids = children.get(m["hash"], [])
-                follow = max(kids, key=lambda c: height[c["hash"]], default=None)
-                for child in kids:
-                    if child is not follow:
-                        chain(line, child)
-                if follow is None:
-                    return
-                line, m = head.add(self._label(follow)), follow
-
-        for root in self.states(depth=0):
-            (chain if collapse else add)(top, root)
+        for node in self._forest(collapse):
+            add(top, node)
         return top
+
+    def tree_title(self) -> str:
+        from rich.markup import escape
+
+        return f"[bold]{escape(str(self.store.root))}[/] ({len(self)} states)"
+
+    def tree_lines(self, collapse: bool = True, markup: bool = True) -> Iterator[str]:
+        """The lines of :meth:`tree` (rich markup, or plain text; the same guides), generated one
+        at a time: a store of 100,000 states prints without building a renderable of 100,000 nodes."""
+        yield self.tree_title() if markup else f"{self.store.root} ({len(self)} states)"
+        stack = [(node, "", i == len(forest) - 1) for forest in [self._forest(collapse)]
+                 for i, node in enumerate(forest)][::-1]
+        while stack:
+            (row, kids), prefix, last = stack.pop()
+            yield f"{prefix}{'└── ' if last else '├── '}{self._label(row, markup)}"
+            below = prefix + ("    " if last else "│   ")
+            stack.extend((kid, below, i == len(kids) - 1) for i, kid in reversed(list(enumerate(kids))))
 
     def dot(self) -> str:
         """Graphviz DOT: solid edges parent → child, dashed edges for references."""
         lines = ["digraph prunelab {", '  node [shape=box, fontname="Helvetica", fontsize=10];']
-        for m in self.states():
-            label = m["recipe"].get("label", m["recipe"]["type"]).replace('"', "'")
-            test = (m.get("metrics") or {}).get("test")
-            if isinstance(test, dict):
-                label += f"\\n{short_headline(test, 3)}"
-            color = "" if m.get("status") == "done" else ", color=red"
-            lines.append(f'  "{m["hash"][:12]}" [label="{label}\\n{m["hash"][:8]}"{color}];')
-            if m.get("parent"):
-                lines.append(f'  "{m["parent"][:12]}" -> "{m["hash"][:12]}";')
-            for value in m["recipe"]["params"].values():
+        for r in self.rows():
+            label = r["label"].replace('"', "'")
+            if r["headline3"]:
+                label += f"\\n{r['headline3']}"
+            color = "" if r["status"] == "done" else ", color=red"
+            lines.append(f'  "{r["hash"][:12]}" [label="{label}\\n{r["hash"][:8]}"{color}];')
+            if r["parent"]:
+                lines.append(f'  "{r["parent"][:12]}" -> "{r["hash"][:12]}";')
+            for value in r["params"].values():
                 for item in (value if isinstance(value, list) else [value]):
                     if isinstance(item, dict) and "$state" in item:
-                        lines.append(f'  "{item["$state"][:12]}" -> "{m["hash"][:12]}" [style=dashed];')
+                        lines.append(f'  "{item["$state"][:12]}" -> "{r["hash"][:12]}" [style=dashed];')
         lines.append("}")
         return "\n".join(lines)
+
+
+def list_states(path: str | Path, *, tag: str | None = None, recipe: str | None = None, depth: int | None = None,
+                status: str | None = None, limit: int = 0) -> tuple[list[dict], int, dict]:
+    """(the first ``limit`` matching listing rows in display order, how many matched, damaged
+    manifests): answered by the index in SQL where it can (`prunelab ls` on 100,000 states),
+    else from a full :class:`Results` listing."""
+    path = Path(path)
+    if not (path / "states").is_dir():
+        raise StoreError(f"{path}: not a prunelab store (no states/ folder)")
+    store = Store(path, create=False, read_only=True)
+    index = path / "index.sqlite"
+    store.cache_writable = os.access(path, os.W_OK) and index.is_file() and os.access(index, os.W_OK)
+    damaged: dict = {}
+    answer = store.query_listing(tag=tag, recipe=recipe, depth=depth, status=status, limit=limit, damaged=damaged)
+    if answer is not None:
+        return answer[0], answer[1], damaged
+    results = Results(path)
+    rows = results.rows(tag=tag, recipe=recipe, depth=depth, status=status)
+    return (rows if limit <= 0 else rows[:limit]), len(rows), results.damaged
 
 
 def open_store(path: str | Path, *, writable: bool = False) -> Results:

@@ -14,6 +14,7 @@ its result is attached to the state it measured.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -49,6 +50,33 @@ OMIT_DEFAULT = {"identity": "omit_default"}  # see Recipe.params
 
 
 def identity_dump(config) -> dict:
+    """A pydantic config as JSON for identities (cached per config: a 100,000-state study shares a
+    handful of training configs; the dict is shared, read it, never change it); see ``_identity_dump``."""
+    try:
+        return _cached_identity_dump(config)
+    except TypeError:  # a config holding an unhashable value (a dict field): keyed by its JSON instead
+        key = (type(config), config.model_dump_json())
+        hit = _DUMPS_BY_JSON.get(key)
+        if hit is None:
+            from .hashing import canonical
+
+            if len(_DUMPS_BY_JSON) > 256:
+                _DUMPS_BY_JSON.clear()
+            hit = _DUMPS_BY_JSON[key] = canonical(_identity_dump(config))
+        return hit
+
+
+_DUMPS_BY_JSON: dict = {}
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_identity_dump(config) -> dict:
+    from .hashing import canonical
+
+    return canonical(_identity_dump(config))  # hashed as it is by every identity that holds it
+
+
+def _identity_dump(config) -> dict:
     """A pydantic config as JSON for identities: every field, except ``OMIT_DEFAULT`` ones at their default.
 
     A field marked ``{"identity": "device"}`` enters as its backend only (``cuda``, not ``cuda:1``),

@@ -6,7 +6,9 @@ Layout::
     STORE/states/<hash>.json              one manifest per state (written last, atomically)
     STORE/probes/<state>/<probe>.json     results of probes (evaluations) on a state
     STORE/locks/<hash>.lock               per-state file locks (concurrent runs)
-    STORE/index.sqlite                    query index, rebuildable from the manifests
+    STORE/index.sqlite                    query index, rebuildable from the manifests: the full
+                                          rows (``states``) and the listing (``listing``: what ls,
+                                          tree and filters read, one short row per state)
 
 A state exists iff its manifest exists with status "done". Blobs are written
 before the manifest, each via a temporary file and a rename, so an interrupted
@@ -143,6 +145,52 @@ def tensor_digest(tensor: "torch.Tensor") -> str:
     return digest.hexdigest()
 
 
+LISTING_COLUMNS = ("hash", "stamp", "parent", "depth", "recipe", "label", "status", "tags", "params", "headline",
+                   "headline3", "sparsity", "error", "finished", "seconds")
+
+
+def file_stamp(stat: os.stat_result) -> str:
+    """What says a file is unchanged since it was read: its size and modification time (ns)."""
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def listing_row(m: dict, stamp: str) -> dict:
+    """The short row of a verified manifest that listings, trees and filters need (no tensors,
+    tables or curves): what the listing table of the index holds, one per state."""
+    from ..headline import short_headline
+
+    metrics = m.get("metrics") if isinstance(m.get("metrics"), dict) else {}
+    test = metrics.get("test") if isinstance(metrics.get("test"), dict) else None
+    try:
+        head, head3 = (short_headline(test), short_headline(test, 3)) if test else (None, None)
+    except (KeyError, TypeError, ValueError):
+        head = head3 = None
+    sparsity = metrics.get("sparsity")
+    return {"hash": m["hash"], "stamp": stamp, "parent": m.get("parent"), "depth": m.get("depth", 0),
+            "recipe": m["recipe"]["type"], "label": m["recipe"].get("label", m["recipe"]["type"]),
+            "status": m.get("status"), "tags": list(m.get("tags", [])), "params": m["recipe"]["params"],
+            "headline": head, "headline3": head3,
+            "sparsity": float(sparsity) if isinstance(sparsity, (int, float)) else None,
+            "error": (m.get("error") or {}).get("message"),
+            "finished": (m.get("timings") or {}).get("finished"), "seconds": (m.get("timings") or {}).get("seconds")}
+
+
+class ListingRow(dict):
+    """A listing row read from the index: ``tags`` and ``params`` are parsed from their JSON when
+    first used (a listing of 100,000 rows that filters on neither parses neither)."""
+
+    def __missing__(self, key):
+        if key in ("tags", "params"):
+            value = self[key] = json.loads(self[f"{key}_json"])
+            return value
+        raise KeyError(key)
+
+
+def _listing_values(row: dict) -> tuple:
+    return tuple(json.dumps(row[c], allow_nan=True) if c in ("tags", "params") else row[c] for c in LISTING_COLUMNS)
+
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
@@ -183,6 +231,9 @@ class Store:
             raise StoreError(f"{self.root}: not a directory")
         self.read_only = (not os.access(self.root, os.W_OK)) if read_only is None else read_only
         self._index_path = self.root / "index.sqlite"
+        # A reader (Results) opens the store read-only but may keep the index's listing cache
+        # current where the directory and an index exist and are writable (see listing).
+        self.cache_writable = not self.read_only
         if self.read_only:
             return
         for sub in ("blobs", "states", "probes", "locks"):
@@ -428,6 +479,7 @@ class Store:
                 "recipe TEXT, version INTEGER, status TEXT, tags TEXT, params TEXT, metrics TEXT, "
                 "seconds REAL, finished REAL)"
             )
+            con.execute(f"CREATE TABLE IF NOT EXISTS listing ({', '.join(LISTING_COLUMNS)}, PRIMARY KEY (hash))")
 
     def _index(self, m: dict) -> None:
         row = (
@@ -436,10 +488,16 @@ class Store:
             json.dumps(m.get("metrics"), allow_nan=True), (m.get("timings") or {}).get("seconds"),
             (m.get("timings") or {}).get("finished"),
         )
+        try:
+            short = _listing_values(listing_row(m, file_stamp(self.manifest_path(m["hash"]).stat())))
+        except OSError:
+            short = None
         for attempt in range(5):
             try:
                 with self._connect() as con:
                     con.execute("INSERT OR REPLACE INTO states VALUES (?,?,?,?,?,?,?,?,?,?,?)", row)
+                    if short is not None:
+                        con.execute(f"INSERT OR REPLACE INTO listing VALUES ({','.join('?' * len(short))})", short)
                 return
             except sqlite3.OperationalError:
                 time.sleep(0.2 * (attempt + 1))
@@ -450,6 +508,7 @@ class Store:
         self._check_writable("rebuild the index")
         with self._connect() as con:
             con.execute("DELETE FROM states")
+            con.execute("DELETE FROM listing")
         count = 0
         for m in self.manifests(damaged={}):  # damaged manifests stay out of the index
             self._index(m)
@@ -501,6 +560,159 @@ class Store:
                 if damaged is None:
                     raise
                 damaged[path] = str(exc).removeprefix(f"{path}: damaged manifest: ").split("; `prunelab")[0]
+
+    def listing(self, damaged: dict | None = None) -> dict[str, dict]:
+        """Every state's short row (``listing_row``), from the index where it is current.
+
+        A row is current when its manifest's size and modification time (``file_stamp``) are
+        what they were when the manifest was verified and indexed; every other manifest — new,
+        changed, or in a store indexed before listings existed — is read and verified now, and its
+        row written back (where the store is writable). A damaged manifest is left out and recorded
+        in ``damaged`` (path → why), as ``manifests`` does. A listing of 100,000 current states
+        reads one SQLite table and stats the files, without opening them.
+        """
+        sync = self._sync_listing(damaged)
+        if sync is None:
+            return {}
+        current, fresh = sync
+        cached = self._select_listing(self.cache_writable, "", ()) if len(fresh) < len(current) else {}
+        rows = {h: fresh.get(h) or cached.get(h) for h in sorted(current)}
+        return {h: r for h, r in rows.items() if r is not None}
+
+    def query_listing(self, *, tag: str | None = None, recipe: str | None = None, depth: int | None = None,
+                      status: str | None = None, limit: int = 0, damaged: dict | None = None,
+                      columns: tuple[str, ...] = LISTING_COLUMNS, ordered: bool = True,
+                      ) -> tuple[list[dict], int] | None:
+        """Filtered rows in display order (depth, finishing time), the first ``limit`` (0: all), and
+        how many matched — filtered, ordered and counted by SQLite after the listing is brought up
+        to date. None where the index cannot answer (a read-only store whose index is stale):
+        use :meth:`listing` then."""
+        sync = self._sync_listing(damaged)
+        if sync is None:
+            return [], 0
+        current, fresh = sync
+        if fresh and not self.cache_writable:
+            return None
+        clauses, args = [], []
+        for column, value in (("recipe", recipe), ("depth", depth), ("status", status)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        if tag is not None:  # the tag as a JSON string inside the JSON list: quotes delimit whole tags
+            needle = json.dumps(tag).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            clauses.append("tags LIKE ? ESCAPE '\\'")
+            args.append(f"%{needle}%")
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        con = self._listing_connection(self.cache_writable)
+        if con is None:
+            return None
+        try:
+            order = " ORDER BY depth, COALESCE(finished, 0)" if ordered else ""
+            order += f" LIMIT {int(limit)}" if limit > 0 else ""
+            names = tuple(f"{c}_json" if c in ("tags", "params") else c for c in columns)
+            rows = [ListingRow(zip(names, values))
+                    for values in con.execute(f"SELECT {', '.join(columns)} FROM listing{where}{order}", args)]
+            total = con.execute(f"SELECT COUNT(*) FROM listing{where}", args).fetchone()[0] if limit > 0 else len(rows)
+        except sqlite3.Error:
+            return None
+        finally:
+            con.close()
+        if tag is not None:
+            rows = [r for r in rows if tag in r["tags"]]  # LIKE found the candidates; this is the exact test
+        return rows, total
+
+    def done_tags(self, damaged: dict | None = None) -> dict[str, str] | None:
+        """Every done state → its tags as stored (JSON), from the up-to-date listing; what planning a
+        run needs. None where the index cannot answer (see :meth:`query_listing`)."""
+        sync = self._sync_listing(damaged)
+        if sync is None:
+            return {}
+        if sync[1] and not self.cache_writable:
+            return None
+        con = self._listing_connection(self.cache_writable)
+        if con is None:
+            return None
+        try:
+            return dict(con.execute("SELECT hash, tags FROM listing WHERE status = 'done'"))
+        except sqlite3.Error:
+            return None
+        finally:
+            con.close()
+
+    def _sync_listing(self, damaged: dict | None) -> tuple[dict[str, str], dict[str, dict]] | None:
+        """Bring the listing up to date: (every manifest's stamp, the rows read now because their
+        manifest was new or changed). Only stamps are compared; unchanged manifests are not opened."""
+        damaged = {} if damaged is None else damaged
+        files: dict[str, str] = {}
+        try:
+            with os.scandir(self.root / "states") as entries:
+                for entry in entries:
+                    if entry.name.endswith(".json") and not entry.name.startswith("."):
+                        try:
+                            files[entry.name[:-5]] = file_stamp(entry.stat())
+                        except FileNotFoundError:
+                            continue
+        except FileNotFoundError:
+            return None
+        stamps: dict[str, str] = {}
+        con = self._listing_connection(self.cache_writable)
+        if con is not None:
+            try:
+                stamps = dict(con.execute("SELECT hash, stamp FROM listing"))
+            except sqlite3.Error:
+                stamps = {}
+            finally:
+                con.close()
+        fresh: dict[str, dict] = {}
+        stale = [h for h, stamp in files.items() if stamps.get(h) != stamp]
+        for state_hash in stale:
+            stamp = files[state_hash]
+            path = self.manifest_path(state_hash)
+            try:
+                m = self._read_manifest(path)
+            except FileNotFoundError:
+                continue
+            except StoreError as exc:
+                damaged[path] = str(exc).removeprefix(f"{path}: damaged manifest: ").split("; `prunelab")[0]
+                continue
+            fresh[state_hash] = listing_row(m, stamp)
+        current = files if len(fresh) == len(stale) else {
+            h: st for h, st in files.items() if h in fresh or stamps.get(h) == st}  # damaged or vanished: left out
+        gone = [h for h in stamps if h not in current] if len(stamps) + len(fresh) != len(current) else []
+        if (fresh or gone) and self.cache_writable:
+            try:  # a cache: when it cannot be written now, the next listing reads those manifests again
+                with self._connect() as con:  # an index from before listings existed gets the table now
+                    con.execute(f"CREATE TABLE IF NOT EXISTS listing ({', '.join(LISTING_COLUMNS)}, PRIMARY KEY (hash))")
+                    con.executemany(f"INSERT OR REPLACE INTO listing VALUES ({','.join('?' * len(LISTING_COLUMNS))})",
+                                    [_listing_values(r) for r in fresh.values()])
+                    con.executemany("DELETE FROM listing WHERE hash = ?", [(h,) for h in gone])
+                con.close()
+            except sqlite3.Error:
+                self.cache_writable = False  # answer from the files this time
+        return current, fresh
+
+    def _listing_connection(self, writable: bool) -> sqlite3.Connection | None:
+        if not self._index_path.is_file():
+            return None
+        try:
+            if not writable:  # nothing may be written, not even SQLite's shared-memory file
+                return sqlite3.connect(f"{self._index_path.resolve().as_uri()}?immutable=1", uri=True)
+            return self._connect()
+        except (sqlite3.Error, ValueError):
+            return None
+
+    def _select_listing(self, writable: bool, where: str, args: tuple) -> dict[str, dict]:
+        con = self._listing_connection(writable)
+        if con is None:
+            return {}
+        try:
+            cursor = con.execute(f"SELECT {', '.join(LISTING_COLUMNS)} FROM listing{where}", args)
+            names = tuple(f"{c}_json" if c in ("tags", "params") else c for c in LISTING_COLUMNS)
+            return {values[0]: ListingRow(zip(names, values)) for values in cursor}
+        except (sqlite3.Error, ValueError, TypeError):  # no table yet, garbage, locked: read the manifests
+            return {}
+        finally:
+            con.close()
 
     def rows(self) -> list[dict]:
         with self._connect() as con:

@@ -119,6 +119,7 @@ class Experiment:
         # JSON documents written into the store when the experiment runs (the study record:
         # which state plays which role), so readers need neither the spec nor the tags.
         self.documents: dict[str, dict] = {}
+        self._checked_specs: set = set()  # architectures already built once for their data
 
     @property
     def store(self) -> Store:
@@ -140,7 +141,9 @@ class Experiment:
                       model_options=tuple(sorted((model_options or {}).items())),
                       input_shape=tuple(data.input_shape), num_classes=data.num_classes,
                       data_fingerprint=None if is_builtin_dataset(dataset) else _fingerprint(dataset, data))
-        recipe.spec().build(seed=seed)  # fail now, not in a worker, if the model cannot take the data
+        if recipe.spec() not in self._checked_specs:  # fail now, not in a worker, if the model cannot take
+            recipe.spec().build(seed=seed)  # the data (once per architecture: the seed does not change that)
+            self._checked_specs.add(recipe.spec())
         return self._register(State(self, None, recipe))
 
     @contextmanager
