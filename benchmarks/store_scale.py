@@ -26,7 +26,6 @@ Peak memory (max RSS) of each command is recorded.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shutil
