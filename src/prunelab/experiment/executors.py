@@ -524,9 +524,7 @@ def _lockstep(tasks: list[Task]) -> list[Task]:
             width[i] = w
     if not width:
         return tasks
-    level: list[int] = []
-    for t in tasks:
-        level.append(1 + max((level[d] for d in t.deps), default=-1))
+    level = task_levels(tasks)
     buckets: dict[tuple[int, int], list[int]] = {}
     for i in width:
         buckets.setdefault((level[i], width[i]), []).append(i)
@@ -614,13 +612,18 @@ def _describe(bar, results, n_items, running: int = 0) -> None:
     bar.describe(f"states {len(results)}/{n_items}, {running} running" + (f", {failed} failed" if failed else ""))
 
 
+def task_levels(tasks: list[Task]) -> list[int]:
+    """Each task's depth in the task graph (0: needs no other task); tasks come in dependency order."""
+    level: list[int] = []
+    for t in tasks:
+        level.append(1 + max((level[d] for d in t.deps), default=-1))
+    return level
+
+
 def max_parallel(tasks: list[Task]) -> int:
     """How many tasks could run at once at best: the most tasks at one depth of the task graph."""
-    level: list[int] = []
-    for t in tasks:  # tasks come in dependency order
-        level.append(1 + max((level[d] for d in t.deps), default=-1))
     counts: dict[int, int] = {}
-    for value in level:
+    for value in task_levels(tasks):
         counts[value] = counts.get(value, 0) + 1
     return max(counts.values(), default=0)
 

@@ -44,10 +44,7 @@ class Results:
             raise StoreError(f"{path}: not a prunelab store (no states/ folder)")
         # reading writes no state, lock or tensor (a read-only or another user's store works); where
         # the directory is writable, the listing cache in the index is brought up to date
-        self.store = Store(path, create=False, read_only=None if writable else True)
-        index = path / "index.sqlite"
-        self.store.cache_writable = (not self.store.read_only or (
-            os.access(path, os.W_OK) and index.is_file() and os.access(index, os.W_OK)))
+        self.store = Store(path, create=False, read_only=None) if writable else _reader(path)
         # a damaged manifest is left out (and listed) rather than making the whole store unreadable
         self.damaged: dict[Path, str] = {}
         self._rows = self.store.listing(damaged=self.damaged)
@@ -173,18 +170,17 @@ class Results:
     def _label(r: dict, markup: bool = True) -> str:
         from rich.markup import escape
 
-        if not markup:
-            escape = str  # noqa: F811 (plain text: nothing to escape)
-        text = f"{escape(r['label'])} [dim]{r['hash'][:10]}[/]" if markup else f"{r['label']} {r['hash'][:10]}"
+        esc = escape if markup else str  # plain text: nothing to escape
+        text = f"{esc(r['label'])} [dim]{r['hash'][:10]}[/]" if markup else f"{r['label']} {r['hash'][:10]}"
         bits = []
         if r["headline"]:
             bits.append(f"test {r['headline']}")
         if r["sparsity"] is not None:
             bits.append(f"sparsity {r['sparsity']:.3f}")
         if r["tags"]:
-            bits.append("tags " + escape(",".join(r["tags"])))
+            bits.append("tags " + esc(",".join(r["tags"])))
         if r["status"] != "done":
-            error = f"{r['status']}: {escape(r['error'] or '')}"
+            error = f"{r['status']}: {esc(r['error'] or '')}"
             bits.append(f"[red]{error}[/]" if markup else error)
         return text + (" — " + "; ".join(bits) if bits else "")
 
@@ -277,6 +273,15 @@ class Results:
         return "\n".join(lines)
 
 
+def _reader(path: Path) -> Store:
+    """The store opened for reading: no state, lock or tensor is written, but where the directory
+    and its index are writable the index's listing cache is kept current."""
+    store = Store(path, create=False, read_only=True)
+    index = path / "index.sqlite"
+    store.cache_writable = os.access(path, os.W_OK) and index.is_file() and os.access(index, os.W_OK)
+    return store
+
+
 def list_states(path: str | Path, *, tag: str | None = None, recipe: str | None = None, depth: int | None = None,
                 status: str | None = None, limit: int = 0) -> tuple[list[dict], int, dict]:
     """(the first ``limit`` matching listing rows in display order, how many matched, damaged
@@ -285,9 +290,7 @@ def list_states(path: str | Path, *, tag: str | None = None, recipe: str | None 
     path = Path(path)
     if not (path / "states").is_dir():
         raise StoreError(f"{path}: not a prunelab store (no states/ folder)")
-    store = Store(path, create=False, read_only=True)
-    index = path / "index.sqlite"
-    store.cache_writable = os.access(path, os.W_OK) and index.is_file() and os.access(index, os.W_OK)
+    store = _reader(path)
     damaged: dict = {}
     answer = store.query_listing(tag=tag, recipe=recipe, depth=depth, status=status, limit=limit, damaged=damaged)
     if answer is not None:

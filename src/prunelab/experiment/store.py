@@ -186,9 +186,13 @@ class ListingRow(dict):
         raise KeyError(key)
 
 
+_LISTING_TABLE = f"CREATE TABLE IF NOT EXISTS listing ({', '.join(LISTING_COLUMNS)}, PRIMARY KEY (hash))"
+_LISTING_INSERT = f"INSERT OR REPLACE INTO listing VALUES ({','.join('?' * len(LISTING_COLUMNS))})"
+_LISTING_NAMES = tuple(f"{c}_json" if c in ("tags", "params") else c for c in LISTING_COLUMNS)  # ListingRow keys
+
+
 def _listing_values(row: dict) -> tuple:
     return tuple(json.dumps(row[c], allow_nan=True) if c in ("tags", "params") else row[c] for c in LISTING_COLUMNS)
-
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -479,7 +483,7 @@ class Store:
                 "recipe TEXT, version INTEGER, status TEXT, tags TEXT, params TEXT, metrics TEXT, "
                 "seconds REAL, finished REAL)"
             )
-            con.execute(f"CREATE TABLE IF NOT EXISTS listing ({', '.join(LISTING_COLUMNS)}, PRIMARY KEY (hash))")
+            con.execute(_LISTING_TABLE)
 
     def _index(self, m: dict) -> None:
         row = (
@@ -497,7 +501,7 @@ class Store:
                 with self._connect() as con:
                     con.execute("INSERT OR REPLACE INTO states VALUES (?,?,?,?,?,?,?,?,?,?,?)", row)
                     if short is not None:
-                        con.execute(f"INSERT OR REPLACE INTO listing VALUES ({','.join('?' * len(short))})", short)
+                        con.execute(_LISTING_INSERT, short)
                 return
             except sqlite3.OperationalError:
                 time.sleep(0.2 * (attempt + 1))
@@ -575,24 +579,17 @@ class Store:
         if sync is None:
             return {}
         current, fresh = sync
-        cached = self._select_listing(self.cache_writable, "", ()) if len(fresh) < len(current) else {}
+        cached = self._select_listing(self.cache_writable) if len(fresh) < len(current) else {}
         rows = {h: fresh.get(h) or cached.get(h) for h in sorted(current)}
         return {h: r for h, r in rows.items() if r is not None}
 
     def query_listing(self, *, tag: str | None = None, recipe: str | None = None, depth: int | None = None,
                       status: str | None = None, limit: int = 0, damaged: dict | None = None,
-                      columns: tuple[str, ...] = LISTING_COLUMNS, ordered: bool = True,
                       ) -> tuple[list[dict], int] | None:
         """Filtered rows in display order (depth, finishing time), the first ``limit`` (0: all), and
         how many matched — filtered, ordered and counted by SQLite after the listing is brought up
         to date. None where the index cannot answer (a read-only store whose index is stale):
         use :meth:`listing` then."""
-        sync = self._sync_listing(damaged)
-        if sync is None:
-            return [], 0
-        current, fresh = sync
-        if fresh and not self.cache_writable:
-            return None
         clauses, args = [], []
         for column, value in (("recipe", recipe), ("depth", depth), ("status", status)):
             if value is not None:
@@ -603,37 +600,38 @@ class Store:
             clauses.append("tags LIKE ? ESCAPE '\\'")
             args.append(f"%{needle}%")
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-        con = self._listing_connection(self.cache_writable)
-        if con is None:
-            return None
-        try:
-            order = " ORDER BY depth, COALESCE(finished, 0)" if ordered else ""
-            order += f" LIMIT {int(limit)}" if limit > 0 else ""
-            names = tuple(f"{c}_json" if c in ("tags", "params") else c for c in columns)
-            rows = [ListingRow(zip(names, values))
-                    for values in con.execute(f"SELECT {', '.join(columns)} FROM listing{where}{order}", args)]
+        order = " ORDER BY depth, COALESCE(finished, 0)" + (f" LIMIT {int(limit)}" if limit > 0 else "")
+
+        def query(con):
+            rows = [ListingRow(zip(_LISTING_NAMES, values))
+                    for values in con.execute(f"SELECT {', '.join(LISTING_COLUMNS)} FROM listing{where}{order}", args)]
             total = con.execute(f"SELECT COUNT(*) FROM listing{where}", args).fetchone()[0] if limit > 0 else len(rows)
-        except sqlite3.Error:
-            return None
-        finally:
-            con.close()
-        if tag is not None:
-            rows = [r for r in rows if tag in r["tags"]]  # LIKE found the candidates; this is the exact test
-        return rows, total
+            return rows, total
+
+        answer = self._ask_current_listing(query, damaged, empty=([], 0))
+        if answer is not None and tag is not None:  # LIKE found the candidates; this is the exact test
+            answer = ([r for r in answer[0] if tag in r["tags"]], answer[1])
+        return answer
 
     def done_tags(self, damaged: dict | None = None) -> dict[str, str] | None:
         """Every done state → its tags as stored (JSON), from the up-to-date listing; what planning a
         run needs. None where the index cannot answer (see :meth:`query_listing`)."""
+        return self._ask_current_listing(
+            lambda con: dict(con.execute("SELECT hash, tags FROM listing WHERE status = 'done'")), damaged, empty={})
+
+    def _ask_current_listing(self, query, damaged: dict | None, empty):
+        """``query(connection)`` on the listing once it is up to date; ``empty`` for a store without
+        states; None where the index cannot answer (stale and not writable here, or unreadable)."""
         sync = self._sync_listing(damaged)
         if sync is None:
-            return {}
+            return empty
         if sync[1] and not self.cache_writable:
             return None
         con = self._listing_connection(self.cache_writable)
         if con is None:
             return None
         try:
-            return dict(con.execute("SELECT hash, tags FROM listing WHERE status = 'done'"))
+            return query(con)
         except sqlite3.Error:
             return None
         finally:
@@ -682,9 +680,8 @@ class Store:
         if (fresh or gone) and self.cache_writable:
             try:  # a cache: when it cannot be written now, the next listing reads those manifests again
                 with self._connect() as con:  # an index from before listings existed gets the table now
-                    con.execute(f"CREATE TABLE IF NOT EXISTS listing ({', '.join(LISTING_COLUMNS)}, PRIMARY KEY (hash))")
-                    con.executemany(f"INSERT OR REPLACE INTO listing VALUES ({','.join('?' * len(LISTING_COLUMNS))})",
-                                    [_listing_values(r) for r in fresh.values()])
+                    con.execute(_LISTING_TABLE)
+                    con.executemany(_LISTING_INSERT, [_listing_values(r) for r in fresh.values()])
                     con.executemany("DELETE FROM listing WHERE hash = ?", [(h,) for h in gone])
                 con.close()
             except sqlite3.Error:
@@ -701,14 +698,13 @@ class Store:
         except (sqlite3.Error, ValueError):
             return None
 
-    def _select_listing(self, writable: bool, where: str, args: tuple) -> dict[str, dict]:
+    def _select_listing(self, writable: bool) -> dict[str, dict]:
         con = self._listing_connection(writable)
         if con is None:
             return {}
         try:
-            cursor = con.execute(f"SELECT {', '.join(LISTING_COLUMNS)} FROM listing{where}", args)
-            names = tuple(f"{c}_json" if c in ("tags", "params") else c for c in LISTING_COLUMNS)
-            return {values[0]: ListingRow(zip(names, values)) for values in cursor}
+            cursor = con.execute(f"SELECT {', '.join(LISTING_COLUMNS)} FROM listing")
+            return {values[0]: ListingRow(zip(_LISTING_NAMES, values)) for values in cursor}
         except (sqlite3.Error, ValueError, TypeError):  # no table yet, garbage, locked: read the manifests
             return {}
         finally:

@@ -132,11 +132,11 @@ def batches_per_epoch(train_size: int, batch_size: int) -> int:
     return train_size // batch_size  # the last incomplete batch is dropped
 
 
-def batch_indices(seed: int, iteration: int, train_size: int, batch_size: int) -> torch.Tensor:
-    """Example indices of the batch used at ``iteration`` (pure function)."""
+def batch_indices(seed: int, iteration: int, train_size: int, batch_size: int, device="cpu") -> torch.Tensor:
+    """Example indices of the batch used at ``iteration`` (pure function), on ``device``."""
     per_epoch = batches_per_epoch(train_size, batch_size)
     epoch, position = divmod(iteration, per_epoch)
-    return epoch_permutation(seed, epoch, train_size)[position * batch_size : (position + 1) * batch_size]
+    return epoch_permutation(seed, epoch, train_size, device)[position * batch_size : (position + 1) * batch_size]
 
 
 def epoch_permutation(seed: int, epoch: int, train_size: int, device: str = "cpu", _cache: dict = {}) -> torch.Tensor:
@@ -352,7 +352,6 @@ def train(
         optimizer.load_state_dict(optimizer_state)  # torch moves the state to each parameter's device
     result = TrainResult(iterations=start, device=device_name(device))
     x_all, y_all = split_on(train_split, device)
-    per_epoch = batches_per_epoch(len(train_split), config.batch_size)
     watch = LossWatch(config, total, device)
     began = time.perf_counter()
     model.train()
@@ -361,9 +360,7 @@ def train(
             lr = config.lr_at(iteration, total)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            epoch, position = divmod(iteration, per_epoch)
-            perm = epoch_permutation(seed, epoch, len(train_split), device)
-            idx = perm[position * config.batch_size : (position + 1) * config.batch_size]
+            idx = batch_indices(seed, iteration, len(train_split), config.batch_size, device)
             loss = task_loss(model(x_all[idx]), y_all[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
