@@ -9,6 +9,7 @@ metric with what is stored. Nothing is written.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import typing
 from dataclasses import dataclass
 
@@ -43,11 +44,11 @@ def _convert(value, hint):
 def recipe_from_manifest(manifest: dict) -> Recipe:
     """The built-in recipe a manifest describes, rebuilt exactly (its parameters must round-trip)."""
     recipe = manifest["recipe"]
-    cls = BUILTIN.get(recipe["type"])
+    cls = BUILTIN.get(recipe["type"]) or _physics_recipes().get(recipe["type"])
     if cls is None:
         raise PrunelabError(f"recipe {recipe['type']!r} is not built in; only built-in recipes are recomputed "
                             "(a store never names code to run)")
-    hints = typing.get_type_hints(cls, globalns=vars(recipes_module))
+    hints = typing.get_type_hints(cls, globalns={**vars(recipes_module), **vars(sys.modules[cls.__module__])})
     params = recipe["params"]
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = set(params) - fields
@@ -60,6 +61,13 @@ def recipe_from_manifest(manifest: dict) -> Recipe:
         raise PrunelabError(f"recipe {recipe['type']}: its parameters do not rebuild exactly (version "
                             f"{recipe['version']} vs {rebuilt.version})")
     return rebuilt
+
+
+def _physics_recipes() -> dict:
+    """prunelab's own recipes outside this package (the shower GAN's), by name; imported on demand."""
+    from ..hep.gan_recipes import RECIPES
+
+    return RECIPES
 
 
 def _root_seed(store: Store, manifest: dict) -> int:

@@ -83,3 +83,124 @@ def shapes(
         everything.to_csv(tmp, index=False)
         tmp.replace(csv)
         console.print(f"{len(everything)} rows → {csv}")
+
+
+def _summary_table(points, title: str) -> Table:
+    out = Table("state", "seed", "generator pruned", "two-sample AUC [95 % CI]", "worst W1/SD (observable)",
+                "median W1/SD", "max KS", "response bias", title=title)
+    for _, p in points.iterrows():
+        auc = "-" if p["auc"] is None or p["auc"] != p["auc"] else f"{p['auc']:.3f} [{p['auc_low']:.3f}, {p['auc_high']:.3f}]"
+        worst = "-" if p["worst_wasserstein"] is None else f"{p['worst_wasserstein']:.3f} ({p['worst_observable']})"
+        out.add_row(f"{p['label']} {p['hash'][:8]}", str(p["seed"]), f"{100 * (p['sparsity'] or 0):.1f} %", auc, worst,
+                    "-" if p["median_wasserstein"] is None else f"{p['median_wasserstein']:.3f}",
+                    "-" if p["max_ks"] is None else f"{p['max_ks']:.3f}",
+                    "-" if p["response_bias"] is None else f"{p['response_bias']:+.4f}")
+    return out
+
+
+@calo_app.command("train-gan")
+def train_gan(
+    spec_path: Path = typer.Argument(..., metavar="SPEC", help="GAN study spec (TOML; see docs/hep.md)"),
+    store: Optional[Path] = typer.Option(None, help="store directory (default: runs/NAME)"),
+    executor: str = typer.Option("serial", help="serial, local, or a Dask scheduler address"),
+    workers: Optional[int] = typer.Option(None, help="worker processes for --executor local"),
+    threads: int = typer.Option(1, help="torch threads per task (results are bitwise reproducible per value)"),
+) -> None:
+    """Train the shower GAN (checkpoints are states: a rerun resumes), prune its generator as the spec
+    says, and print every state's fidelity on held-out simulator showers."""
+    from ..experiment.executors import plan
+    from ..experiment.query import open_store
+    from .gan_study import build_gan_study, gan_points, load_gan_spec
+
+    spec = load_gan_spec(spec_path)
+    exp = build_gan_study(spec, store or Path("runs") / spec.name)
+    tasks, total, done = plan(exp)
+    console.print(f"[bold]{spec.name}[/]: {len(exp.states)} states, {len(done)} already stored → {exp.store.root}")
+    console.print(str(exp.run(executor, workers=workers, threads=threads)))
+    points = gan_points(open_store(exp.store.root))
+    points = points[points["kind"] != "checkpoint"] if (points["kind"] != "checkpoint").any() else points
+    console.print(_summary_table(points, f"{spec.name}: fidelity against {spec.dataset} held-out showers"))
+
+
+@calo_app.command()
+def sample(
+    store: Path = typer.Argument(..., help="store of a GAN study"),
+    events: int = typer.Option(..., "-n", "--events", help="number of showers"),
+    output: Path = typer.Option(..., "-o", "--output", help="HDF5 file to write (CaloGAN layout)"),
+    state: Optional[str] = typer.Option(None, help="state hash (prefix); default: the study's trained GAN"),
+    energy: Optional[float] = typer.Option(None, help="fixed incident energy in GeV (default: uniform in the range)"),
+    energy_min: float = typer.Option(1.0, help="lower end of the uniform energy range, GeV"),
+    energy_max: float = typer.Option(100.0, help="upper end of the uniform energy range, GeV"),
+    seed: int = typer.Option(0, help="random seed (same seed and options: identical showers)"),
+) -> None:
+    """Generate showers with a trained (or pruned) generator, in the same HDF5 layout as real data."""
+    import numpy as np
+
+    from ..experiment.query import open_store
+    from .gan import sample as generate_showers
+    from .gan_study import pick_state
+    from .io import write_showers
+
+    if events < 1:
+        raise PrunelabError(f"-n/--events must be at least 1, got {events}")
+    if energy is None and not 0 < energy_min <= energy_max:
+        raise PrunelabError(f"energy range {energy_min}–{energy_max} GeV: need 0 < min ≤ max")
+    if energy is not None and energy <= 0:
+        raise PrunelabError(f"--energy {energy}: must be positive (GeV)")
+    results = open_store(store)
+    chosen = pick_state(results, state)
+    manifest = results.get(chosen)
+    if manifest["spec"]["model"] != "calogan":
+        raise PrunelabError(f"state {chosen[:12]} holds a {manifest['spec']['model']!r}, not a shower GAN")
+    rng = np.random.default_rng(seed)
+    energies = np.full(events, energy) if energy is not None else rng.uniform(energy_min, energy_max, events)
+    began = time.perf_counter()
+    showers = generate_showers(results.load_model(chosen), energies, seed=seed,
+                               particle=manifest["dataset"].removeprefix("calo_showers_"))
+    seconds = time.perf_counter() - began
+    write_showers(output, showers, {"generator": "prunelab.hep.gan", "store": str(store), "state": chosen,
+                                    "seed": seed, "energy": energy if energy is not None else [energy_min, energy_max]})
+    console.print(f"{events} showers from state {chosen[:12]} in {seconds:.2f} s ({events / seconds:,.0f} per second)"
+                  f" → {output}")
+
+
+@calo_app.command()
+def fidelity(
+    source: Path = typer.Argument(..., help="a GAN study store, or an HDF5 file of generated showers"),
+    reference: Optional[Path] = typer.Option(None, help="HDF5 file of reference showers (when SOURCE is a file)"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="also write an HTML report here"),
+    state: Optional[str] = typer.Option(None, help="stores: the state shown in full (default: the trained GAN)"),
+    limit: Optional[int] = typer.Option(None, help="files: read at most this many showers of each"),
+) -> None:
+    """Fidelity of generated showers: per-observable Wasserstein and KS distances per energy bin, a
+    classifier two-sample test, the energy response; for a GAN store, against generator sparsity."""
+    from .gan_report import file_report, store_report
+
+    if source.is_file():
+        from .io import read_showers
+
+        if reference is None:
+            raise PrunelabError(f"{source}: a file of generated showers needs --reference FILE to compare with")
+        ref, gen = read_showers(reference, limit=limit), read_showers(source, limit=limit)
+        path, fid = file_report(ref, gen, output or Path("fidelity.html"), names=(reference.name, source.name))
+        overall = fid.table[fid.table["energy_bin"] == "all"].sort_values("wasserstein", ascending=False)
+        table = Table("observable", "W1 / reference SD", "KS", "reference mean", "generated mean",
+                      title=f"{source.name} vs {reference.name}: two-sample AUC {fid.two_sample['auc']:.3f} "
+                            f"[{fid.two_sample['interval'][0]:.3f}, {fid.two_sample['interval'][1]:.3f}]")
+        for _, r in overall.iterrows():
+            table.add_row(r["observable"], f"{r['wasserstein']:.3f}", f"{r['ks']:.3f}", f"{r['reference_mean']:.4g}",
+                          f"{r['generated_mean']:.4g}")
+        console.print(table)
+        console.print(f"report written to {path}")
+        return
+    from ..experiment.query import open_store
+    from .gan_study import gan_points
+
+    results = open_store(source)
+    points = gan_points(results)
+    if points.empty:
+        raise PrunelabError(f"{source}: no finished state of a GAN study (run `prunelab calo train-gan SPEC` first)")
+    console.print(_summary_table(points.sort_values(["kind", "seed", "sparsity"]), f"{source}: GAN fidelity"))
+    if output is not None:
+        path = store_report(results, output, state=state)
+        console.print(f"report written to {path}")

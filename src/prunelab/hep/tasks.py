@@ -172,6 +172,65 @@ def calo_energy(source: DataSource) -> RawData:
                    test_attributes={"incident energy": energy_bin_labels(arrays["y_test"])}, task="regression")
 
 
+GAN_TRAIN_EVENTS, GAN_TEST_EVENTS = 40_000, 10_000
+SHOWER_KEYS = ("energy", "layer_0", "layer_1", "layer_2", "overflow")
+
+
+def shower_arrays(particle: str, source: DataSource | None = None) -> dict[str, np.ndarray]:
+    """Raw simulated showers of one particle for generative models, cached: ``<key>_<split>`` for the
+    CaloGAN keys, :data:`GAN_TRAIN_EVENTS` training and :data:`GAN_TEST_EVENTS` held-out events."""
+    source = source or DataSource()
+    cache = source.cache_dir / "calo" / f"showers_{particle}_n{GAN_TRAIN_EVENTS}-{GAN_TEST_EVENTS}_v{DATA_VERSION}.npz"
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    from .simulator import simulate
+
+    arrays: dict[str, np.ndarray] = {}
+    for split, n, seed in (("train", GAN_TRAIN_EVENTS, TRAIN_SEED + 11), ("test", GAN_TEST_EVENTS, TEST_SEED + 11)):
+        showers = simulate(particle, n, seed=seed)
+        for key, value in zip(SHOWER_KEYS, (showers.energy, *showers.layers, showers.overflow)):
+            arrays[f"{key}_{split}"] = value
+    _atomic_savez(cache, arrays)
+    return arrays
+
+
+def shower_split(dataset: str, split: str):
+    """The raw :class:`~prunelab.hep.simulator.Showers` behind a ``calo_showers_*`` dataset."""
+    from .simulator import Showers
+
+    particle = dataset.removeprefix("calo_showers_")
+    if not dataset.startswith("calo_showers_") or particle not in SHOWER_PARTICLES:
+        raise PrunelabError(f"{dataset!r} is not a shower dataset (calo_showers_{', calo_showers_'.join(SHOWER_PARTICLES)})")
+    if split not in ("train", "test"):
+        raise PrunelabError(f"shower datasets have a 'train' and a 'test' split, not {split!r}")
+    a = shower_arrays(particle)
+    return Showers(a[f"energy_{split}"], tuple(a[f"layer_{i}_{split}"] for i in range(3)), a[f"overflow_{split}"],
+                   particle)
+
+
+SHOWER_PARTICLES = ("eplus", "gamma", "piplus")
+
+
+def _register_showers(particle: str) -> None:
+    def factory(source: DataSource) -> RawData:
+        from .metrics import energy_bin_labels
+        from .simulator import Showers
+
+        a = shower_arrays(particle, source)
+        x = {split: cell_features(Showers(a[f"energy_{split}"], tuple(a[f"layer_{i}_{split}"] for i in range(3)),
+                                          a[f"overflow_{split}"])) for split in ("train", "test")}
+        return RawData(x["train"], a["energy_train"], x["test"], a["energy_test"], validation=0.1,
+                       test_attributes={"incident energy": energy_bin_labels(a["energy_test"])}, task="regression")
+
+    DATASETS.register(f"calo_showers_{particle}",
+                      f"{particle} showers (simulated, offline) for generative models (model calogan); as a task: "
+                      "the incident energy (GeV) from the 507 cell features")(factory)
+
+
+for _particle in SHOWER_PARTICLES:
+    _register_showers(_particle)
+
 _register_pair("calo", simulated_pair, "eplus", "gamma", "calorimeter showers (simulated, offline):")
 _register_pair("calo", simulated_pair, "eplus", "piplus", "calorimeter showers (simulated, offline):")
 _register_pair("calogan", calogan_pair, "eplus", "gamma", "CaloGAN Geant4 files from the mirror:")
@@ -248,3 +307,6 @@ def calo_densenet(input_shape, num_classes, growth: int = 4, layers_per_block: i
 def shower_shape_mlp(input_shape, num_classes, hidden: tuple[int, ...] = (64, 64)) -> nn.Module:
     size = int(np.prod(input_shape))
     return nn.Sequential(nn.Flatten(), *_mlp([size, *hidden, num_classes]))
+
+
+from . import gan as _gan  # noqa: E402,F401  (registers the 'calogan' model)

@@ -144,16 +144,20 @@ class SparsityReport:
 
 
 def sparsity_report(model: nn.Module, input_shape: Sequence[int] | None = None,
-                    types: Sequence[type[nn.Module]] = PRUNABLE_TYPES, kept: dict[str, int] | None = None
-                    ) -> SparsityReport:
+                    types: Sequence[type[nn.Module]] = PRUNABLE_TYPES, kept: dict[str, int] | None = None,
+                    scope: str | None = None) -> SparsityReport:
     """Per-layer and overall sparsity of every Linear/Conv weight of ``model``.
 
     With ``input_shape`` (no batch dim), also dense and remaining FLOPs
     (multiply-accumulates for one example): a weight entry costs one MAC per
     output position, so remaining FLOPs = kept weights × output positions.
     ``kept``: kept counts the caller already knows (``prune`` does), by tensor name.
+    ``scope``: count only modules under this name (default: the model's ``sparsity_scope`` attribute,
+    which a model with an auxiliary network sets — a GAN reports its generator, not its critic).
     """
-    targets = [Target(f"{n}.weight" if n else "weight", n, m) for n, m in model.named_modules() if isinstance(m, tuple(types))]
+    scope = getattr(model, "sparsity_scope", None) if scope is None else scope
+    targets = [Target(f"{n}.weight" if n else "weight", n, m) for n, m in model.named_modules()
+               if isinstance(m, tuple(types)) and (not scope or n == scope or n.startswith(scope + "."))]
     positions = _output_positions(model, targets, input_shape) if input_shape is not None else {}
     layers = []
     known = kept or {}

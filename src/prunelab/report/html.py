@@ -165,6 +165,12 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
     axis, ``sparsity``, ``flops_removed`` or ``params_removed``.
     """
     results = store if isinstance(store, Results) else open_store(store)
+    from ..hep.gan_study import is_gan_store
+
+    if is_gan_store(results):  # a shower-GAN study: fidelity against sparsity instead of accuracy
+        from ..hep.gan_report import store_report
+
+        return store_report(results, out)
     check_interval(interval)  # bad options fail before any work
     check_efficiency(efficiency)
     regression = next((m for m in results.states(status="done")

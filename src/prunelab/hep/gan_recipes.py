@@ -1,0 +1,99 @@
+"""GAN training as recipes of the experiment tree: checkpoints are states, so a GAN run resumes
+after a crash from its last checkpoint, shares prefixes, and is pruned like any other model
+(``Prune`` with ``include = ["generator.*"]``).
+
+* :class:`TrainGAN` trains from the parent's iteration to ``stop``; noise and batches are pure
+  functions of (seed, iteration), so a chain of checkpoints equals one run bit for bit;
+* :class:`FinetuneGAN` restarts the iteration count and both optimizers (the control "fine-tune
+  after pruning"), keeping the weights and the generator's masks.
+
+Every state they produce stores the generator's fidelity on held-out simulator showers
+(:mod:`.fidelity`) unless ``evaluate_showers = 0``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..errors import PrunelabError
+from ..experiment.recipes import Recipe
+from ..experiment.snapshot import Snapshot
+from .gan import GANConfig
+
+_TRAINING_DATA: dict = {}
+EVALUATION_SEED = 0  # noise of the evaluation showers and the two-sample split: fixed, so metrics are comparable
+
+
+def training_showers(dataset: str):
+    """The training split as tensors, once per process."""
+    if dataset not in _TRAINING_DATA:
+        from .gan import ShowerTensors
+        from .tasks import shower_split
+
+        _TRAINING_DATA[dataset] = ShowerTensors.of(shower_split(dataset, "train"))
+    return _TRAINING_DATA[dataset]
+
+
+def evaluate_generator(model, dataset: str, events: int) -> dict:
+    """Fidelity of ``model``'s generator against the first ``events`` held-out showers of ``dataset``
+    (single-threaded scikit-learn, so the stored numbers are recomputed exactly)."""
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    from .fidelity import fidelity
+    from .gan import sample
+    from .tasks import shower_split
+
+    reference = shower_split(dataset, "test")
+    reference = reference.take(np.arange(min(events, len(reference))))
+    generated = sample(model, reference.energy, seed=EVALUATION_SEED, particle=reference.particle)
+    with threadpool_limits(1):
+        return fidelity(reference, generated, seed=EVALUATION_SEED).to_dict()
+
+
+@dataclass(frozen=True)
+class TrainGAN(Recipe):
+    """Train the shower GAN from the parent's iteration up to ``stop`` (default: ``config.iterations``)."""
+
+    config: GANConfig
+    stop: int | None = None
+    data_seed: int | None = None
+
+    def describe(self) -> str:
+        return f"train GAN→{self.stop if self.stop is not None else self.config.iterations}"
+
+    def run(self, ctx, parent: Snapshot) -> Snapshot:
+        from ..pruning.masks import sparsity_report
+        from .gan import train_gan
+
+        stop = self.config.iterations if self.stop is None else self.stop
+        if stop < parent.iteration:
+            raise PrunelabError(f"TrainGAN(stop={stop}) starts from a state already at iteration {parent.iteration}")
+        model = parent.model()
+        seed = ctx.root_seed if self.data_seed is None else self.data_seed
+        result = train_gan(model, training_showers(parent.dataset), self.config, seed=seed, start=parent.iteration,
+                           stop=stop, optimizer_state=parent.optimizer)
+        metrics = {"train_seconds": result.seconds, "gan_curve": result.curve,
+                   "sparsity": sparsity_report(model).sparsity}
+        if self.config.evaluate_showers:
+            metrics["fidelity"] = evaluate_generator(model, parent.dataset, self.config.evaluate_showers)
+        return Snapshot.capture(model, parent.spec, parent.dataset, optimizer=result.optimizer_state, iteration=stop,
+                                metrics=metrics)
+
+
+@dataclass(frozen=True)
+class FinetuneGAN(Recipe):
+    """Keep the (pruned) weights, train ``config.iterations`` more with fresh optimizers from iteration 0."""
+
+    version: ClassVar[int] = 1
+    config: GANConfig
+
+    def describe(self) -> str:
+        return f"finetune GAN→{self.config.iterations}"
+
+    def run(self, ctx, parent: Snapshot) -> Snapshot:
+        return TrainGAN(self.config).run(ctx, parent.evolve(iteration=0, optimizer=None))
+
+
+RECIPES = {cls.__name__: cls for cls in (TrainGAN, FinetuneGAN)}
