@@ -212,6 +212,14 @@ EXAMPLES = sorted((__import__("pathlib").Path(__file__).resolve().parents[1] / "
 def test_example_specs_validate_and_expand(path, tmp_path):
     from prunelab import DataUnavailableError
 
+    if "\n[gan]" in path.read_text():  # a shower-GAN study: its own spec and tree
+        from prunelab.hep.gan_study import build_gan_study, load_gan_spec
+
+        with pytest.raises(PrunelabError, match="calo train-gan"):
+            load_spec(path)
+        exp = build_gan_study(load_gan_spec(path), tmp_path / "store")
+        assert len(exp.states) == 25 and not (tmp_path / "store").exists()
+        return
     try:
         tree = build_study(load_spec(path), tmp_path / "store")
     except DataUnavailableError as exc:  # the MNIST examples, without a data mirror

@@ -519,6 +519,9 @@ def load_spec(path: str | Path) -> Spec:
         raise PrunelabError(f"{path}: not valid TOML ({exc})") from None
     except RecursionError:
         raise PrunelabError(f"{path}: nested too deeply to be a spec") from None
+    if "gan" in raw and "training" not in raw:
+        raise PrunelabError(f"{path}: a shower-GAN study spec (it has [gan]); run it with "
+                            f"`prunelab calo train-gan {path}`")
     return parse_spec(raw, str(path))
 
 

@@ -8,7 +8,11 @@
 * :mod:`.shapes` — the classical shower-shape observables;
 * :mod:`.metrics` — ROC AUC, background rejection, energy resolution;
 * :mod:`.tasks` — the registered datasets and models;
-* :mod:`.baselines` — gradient-boosted trees on shower shapes.
+* :mod:`.baselines` — gradient-boosted trees on shower shapes;
+* :mod:`.gan`, :mod:`.gan_recipes`, :mod:`.gan_study` — a conditional shower GAN (CaloGAN-style)
+  trained as states of the experiment tree, and the study that prunes its generator;
+* :mod:`.fidelity` — how faithful generated showers are (Wasserstein/KS per observable and energy
+  bin, a classifier two-sample test, the energy response).
 
 The names below load their module on first use, so ``import prunelab`` stays light.
 """
@@ -20,6 +24,7 @@ _LAZY = {
     "EFFECTIVE_MEDIUM": ".material", "Medium": ".material", "effective_medium": ".material",
     "PARTICLES": ".simulator", "Showers": ".simulator", "simulate": ".simulator",
     "read_showers": ".io", "write_showers": ".io", "shower_shapes": ".shapes",
+    "GANConfig": ".gan", "sample": ".gan",
 }
 
 __all__ = sorted(_LAZY)

@@ -87,14 +87,15 @@ def shapes(
 
 def _summary_table(points, title: str) -> Table:
     out = Table("state", "seed", "generator pruned", "two-sample AUC [95 % CI]", "worst W1/SD (observable)",
-                "median W1/SD", "max KS", "response bias", title=title)
+                "median W1/SD", "max KS", "response bias", "Pareto", title=title)
     for _, p in points.iterrows():
         auc = "-" if p["auc"] is None or p["auc"] != p["auc"] else f"{p['auc']:.3f} [{p['auc_low']:.3f}, {p['auc_high']:.3f}]"
         worst = "-" if p["worst_wasserstein"] is None else f"{p['worst_wasserstein']:.3f} ({p['worst_observable']})"
         out.add_row(f"{p['label']} {p['hash'][:8]}", str(p["seed"]), f"{100 * (p['sparsity'] or 0):.1f} %", auc, worst,
                     "-" if p["median_wasserstein"] is None else f"{p['median_wasserstein']:.3f}",
                     "-" if p["max_ks"] is None else f"{p['max_ks']:.3f}",
-                    "-" if p["response_bias"] is None else f"{p['response_bias']:+.4f}")
+                    "-" if p["response_bias"] is None else f"{p['response_bias']:+.4f}",
+                    "yes" if p.get("pareto") else "")
     return out
 
 
@@ -106,8 +107,7 @@ def train_gan(
     workers: Optional[int] = typer.Option(None, help="worker processes for --executor local"),
     threads: int = typer.Option(1, help="torch threads per task (results are bitwise reproducible per value)"),
 ) -> None:
-    """Train the shower GAN (checkpoints are states: a rerun resumes), prune its generator as the spec
-    says, and print every state's fidelity on held-out simulator showers."""
+    """Train the shower GAN (checkpoints are states: a rerun resumes), prune its generator as the spec says, and print every state's fidelity on held-out simulator showers."""  # noqa: E501
     from ..experiment.executors import plan
     from ..experiment.query import open_store
     from .gan_study import build_gan_study, gan_points, load_gan_spec
@@ -172,8 +172,7 @@ def fidelity(
     state: Optional[str] = typer.Option(None, help="stores: the state shown in full (default: the trained GAN)"),
     limit: Optional[int] = typer.Option(None, help="files: read at most this many showers of each"),
 ) -> None:
-    """Fidelity of generated showers: per-observable Wasserstein and KS distances per energy bin, a
-    classifier two-sample test, the energy response; for a GAN store, against generator sparsity."""
+    """Fidelity of generated showers: Wasserstein and KS distances per observable and energy bin, a classifier two-sample test, the energy response; for a GAN store, against generator sparsity."""  # noqa: E501
     from .gan_report import file_report, store_report
 
     if source.is_file():

@@ -56,6 +56,7 @@ def evaluate_generator(model, dataset: str, events: int) -> dict:
 class TrainGAN(Recipe):
     """Train the shower GAN from the parent's iteration up to ``stop`` (default: ``config.iterations``)."""
 
+    version: ClassVar[int] = 2  # 2: a layer keeps its largest cell; the critic sees log layer energies
     config: GANConfig
     stop: int | None = None
     data_seed: int | None = None
@@ -86,7 +87,7 @@ class TrainGAN(Recipe):
 class FinetuneGAN(Recipe):
     """Keep the (pruned) weights, train ``config.iterations`` more with fresh optimizers from iteration 0."""
 
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2  # follows TrainGAN
     config: GANConfig
 
     def describe(self) -> str:

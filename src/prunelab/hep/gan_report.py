@@ -65,6 +65,10 @@ def sparsity_figure(points):
         ax_auc.errorbar(x, table["auc"], yerr=[table["auc"] - table["low"], table["high"] - table["auc"]],
                         fmt=marker, color=colour, capsize=3, label=labels[kind])
         ax_w.plot(x, table["w"], marker, color=colour, label=labels[kind])
+    front = points[points["pareto"]].sort_values("sparsity") if "pareto" in points else points.iloc[:0]
+    if not front.empty:
+        ax_auc.plot(100 * front["sparsity"], front["auc"], "o", mfc="none", mec="red", ms=11, mew=1.3,
+                    label="Pareto-optimal (sparsity, AUC)")
     ax_auc.axhline(0.5, color="0.6", ls=":", lw=1)
     ax_auc.set_xlabel("generator weights pruned (%)")
     ax_auc.set_ylabel("two-sample AUC (0.5: indistinguishable)")

@@ -187,7 +187,25 @@ def gan_points(results):
                          "worst_observable": summary.get("worst_observable"),
                          "median_wasserstein": summary.get("median_wasserstein"), "max_ks": summary.get("max_ks"),
                          "response_bias": summary.get("response_bias"), "hash": p["hash"]})
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame["pareto"] = pareto_mask(frame)
+    return frame
+
+
+def pareto_mask(points):
+    """Which finished generators are Pareto-optimal in (sparsity: more is better, two-sample AUC: lower
+    is better) among the trained, control and pruned ones (checkpoints are not candidates)."""
+    import numpy as np
+
+    from ..analysis.pareto import pareto_front
+
+    mask = np.zeros(len(points), dtype=bool)
+    candidates = np.flatnonzero((points["kind"] != "checkpoint").to_numpy() & points["auc"].notna().to_numpy())
+    if len(candidates):
+        values = points.iloc[candidates][["sparsity", "auc"]].to_numpy(dtype=float)
+        mask[candidates[pareto_front(values, maximize=[True, False])]] = True
+    return mask
 
 
 def pick_state(results, state: str | None) -> str:
