@@ -239,6 +239,8 @@ def test_gan_study_prunes_the_generator_only_and_records_fidelity(gan_store):
             module, _, param = name.rpartition(".")
             assert not getattr(model.get_submodule(module), param)[~keep].any()
         assert 0.0 <= points.loc[label, "auc"] <= 1.0 and points.loc[label, "worst_wasserstein"] > 0
+    rows = exp.store.listing()  # the listing shows a generator's two-sample AUC
+    assert rows[points.loc["trained", "hash"]]["headline"] == f"c2st {points.loc['trained', 'auc']:.4f}"
     doc = exp.store.documents()["gan-study-tiny"]
     assert doc["format"] == 1 and len(doc["points"]) == 7
 

@@ -165,6 +165,10 @@ def listing_row(m: dict, stamp: str) -> dict:
         head, head3 = (short_headline(test), short_headline(test, 3)) if test else (None, None)
     except (KeyError, TypeError, ValueError):
         head = head3 = None
+    fidelity = metrics.get("fidelity") if isinstance(metrics.get("fidelity"), dict) else {}
+    auc = fidelity.get("summary", {}).get("auc") if isinstance(fidelity.get("summary"), dict) else None
+    if head is None and isinstance(auc, (int, float)):  # a generator: its two-sample AUC (docs/hep.md)
+        head, head3 = f"c2st {auc:.4f}", f"c2st {auc:.3f}"
     sparsity = metrics.get("sparsity")
     return {"hash": m["hash"], "stamp": stamp, "parent": m.get("parent"), "depth": m.get("depth", 0),
             "recipe": m["recipe"]["type"], "label": m["recipe"].get("label", m["recipe"]["type"]),
