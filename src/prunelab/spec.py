@@ -504,6 +504,15 @@ def max_round(spec: "Spec", label: str) -> int:
 
 def load_spec(path: str | Path) -> Spec:
     """Read and validate a study spec; errors name the file and the key."""
+    raw = read_toml(path)
+    if "gan" in raw and "training" not in raw:
+        raise PrunelabError(f"{path}: a shower-GAN study spec (it has [gan]); run it with "
+                            f"`prunelab calo train-gan {path}`")
+    return parse_spec(raw, str(path))
+
+
+def read_toml(path: str | Path) -> dict:
+    """A spec file's TOML as a dict; every way of failing is one error naming the file."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_bytes().decode("utf-8"))
@@ -519,10 +528,7 @@ def load_spec(path: str | Path) -> Spec:
         raise PrunelabError(f"{path}: not valid TOML ({exc})") from None
     except RecursionError:
         raise PrunelabError(f"{path}: nested too deeply to be a spec") from None
-    if "gan" in raw and "training" not in raw:
-        raise PrunelabError(f"{path}: a shower-GAN study spec (it has [gan]); run it with "
-                            f"`prunelab calo train-gan {path}`")
-    return parse_spec(raw, str(path))
+    return raw
 
 
 def with_device(spec: Spec, device: str) -> Spec:

@@ -106,6 +106,7 @@ class Fidelity:
         """The headline numbers (what a state stores and the pruning study plots)."""
         t = self.table
         overall = t[t["energy_bin"] == "all"]
+        response = self.energy_response.set_index("energy_bin").loc["all"]
         worst = overall.loc[overall["wasserstein"].idxmax()]
         worst_bin = t.loc[t["wasserstein"].idxmax()]
         return {"auc": self.two_sample["auc"], "auc_interval": self.two_sample["interval"],
@@ -114,8 +115,7 @@ class Fidelity:
                 "worst_wasserstein_in_a_bin": float(worst_bin["wasserstein"]),
                 "worst_bin": f"{worst_bin['observable']} at {worst_bin['energy_bin']}",
                 "max_ks": float(overall["ks"].max()),
-                "response_bias": float(self.energy_response.query("energy_bin == 'all'")["generated_mean"].iloc[0]
-                                       - self.energy_response.query("energy_bin == 'all'")["reference_mean"].iloc[0])}
+                "response_bias": float(response["generated_mean"] - response["reference_mean"])}
 
     def to_dict(self) -> dict:
         return {"summary": self.summary(), "two_sample": self.two_sample,

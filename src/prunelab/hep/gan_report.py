@@ -135,11 +135,10 @@ def _page(title: str, subtitle: str, sections: list[str], out) -> Path:
 
 
 def _figure(title: str, fig, note: str = "") -> str:
-    from ..report.html import _png
+    """A plot section, as the study report draws them."""
+    from ..report.html import _section
 
-    return (f"<section><h2>{html.escape(title)}</h2><img alt=\"{html.escape(title)}\" "
-            f"src=\"data:image/png;base64,{_png(fig)}\">"
-            + (f"<p class=note>{html.escape(note)}</p>" if note else "") + "</section>")
+    return _section(title, fig, None, "", note)
 
 
 def file_report(reference, generated, out, *, names: tuple[str, str] = ("reference", "generated")) -> tuple[Path, object]:

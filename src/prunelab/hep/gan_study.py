@@ -30,7 +30,6 @@ is the trained GAN, which is a round, a one-shot target or the dense control.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Literal
 
@@ -95,14 +94,9 @@ class GANStudySpec(BaseModel):
 
 
 def load_gan_spec(path: str | Path) -> GANStudySpec:
-    path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PrunelabError(f"{path}: no such file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise PrunelabError(f"{path}: not valid TOML ({exc})") from None
-    return validated(GANStudySpec, raw, str(path))
+    from ..spec import read_toml
+
+    return validated(GANStudySpec, read_toml(path), str(path))
 
 
 def build_gan_study(spec: GANStudySpec, store):

@@ -65,15 +65,18 @@ def _standardise_columns(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.nd
     return (x_train - mean) / std, (x_test - mean) / std
 
 
-def _generated(source: DataSource, name: str, make) -> dict[str, np.ndarray]:
-    """The arrays cached as ``<cache>/calo/<name>.npz`` (no pickle), made by ``make(split, events, seed)``
-    for the training and test splits on first use."""
+def _generated(source: DataSource, name: str, make, splits=None) -> dict[str, np.ndarray]:
+    """The arrays cached as ``<cache>/calo/<name>.npz`` (no pickle), made by ``make(events, seed)``
+    for each ``(split, events, seed)`` of ``splits`` on first use, keyed ``<key>_<split>`` (default: the
+    classification sets' training and test splits, read when called)."""
+    if splits is None:
+        splits = (("train", TRAIN_PER_PARTICLE, TRAIN_SEED), ("test", TEST_PER_PARTICLE, TEST_SEED))
     cache = source.cache_dir / "calo" / f"{name}.npz"
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
     arrays: dict[str, np.ndarray] = {}
-    for split, n, seed in (("train", TRAIN_PER_PARTICLE, TRAIN_SEED), ("test", TEST_PER_PARTICLE, TEST_SEED)):
+    for split, n, seed in splits:
         arrays.update({f"{key}_{split}": value for key, value in make(n, seed).items()})
     _atomic_savez(cache, arrays)
     return arrays
@@ -173,53 +176,52 @@ def calo_energy(source: DataSource) -> RawData:
 
 
 GAN_TRAIN_EVENTS, GAN_TEST_EVENTS = 40_000, 10_000
+SHOWER_PARTICLES = ("eplus", "gamma", "piplus")
 SHOWER_KEYS = ("energy", "layer_0", "layer_1", "layer_2", "overflow")
+_SHOWER_ARRAYS: dict = {}  # per process: every GAN state's evaluation reads the held-out split
 
 
 def shower_arrays(particle: str, source: DataSource | None = None) -> dict[str, np.ndarray]:
     """Raw simulated showers of one particle for generative models, cached: ``<key>_<split>`` for the
     CaloGAN keys, :data:`GAN_TRAIN_EVENTS` training and :data:`GAN_TEST_EVENTS` held-out events."""
     source = source or DataSource()
-    cache = source.cache_dir / "calo" / f"showers_{particle}_n{GAN_TRAIN_EVENTS}-{GAN_TEST_EVENTS}_v{DATA_VERSION}.npz"
-    if cache.is_file():
-        with np.load(cache, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    from .simulator import simulate
+    name = f"showers_{particle}_n{GAN_TRAIN_EVENTS}-{GAN_TEST_EVENTS}_v{DATA_VERSION}"
+    key = (str(source.cache_dir), name)
+    if key not in _SHOWER_ARRAYS:
+        def make(n: int, seed: int) -> dict[str, np.ndarray]:
+            from .simulator import simulate
 
-    arrays: dict[str, np.ndarray] = {}
-    for split, n, seed in (("train", GAN_TRAIN_EVENTS, TRAIN_SEED + 11), ("test", GAN_TEST_EVENTS, TEST_SEED + 11)):
-        showers = simulate(particle, n, seed=seed)
-        for key, value in zip(SHOWER_KEYS, (showers.energy, *showers.layers, showers.overflow)):
-            arrays[f"{key}_{split}"] = value
-    _atomic_savez(cache, arrays)
-    return arrays
+            showers = simulate(particle, n, seed=seed)
+            return dict(zip(SHOWER_KEYS, (showers.energy, *showers.layers, showers.overflow)))
+
+        splits = (("train", GAN_TRAIN_EVENTS, TRAIN_SEED + 11), ("test", GAN_TEST_EVENTS, TEST_SEED + 11))
+        _SHOWER_ARRAYS[key] = _generated(source, name, make, splits)
+    return _SHOWER_ARRAYS[key]
+
+
+def _showers(arrays: dict, split: str, particle: str | None = None):
+    from .simulator import Showers
+
+    return Showers(arrays[f"energy_{split}"], tuple(arrays[f"layer_{i}_{split}"] for i in range(3)),
+                   arrays[f"overflow_{split}"], particle)
 
 
 def shower_split(dataset: str, split: str):
     """The raw :class:`~prunelab.hep.simulator.Showers` behind a ``calo_showers_*`` dataset."""
-    from .simulator import Showers
-
     particle = dataset.removeprefix("calo_showers_")
     if not dataset.startswith("calo_showers_") or particle not in SHOWER_PARTICLES:
         raise PrunelabError(f"{dataset!r} is not a shower dataset (calo_showers_{', calo_showers_'.join(SHOWER_PARTICLES)})")
     if split not in ("train", "test"):
         raise PrunelabError(f"shower datasets have a 'train' and a 'test' split, not {split!r}")
-    a = shower_arrays(particle)
-    return Showers(a[f"energy_{split}"], tuple(a[f"layer_{i}_{split}"] for i in range(3)), a[f"overflow_{split}"],
-                   particle)
-
-
-SHOWER_PARTICLES = ("eplus", "gamma", "piplus")
+    return _showers(shower_arrays(particle), split, particle)
 
 
 def _register_showers(particle: str) -> None:
     def factory(source: DataSource) -> RawData:
         from .metrics import energy_bin_labels
-        from .simulator import Showers
 
         a = shower_arrays(particle, source)
-        x = {split: cell_features(Showers(a[f"energy_{split}"], tuple(a[f"layer_{i}_{split}"] for i in range(3)),
-                                          a[f"overflow_{split}"])) for split in ("train", "test")}
+        x = {split: cell_features(_showers(a, split)) for split in ("train", "test")}
         return RawData(x["train"], a["energy_train"], x["test"], a["energy_test"], validation=0.1,
                        test_attributes={"incident energy": energy_bin_labels(a["energy_test"])}, task="regression")
 
