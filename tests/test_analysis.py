@@ -249,3 +249,53 @@ def test_exact_sign_flip_equals_scipy_permutation_test():
             ref = stats.permutation_test((a - b,), np.mean, permutation_type="samples", alternative="two-sided",
                                          n_resamples=9999, random_state=np.random.default_rng(0)).pvalue
             assert paired_test(a, b) == pytest.approx(ref, abs=1e-12)
+
+
+@pytest.mark.parametrize("method", ["BCa", "percentile"])
+def test_bootstrap_intervals_equal_scipy_bootstrap(method):
+    """bootstrap_cis draws scipy's resamples and applies its formulas: the same interval as
+    scipy.stats.bootstrap (up to the order of float sums), skewed data and ties included; columns of
+    one length share their draws and still get each its own scipy interval."""
+    from scipy import stats
+
+    from prunelab.analysis.stats import bootstrap_cis
+
+    rng = np.random.default_rng(7)
+    for n in (5, 40, 300):
+        columns = [np.round(0.9 + rng.normal(0, 0.01, n), 3), rng.lognormal(0, 1, n), rng.exponential(size=n)]
+        mine = bootstrap_cis(columns, method=method)
+        for column, (mean, low, high) in zip(columns, mine):
+            ref = stats.bootstrap((column,), np.mean, n_resamples=9999, method=method,
+                                  random_state=np.random.default_rng(0)).confidence_interval
+            assert mean == pytest.approx(column.mean(), rel=1e-12)
+            assert low == pytest.approx(ref.low, rel=1e-6) and high == pytest.approx(ref.high, rel=1e-6)
+    assert bootstrap_cis([[0.5, 0.5, 0.5]])[0] == (0.5, 0.5, 0.5)
+    with pytest.raises(PrunelabError, match="at least 2 values"):
+        bootstrap_cis([[1.0]])
+
+
+def test_random_sign_flip_equals_scipy_permutation_test():
+    """Above 13 pairs the sign-flip test is randomised: scipy's flips, its tie rule and its
+    (count + 1) / (n + 1), computed in batches; the p-values are scipy's exactly."""
+    from scipy import stats
+
+    rng = np.random.default_rng(3)
+    for n in (14, 20, 57, 300):
+        a = np.round(rng.normal(0.8, 0.05, n), 3)
+        b = np.round(a - rng.normal(0.01, 0.05, n), 3)
+        ref = stats.permutation_test((a - b,), np.mean, permutation_type="samples", alternative="two-sided",
+                                     n_resamples=9999, random_state=np.random.default_rng(0)).pvalue
+        assert paired_test(a, b) == pytest.approx(ref, abs=1e-12)
+
+
+def test_mean_cis_are_mean_ci_column_by_column():
+    from prunelab.study import mean_ci, mean_cis
+
+    rng = np.random.default_rng(0)
+    columns = [rng.normal(0.9, 0.02, 40).tolist(), rng.normal(0.5, 0.1, 40).tolist(), [0.7, 0.8, 0.75],
+               rng.normal(0.9, 0.02, 35).tolist(), [0.3]]
+    for method in ("auto", "t", "bootstrap"):
+        together = mean_cis(columns[:4], method=method, bounds=(0.0, 1.0))
+        assert together == [mean_ci(c, method=method, bounds=(0.0, 1.0)) for c in columns[:4]]
+    mean, lo, hi = mean_cis([columns[4]])[0]
+    assert mean == 0.3 and lo != lo and hi != hi  # one value: no interval

@@ -184,3 +184,23 @@ def test_intervals_of_bounded_metrics_stay_in_range():
     assert hi > 1  # the t interval alone leaves the range
     mean, lo, hi = mean_ci([1.0, 0.96, 1.0], bounds=(0.0, 1.0))
     assert hi == 1.0 and lo < mean < hi
+
+
+def test_a_thousand_seeds_neither_overflow_nor_crawl():
+    """From 14 seeds the sign-flip test is randomised (9,999 flips): its floor is 1/10,000 (2/10,000
+    two-sided), not 2^-n (which overflowed a float at a thousand seeds); one-sided p is scipy's."""
+    from scipy import stats
+
+    from prunelab.analysis.effects import paired_p
+
+    assert min_attainable_p(13, "permutation") == pytest.approx(2 / 2 ** 13)
+    assert min_attainable_p(14, "permutation") == pytest.approx(2 / 10_000)
+    assert min_attainable_p(1389, "permutation") == pytest.approx(2 / 10_000)
+    assert min_attainable_p(1389, "wilcoxon") == 0.0 and min_attainable_p(1389, "permutation", "greater") == 1e-4
+    assert seeds_needed(1000, "permutation") is None  # 1000 x 2/10,000 >= 0.05 whatever the seeds
+    rng = np.random.default_rng(0)
+    for n in (14, 40):
+        a, b = rng.normal(0.8, 0.05, n), rng.normal(0.79, 0.05, n)
+        ref = stats.permutation_test((a - b + 0.01,), np.mean, permutation_type="samples", alternative="greater",
+                                     n_resamples=9999, random_state=np.random.default_rng(0)).pvalue
+        assert paired_p(a, b, "permutation", "greater", margin=0.01) == pytest.approx(ref, abs=1e-12)

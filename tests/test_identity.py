@@ -95,3 +95,18 @@ def test_a_user_dataset_whose_content_changes_changes_identity(tmp_path):
     finally:
         executors._DATASETS.clear()
         sys.modules.pop(module.__name__, None)
+
+
+def test_list_model_options_are_frozen_without_changing_identity(tmp_path):
+    """A spec's ``model_options = {hidden = [16, 8]}`` arrives as a list: it builds (it used to be an
+    unhashable TypeError), hashes as the tuple does, and a spec read back from a store is hashable."""
+    from prunelab.experiment import Experiment
+    from prunelab.experiment.snapshot import ModelSpec
+
+    exp = Experiment(tmp_path / "s")
+    as_list = exp.root(dataset="digits", model="lenet_300_100", seed=0, model_options={"hidden": [16, 8]})
+    as_tuple = exp.root(dataset="digits", model="lenet_300_100", seed=0, model_options={"hidden": (16, 8)})
+    assert as_list.hash == as_tuple.hash
+    spec = as_list.recipe.spec()
+    assert ModelSpec.from_json(spec.to_json()) == spec and hash(ModelSpec.from_json(spec.to_json())) == hash(spec)
+    assert spec.build().state_dict()["1.weight"].shape == (16, 64)

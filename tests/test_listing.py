@@ -132,3 +132,83 @@ def test_ls_limits_counts_and_filters_in_the_index(store):
     assert leaves[0].hash[:12] not in tagged.stdout
     tree = run_cli("tree", str(path))
     assert tree.returncode == 0 and len(tree.stdout.splitlines()) == 1 + len(exp.states) and "[dim]" not in tree.stdout
+
+
+def test_summaries_come_from_the_index_and_equal_the_manifests(store, monkeypatch):
+    """What study tables read (scalar metrics, per-class table, percent kept) is in the index,
+    written with the state; it equals a summary made from an independent read of each manifest."""
+    from prunelab.experiment.summary import state_summary
+    from prunelab.study import remaining_percent
+
+    path, exp, leaves = store
+    reads = count_reads(monkeypatch)
+    results = open_store(path)
+    summaries = results.summaries(list(exp.states))
+    assert reads == [] and set(summaries) == set(exp.states)
+    for h in exp.states:
+        m = json.loads((path / "states" / f"{h}.json").read_text())
+        s = summaries[h]
+        assert s == json.loads(json.dumps(state_summary(m)))
+        assert s["remaining"] == pytest.approx(remaining_percent(m)) and s["status"] == m["status"]
+        test = m["metrics"].get("test")
+        if test:
+            assert s["scalars"]["test.accuracy"] == test["accuracy"]
+            assert s["recall"] == [c["recall"] for c in test["per_class"]] and len(s["recall"]) == 10
+            assert s["class_names"] == test["class_names"]
+            assert not any(k.startswith("curve") for k in s["scalars"])
+
+
+def test_stale_missing_or_older_summaries_are_made_again_and_written_back(store, monkeypatch):
+    from prunelab.experiment import summary
+
+    path, exp, leaves = store
+    target = leaves[0].hash
+    with sqlite3.connect(path / "index.sqlite") as con:
+        con.execute("UPDATE summaries SET stamp = 'old' WHERE hash = ?", (target,))  # made from another file
+    reads = count_reads(monkeypatch)
+    assert set(open_store(path).summaries([target, leaves[1].hash])) == {target, leaves[1].hash}
+    assert reads == [path / "states" / f"{target}.json"]
+    reads.clear()
+    open_store(path).summaries([target])
+    assert reads == []  # written back
+    with sqlite3.connect(path / "index.sqlite") as con:
+        con.execute("DROP TABLE summaries")  # an index from before summaries existed
+    assert len(open_store(path).summaries(list(exp.states))) == len(exp.states) and len(reads) == len(exp.states)
+    reads.clear()
+    monkeypatch.setattr(summary, "SUMMARY_VERSION", summary.SUMMARY_VERSION + 1)
+    import prunelab.experiment.store as store_module
+
+    monkeypatch.setattr(store_module, "SUMMARY_VERSION", summary.SUMMARY_VERSION)
+    open_store(path).summaries([target])
+    assert len(reads) == 1  # made by an older state_summary: made again
+
+
+def test_a_read_only_store_summarises_without_writing(store, monkeypatch):
+    path, exp, _ = store
+    with sqlite3.connect(path / "index.sqlite") as con:
+        con.execute("DELETE FROM summaries")
+    before = {p: p.stat().st_mtime_ns for p in path.rglob("*") if p.is_file()}
+    import prunelab.experiment.query as query
+
+    monkeypatch.setattr(query.os, "access", lambda *a, **k: False)
+    assert len(open_store(path).summaries(list(exp.states))) == len(exp.states)
+    assert {p: p.stat().st_mtime_ns for p in path.rglob("*") if p.is_file()} == before
+
+
+def test_to_frame_reads_the_index_and_says_what_the_manifests_say(store, monkeypatch):
+    from prunelab.experiment.query import flatten
+
+    path, exp, _ = store
+    reads = count_reads(monkeypatch)
+    frame = open_store(path).to_frame()
+    assert reads == [] and len(frame) == len(exp.states)
+    for row in frame.itertuples(index=False):
+        m = json.loads((path / "states" / f"{row.hash}.json").read_text())
+        assert (row.depth, row.recipe, row.status, row.iteration) == (
+            m["depth"], m["recipe"]["type"], m["status"], m["iteration"])
+        assert row.parent == m["parent"] or (m["parent"] is None and row.parent != row.parent)  # None: NaN
+        kept = sum(e["kept"] for e in m["masks"].values()) if m.get("masks") else None
+        assert (row.kept == kept) or (kept is None and row.kept != row.kept)
+        metrics = {k: v for k, v in flatten(m.get("metrics") or {}).items() if not k.startswith(("curve", "layers"))}
+        for key, value in metrics.items():
+            assert frame.loc[frame.hash == row.hash, f"metric.{key}"].iloc[0] == value

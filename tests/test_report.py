@@ -230,3 +230,51 @@ def test_stability_across_consecutive_rounds_by_hand(study_store):
     assert len(row) == 1 and row["round"].iloc[0] == 2
     assert row["cosine"].iloc[0] == pytest.approx(float(a @ b / (a.norm() * b.norm())))
     assert set(table[table.kind == "rewind point → trained"].branch) == {"ticket", "late"}  # the rewinding ones
+
+
+def test_tensor_sections_read_the_first_seeds_and_say_so(study_store, tmp_path, monkeypatch):
+    """--tensor-seeds bounds what the report reads from tensors (a 100,000-state study reports in a
+    minute); the sections that read the index keep every seed, and the page says which is which."""
+    from prunelab.report import html as report_html
+
+    monkeypatch.setattr(report_html, "TREE_LINES", 5)
+    out = build_report(study_store, tmp_path / "r.html", tmp_path / "csv", tensor_seeds=1)
+    page = out.read_text()
+    assert page.count("Read from the stored tensors of the first 1 of 2 seeds") == 3  # similarity, structure, stability
+    structure = (tmp_path / "csv" / "structure.csv").read_text().splitlines()
+    header = structure[0].split(",")
+    assert {row.split(",")[header.index("seeds")] for row in structure[1:]} == {"1"}
+    stability = (tmp_path / "csv" / "stability.csv").read_text().splitlines()
+    header = stability[0].split(",")
+    assert {row.split(",")[header.index("seed")] for row in stability[1:]} == {"0"}
+    accuracy = (tmp_path / "csv" / "accuracy.csv").read_text().splitlines()
+    header = accuracy[0].split(",")
+    assert {row.split(",")[header.index("seeds")] for row in accuracy[1:]} == {"2"}  # from the index: every seed
+    tree = page.split("<h2>Experiment tree</h2><pre>")[1].split("</pre>")[0]
+    assert len(tree.splitlines()) == 6 and "the tree continues" in tree and "prunelab tree" in tree
+    full = build_report(study_store, tmp_path / "all.html", tmp_path / "csv_all", tensor_seeds=0).read_text()
+    assert "Read from the stored tensors" not in full
+    stability = (tmp_path / "csv_all" / "stability.csv").read_text().splitlines()
+    header = stability[0].split(",")
+    assert {row.split(",")[header.index("seed")] for row in stability[1:]} == {"0", "1"}
+    out = run_cli("report", str(study_store), "-o", str(tmp_path / "x.html"), "--tensor-seeds", "-1")
+    assert out.returncode == 2 and "tensor-seeds" in out.stderr
+
+
+def test_study_points_equal_the_manifests(study_store):
+    """study_points reads summaries from the index; every row equals an independent read of its manifest."""
+    import json
+
+    from prunelab.study import remaining_percent
+
+    points = study_points(open_store(study_store))
+    assert len(points) > 10
+    for row in points.itertuples():
+        m = json.loads((study_store / "states" / f"{row.hash}.json").read_text())
+        test = m["metrics"]["test"]
+        assert row.remaining_seed == pytest.approx(remaining_percent(m))
+        assert list(row.recall) == [c["recall"] for c in test["per_class"]]
+        assert row.parent == m["parent"]
+    assert list(points["test.accuracy"]) == [
+        json.loads((study_store / "states" / f"{h}.json").read_text())["metrics"]["test"]["accuracy"]
+        for h in points["hash"]]

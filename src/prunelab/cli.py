@@ -450,12 +450,15 @@ def report(
                                               "t, or bootstrap"),
     efficiency: str = typer.Option("sparsity", help="the Pareto section's efficiency axis: sparsity, flops_removed "
                                                     "or params_removed"),
+    tensor_seeds: int = typer.Option(30, min=0, help="the sections that read stored tensors (group fairness, mask "
+                                                     "similarity, structure, stability) read the first N seeds; "
+                                                     "0: every seed"),
 ) -> None:
     """Write a self-contained HTML report (plots and tables) of a study store."""
     from .report import build_report
 
     path = build_report(_open(store), output, csv_dir, config=config, groups=groups, group_column=group_column,
-                        interval=interval, efficiency=efficiency)
+                        interval=interval, efficiency=efficiency, tensor_seeds=tensor_seeds)
     console.print(f"report written to {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
 

@@ -26,6 +26,7 @@ import torch
 from .errors import PrunelabError
 from .experiment import (Consensus, Experiment, Finetune, Prune, RandomPruneLike, RandomReinit, Rewind, State, Train,
                          Transfer)
+from .experiment.summary import remaining_percent  # noqa: F401 (re-exported)
 from .pruning.methods import technique
 from .spec import BranchSection, Spec, consensus_sources, control_kind, duplicate_taus, effective_taus
 from .tasks.evaluation import headline
@@ -351,39 +352,56 @@ def mean_ci(values: list[float], confidence: float = 0.95, method: str = "auto",
     too narrow (benchmarks/interval_coverage.py measures it); the t interval is
     the honest one there.
     """
+    return mean_cis([values], confidence, method, bounds)[0]
+
+
+def mean_cis(columns: list[list[float]], confidence: float = 0.95, method: str = "auto",
+             bounds: tuple[float, float] | None = None) -> list[tuple[float, float, float]]:
+    """:func:`mean_ci` of each column. Bootstrapped columns of one length share their resamples
+    (:func:`prunelab.analysis.stats.bootstrap_cis`), and recent answers are remembered, so the
+    report's plots of one study, which ask for the same levels, bootstrap each once."""
+    check_interval(method)
+    data = [np.asarray(c, dtype=float) for c in columns]
+    key = (confidence, method, tuple((c.tobytes()) for c in data))
+    answer = _MEAN_CIS.get(key)
+    if answer is None:
+        answer = _mean_cis(data, confidence, method)
+        _MEAN_CIS[key] = answer
+        while len(_MEAN_CIS) > 256:
+            _MEAN_CIS.pop(next(iter(_MEAN_CIS)))
+    out = []
+    for mean, lo, hi in answer:
+        if bounds is not None and lo == lo:
+            lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+        out.append((mean, lo, hi))
+    return out
+
+
+_MEAN_CIS: dict = {}  # (confidence, method, the columns' bytes) → intervals, oldest first
+
+
+def _mean_cis(data: list[np.ndarray], confidence: float, method: str) -> list[tuple[float, float, float]]:
     from .analysis.tdist import t_quantile
 
-    check_interval(method)
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, math.nan, math.nan
-    if method == "bootstrap" or (method == "auto" and n >= BOOTSTRAP_FROM):
-        from .analysis.stats import bootstrap_ci
+    out: list = [None] * len(data)
+    boot = []
+    for k, values in enumerate(data):
+        n = len(values)
+        mean = float(sum(values.tolist()) / n)
+        if n < 2:
+            out[k] = (mean, math.nan, math.nan)
+        elif method == "bootstrap" or (method == "auto" and n >= BOOTSTRAP_FROM):
+            boot.append(k)
+        else:
+            sd = float(np.std(values, ddof=1))  # scipy's tstd warns on equal values, which 3 seeds often give
+            half = t_quantile(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
+            out[k] = (mean, float(mean - half), float(mean + half))
+    if boot:
+        from .analysis.stats import bootstrap_cis
 
-        mean, lo, hi = bootstrap_ci(values, confidence)
-    else:
-        sd = float(np.std(values, ddof=1))  # scipy's tstd warns on equal values, which 3 seeds often give
-        half = t_quantile(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
-        lo, hi = mean - half, mean + half
-    if bounds is not None:
-        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
-    return mean, float(lo), float(hi)
-
-
-def remaining_percent(manifest: dict) -> float:
-    """Percent of prunable weights kept: masked tensors by their masks, and every
-    other Linear/Conv weight (ndim >= 2) in full — e.g. a layer a transfer re-initialised."""
-    masks = manifest.get("masks") or {}
-    kept = total = 0
-    for name, entry in (manifest.get("weights") or {}).items():
-        if name in masks:
-            kept += masks[name]["kept"]
-            total += math.prod(masks[name]["shape"])
-        elif name.endswith("weight") and len(entry["shape"]) >= 2:
-            kept += math.prod(entry["shape"])
-            total += math.prod(entry["shape"])
-    return 100.0 * kept / total if total else 100.0
+        for k, (mean, lo, hi) in zip(boot, bootstrap_cis([data[k] for k in boot], confidence)):
+            out[k] = (mean, float(lo), float(hi))
+    return out
 
 
 def summarize(tree: StudyTree, split: str = "test", interval: str = "auto") -> list[SummaryRow]:

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import PrunelabError
-from .stats import holm, paired_test
+from .stats import holm, paired_test, random_sign_flip
 
 TESTS = ("permutation", "wilcoxon", "t")
+FLIPS = 9999  # random sign flips of the permutation test, from RANDOM_FLIPS_FROM seeds (2^14 > 9,999)
+RANDOM_FLIPS_FROM = 14
 FAMILIES = {"pair": "the levels of one planned comparison (default)",
             "level": "the comparisons at one round",
             "table": "every row of the table",
@@ -69,23 +71,30 @@ def paired_p(a, b, test: str, alternative: str = "two-sided", *, margin: float =
 
     if test == "wilcoxon":
         return float(stats.wilcoxon(diff, alternative=alternative).pvalue)
-    result = stats.permutation_test((diff,), np.mean, permutation_type="samples", alternative=alternative,
-                                    n_resamples=9999, random_state=np.random.default_rng(0))
-    return float(result.pvalue)
+    if len(diff) < RANDOM_FLIPS_FROM:  # exact: every sign flip (scipy enumerates them)
+        result = stats.permutation_test((diff,), np.mean, permutation_type="samples", alternative=alternative,
+                                        n_resamples=FLIPS, random_state=np.random.default_rng(0))
+        return float(result.pvalue)
+    return random_sign_flip(diff, FLIPS, 0, alternative)
 
 
 def min_attainable_p(n: int, test: str, alternative: str = "two-sided") -> float:
-    """The smallest p an exact rank or sign-flip test can give with ``n`` paired seeds (0 for the t test)."""
+    """The smallest p a rank or sign-flip test can give with ``n`` paired seeds (0 for the t test):
+    2^-n of the exact test (doubled two-sided); from 14 seeds the sign-flip test draws 9,999 random
+    flips (:func:`prunelab.analysis.stats.paired_test`) and cannot go below 1 / 10,000."""
     if test == "t" or n < 1:
         return 0.0
-    return min(1.0, (2.0 if alternative == "two-sided" else 1.0) / 2 ** n)
+    sides = 2.0 if alternative == "two-sided" else 1.0
+    if test == "permutation" and n > RANDOM_FLIPS_FROM - 1:
+        return min(1.0, sides / (FLIPS + 1))
+    return min(1.0, math.ldexp(sides, -n))  # 2^-n without overflow (a thousand seeds)
 
 
 def seeds_needed(family_size: int, test: str, alpha: float = ALPHA, alternative: str = "two-sided") -> int:
     """Seeds an exact test needs before the best result of a Holm family of ``family_size`` can reach ``alpha``."""
     if test == "t":
         return 2
-    return next(n for n in range(1, 64) if family_size * min_attainable_p(n, test, alternative) < alpha)
+    return next((n for n in range(1, 64) if family_size * min_attainable_p(n, test, alternative) < alpha), None)
 
 
 def _adjust(table, family: str):
@@ -184,7 +193,9 @@ def power_note(table, test: str) -> str | None:
     return (f"with {n} paired seeds an exact {test} test cannot give p below {min_attainable_p(n, test):.3g}"
             + (f", and Holm over the {m} tests of a family ({family.strip(' |')}) no adjusted p below {floor:.3g}"
                if m > 1 else "")
-            + f": nothing can reach p < {ALPHA} here. That needs at least {need} seeds"
+            + f": nothing can reach p < {ALPHA} here. "
+            + (f"That needs at least {need} seeds" if need is not None
+               else "More seeds cannot help: the family is too large for 9,999 random sign flips")
             + ("" if m == 1 else " (or a smaller family: --family, or declared [[hypotheses]])")
             + "; the intervals still show the size of each effect.")
 

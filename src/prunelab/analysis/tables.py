@@ -7,8 +7,7 @@ import math
 import numpy as np
 
 from ..errors import PrunelabError
-from ..experiment.query import Results, flatten
-from ..study import remaining_percent
+from ..experiment.query import Results
 
 
 
@@ -21,6 +20,20 @@ def recall_disparity(recall: list[float]) -> dict[str, float]:
             "min_max_ratio": float(r.min() / r.max()) if r.max() > 0 else 0.0}
 
 
+def _disparities(recalls: list[list[float]]):
+    """:func:`recall_disparity` of each list, as columns; vectorised when the lists have one length."""
+    import pandas as pd
+
+    if recalls and len({len(r) for r in recalls}) == 1 and recalls[0]:
+        r = np.asarray(recalls, dtype=float)
+        low, high = r.min(axis=1), r.max(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(high > 0, low / high, 0.0)
+        return pd.DataFrame({"worst_recall": low, "gap": high - low, "recall_std": r.std(axis=1),
+                             "min_max_ratio": ratio})
+    return pd.DataFrame([recall_disparity(r) for r in recalls], columns=list(recall_disparity([])))
+
+
 def class_impact(points, threshold: float = 0.01, metric: str = "test.accuracy"):
     """Per trained state and class: recall, precision and F1 against the dense model of the same seed
     (and configuration), Δ_c, Δ_c − Δ (Δ: the change of ``metric``, overall accuracy by default) and
@@ -30,24 +43,33 @@ def class_impact(points, threshold: float = 0.01, metric: str = "test.accuracy")
     """
     import pandas as pd
 
-    records = points.to_dict("records")
-    dense = {(r["config"] or "", r["seed"]): r for r in records if r["branch"] == "dense"}
-    rows = []
-    for p in records:
-        ref = dense.get((p["config"] or "", p["seed"]))
-        if p["branch"] == "dense" or ref is None or not p["recall"]:
-            continue
-        overall = p[metric] - ref[metric]
-        for c, name in enumerate(p["class_names"]):
-            row = {"config": p["config"], "branch": p["branch"], "seed": p["seed"], "round": p["round"],
-                   "remaining": p["remaining"], "class": name, "overall_delta": overall}
-            for m in ("recall", "precision", "f1"):
-                row[m], row[f"dense_{m}"] = p[m][c], ref[m][c]
-                row[f"delta_{m}"] = row[m] - row[f"dense_{m}"]
-            row["relative"] = row["delta_recall"] - overall
-            row["hurt"] = bool(row["relative"] < -threshold)
-            rows.append(row)
-    return pd.DataFrame(rows)
+    configs = [c or "" for c in points["config"]]
+    dense = {(c, seed): i for i, (c, seed, branch) in enumerate(zip(configs, points["seed"], points["branch"]))
+             if branch == "dense"}
+    recall = points["recall"].tolist()
+    pairs = [(i, dense[(c, seed)]) for i, (c, seed, branch) in enumerate(zip(configs, points["seed"], points["branch"]))
+             if branch != "dense" and (c, seed) in dense and recall[i]]
+    columns = ["config", "branch", "seed", "round", "remaining", "class", "overall_delta"] + [
+        f"{prefix}{m}" for m in ("recall", "precision", "f1") for prefix in ("", "dense_", "delta_")] + ["relative", "hurt"]
+    if not pairs:
+        return pd.DataFrame(columns=columns)
+    # one row per (state, class), built column by column: a study of 40,000 trained states has 400,000
+    mine, ref = (np.array(v) for v in zip(*pairs))
+    counts = np.array([len(recall[i]) for i in mine])
+    value = points[metric].to_numpy(dtype=float)
+    out = {name: np.repeat(points[name].to_numpy()[mine], counts) for name in ("config", "branch", "seed", "round",
+                                                                               "remaining")}
+    names = points["class_names"].tolist()
+    out["class"] = [name for i in mine for name in names[i]]
+    out["overall_delta"] = np.repeat(value[mine] - value[ref], counts)
+    for m in ("recall", "precision", "f1"):
+        lists = points[m].tolist()
+        out[m] = np.concatenate([lists[i] for i in mine]).astype(float)
+        out[f"dense_{m}"] = np.concatenate([lists[j][:n] for j, n in zip(ref, counts)]).astype(float)
+        out[f"delta_{m}"] = out[m] - out[f"dense_{m}"]
+    out["relative"] = out["delta_recall"] - out["overall_delta"]
+    out["hurt"] = out["relative"] < -threshold
+    return pd.DataFrame(out, columns=columns)
 
 
 def _number(value, unbounded: bool = False) -> float:
@@ -68,6 +90,9 @@ def study_records(results: Results) -> list[dict]:
     """
     from ..study import RECORD_FORMAT, STUDY_DOCUMENT_PREFIX
 
+    cached = getattr(results, "_study_records", None)
+    if cached is not None:  # a report asks more than once; the view is of the store as it was opened
+        return cached
     records = []
     for name, doc in results.store.documents().items():
         if not name.startswith(STUDY_DOCUMENT_PREFIX):
@@ -93,6 +118,7 @@ def study_records(results: Results) -> list[dict]:
     if not records:
         raise PrunelabError(f"{results.store.root}: no study record (documents/study-*.json); it is written by "
                             "`prunelab run SPEC --store STORE`, which reruns nothing that is already stored")
+    results._study_records = records
     return records
 
 
@@ -112,37 +138,53 @@ def study_points(results: Results, metric: str = "test.accuracy", config: str | 
     rows, seen, records = [], set(), study_records(results)
     if study is not None:
         records = [r for r in records if r.get("name") == study] or records
-    for record in records:
-        for p in record["points"]:
+    wanted = [p for record in records for p in record["points"]]
+    for start in range(0, len(wanted), 1000):  # summaries a chunk at a time: memory does not grow with the study
+        chunk = wanted[start:start + 1000]
+        summaries = results.summaries(p["hash"] for p in chunk)
+        for p in chunk:
             key = (p["hash"], p["branch"], p["seed"], p["round"], p.get("config"))
             if key in seen:
                 continue
             seen.add(key)
-            m = results.store.manifest(p["hash"])
-            if m is None or m.get("status") != "done":
+            summary = summaries.get(p["hash"])
+            if summary is None or summary["status"] != "done":
                 continue
-            value = flatten(m.get("metrics") or {}).get(metric)
+            value = summary["scalars"].get(metric)
             if value is None:
-                raise PrunelabError(f"state {m['hash'][:10]} has no metric {metric!r} (try test.accuracy, test.loss, "
+                raise PrunelabError(f"state {p['hash'][:10]} has no metric {metric!r} (try test.accuracy, test.loss, "
                                     "test.balanced_accuracy, test.macro_f1)")
-            test = (m.get("metrics") or {}).get("test") or {}
-            per_class = {k: [c[k] for c in test.get("per_class", [])] for k in ("recall", "precision", "f1")}
-            binary = {"roc_auc": _number(test.get("roc_auc")),  # two-class tasks (e.g. the calorimeter's)
-                      "rejection_90": _number((test.get("rejection") or {}).get("0.9", float("nan")), unbounded=True)}
-            rows.append({"hash": m["hash"], "parent": m.get("parent"), "config": p.get("config"),
+            scalars = summary["scalars"]
+            per_class = {k: summary[k] for k in ("recall", "precision", "f1")}
+            binary = {"roc_auc": _number(scalars.get("test.roc_auc")),  # two-class tasks (e.g. the calorimeter's)
+                      "rejection_90": _number(scalars.get("test.rejection.0.9", float("nan")), unbounded=True)}
+            rows.append({"hash": p["hash"], "parent": results.row(p["hash"])["parent"], "config": p.get("config"),
                          "branch": p["branch"], "kind": p["kind"], "of": p.get("of"), "dataset": p["dataset"],
-                         "seed": p["seed"], "round": p["round"], "remaining_seed": remaining_percent(m),
-                         metric: float(value), **per_class, **recall_disparity(per_class["recall"]), **binary,
-                         "class_names": tuple(test.get("class_names", []))})
+                         "seed": p["seed"], "round": p["round"], "remaining_seed": summary["remaining"],
+                         metric: float(value), **per_class, **binary, "class_names": tuple(summary["class_names"])})
     if not rows:
         raise PrunelabError(f"{results.store.root}: no finished trained states to compare")
     frame = pd.DataFrame(rows)
+    frame = frame.join(_disparities(frame["recall"].tolist()))
+    order = list(frame.columns[:frame.columns.get_loc("f1") + 1]) + list(recall_disparity([]))
+    frame = frame[order + [c for c in frame.columns if c not in order]]
     keys = [frame["config"].fillna("").astype(str), frame["branch"], frame["round"]]
     frame["remaining"] = frame.groupby(keys)["remaining_seed"].transform("mean").round(1)
     frame.attrs["main_dataset"] = records[0].get("dataset")
     frame.attrs["comparisons"] = [c for r in records for c in r.get("comparisons", [])]
     frame.attrs["hypotheses"] = [h for r in records for h in r.get("hypotheses", [])]
     return frame if config is None else select_configuration(frame, config, results.store.root)
+
+
+def first_seeds(points, n: int | None):
+    """The rows of ``points`` whose seed is among its first ``n`` seeds (sorted); every row where
+    ``n`` is None or 0, or the table has no more seeds than that. ``attrs`` are kept."""
+    seeds = sorted(points["seed"].dropna().unique())
+    if not n or len(seeds) <= n:
+        return points
+    out = points[points["seed"].isin(seeds[:n])]
+    out.attrs.update(points.attrs)
+    return out
 
 
 def configurations(points) -> list[str]:

@@ -5,25 +5,15 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from .store import Store, StoreError
+from .summary import flatten  # noqa: F401 (re-exported: callers import it from here)
 
 if TYPE_CHECKING:  # torch is imported only by what loads tensors: listing a store stays fast
     from torch import nn
 
     from .snapshot import Snapshot
-
-
-def flatten(data: Any, prefix: str = "", out: dict | None = None) -> dict:
-    """Nested dicts → dotted keys; scalars only (lists and tables are left out)."""
-    out = {} if out is None else out
-    if isinstance(data, dict):
-        for key, value in data.items():
-            flatten(value, f"{prefix}.{key}" if prefix else str(key), out)
-    elif isinstance(data, (int, float, str, bool)) or data is None:
-        out[prefix] = data
-    return out
 
 
 class Results:
@@ -105,6 +95,13 @@ class Results:
             out.append(r)
         return sorted(out, key=lambda r: (r["depth"] or 0, r["finished"] or 0))
 
+    def summaries(self, hashes) -> dict[str, dict]:
+        """Each state's summary (:func:`~prunelab.experiment.summary.state_summary`: scalar metrics,
+        per-class table, percent kept), from the index where it is current; what study tables read
+        instead of the full manifests. States not in the store are left out."""
+        stamps = {h: self._rows[h]["stamp"] for h in dict.fromkeys(hashes) if h in self._rows}
+        return self.store.summaries(stamps, damaged=self.damaged)
+
     def states(self, **filters) -> list[dict]:
         """Full (verified) manifests matching the filters of :meth:`rows`."""
         return [self._manifest(r["hash"]) for r in self.rows(**filters)]
@@ -141,27 +138,32 @@ class Results:
 
     def to_frame(self, **filters):
         """One row per state (those matching the filters of :meth:`rows`): identity, lineage root,
-        params and scalar metrics flattened."""
+        params and scalar metrics flattened. Read from the listing and the summaries in the index
+        (no manifest is opened where they are current) and each state's probes."""
         import pandas as pd
 
         rows = []
-        for m in self.states(**filters):
-            rp = self._row_lineage(m["hash"])[0]["params"]
-            row = {
-                "hash": m["hash"], "parent": m.get("parent"), "depth": m.get("depth", 0),
-                "recipe": m["recipe"]["type"], "label": m["recipe"].get("label", m["recipe"]["type"]),
-                "status": m.get("status"), "tags": ",".join(m.get("tags", [])),
-                "dataset": m.get("dataset", rp.get("dataset")), "model": rp.get("model"), "seed": rp.get("seed"),
-                "iteration": m.get("iteration"), "seconds": (m.get("timings") or {}).get("seconds"),
-                "kept": sum(e["kept"] for e in (m.get("masks") or {}).values()) if m.get("masks") else None,
-            }
-            row.update({f"param.{k}": v for k, v in flatten(m["recipe"]["params"]).items()})
-            row.update({f"metric.{k}": v for k, v in flatten(m.get("metrics") or {}).items()
-                        if not k.startswith(("curve", "layers"))})
-            for probe in self.store.probes(m["hash"]):
-                label = probe.get("label", "probe").replace(" ", "_")
-                row.update({f"probe.{label}.{k}": v for k, v in flatten(probe.get("result") or {}).items()})
-            rows.append(row)
+        selected = self.rows(**filters)
+        for start in range(0, len(selected), 1000):  # summaries a chunk at a time
+            chunk = selected[start:start + 1000]
+            summaries = self.summaries(r["hash"] for r in chunk)
+            for r in chunk:
+                s = summaries.get(r["hash"])
+                if s is None:  # removed or damaged since the listing was read
+                    continue
+                rp = self._row_lineage(r["hash"])[0]["params"]
+                row = {
+                    "hash": r["hash"], "parent": r["parent"], "depth": r["depth"] or 0, "recipe": r["recipe"],
+                    "label": r["label"], "status": r["status"], "tags": ",".join(r["tags"]),
+                    "dataset": s["dataset"] or rp.get("dataset"), "model": rp.get("model"), "seed": rp.get("seed"),
+                    "iteration": s["iteration"], "seconds": r["seconds"], "kept": s["kept"],
+                }
+                row.update({f"param.{k}": v for k, v in flatten(r["params"]).items()})
+                row.update({f"metric.{k}": v for k, v in s["scalars"].items()})
+                for probe in self.store.probes(r["hash"]):
+                    label = probe.get("label", "probe").replace(" ", "_")
+                    row.update({f"probe.{label}.{k}": v for k, v in flatten(probe.get("result") or {}).items()})
+                rows.append(row)
         return pd.DataFrame(rows)
 
     # ---------------------------------------------------------------- rendering
@@ -186,17 +188,33 @@ class Results:
 
     def _forest(self, collapse: bool) -> list[tuple[dict, list]]:
         """The roots as ``(row, children)`` nodes, each child a node too; see :meth:`tree`."""
+        return list(self._trees(collapse)[1])
+
+    def _trees(self, collapse: bool) -> tuple[int, Iterator[tuple[dict, list]]]:
+        """(how many roots, their nodes made one root at a time): a page that shows the first lines
+        of a 100,000-state tree walks only the subtrees it shows."""
         children: dict[str, list[dict]] = {}
-        for r in self.rows():  # one pass, already in display order
+        rows = self.rows()
+        for r in rows:  # one pass, already in display order
             children.setdefault(r["parent"], []).append(r)
-        height: dict[str, int] = {}
-        for r in sorted(self.rows(), key=lambda r: -(r["depth"] or 0)):  # leaves first
-            height[r["hash"]] = 1 + max((height.get(c["hash"], 0) for c in children.get(r["hash"], [])), default=0)
+        roots = [r for r in rows if not r["depth"]]
+
+        def heights(root) -> dict[str, int]:
+            """Each state's height in ``root``'s subtree (1 for a leaf), leaves first."""
+            order, stack = [], [root]
+            while stack:
+                r = stack.pop()
+                order.append(r)
+                stack.extend(children.get(r["hash"], []))
+            height: dict[str, int] = {}
+            for r in reversed(order):
+                height[r["hash"]] = 1 + max((height[c["hash"]] for c in children.get(r["hash"], [])), default=0)
+            return height
 
         def full(r):
             return (r, [full(c) for c in children.get(r["hash"], [])])
 
-        def chain(first):
+        def chain(first, height):
             """``first`` heads a chain: its continuation (each state's deepest child) is listed under
             it at one level; a side branch heads its own chain under the line it branches from."""
             head = line = (first, [])
@@ -206,14 +224,14 @@ class Results:
                 follow = max(kids, key=lambda c: height[c["hash"]], default=None)
                 for child in kids:
                     if child is not follow:
-                        line[1].append(chain(child))
+                        line[1].append(chain(child, height))
                 if follow is None:
                     return head
                 line = (follow, [])
                 head[1].append(line)
                 r = follow
 
-        return [(chain if collapse else full)(root) for root in self.rows(depth=0)]
+        return len(roots), ((chain(root, heights(root)) if collapse else full(root)) for root in roots)
 
     def tree(self, collapse: bool = True):
         """A rich Tree of the whole store (one per root).
@@ -246,13 +264,14 @@ class Results:
         """The lines of :meth:`tree` (rich markup, or plain text; the same guides), generated one
         at a time: a store of 100,000 states prints without building a renderable of 100,000 nodes."""
         yield self.tree_title() if markup else f"{self.store.root} ({len(self)} states)"
-        stack = [(node, "", i == len(forest) - 1) for forest in [self._forest(collapse)]
-                 for i, node in enumerate(forest)][::-1]
-        while stack:
-            (row, kids), prefix, last = stack.pop()
-            yield f"{prefix}{'└── ' if last else '├── '}{self._label(row, markup)}"
-            below = prefix + ("    " if last else "│   ")
-            stack.extend((kid, below, i == len(kids) - 1) for i, kid in reversed(list(enumerate(kids))))
+        count, trees = self._trees(collapse)
+        for index, tree in enumerate(trees):
+            stack = [(tree, "", index == count - 1)]
+            while stack:
+                (row, kids), prefix, last = stack.pop()
+                yield f"{prefix}{'└── ' if last else '├── '}{self._label(row, markup)}"
+                below = prefix + ("    " if last else "│   ")
+                stack.extend((kid, below, i == len(kids) - 1) for i, kid in reversed(list(enumerate(kids))))
 
     def dot(self) -> str:
         """Graphviz DOT: solid edges parent → child, dashed edges for references."""

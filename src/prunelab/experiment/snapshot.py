@@ -40,7 +40,18 @@ class ModelSpec:
     @classmethod
     def from_json(cls, data: dict) -> "ModelSpec":
         return cls(data["model"], tuple(data["input_shape"]), int(data["num_classes"]), data.get("init"),
-                   tuple(sorted(data.get("options", {}).items())))
+                   frozen_options(data.get("options", {})))
+
+
+def frozen_options(options: dict | None) -> tuple[tuple[str, Any], ...]:
+    """Model options as a hashable, ordered tuple: list values (``hidden = [16, 8]``) become tuples,
+    which the identity dumps as the same JSON list, so freezing never changes a hash."""
+    def freeze(value):
+        if isinstance(value, (list, tuple)):
+            return tuple(freeze(v) for v in value)
+        return value
+
+    return tuple(sorted((k, freeze(v)) for k, v in (options or {}).items()))
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from filelock import FileLock
 
 from ..errors import PrunelabError
 from ..files import publish
+from .summary import SUMMARY_VERSION, state_summary
 
 if TYPE_CHECKING:
     import torch
@@ -192,6 +193,8 @@ class ListingRow(dict):
 
 _LISTING_TABLE = f"CREATE TABLE IF NOT EXISTS listing ({', '.join(LISTING_COLUMNS)}, PRIMARY KEY (hash))"
 _LISTING_INSERT = f"INSERT OR REPLACE INTO listing VALUES ({','.join('?' * len(LISTING_COLUMNS))})"
+_SUMMARY_TABLE = "CREATE TABLE IF NOT EXISTS summaries (hash TEXT PRIMARY KEY, stamp TEXT, summary TEXT)"
+_SUMMARY_INSERT = "INSERT OR REPLACE INTO summaries VALUES (?,?,?)"
 _LISTING_NAMES = tuple(f"{c}_json" if c in ("tags", "params") else c for c in LISTING_COLUMNS)  # ListingRow keys
 
 
@@ -488,6 +491,7 @@ class Store:
                 "seconds REAL, finished REAL)"
             )
             con.execute(_LISTING_TABLE)
+            con.execute(_SUMMARY_TABLE)
 
     def _index(self, m: dict) -> None:
         row = (
@@ -497,15 +501,19 @@ class Store:
             (m.get("timings") or {}).get("finished"),
         )
         try:
-            short = _listing_values(listing_row(m, file_stamp(self.manifest_path(m["hash"]).stat())))
+            stamp = file_stamp(self.manifest_path(m["hash"]).stat())
+            short = _listing_values(listing_row(m, stamp))
+            summary = (m["hash"], stamp, json.dumps(state_summary(m), allow_nan=True))
         except OSError:
-            short = None
+            short = summary = None
         for attempt in range(5):
             try:
                 with self._connect() as con:
                     con.execute("INSERT OR REPLACE INTO states VALUES (?,?,?,?,?,?,?,?,?,?,?)", row)
                     if short is not None:
                         con.execute(_LISTING_INSERT, short)
+                        con.execute(_SUMMARY_TABLE)  # an index from before summaries existed gets the table
+                        con.execute(_SUMMARY_INSERT, summary)
                 return
             except sqlite3.OperationalError:
                 time.sleep(0.2 * (attempt + 1))
@@ -517,6 +525,8 @@ class Store:
         with self._connect() as con:
             con.execute("DELETE FROM states")
             con.execute("DELETE FROM listing")
+            con.execute(_SUMMARY_TABLE)
+            con.execute("DELETE FROM summaries")
         count = 0
         for m in self.manifests(damaged={}):  # damaged manifests stay out of the index
             self._index(m)
@@ -617,6 +627,59 @@ class Store:
             answer = ([r for r in answer[0] if tag in r["tags"]], answer[1])
         return answer
 
+    def summaries(self, stamps: dict[str, str], damaged: dict | None = None) -> dict[str, dict]:
+        """Each state's :func:`~prunelab.experiment.summary.state_summary`, for ``stamps`` (hash →
+        its manifest's current ``file_stamp``, as the listing gives them).
+
+        A summary is read from the index when it was made from a manifest with that same stamp
+        and by this version of ``state_summary``; every other one is made from the manifest now
+        (verified) and written back where the index is writable. A manifest that is gone or
+        damaged is left out (and recorded in ``damaged``, path → why).
+        """
+        out: dict[str, dict] = {}
+        con = self._listing_connection(self.cache_writable)
+        if con is not None:
+            try:
+                hashes = list(stamps)
+                for i in range(0, len(hashes), 500):  # SQLite's limit on bound parameters
+                    chunk = hashes[i:i + 500]
+                    for state_hash, stamp, text in con.execute(
+                            f"SELECT hash, stamp, summary FROM summaries WHERE hash IN ({','.join('?' * len(chunk))})",
+                            chunk):
+                        if stamp == stamps[state_hash]:
+                            summary = json.loads(text)
+                            if isinstance(summary, dict) and summary.get("version") == SUMMARY_VERSION:
+                                out[state_hash] = summary
+            except (sqlite3.Error, ValueError):  # no table yet, garbage: made from the manifests
+                out = {}
+            finally:
+                con.close()
+        fresh = []
+        for state_hash in stamps:
+            if state_hash in out:
+                continue
+            path = self.manifest_path(state_hash)
+            try:
+                m = self._read_manifest(path)
+                stamp = file_stamp(path.stat())
+            except FileNotFoundError:
+                continue
+            except StoreError as exc:
+                if damaged is not None:
+                    damaged[path] = str(exc).removeprefix(f"{path}: damaged manifest: ").split("; `prunelab")[0]
+                continue
+            out[state_hash] = state_summary(m)
+            fresh.append((state_hash, stamp, json.dumps(out[state_hash], allow_nan=True)))
+        if fresh and self.cache_writable:
+            try:  # a cache: when it cannot be written now, these manifests are read again next time
+                with self._connect() as con:
+                    con.execute(_SUMMARY_TABLE)
+                    con.executemany(_SUMMARY_INSERT, fresh)
+                con.close()
+            except sqlite3.Error:
+                pass
+        return out
+
     def done_tags(self, damaged: dict | None = None) -> dict[str, str] | None:
         """Every done state → its tags as stored (JSON), from the up-to-date listing; what planning a
         run needs. None where the index cannot answer (see :meth:`query_listing`)."""
@@ -687,6 +750,9 @@ class Store:
                     con.execute(_LISTING_TABLE)
                     con.executemany(_LISTING_INSERT, [_listing_values(r) for r in fresh.values()])
                     con.executemany("DELETE FROM listing WHERE hash = ?", [(h,) for h in gone])
+                    if gone:
+                        con.execute(_SUMMARY_TABLE)
+                        con.executemany("DELETE FROM summaries WHERE hash = ?", [(h,) for h in gone])
                 con.close()
             except sqlite3.Error:
                 self.cache_writable = False  # answer from the files this time

@@ -9,6 +9,7 @@ from typing import Iterator
 from ..errors import PrunelabError
 from .hashing import canonical_json, sha256_hex
 from .recipes import Init, Recipe, StateLike
+from .snapshot import frozen_options
 from .store import Store
 
 
@@ -138,7 +139,7 @@ class Experiment:
         trust_names(dataset, model)  # the caller named them: its own code, not data read from a store
         data = dataset_cache(dataset)
         recipe = Init(dataset=dataset, model=model, seed=seed, init=init,
-                      model_options=tuple(sorted((model_options or {}).items())),
+                      model_options=frozen_options(model_options),
                       input_shape=tuple(data.input_shape), num_classes=data.num_classes,
                       data_fingerprint=None if is_builtin_dataset(dataset) else _fingerprint(dataset, data))
         if recipe.spec() not in self._checked_specs:  # fail now, not in a worker, if the model cannot take

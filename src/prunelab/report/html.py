@@ -12,7 +12,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from ..analysis.fairness import group_impact, load_groups
-from ..analysis.tables import check_efficiency, configurations, select_configuration, study_points, with_efficiency
+from ..analysis.tables import (check_efficiency, configurations, first_seeds, select_configuration, study_points,
+                               study_records, with_efficiency)
 from ..analysis.variation import seed_vs_systematic
 from ..errors import PrunelabError
 from ..experiment.query import Results, open_store
@@ -42,6 +43,9 @@ window.addEventListener('load', () => {
 });
 </script>"""
 
+
+TENSOR_SEEDS = 30  # the seeds whose tensors the report reads by default (build_report's tensor_seeds)
+TREE_LINES = 400  # lines of the experiment tree shown in the page
 
 _LISTS = ("recall", "precision", "f1", "class_names")  # per-class lists: in the per-class table instead
 
@@ -153,7 +157,8 @@ def dataset_attribute(results: Results, points) -> tuple[str, Sequence] | None:
 
 def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Path | None = None, *,
                  config: str | None = None, groups: str | Path | tuple[str, Sequence] | None = None,
-                 group_column: str | None = None, interval: str = "auto", efficiency: str = "sparsity") -> Path:
+                 group_column: str | None = None, interval: str = "auto", efficiency: str = "sparsity",
+                 tensor_seeds: int | None = TENSOR_SEEDS) -> Path:
     """Write the report of a study store to ``out`` (HTML); optionally every table as CSV to ``csv_dir``.
 
     ``config``: in a swept study, the configuration the main sections show
@@ -162,7 +167,11 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
     (``group_column`` picks the column), or ``(name, values)``; adds the group
     fairness section. ``interval``: ``auto``, ``t`` or ``bootstrap`` (see
     :func:`prunelab.study.mean_ci`). ``efficiency``: the Pareto section's efficiency
-    axis, ``sparsity``, ``flops_removed`` or ``params_removed``.
+    axis, ``sparsity``, ``flops_removed`` or ``params_removed``. ``tensor_seeds``: the
+    sections that read stored tensors (group fairness, mask similarity, emergent structure, weight
+    stability) read the first this many seeds (None or 0: every seed) and say so; every other
+    section reads every seed, from the index. That keeps a report of a 100,000-state study within
+    a minute and bounded memory (docs/benchmarks/store_scale.md).
     """
     results = store if isinstance(store, Results) else open_store(store)
     from ..hep.gan_study import is_gan_store
@@ -173,9 +182,7 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
         return store_report(results, out)
     check_interval(interval)  # bad options fail before any work
     check_efficiency(efficiency)
-    regression = next((m for m in results.states(status="done")
-                       if ((m.get("metrics") or {}).get("test") or {}).get("task") == "regression"), None)
-    if regression is not None:
+    if _is_regression(results):
         return _regression_report(results, out, csv_dir, interval)
     everything = study_points(results)
     labels = configurations(everything)
@@ -195,11 +202,13 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
         attribute, group_values = (load_groups(groups, group_column) if isinstance(groups, (str, Path))
                                    else (groups[0], groups[1]))
         try:
-            impact = group_impact(results, points, group_values)
+            impact = group_impact(results, first_seeds(points, tensor_seeds), group_values)
         except PrunelabError as exc:
             raise PrunelabError(f"{groups if isinstance(groups, (str, Path)) else 'groups'}: {exc}") from None
     branches = plots.branches_by_merit(points)
     sections, tables = [], {}
+    sampled = first_seeds(points, tensor_seeds)  # what the sections reading tensors read
+    read = _tensor_note(points, sampled)
 
     fig, t = plots.accuracy_vs_remaining(points, interval)
     tables["accuracy"] = t
@@ -238,33 +247,33 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
         fig, t = plots.group_plot(impact, branches[0] if branches else "dense", attribute, interval)
         tables["groups"] = impact
         sections.append(_section(f"Group fairness: accuracy by {attribute}", fig, impact, "groups",
-                                 _group_note(impact, attribute)))
+                                 _group_note(impact, attribute) + read))
     fig, t, choice = plots.pareto_plot(points, interval=interval, efficiency=efficiency)
     tables["pareto"] = t
     sections.append(_section(f"Pareto operating points ({efficiency.replace('_', ' ')}, accuracy, worst-class recall)",
                              fig, t, "pareto",
                              "Constraints: accuracy drop ≤ 1 pp and worst-class recall drop ≤ 2 pp vs the dense mean. "
                              + choice["statement"][:1].upper() + choice["statement"][1:] + "."))
-    fig, t = plots.mask_similarity(results, points)
+    fig, t = plots.mask_similarity(results, sampled)
     tables["similarity"] = t
     sections.append(_section("Mask similarity between branches", fig, t, "similarity",
                              "Jaccard of the kept weights. Chance (in brackets): the expected Jaccard of two random "
                              "masks with the same kept count in every tensor (exact per tensor; overall from 4,000 "
                              "seeded hypergeometric draws), not the overall density, which understates it when "
-                             "layers are pruned to different densities. z: (observed − chance) / SD of chance.",
-                             missing="needs two or more pruned branches"))
-    fig, t = plots.structure_plot(results, points, interval)
+                             "layers are pruned to different densities. z: (observed − chance) / SD of chance."
+                             + read, missing="needs two or more pruned branches"))
+    fig, t = plots.structure_plot(results, sampled, interval)
     tables["structure"] = t
     sections.append(_section("Emergent structure vs random pruning", fig, t, "structure",
                              "Fraction of groups (units, filters, input channels, kernels) with every weight pruned, "
                              "over seeds, for every masked row and round (table). Expected: the exact chance for "
                              "random pruning of the same count in that tensor, C(m, g) / C(n, g); random_masks: the "
                              "same fraction in the study's random-pruning control of that row. p: paired t over seeds "
-                             "of observed − expected; p_random: of observed − control.",
+                             "of observed − expected; p_random: of observed − control." + read,
                              missing="needs a pruned row"))
-    fig, t = plots.stability_plot(results, points)
+    fig, t = plots.stability_plot(results, sampled)
     tables["stability"] = t
-    sections.append(_section("Weight stability", fig, t, "stability",
+    sections.append(_section("Weight stability", fig, t, "stability", read.strip(),
                              missing="needs a pruned branch with two or more rounds, or one that rewinds"))
 
     n_seeds = points["seed"].nunique()
@@ -275,13 +284,39 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
     return _write_page(results, header, sections, tables, out, csv_dir)
 
 
+def _is_regression(results: Results) -> bool:
+    """Whether the study's trained points are regressions (read from the first finished one)."""
+    hashes = [p["hash"] for record in study_records(results) for p in record["points"]]
+    for start in range(0, len(hashes), 64):
+        for summary in results.summaries(hashes[start:start + 64]).values():
+            if summary["status"] == "done":
+                return summary["scalars"].get("test.task") == "regression"
+    return False
+
+
+def _tensor_note(points, sampled) -> str:
+    total, read = points["seed"].nunique(), sampled["seed"].nunique()
+    if read == total:
+        return ""
+    return (f" Read from the stored tensors of the first {read} of {total} seeds "
+            "(`prunelab report --tensor-seeds N`; 0 reads every seed).")
+
+
+def _tree_text(results: Results) -> str:
+    """The collapsed experiment tree as plain text, its first ``TREE_LINES`` lines (``prunelab
+    tree`` prints it all)."""
+    lines, max_lines = [], TREE_LINES
+    for i, line in enumerate(results.tree_lines(markup=False)):
+        if i == max_lines:
+            return "\n".join(lines) + (f"\n… the tree continues ({len(results)} states in all): "
+                                       f"prunelab tree {results.store.root}")
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def _write_page(results: Results, header: str, sections: list[str], tables: dict, out, csv_dir) -> Path:
     """The HTML page (sections, then the experiment tree), written atomically; each table as CSV."""
-    from rich.console import Console
-
-    console = Console(record=True, width=160, file=io.StringIO())
-    console.print(results.tree())
-    tree_text = html.escape(console.export_text())
+    tree_text = html.escape(_tree_text(results))
     page = (f"<!doctype html><html><head><meta charset=utf-8><title>report</title><style>{_STYLE}</style></head><body>"
             f"<h1>prunelab report</h1><p class=sub>{header}</p>"
             + "".join(sections)
@@ -305,7 +340,8 @@ def _regression_report(results: Results, out, csv_dir, interval: str) -> Path:
     """A regression study (e.g. calo_energy): resolution and RMSE vs weights remaining, and bias and
     resolution per bin of the true target, each with intervals over seeds."""
     points = study_points(results, metric="test.resolution")
-    points["test.rmse"] = [results.get(h)["metrics"]["test"]["rmse"] for h in points["hash"]]
+    summaries = results.summaries(points["hash"])
+    points["test.rmse"] = [summaries[h]["scalars"]["test.rmse"] for h in points["hash"]]
     sections, tables = [], {}
     fig, t = plots.metric_vs_remaining(points, "test.resolution", "test resolution σ(prediction/target)", interval)
     tables["resolution"] = t

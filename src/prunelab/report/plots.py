@@ -15,7 +15,7 @@ from ..analysis.pareto import pareto_front, select_operating_point
 from ..analysis.stability import weight_stability
 from ..analysis.tables import EFFICIENCY, check_efficiency, class_impact, structure_table
 from ..errors import PrunelabError
-from ..study import mean_ci
+from ..study import mean_ci, mean_cis
 
 METRIC = "test.accuracy"
 _TICKS = [100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1]
@@ -158,12 +158,14 @@ def _branch_levels(points: pd.DataFrame, interval: str = "auto") -> pd.DataFrame
     summary; see :func:`prunelab.study.mean_ci`."""
     rows = []
     for (branch, level), group in points.groupby(["branch", "remaining"], sort=False):
-        mean, lo, hi = mean_ci(group[METRIC].tolist(), method=interval, bounds=(0.0, 1.0))
+        columns = {METRIC: group[METRIC].tolist(), **{name: group[name].dropna().tolist() for name in DISPARITY}}
+        present = [name for name, values in columns.items() if values]
+        intervals = dict(zip(present, mean_cis([columns[n] for n in present], method=interval, bounds=(0.0, 1.0))))
+        mean, lo, hi = intervals[METRIC]
         row = {"branch": branch, "remaining": level, "seeds": len(group), "mean": mean, "ci_low": lo, "ci_high": hi}
         row |= {c: group[c].mean() for c in ("flops_removed", "params_removed") if c in group}
         for name in DISPARITY:
-            values = group[name].dropna().tolist()
-            m, l, h = mean_ci(values, method=interval, bounds=(0.0, 1.0)) if values else (np.nan, np.nan, np.nan)
+            m, l, h = intervals.get(name, (np.nan, np.nan, np.nan))
             row |= {name: m, f"{name}_low": l, f"{name}_high": h}
         rows.append(row)
     return pd.DataFrame(rows)
@@ -291,6 +293,9 @@ def _round_states(points: pd.DataFrame, seed) -> dict[str, dict[int, str]]:
     return out
 
 
+SIMILARITY_SEEDS = 10  # seeds in the between-seeds similarity matrix
+
+
 def _similarity_panel(ax, labels, sim, chance, title):
     image = ax.imshow(sim, cmap="magma", vmin=0, vmax=1)
     for i in range(len(labels)):
@@ -334,9 +339,11 @@ def mask_similarity(results, points: pd.DataFrame):
     deepest = by_seed["round"].max()
     seeds = by_seed[by_seed["round"] == deepest].sort_values("seed")
     if len(seeds) >= 2:
+        shown = seeds.head(SIMILARITY_SEEDS)  # a matrix a reader can read; its pairs are in the table
         labels, sim, chance, z = similarity_matrix({f"seed {s:g}": results.store.load(h).masks
-                                                    for s, h in zip(seeds["seed"], seeds["hash"])})
-        panels.append((labels, sim, chance, f"between seeds: {best}, round {deepest}"))
+                                                    for s, h in zip(shown["seed"], shown["hash"])})
+        of = f", the first {len(shown)} of {len(seeds)} seeds" if len(shown) < len(seeds) else ""
+        panels.append((labels, sim, chance, f"between seeds: {best}, round {deepest}{of}"))
         rows += [{"compared": f"seeds ({best})", "a": a, "b": b, "round": deepest, "jaccard": sim[i, j],
                   "chance": chance[i, j], "z": z[i, j]} for i, a in enumerate(labels) for j, b in enumerate(labels)
                  if i < j]
@@ -387,29 +394,34 @@ def stability_plot(results, points: pd.DataFrame):
     """Left, middle: sign agreement and normalised distance from the rewind point to the trained
     weights (rewinding branches). Right: cosine similarity of the trained weights of consecutive
     rounds, over the weights the later round keeps (every pruned branch). Means over seeds."""
-    rows, loaded = [], {}
+    from collections import OrderedDict
 
-    def load(state_hash):
+    rows, loaded = [], OrderedDict()
+
+    def load(state_hash):  # a few recent snapshots: memory does not grow with the study
         if state_hash not in loaded:
             loaded[state_hash] = results.store.load(state_hash)
+            while len(loaded) > 4:
+                loaded.popitem(last=False)
         return loaded[state_hash]
 
     pruned = points[points.branch != "dense"]
-    for _, p in pruned.iterrows():
-        parent = results.store.manifest(p.parent)
-        if parent is None or parent["recipe"]["type"] != "Rewind":
-            continue
-        end = load(p.hash)
-        overall = weight_stability(load(p.parent).weights, end.weights, end.masks)["overall"]
-        rows.append({"kind": "rewind point → trained", "branch": p.branch, "seed": p.seed, "round": p["round"],
-                     "remaining": p.remaining, **overall})
-    for (branch, seed), group in pruned.groupby(["branch", "seed"], sort=False):
-        group = group.sort_values("round")
-        for (_, a), (_, b) in zip(group.iloc[:-1].iterrows(), group.iloc[1:].iterrows()):
-            later = load(b.hash)
-            overall = weight_stability(load(a.hash).weights, later.weights, later.masks)["overall"]
-            rows.append({"kind": "round → next round", "branch": branch, "seed": seed, "round": b["round"],
-                         "remaining": b.remaining, **overall})
+    for (branch, seed), group in pruned.groupby(["branch", "seed"], sort=False):  # one chain at a time
+        previous = None
+        for p in group.sort_values("round").itertuples():
+            if p.parent and results.row(p.parent)["recipe"] == "Rewind":
+                end = load(p.hash)
+                overall = weight_stability(load(p.parent).weights, end.weights, end.masks)["overall"]
+                rows.append({"kind": "rewind point → trained", "branch": branch, "seed": seed, "round": p.round,
+                             "remaining": p.remaining, **overall})
+            if previous is not None:
+                later = load(p.hash)
+                overall = weight_stability(load(previous).weights, later.weights, later.masks)["overall"]
+                rows.append({"kind": "round → next round", "branch": branch, "seed": seed, "round": p.round,
+                             "remaining": p.remaining, **overall})
+            previous = p.hash
+    kinds = ["rewind point → trained", "round → next round"]  # the order the tables always had
+    rows.sort(key=lambda r: kinds.index(r["kind"]))
     table = pd.DataFrame(rows)
     if table.empty:
         return None, table
