@@ -47,3 +47,27 @@ def write_result(name: str, payload: dict) -> Path:
     path.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"wrote {path}")
     return path
+
+
+def timed_command(args: list[str]) -> tuple[float, float]:
+    """(wall seconds, max RSS in MB) of one command run to completion, via /usr/bin/time; exits
+    with the command's stderr when it fails."""
+    import os
+    import sys
+
+    start = time.perf_counter()
+    proc = subprocess.run(["/usr/bin/time", "-f", "%M", *args], capture_output=True, text=True,
+                          env={**os.environ, "CI": "1", "COLUMNS": "160"})
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(args)} failed:\n{proc.stderr[-2000:]}")
+    return seconds, int(proc.stderr.strip().splitlines()[-1]) / 1024
+
+
+def loglog_exponent(sizes: list[int], values: list[float]) -> float:
+    """The slope of log(value) against log(size): 1 is linear growth."""
+    import math
+
+    xs, ys = [math.log(s) for s in sizes], [math.log(max(v, 1e-9)) for v in values]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)

@@ -24,12 +24,10 @@ first report after an upgrade pays to read every manifest once and write the sum
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +36,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result  # noqa: E402
+from _common import loglog_exponent, timed_command, write_result  # noqa: E402
 
 ROUNDS = 10
 PER_SEED = 2 + 3 * ROUNDS + 2 * 2 * ROUNDS  # root, dense; IMP prune/rewind/train; 2 controls x (make, train)
@@ -129,17 +127,6 @@ def build(store: Path, seeds: int) -> int:
     return written
 
 
-def timed(args: list[str]) -> tuple[float, float]:
-    """(wall seconds, max RSS in MB) of one command run to completion."""
-    start = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-f", "%M", *args], capture_output=True, text=True,
-                          env={**os.environ, "CI": "1", "COLUMNS": "160"})
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(args)} failed:\n{proc.stderr[-2000:]}")
-    return seconds, int(proc.stderr.strip().splitlines()[-1]) / 1024
-
-
 def measure(store: Path, out: Path, repeats: int, cold: bool) -> dict:
     cli = [sys.executable, "-m", "prunelab.cli"]
     report = cli + ["report", str(store), "-o", str(out / "report.html")]
@@ -148,24 +135,18 @@ def measure(store: Path, out: Path, repeats: int, cold: bool) -> dict:
         with sqlite3.connect(store / "index.sqlite") as con:
             con.execute("DROP TABLE IF EXISTS summaries")
         con.close()
-        result["cold_report"] = dict(zip(("seconds", "max_rss_mb"), timed(report)))
+        result["cold_report"] = dict(zip(("seconds", "max_rss_mb"), timed_command(report)))
     runs: dict[str, list] = {"report": [], "compare": []}
     rss: dict[str, float] = {}
     for _ in range(repeats):
         for key, args in (("report", report), ("compare", cli + ["compare", str(store)])):
-            seconds, mb = timed(args)
+            seconds, mb = timed_command(args)
             runs[key].append(seconds)
             rss[key] = max(rss.get(key, 0.0), mb)
     result |= {"seconds": runs, "median": {k: statistics.median(v) for k, v in runs.items()},
                "range": {k: [min(v), max(v)] for k, v in runs.items()}, "max_rss_mb": rss,
                "report_mb": (out / "report.html").stat().st_size / 1e6}
     return result
-
-
-def exponent(sizes: list[int], values: list[float]) -> float:
-    xs, ys = [math.log(s) for s in sizes], [math.log(max(v, 1e-9)) for v in values]
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
 
 
 def main() -> None:
@@ -199,7 +180,7 @@ def main() -> None:
         if args.keep is None:
             shutil.rmtree(base, ignore_errors=True)
     sizes = [r["states"] for r in rows]
-    growth = {k: exponent(sizes, [r["median"][k] for r in rows]) for k in rows[0]["median"]} if len(rows) > 1 else {}
+    growth = {k: loglog_exponent(sizes, [r["median"][k] for r in rows]) for k in rows[0]["median"]} if len(rows) > 1 else {}
     if growth:
         print("log-log exponent (1 = linear): " + ", ".join(f"{k} {v:.2f}" for k, v in growth.items()))
     largest = rows[-1]

@@ -26,8 +26,6 @@ Peak memory (max RSS) of each command is recorded.
 from __future__ import annotations
 
 import argparse
-import math
-import os
 import shutil
 import statistics
 import subprocess
@@ -37,7 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result  # noqa: E402
+from _common import loglog_exponent, timed_command, write_result  # noqa: E402
 
 ROUNDS = 10
 PER_SEED = 2 + 3 * ROUNDS
@@ -104,17 +102,6 @@ def build(store: Path, states: int) -> int:
     return written
 
 
-def timed(args: list[str]) -> tuple[float, int]:
-    """(wall seconds, max RSS in KB) of one command run to completion."""
-    start = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-f", "%M", *args], capture_output=True, text=True,
-                          env={**os.environ, "CI": "1", "COLUMNS": "160"})
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(args)} failed:\n{proc.stderr[-2000:]}")
-    return seconds, int(proc.stderr.strip().splitlines()[-1])
-
-
 def python(code: str) -> list[str]:
     return [sys.executable, "-c", code]
 
@@ -131,13 +118,13 @@ def measure(store: Path, seeds: int, repeats: int) -> dict:
                  "assert not tasks, len(tasks)\n"
                  "print(t1 - t, t2 - t1)")
     runs: dict[str, list] = {k: [] for k in ("ls", "ls_filtered", "query", "tree", "plan_tree", "plan")}
-    rss: dict[str, int] = {}
+    rss: dict[str, float] = {}
     for _ in range(repeats):  # the operations alternate within each repeat
         for key, args in (("ls", cli + ["ls", str(store)]), ("ls_filtered", cli + ["ls", str(store), "--tag", "seed=3"]),
                           ("tree", cli + ["tree", str(store)])):
-            seconds, kb = timed(args)
+            seconds, mb = timed_command(args)
             runs[key].append(seconds)
-            rss[key] = max(rss.get(key, 0), kb)
+            rss[key] = max(rss.get(key, 0.0), mb)
         out = subprocess.run(python(query), capture_output=True, text=True, check=True)
         runs["query"].append(float(out.stdout.split()[-1]))
         out = subprocess.run(python(plan_code), capture_output=True, text=True)
@@ -147,13 +134,7 @@ def measure(store: Path, seeds: int, repeats: int) -> dict:
         runs["plan_tree"].append(tree_s)
         runs["plan"].append(plan_s)
     return {"seconds": runs, "median": {k: statistics.median(v) for k, v in runs.items()},
-            "max_rss_mb": {k: v / 1024 for k, v in rss.items()}}
-
-
-def exponent(sizes: list[int], values: list[float]) -> float:
-    xs, ys = [math.log(s) for s in sizes], [math.log(max(v, 1e-9)) for v in values]
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+            "max_rss_mb": rss}
 
 
 def main() -> None:
@@ -185,7 +166,8 @@ def main() -> None:
         if args.keep is None:
             shutil.rmtree(base, ignore_errors=True)
     sizes = [r["states"] for r in rows]
-    growth = {k: exponent(sizes, [r["median"][k] for r in rows]) for k in rows[0]["median"]} if len(rows) > 1 else {}
+    growth = ({k: loglog_exponent(sizes, [r["median"][k] for r in rows]) for k in rows[0]["median"]}
+              if len(rows) > 1 else {})
     if growth:
         print("log-log exponent (1 = linear): " + ", ".join(f"{k} {v:.2f}" for k, v in growth.items()))
     largest = rows[-1]
