@@ -99,6 +99,20 @@ def test_study_runs_resumes_and_summarises(tmp_path):
     assert by[("ticket", 1)].n == 2 and not math.isnan(by[("ticket", 1)].ci_low)
     transfer = [p for p in tree.points if p.branch == "transfer:sgd"]
     assert tree.experiment.store.manifest(transfer[0].state.parent.hash)["metrics"]["reinitialised"] == []
+    # the summary reads the index's per-state summaries: no manifest opened, the values the manifests hold
+    from prunelab.experiment import Store
+
+    reads = []
+    original = Store._read_manifest
+    Store._read_manifest = lambda self, path: reads.append(path) or original(self, path)
+    try:
+        assert summarize(tree) == rows and reads == []
+    finally:
+        Store._read_manifest = original
+    ticket = by[("ticket", 2)]
+    manifests = [tree.experiment.store.manifest(h) for h in ticket.states]
+    assert list(ticket.values) == [m["metrics"]["test"]["accuracy"] for m in manifests]
+    assert all(len(m["metrics"].get("curve") or ()) <= 1 for m in manifests) and ticket.early_stopping is None
 
 
 def test_mean_ci_matches_scipy():

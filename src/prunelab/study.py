@@ -26,6 +26,7 @@ import torch
 from .errors import PrunelabError
 from .experiment import (Consensus, Experiment, Finetune, Prune, RandomPruneLike, RandomReinit, Rewind, State, Train,
                          Transfer)
+from .experiment.store import file_stamp
 from .experiment.summary import remaining_percent  # noqa: F401 (re-exported)
 from .pruning.methods import technique
 from .spec import BranchSection, Spec, consensus_sources, control_kind, duplicate_taus, effective_taus
@@ -405,22 +406,33 @@ def _mean_cis(data: list[np.ndarray], confidence: float, method: str) -> list[tu
 
 
 def summarize(tree: StudyTree, split: str = "test", interval: str = "auto") -> list[SummaryRow]:
+    """One row per (configuration, row, round): the mean and interval over seeds of the split's
+    headline metric, read from the per-state summaries in the store's index (no manifest is
+    opened where they are current: the summary of a finished 100,000-state study is instant)."""
     store = tree.experiment.store
     groups: dict[tuple[str | None, str, int], list[dict]] = {}
     names = []
+    stamps = {}
     for p in tree.points:
-        m = store.manifest(p.state.hash)
-        if m is None or m.get("status") != "done":
+        try:
+            stamps[p.state.hash] = file_stamp(store.manifest_path(p.state.hash).stat())
+        except FileNotFoundError:
             continue
-        metrics = m.get("metrics") or {}
-        if split not in metrics:
+    summaries = store.summaries(stamps)
+    prefix = f"{split}."
+    for p in tree.points:
+        s = summaries.get(p.state.hash)
+        if s is None or s["status"] != "done":
+            continue
+        evaluation = {k[len(prefix):]: v for k, v in s["scalars"].items() if k.startswith(prefix)}
+        if not evaluation:
             raise PrunelabError(f"state {p.state.hash[:10]} has no {split!r} evaluation")
-        names.append(headline(metrics[split])[0])
+        names.append(headline(evaluation)[0])
         groups.setdefault((p.config, p.branch, p.round), []).append({
-            "value": headline(metrics[split])[1], "remaining": remaining_percent(m), "hash": p.state.hash,
-            "auc": metrics[split].get("roc_auc"), "seed": p.seed,
+            "value": headline(evaluation)[1], "remaining": s["remaining"], "hash": p.state.hash,
+            "auc": evaluation.get("roc_auc"), "seed": p.seed,
             # the minimum of the validation loss curve (Frankle & Carbin's early-stopping iteration)
-            "early": metrics.get("early_stopping_iteration") if len(metrics.get("curve") or ()) > 1 else None})
+            "early": s["scalars"].get("early_stopping_iteration") if s["curve_points"] > 1 else None})
     rows = []
     for (config, branch, rnd), items in groups.items():
         values = [i["value"] for i in items]

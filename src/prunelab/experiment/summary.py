@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-SUMMARY_VERSION = 2  # bump when state_summary changes: older rows are then recomputed from the manifests
+SUMMARY_VERSION = 3  # bump when state_summary changes: older rows are then recomputed from the manifests
 _PER_CLASS = ("recall", "precision", "f1")
 
 
@@ -41,7 +41,8 @@ def state_summary(manifest: dict) -> dict:
     """What study tables need of one verified manifest: ``scalars`` (every scalar metric, dotted, as
     :func:`flatten` gives them; curves and per-layer tables left out), the test split's per-class
     ``recall``/``precision``/``f1`` lists and ``class_names``, ``remaining`` (percent kept),
-    ``kept`` (weights kept by masks; None without masks), ``iteration``, ``dataset`` and ``status``."""
+    ``kept`` (weights kept by masks; None without masks), ``iteration``, ``dataset``, ``status``
+    and ``curve_points`` (the length of the training curve)."""
     metrics = manifest.get("metrics") if isinstance(manifest.get("metrics"), dict) else {}
     test = metrics.get("test") if isinstance(metrics.get("test"), dict) else {}
     per_class = test.get("per_class") if isinstance(test.get("per_class"), list) else []
@@ -50,4 +51,5 @@ def state_summary(manifest: dict) -> dict:
             **{k: [c.get(k) for c in per_class] for k in _PER_CLASS},
             "class_names": list(test.get("class_names", [])), "remaining": remaining_percent(manifest),
             "kept": sum(e["kept"] for e in masks.values()) if (masks := manifest.get("masks")) else None,
-            "iteration": manifest.get("iteration"), "dataset": manifest.get("dataset")}
+            "iteration": manifest.get("iteration"), "dataset": manifest.get("dataset"),
+            "curve_points": len(metrics.get("curve") or ())}
