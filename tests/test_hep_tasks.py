@@ -254,3 +254,8 @@ def test_regression_study_summarises_resolution_and_reports_it_per_bin(calo_stud
     assert dense == pytest.approx(np.mean([r.mean for r in rows if r.branch == "dense"]))
     bins = pd.read_csv(tmp_path / "csv" / "bins.csv")
     assert bins.groupby(["branch", "seed", "round"]).size().eq(5).all()  # five quintile bins per state
+    # read from the index's summaries: the per-bin tables the manifests hold
+    dense_state = next(r for r in rows if r.branch == "dense").states[0]
+    stored = tree.experiment.store.manifest(dense_state)["metrics"]["test"]["per_bin"]
+    mine = bins[(bins.branch == "dense") & (bins.seed == 0)].sort_values("bin")
+    assert sorted(mine["resolution"]) == pytest.approx(sorted(b["resolution"] for b in stored))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-SUMMARY_VERSION = 3  # bump when state_summary changes: older rows are then recomputed from the manifests
+SUMMARY_VERSION = 4  # bump when state_summary changes: older rows are then recomputed from the manifests
 _PER_CLASS = ("recall", "precision", "f1")
 
 
@@ -42,7 +42,8 @@ def state_summary(manifest: dict) -> dict:
     :func:`flatten` gives them; curves and per-layer tables left out), the test split's per-class
     ``recall``/``precision``/``f1`` lists and ``class_names``, ``remaining`` (percent kept),
     ``kept`` (weights kept by masks; None without masks), ``iteration``, ``dataset``, ``status``
-    and ``curve_points`` (the length of the training curve)."""
+    ``curve_points`` (the length of the training curve) and, for a regression, the test split's
+    ``per_bin`` table (bias and resolution per bin of the target)."""
     metrics = manifest.get("metrics") if isinstance(manifest.get("metrics"), dict) else {}
     test = metrics.get("test") if isinstance(metrics.get("test"), dict) else {}
     per_class = test.get("per_class") if isinstance(test.get("per_class"), list) else []
@@ -52,4 +53,5 @@ def state_summary(manifest: dict) -> dict:
             "class_names": list(test.get("class_names", [])), "remaining": remaining_percent(manifest),
             "kept": sum(e["kept"] for e in masks.values()) if (masks := manifest.get("masks")) else None,
             "iteration": manifest.get("iteration"), "dataset": manifest.get("dataset"),
-            "curve_points": len(metrics.get("curve") or ())}
+            "curve_points": len(metrics.get("curve") or ()),
+            "per_bin": test.get("per_bin") if isinstance(test.get("per_bin"), list) else []}

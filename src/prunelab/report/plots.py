@@ -86,9 +86,9 @@ def regression_bins(results, points: pd.DataFrame, interval: str = "auto"):
     """Bias and resolution per bin of the true target (stored with each evaluation) vs weights
     remaining, for the branch with the best (lowest) resolution at its sparsest level."""
     rows = []
+    summaries = results.summaries(points["hash"])
     for p in points.itertuples():
-        test = (results.get(p.hash).get("metrics") or {}).get("test") or {}
-        for b in test.get("per_bin", []):
+        for b in summaries[p.hash]["per_bin"]:
             rows.append({"branch": p.branch, "seed": p.seed, "round": p.round, "remaining": p.remaining,
                          "bin": b["bin"], "events": b["events"], "bias": b["bias"], "resolution": b["resolution"]})
     table = pd.DataFrame(rows)
