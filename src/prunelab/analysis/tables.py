@@ -90,9 +90,8 @@ def study_records(results: Results) -> list[dict]:
     """
     from ..study import RECORD_FORMAT, STUDY_DOCUMENT_PREFIX
 
-    cached = getattr(results, "_study_records", None)
-    if cached is not None:  # a report asks more than once; the view is of the store as it was opened
-        return cached
+    if results._study_records is not None:  # a report asks more than once; the view is of the store as opened
+        return results._study_records
     records = []
     for name, doc in results.store.documents().items():
         if not name.startswith(STUDY_DOCUMENT_PREFIX):
@@ -139,29 +138,25 @@ def study_points(results: Results, metric: str = "test.accuracy", config: str | 
     if study is not None:
         records = [r for r in records if r.get("name") == study] or records
     wanted = [p for record in records for p in record["points"]]
-    for start in range(0, len(wanted), 1000):  # summaries a chunk at a time: memory does not grow with the study
-        chunk = wanted[start:start + 1000]
-        summaries = results.summaries(p["hash"] for p in chunk)
-        for p in chunk:
-            key = (p["hash"], p["branch"], p["seed"], p["round"], p.get("config"))
-            if key in seen:
-                continue
-            seen.add(key)
-            summary = summaries.get(p["hash"])
-            if summary is None or summary["status"] != "done":
-                continue
-            value = summary["scalars"].get(metric)
-            if value is None:
-                raise PrunelabError(f"state {p['hash'][:10]} has no metric {metric!r} (try test.accuracy, test.loss, "
-                                    "test.balanced_accuracy, test.macro_f1)")
-            scalars = summary["scalars"]
-            per_class = {k: summary[k] for k in ("recall", "precision", "f1")}
-            binary = {"roc_auc": _number(scalars.get("test.roc_auc")),  # two-class tasks (e.g. the calorimeter's)
-                      "rejection_90": _number(scalars.get("test.rejection.0.9", float("nan")), unbounded=True)}
-            rows.append({"hash": p["hash"], "parent": results.row(p["hash"])["parent"], "config": p.get("config"),
-                         "branch": p["branch"], "kind": p["kind"], "of": p.get("of"), "dataset": p["dataset"],
-                         "seed": p["seed"], "round": p["round"], "remaining_seed": summary["remaining"],
-                         metric: float(value), **per_class, **binary, "class_names": tuple(summary["class_names"])})
+    for p, summary in zip(wanted, results.each_summary(p["hash"] for p in wanted)):
+        key = (p["hash"], p["branch"], p["seed"], p["round"], p.get("config"))
+        if key in seen:
+            continue
+        seen.add(key)
+        if summary is None or summary["status"] != "done":
+            continue
+        value = summary["scalars"].get(metric)
+        if value is None:
+            raise PrunelabError(f"state {p['hash'][:10]} has no metric {metric!r} (try test.accuracy, test.loss, "
+                                "test.balanced_accuracy, test.macro_f1)")
+        scalars = summary["scalars"]
+        per_class = {k: summary[k] for k in ("recall", "precision", "f1")}
+        binary = {"roc_auc": _number(scalars.get("test.roc_auc")),  # two-class tasks (e.g. the calorimeter's)
+                  "rejection_90": _number(scalars.get("test.rejection.0.9", float("nan")), unbounded=True)}
+        rows.append({"hash": p["hash"], "parent": results.row(p["hash"])["parent"], "config": p.get("config"),
+                     "branch": p["branch"], "kind": p["kind"], "of": p.get("of"), "dataset": p["dataset"],
+                     "seed": p["seed"], "round": p["round"], "remaining_seed": summary["remaining"],
+                     metric: float(value), **per_class, **binary, "class_names": tuple(summary["class_names"])})
     if not rows:
         raise PrunelabError(f"{results.store.root}: no finished trained states to compare")
     frame = pd.DataFrame(rows)

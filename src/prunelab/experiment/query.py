@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -39,6 +40,7 @@ class Results:
         self.damaged: dict[Path, str] = {}
         self._rows = self.store.listing(damaged=self.damaged)
         self._full: OrderedDict[str, dict] = OrderedDict()
+        self._study_records: list[dict] | None = None  # analysis.tables.study_records, read once per view
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -102,6 +104,14 @@ class Results:
         stamps = {h: self._rows[h]["stamp"] for h in dict.fromkeys(hashes) if h in self._rows}
         return self.store.summaries(stamps, damaged=self.damaged)
 
+    def each_summary(self, hashes, chunk: int = 1000) -> Iterator[dict | None]:
+        """:meth:`summaries` of ``hashes`` one by one, in their order (None for a state not in the
+        store), fetched ``chunk`` at a time: memory does not grow with the store."""
+        hashes = iter(hashes)
+        while part := list(islice(hashes, chunk)):
+            found = self.summaries(part)
+            yield from (found.get(h) for h in part)
+
     def states(self, **filters) -> list[dict]:
         """Full (verified) manifests matching the filters of :meth:`rows`."""
         return [self._manifest(r["hash"]) for r in self.rows(**filters)]
@@ -144,26 +154,22 @@ class Results:
 
         rows = []
         selected = self.rows(**filters)
-        for start in range(0, len(selected), 1000):  # summaries a chunk at a time
-            chunk = selected[start:start + 1000]
-            summaries = self.summaries(r["hash"] for r in chunk)
-            for r in chunk:
-                s = summaries.get(r["hash"])
-                if s is None:  # removed or damaged since the listing was read
-                    continue
-                rp = self._row_lineage(r["hash"])[0]["params"]
-                row = {
-                    "hash": r["hash"], "parent": r["parent"], "depth": r["depth"] or 0, "recipe": r["recipe"],
-                    "label": r["label"], "status": r["status"], "tags": ",".join(r["tags"]),
-                    "dataset": s["dataset"] or rp.get("dataset"), "model": rp.get("model"), "seed": rp.get("seed"),
-                    "iteration": s["iteration"], "seconds": r["seconds"], "kept": s["kept"],
-                }
-                row.update({f"param.{k}": v for k, v in flatten(r["params"]).items()})
-                row.update({f"metric.{k}": v for k, v in s["scalars"].items()})
-                for probe in self.store.probes(r["hash"]):
-                    label = probe.get("label", "probe").replace(" ", "_")
-                    row.update({f"probe.{label}.{k}": v for k, v in flatten(probe.get("result") or {}).items()})
-                rows.append(row)
+        for r, s in zip(selected, self.each_summary(r["hash"] for r in selected)):
+            if s is None:  # removed or damaged since the listing was read
+                continue
+            rp = self._row_lineage(r["hash"])[0]["params"]
+            row = {
+                "hash": r["hash"], "parent": r["parent"], "depth": r["depth"] or 0, "recipe": r["recipe"],
+                "label": r["label"], "status": r["status"], "tags": ",".join(r["tags"]),
+                "dataset": s["dataset"] or rp.get("dataset"), "model": rp.get("model"), "seed": rp.get("seed"),
+                "iteration": s["iteration"], "seconds": r["seconds"], "kept": s["kept"],
+            }
+            row.update({f"param.{k}": v for k, v in flatten(r["params"]).items()})
+            row.update({f"metric.{k}": v for k, v in s["scalars"].items()})
+            for probe in self.store.probes(r["hash"]):
+                label = probe.get("label", "probe").replace(" ", "_")
+                row.update({f"probe.{label}.{k}": v for k, v in flatten(probe.get("result") or {}).items()})
+            rows.append(row)
         return pd.DataFrame(rows)
 
     # ---------------------------------------------------------------- rendering

@@ -131,6 +131,12 @@ def manifest_problem(path: Path, manifest) -> str | None:
     return None
 
 
+def _damage(path: Path, exc: Exception) -> str:
+    """Why a manifest is damaged, for a ``damaged`` record (path → why): the StoreError's
+    message without its path and its advice."""
+    return str(exc).removeprefix(f"{path}: damaged manifest: ").split("; `prunelab")[0]
+
+
 class StoreError(PrunelabError):
     """The store is damaged or does not hold what was asked for."""
 
@@ -512,8 +518,7 @@ class Store:
                     con.execute("INSERT OR REPLACE INTO states VALUES (?,?,?,?,?,?,?,?,?,?,?)", row)
                     if short is not None:
                         con.execute(_LISTING_INSERT, short)
-                        con.execute(_SUMMARY_TABLE)  # an index from before summaries existed gets the table
-                        con.execute(_SUMMARY_INSERT, summary)
+                        con.execute(_SUMMARY_INSERT, summary)  # the table: made when the store was opened
                 return
             except sqlite3.OperationalError:
                 time.sleep(0.2 * (attempt + 1))
@@ -525,7 +530,6 @@ class Store:
         with self._connect() as con:
             con.execute("DELETE FROM states")
             con.execute("DELETE FROM listing")
-            con.execute(_SUMMARY_TABLE)
             con.execute("DELETE FROM summaries")
         count = 0
         for m in self.manifests(damaged={}):  # damaged manifests stay out of the index
@@ -577,7 +581,7 @@ class Store:
             except StoreError as exc:
                 if damaged is None:
                     raise
-                damaged[path] = str(exc).removeprefix(f"{path}: damaged manifest: ").split("; `prunelab")[0]
+                damaged[path] = _damage(path, exc)
 
     def listing(self, damaged: dict | None = None) -> dict[str, dict]:
         """Every state's short row (``listing_row``), from the index where it is current.
@@ -666,7 +670,7 @@ class Store:
                 continue
             except StoreError as exc:
                 if damaged is not None:
-                    damaged[path] = str(exc).removeprefix(f"{path}: damaged manifest: ").split("; `prunelab")[0]
+                    damaged[path] = _damage(path, exc)
                 continue
             out[state_hash] = state_summary(m)
             fresh.append((state_hash, stamp, json.dumps(out[state_hash], allow_nan=True)))
@@ -738,7 +742,7 @@ class Store:
             except FileNotFoundError:
                 continue
             except StoreError as exc:
-                damaged[path] = str(exc).removeprefix(f"{path}: damaged manifest: ").split("; `prunelab")[0]
+                damaged[path] = _damage(path, exc)
                 continue
             fresh[state_hash] = listing_row(m, stamp)
         current = files if len(fresh) == len(stale) else {

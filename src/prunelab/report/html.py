@@ -286,11 +286,10 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
 
 def _is_regression(results: Results) -> bool:
     """Whether the study's trained points are regressions (read from the first finished one)."""
-    hashes = [p["hash"] for record in study_records(results) for p in record["points"]]
-    for start in range(0, len(hashes), 64):
-        for summary in results.summaries(hashes[start:start + 64]).values():
-            if summary["status"] == "done":
-                return summary["scalars"].get("test.task") == "regression"
+    hashes = (p["hash"] for record in study_records(results) for p in record["points"])
+    for summary in results.each_summary(hashes, chunk=64):
+        if summary is not None and summary["status"] == "done":
+            return summary["scalars"].get("test.task") == "regression"
     return False
 
 
