@@ -175,6 +175,11 @@ def test_stale_missing_or_older_summaries_are_made_again_and_written_back(store,
         con.execute("DROP TABLE summaries")  # an index from before summaries existed
     assert len(open_store(path).summaries(list(exp.states))) == len(exp.states) and len(reads) == len(exp.states)
     reads.clear()
+    with sqlite3.connect(path / "index.sqlite") as con:  # a row that is not a whole summary: remade
+        con.execute("UPDATE summaries SET summary = ? WHERE hash = ?",
+                    (json.dumps({"version": summary.SUMMARY_VERSION}), target))
+    assert open_store(path).summaries([target])[target]["scalars"] and len(reads) == 1
+    reads.clear()
     monkeypatch.setattr(summary, "SUMMARY_VERSION", summary.SUMMARY_VERSION + 1)
     import prunelab.experiment.store as store_module
 

@@ -36,7 +36,7 @@ from filelock import FileLock
 
 from ..errors import PrunelabError
 from ..files import publish
-from .summary import SUMMARY_VERSION, state_summary
+from .summary import SUMMARY_KEYS, SUMMARY_VERSION, state_summary
 
 if TYPE_CHECKING:
     import torch
@@ -652,7 +652,8 @@ class Store:
                             chunk):
                         if stamp == stamps[state_hash]:
                             summary = json.loads(text)
-                            if isinstance(summary, dict) and summary.get("version") == SUMMARY_VERSION:
+                            if (isinstance(summary, dict) and summary.get("version") == SUMMARY_VERSION
+                                    and summary.keys() >= SUMMARY_KEYS):  # else remade from the manifest
                                 out[state_hash] = summary
             except (sqlite3.Error, ValueError):  # no table yet, garbage: made from the manifests
                 out = {}

@@ -9,6 +9,8 @@ from typing import Any
 
 SUMMARY_VERSION = 4  # bump when state_summary changes: older rows are then recomputed from the manifests
 _PER_CLASS = ("recall", "precision", "f1")
+SUMMARY_KEYS = frozenset({"version", "status", "scalars", *_PER_CLASS, "class_names", "remaining", "kept",
+                          "iteration", "dataset", "curve_points", "per_bin"})  # a row lacking one is remade
 
 
 def flatten(data: Any, prefix: str = "", out: dict | None = None) -> dict:
