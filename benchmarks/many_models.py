@@ -43,6 +43,7 @@ from prunelab import TrainConfig, build_model
 from prunelab.pruning.masked import train_masked
 from prunelab.tasks import Dataset, Split
 from prunelab.tasks.training import device_name, training_device
+from prunelab.tasks import vectorized
 from prunelab.tasks.vectorized import train_group
 
 TARGETS = {"cpu": (8, 3.0), "cuda": (32, 20.0)}  # device → (K, minimum speed-up)
@@ -74,14 +75,20 @@ def one_at_a_time(data, config, k, iterations, device):
     return time.perf_counter() - t0, nets
 
 
-def vectorised(data, config, k, iterations, device):
+def vectorised(data, config, k, iterations, device, graphs: bool = True):
+    """``train_group`` with vectorize = k; on CUDA its step is replayed as a CUDA graph unless ``graphs``
+    is False (the eager loop, for comparison: same bits, tested in tests/test_device.py)."""
     nets = models(k)
-    sync(device)
-    t0 = time.perf_counter()
-    train_group(nets, data, config.model_copy(update={"vectorize": k}), seeds=list(range(k)), stop=iterations,
-                progress=False)
-    sync(device)
-    return time.perf_counter() - t0, nets
+    vectorized.CUDA_GRAPHS = graphs
+    try:
+        sync(device)
+        t0 = time.perf_counter()
+        train_group(nets, data, config.model_copy(update={"vectorize": k}), seeds=list(range(k)), stop=iterations,
+                    progress=False)
+        sync(device)
+        return time.perf_counter() - t0, nets
+    finally:
+        vectorized.CUDA_GRAPHS = True
 
 
 def max_difference(a, b) -> float:
@@ -91,16 +98,23 @@ def max_difference(a, b) -> float:
 
 def throughput(data, device: str, ks: list[int], iterations: int, repeats: int) -> list[dict]:
     config = TrainConfig(iterations=50000, batch_size=60, device=device)
+    cuda = device.startswith("cuda")
     vectorised(data, config, 2, 3, device)  # warm-up: vmap's first trace, CUDA context and kernels
+    vectorised(data, config, 2, 24, device)  # and a CUDA graph capture
     one_at_a_time(data, config, 1, 3, device)
     rows = []
     for k in ks:
-        seq, vec, diff = [], [], None
+        seq, vec, eager, diff, graph_diff = [], [], [], None, None
         for r in range(repeats):
             t_seq, a = one_at_a_time(data, config, k, iterations, device)
             t_vec, b = vectorised(data, config, k, iterations, device)
             seq.append(k * iterations / t_seq)
             vec.append(k * iterations / t_vec)
+            if cuda:
+                t_eager, c = vectorised(data, config, k, iterations, device, graphs=False)
+                eager.append(k * iterations / t_eager)
+                if r == 0:
+                    graph_diff = max_difference(b, c)  # 0: replays give the eager loop's bits
             if r == 0:
                 diff = max_difference(a, b)
         row = {"K": k, "iterations": iterations, "one_at_a_time_model_its_per_s": statistics.median(seq),
@@ -109,18 +123,27 @@ def throughput(data, device: str, ks: list[int], iterations: int, repeats: int) 
                "speedup": statistics.median(vec) / statistics.median(seq),
                "speedup_range": [min(v / s for v, s in zip(vec, seq)), max(v / s for v, s in zip(vec, seq))],
                "max_abs_weight_difference": diff}
+        if eager:  # the vectorised loop without CUDA graphs (bitwise the same weights, checked above)
+            row.update({"vectorised_eager_model_its_per_s": statistics.median(eager),
+                        "vectorised_eager_range": [min(eager), max(eager)],
+                        "eager_speedup": statistics.median(eager) / statistics.median(seq),
+                        "graph_vs_eager": statistics.median(vec) / statistics.median(eager),
+                        "graph_vs_eager_max_abs_weight_difference": graph_diff})
         rows.append(row)
         print(f"K={k:3d}: one at a time {row['one_at_a_time_model_its_per_s']:8.0f} model-it/s, vectorised "
               f"{row['vectorised_model_its_per_s']:8.0f} model-it/s → {row['speedup']:.2f}x "
               f"(range {row['speedup_range'][0]:.2f}–{row['speedup_range'][1]:.2f}); "
-              f"max |Δw| after {iterations} its {diff:.2e}")
+              f"max |Δw| after {iterations} its {diff:.2e}"
+              + (f"; without CUDA graphs {row['eager_speedup']:.2f}x (graph vs eager |Δw| {graph_diff:.1e})"
+                 if eager else ""))
     return rows
 
 
-def full_training(data, device: str, cpu_iterations: int) -> dict:
+def full_training(data, device: str, cpu_iterations: int, device_iterations: int = 50000,
+                  group_of_one_rate: float | None = None) -> dict:
     """One F&C LeNet-300-100 training (50,000 iterations) on ``device``, and on this machine's CPU."""
     out = {}
-    for where, its in ((device, 50000), ("cpu", cpu_iterations)):
+    for where, its in ((device, device_iterations), ("cpu", cpu_iterations)):
         config = TrainConfig(iterations=50000, batch_size=60, device=where)
         net = models(1)[0]
         sync(where)
@@ -134,7 +157,19 @@ def full_training(data, device: str, cpu_iterations: int) -> dict:
               + (f" (timed {its}, scaled)" if its != 50000 else ""))
         if where == "cpu" and device == "cpu":
             break
-    if device != "cpu":
+    if device != "cpu":  # the same training as a group of one: its step replayed as a CUDA graph
+        net = models(1)[0]
+        its = 50000 if not group_of_one_rate or 50000 / group_of_one_rate < 60 else 5000  # in full if under a minute
+        config = TrainConfig(iterations=50000, batch_size=60, device=device, vectorize=1)
+        sync(device)
+        t0 = time.perf_counter()
+        train_group([net], data, config, seeds=[0], stop=its, progress=False)
+        sync(device)
+        seconds = time.perf_counter() - t0
+        out[f"{device} vectorize=1"] = {"iterations_timed": its, "seconds": seconds,
+                                        "seconds_for_50000": seconds * 50000 / its, "extrapolated": its != 50000}
+        print(f"50,000 iterations on {device} as a vectorised group of one (CUDA graph): {seconds * 50000 / its:.1f} s"
+              + (f" (timed {its}, scaled)" if its != 50000 else ""))
         out["gpu_vs_cpu_speedup"] = out["cpu"]["seconds_for_50000"] / out[device]["seconds_for_50000"]
         print(f"GPU vs CPU for one training: {out['gpu_vs_cpu_speedup']:.1f}x")
     return out
@@ -148,6 +183,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--full-training", action="store_true")
     parser.add_argument("--cpu-iterations", type=int, default=5000)
+    parser.add_argument("--device-iterations", type=int, default=50000,
+                        help="iterations timed of the one-at-a-time training on --device (scaled to 50,000)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:
@@ -171,14 +208,21 @@ def main() -> None:
         "measured_at_target": None if at_target is None else at_target["speedup"],
         "met": None if at_target is None else at_target["speedup"] >= minimum,
     }
-    if args.full_training:
-        section["full_training"] = full_training(data, device, args.cpu_iterations)
+    print(f"target {section['target']}: measured {section['measured_at_target']}, met: {section['met']}")
+    write(backend, section)
+    if args.full_training:  # written again with it: the rows above survive a failure in here
+        section["full_training"] = full_training(data, device, args.cpu_iterations, args.device_iterations,
+                                                     next((r["vectorised_model_its_per_s"] for r in rows if r["K"] == 1),
+                                                          None))
+        write(backend, section)
+
+
+def write(backend: str, section: dict) -> None:
     path = RESULTS / "many_models.json"
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = json.loads(path.read_text()) if path.exists() else {"benchmark": "many_models", "runs": {}}
     payload.setdefault("runs", {})[backend] = section
     path.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"target {section['target']}: measured {section['measured_at_target']}, met: {section['met']}")
     print(f"wrote {path}")
 
 

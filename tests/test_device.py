@@ -74,3 +74,48 @@ def test_cuda_vectorised_training_matches_and_does_not_depend_on_its_group():
     plain = build_model("lenet5", DIGITS.input_shape, DIGITS.num_classes, seed=2)
     train(plain, DIGITS, config.model_copy(update={"vectorize": 0}), seed=2)
     assert max_diff(weights(group[2]), weights(plain)) < 2e-3  # 5.2e-4 measured on an H100
+
+
+def optimizer_tensors(result):
+    return {f"{j}.{k}": v for j, s in result.optimizer_state["state"].items() for k, v in s.items()
+            if isinstance(v, torch.Tensor)}
+
+
+@pytest.mark.parametrize("name,update,captures,replayed", [
+    # constant lr, pruned models, an idle lane, evaluations between replays: one capture after 3 warm-up steps
+    ("lenet_300_100", {"optimizer": "adam", "iterations": 60, "eval_every": 25}, 1, 57),
+    # steps 0-2 warm up, 3 (lr 4/5 of the base) and 24-33 are shorter than MIN_RUN (eager); 4-23 (step 4 ends
+    # the lr warm-up at the base lr) and 34-69 are captured and replayed
+    ("lenet5", {"optimizer": "momentum", "lr": 0.05, "iterations": 70, "warmup_iterations": 5, "schedule": "step",
+                "milestones": (24, 34), "gamma": 0.5}, 2, 56),
+])
+def test_cuda_graph_replays_give_the_eager_loops_bits(monkeypatch, name, update, captures, replayed):
+    from prunelab.pruning import prune
+    from prunelab.tasks import vectorized
+
+    config = CUDA.model_copy(update={"vectorize": 3, **update})
+
+    def run(graphs: bool, **window):
+        monkeypatch.setattr(vectorized, "CUDA_GRAPHS", graphs)
+        group = [build_model(name, DIGITS.input_shape, DIGITS.num_classes, seed=s) for s in (0, 1)]
+        prune(group[1], technique("global_unstructured", amount=0.6))
+        return group, train_group(group, DIGITS, config, seeds=[0, 1], **window)
+
+    eager, eager_results = run(False)
+    graphed, results = run(True)
+    assert results[0].group["cuda_graph"] == {"replayed_steps": replayed, "captures": captures}
+    assert "cuda_graph" not in eager_results[0].group
+    for a, b, ra, rb in zip(eager, graphed, eager_results, results):
+        assert max_diff(weights(a), weights(b)) == 0
+        oa, ob = optimizer_tensors(ra), optimizer_tensors(rb)
+        assert oa.keys() == ob.keys() and all(torch.equal(oa[k], ob[k]) for k in oa)
+        assert ra.curve == rb.curve
+        assert all(g.get("capturable", False) is False for g in rb.optimizer_state["param_groups"])
+    # a window split in two (each half warms up and captures again) still gives the same bits
+    monkeypatch.setattr(vectorized, "CUDA_GRAPHS", True)
+    halves = [build_model(name, DIGITS.input_shape, DIGITS.num_classes, seed=s) for s in (0, 1)]
+    prune(halves[1], technique("global_unstructured", amount=0.6))
+    first = train_group(halves, DIGITS, config, seeds=[0, 1], stop=30)
+    train_group(halves, DIGITS, config, seeds=[0, 1], start=30, optimizer_states=[r.optimizer_state for r in first])
+    for a, b in zip(graphed, halves):
+        assert max_diff(weights(a), weights(b)) == 0
