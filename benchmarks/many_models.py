@@ -32,6 +32,7 @@ import platform
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -43,7 +44,7 @@ from prunelab import TrainConfig, build_model
 from prunelab.pruning.masked import train_masked
 from prunelab.tasks import Dataset, Split
 from prunelab.tasks.training import device_name, training_device
-from prunelab.tasks import vectorized
+from prunelab.tasks import cuda_graphs
 from prunelab.tasks.vectorized import train_group
 
 TARGETS = {"cpu": (8, 3.0), "cuda": (32, 20.0)}  # device → (K, minimum speed-up)
@@ -65,30 +66,36 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def one_at_a_time(data, config, k, iterations, device):
+@contextmanager
+def graphs_on(on: bool):
+    """CUDA graph replays on or off (the eager loop: the same bits, tested in tests/test_device.py)."""
+    previous, cuda_graphs.ENABLED = cuda_graphs.ENABLED, on
+    try:
+        yield
+    finally:
+        cuda_graphs.ENABLED = previous
+
+
+def one_at_a_time(data, config, k, iterations, device, graphs: bool = True):
     nets = models(k)
-    sync(device)
-    t0 = time.perf_counter()
-    for seed, net in enumerate(nets):
-        train_masked(net, data, config, seed=seed, stop=iterations, progress=False)
-    sync(device)
+    with graphs_on(graphs):
+        sync(device)
+        t0 = time.perf_counter()
+        for seed, net in enumerate(nets):
+            train_masked(net, data, config, seed=seed, stop=iterations, progress=False)
+        sync(device)
     return time.perf_counter() - t0, nets
 
 
 def vectorised(data, config, k, iterations, device, graphs: bool = True):
-    """``train_group`` with vectorize = k; on CUDA its step is replayed as a CUDA graph unless ``graphs``
-    is False (the eager loop, for comparison: same bits, tested in tests/test_device.py)."""
     nets = models(k)
-    vectorized.CUDA_GRAPHS = graphs
-    try:
+    with graphs_on(graphs):
         sync(device)
         t0 = time.perf_counter()
         train_group(nets, data, config.model_copy(update={"vectorize": k}), seeds=list(range(k)), stop=iterations,
                     progress=False)
         sync(device)
-        return time.perf_counter() - t0, nets
-    finally:
-        vectorized.CUDA_GRAPHS = True
+    return time.perf_counter() - t0, nets
 
 
 def max_difference(a, b) -> float:
@@ -96,82 +103,96 @@ def max_difference(a, b) -> float:
                for m, n in zip(a, b) for x, y in zip(m.state_dict().values(), n.state_dict().values()))
 
 
+def median_range(values: list[float]) -> tuple[float, list[float]]:
+    return statistics.median(values), [min(values), max(values)]
+
+
 def throughput(data, device: str, ks: list[int], iterations: int, repeats: int) -> list[dict]:
+    """Per K: model-it/s of each path, alternating, ``repeats`` times. On CUDA each path runs with its
+    step replayed as a CUDA graph (the default) and without (the eager loop); the headline speed-up
+    compares the defaults, vectorised vs one at a time."""
     config = TrainConfig(iterations=50000, batch_size=60, device=device)
     cuda = device.startswith("cuda")
-    vectorised(data, config, 2, 3, device)  # warm-up: vmap's first trace, CUDA context and kernels
-    vectorised(data, config, 2, 24, device)  # and a CUDA graph capture
-    one_at_a_time(data, config, 1, 3, device)
+    variants = [("one_at_a_time", one_at_a_time, True), ("vectorised", vectorised, True)]
+    if cuda:
+        variants += [("one_at_a_time_eager", one_at_a_time, False), ("vectorised_eager", vectorised, False)]
+    for _, run, graphs in variants:  # warm-up: vmap's first trace, CUDA context, kernels and a graph capture
+        run(data, config, 2, 24, device, graphs)
     rows = []
     for k in ks:
-        seq, vec, eager, diff, graph_diff = [], [], [], None, None
+        rates: dict[str, list[float]] = {name: [] for name, _, _ in variants}
+        nets: dict[str, list] = {}
         for r in range(repeats):
-            t_seq, a = one_at_a_time(data, config, k, iterations, device)
-            t_vec, b = vectorised(data, config, k, iterations, device)
-            seq.append(k * iterations / t_seq)
-            vec.append(k * iterations / t_vec)
-            if cuda:
-                t_eager, c = vectorised(data, config, k, iterations, device, graphs=False)
-                eager.append(k * iterations / t_eager)
+            for name, run, graphs in variants:
+                seconds, trained = run(data, config, k, iterations, device, graphs)
+                rates[name].append(k * iterations / seconds)
                 if r == 0:
-                    graph_diff = max_difference(b, c)  # 0: replays give the eager loop's bits
-            if r == 0:
-                diff = max_difference(a, b)
-        row = {"K": k, "iterations": iterations, "one_at_a_time_model_its_per_s": statistics.median(seq),
-               "one_at_a_time_range": [min(seq), max(seq)], "vectorised_model_its_per_s": statistics.median(vec),
-               "vectorised_range": [min(vec), max(vec)],
-               "speedup": statistics.median(vec) / statistics.median(seq),
-               "speedup_range": [min(v / s for v, s in zip(vec, seq)), max(v / s for v, s in zip(vec, seq))],
-               "max_abs_weight_difference": diff}
-        if eager:  # the vectorised loop without CUDA graphs (bitwise the same weights, checked above)
-            row.update({"vectorised_eager_model_its_per_s": statistics.median(eager),
-                        "vectorised_eager_range": [min(eager), max(eager)],
-                        "eager_speedup": statistics.median(eager) / statistics.median(seq),
-                        "graph_vs_eager": statistics.median(vec) / statistics.median(eager),
-                        "graph_vs_eager_max_abs_weight_difference": graph_diff})
+                    nets[name] = trained
+        row = {"K": k, "iterations": iterations}
+        for name in rates:
+            row[f"{name}_model_its_per_s"], row[f"{name}_range"] = median_range(rates[name])
+        ratios = [v / s for v, s in zip(rates["vectorised"], rates["one_at_a_time"])]
+        row["speedup"], row["speedup_range"] = statistics.median(rates["vectorised"]) / statistics.median(
+            rates["one_at_a_time"]), [min(ratios), max(ratios)]
+        row["max_abs_weight_difference"] = max_difference(nets["one_at_a_time"], nets["vectorised"])
+        line = (f"K={k:3d}: one at a time {row['one_at_a_time_model_its_per_s']:8.0f} model-it/s, vectorised "
+                f"{row['vectorised_model_its_per_s']:8.0f} model-it/s → {row['speedup']:.2f}x "
+                f"(range {row['speedup_range'][0]:.2f}–{row['speedup_range'][1]:.2f}); "
+                f"max |Δw| after {iterations} its {row['max_abs_weight_difference']:.2e}")
+        if cuda:  # without graphs, and how far the graph replays are from the eager loops' bits (0 expected)
+            row["speedup_vs_eager_one_at_a_time"] = (statistics.median(rates["vectorised"])
+                                                     / statistics.median(rates["one_at_a_time_eager"]))
+            row["eager_speedup"] = (statistics.median(rates["vectorised_eager"])
+                                    / statistics.median(rates["one_at_a_time_eager"]))
+            row["graph_vs_eager_max_abs_weight_difference"] = max(
+                max_difference(nets["one_at_a_time"], nets["one_at_a_time_eager"]),
+                max_difference(nets["vectorised"], nets["vectorised_eager"]))
+            line += (f"\n        eager loops: one at a time {row['one_at_a_time_eager_model_its_per_s']:8.0f}, vectorised "
+                     f"{row['vectorised_eager_model_its_per_s']:8.0f} → {row['eager_speedup']:.2f}x; vectorised "
+                     f"(graphs) vs eager one at a time {row['speedup_vs_eager_one_at_a_time']:.1f}x; graph vs eager "
+                     f"|Δw| {row['graph_vs_eager_max_abs_weight_difference']:.1e}")
+        print(line)
         rows.append(row)
-        print(f"K={k:3d}: one at a time {row['one_at_a_time_model_its_per_s']:8.0f} model-it/s, vectorised "
-              f"{row['vectorised_model_its_per_s']:8.0f} model-it/s → {row['speedup']:.2f}x "
-              f"(range {row['speedup_range'][0]:.2f}–{row['speedup_range'][1]:.2f}); "
-              f"max |Δw| after {iterations} its {diff:.2e}"
-              + (f"; without CUDA graphs {row['eager_speedup']:.2f}x (graph vs eager |Δw| {graph_diff:.1e})"
-                 if eager else ""))
     return rows
 
 
 def full_training(data, device: str, cpu_iterations: int, device_iterations: int = 50000,
-                  group_of_one_rate: float | None = None) -> dict:
-    """One F&C LeNet-300-100 training (50,000 iterations) on ``device``, and on this machine's CPU."""
+                  rates: dict[str, float] | None = None) -> dict:
+    """One F&C LeNet-300-100 training (50,000 iterations, Adam 1.2e-3, batch 60) on ``device`` and on
+    this machine's CPU. On CUDA: one at a time with graph replays (the default), the eager loop, and
+    a vectorised group of one. A run is timed in full when ``rates`` (model-it/s measured above)
+    put it under 90 s; otherwise for ``device_iterations`` (``cpu_iterations`` on the CPU), scaled."""
+    rates = rates or {}
+    cuda = device.startswith("cuda")
+    runs = [(device, "one_at_a_time", True)]
+    if cuda:
+        runs += [(f"{device} eager", "one_at_a_time_eager", False), (f"{device} vectorize=1", "vectorised", True),
+                 ("cpu", "cpu", True)]
     out = {}
-    for where, its in ((device, device_iterations), ("cpu", cpu_iterations)):
+    for label, rate_key, graphs in runs:
+        where = "cpu" if label == "cpu" else device
+        rate = rates.get(rate_key)
+        its = (cpu_iterations if where == "cpu" and cuda
+               else 50000 if rate and 50000 / rate < 90 else device_iterations if where != "cpu" else cpu_iterations)
+        net = models(1)[0]
         config = TrainConfig(iterations=50000, batch_size=60, device=where)
-        net = models(1)[0]
-        sync(where)
-        t0 = time.perf_counter()
-        train_masked(net, data, config, seed=0, stop=its, progress=False)
-        sync(where)
-        seconds = time.perf_counter() - t0
-        out[where] = {"iterations_timed": its, "seconds": seconds, "seconds_for_50000": seconds * 50000 / its,
+        with graphs_on(graphs):
+            sync(where)
+            t0 = time.perf_counter()
+            if "vectorize" in label:
+                train_group([net], data, config.model_copy(update={"vectorize": 1}), seeds=[0], stop=its,
+                            progress=False)
+            else:
+                train_masked(net, data, config, seed=0, stop=its, progress=False)
+            sync(where)
+            seconds = time.perf_counter() - t0
+        out[label] = {"iterations_timed": its, "seconds": seconds, "seconds_for_50000": seconds * 50000 / its,
                       "extrapolated": its != 50000, "torch_threads": torch.get_num_threads()}
-        print(f"50,000 iterations on {where}: {seconds * 50000 / its:.1f} s"
+        print(f"50,000 iterations, {label}: {seconds * 50000 / its:.1f} s"
               + (f" (timed {its}, scaled)" if its != 50000 else ""))
-        if where == "cpu" and device == "cpu":
-            break
-    if device != "cpu":  # the same training as a group of one: its step replayed as a CUDA graph
-        net = models(1)[0]
-        its = 50000 if not group_of_one_rate or 50000 / group_of_one_rate < 60 else 5000  # in full if under a minute
-        config = TrainConfig(iterations=50000, batch_size=60, device=device, vectorize=1)
-        sync(device)
-        t0 = time.perf_counter()
-        train_group([net], data, config, seeds=[0], stop=its, progress=False)
-        sync(device)
-        seconds = time.perf_counter() - t0
-        out[f"{device} vectorize=1"] = {"iterations_timed": its, "seconds": seconds,
-                                        "seconds_for_50000": seconds * 50000 / its, "extrapolated": its != 50000}
-        print(f"50,000 iterations on {device} as a vectorised group of one (CUDA graph): {seconds * 50000 / its:.1f} s"
-              + (f" (timed {its}, scaled)" if its != 50000 else ""))
+    if cuda:
         out["gpu_vs_cpu_speedup"] = out["cpu"]["seconds_for_50000"] / out[device]["seconds_for_50000"]
-        print(f"GPU vs CPU for one training: {out['gpu_vs_cpu_speedup']:.1f}x")
+        print(f"GPU (one at a time, graph replays) vs CPU for one training: {out['gpu_vs_cpu_speedup']:.1f}x")
     return out
 
 
@@ -212,8 +233,9 @@ def main() -> None:
     write(backend, section)
     if args.full_training:  # written again with it: the rows above survive a failure in here
         section["full_training"] = full_training(data, device, args.cpu_iterations, args.device_iterations,
-                                                     next((r["vectorised_model_its_per_s"] for r in rows if r["K"] == 1),
-                                                          None))
+                                                     {key[: -len("_model_its_per_s")]: value
+                                                      for row in rows if row["K"] == 1
+                                                      for key, value in row.items() if key.endswith("_model_its_per_s")})
         write(backend, section)
 
 

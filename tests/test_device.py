@@ -91,12 +91,12 @@ def optimizer_tensors(result):
 ])
 def test_cuda_graph_replays_give_the_eager_loops_bits(monkeypatch, name, update, captures, replayed):
     from prunelab.pruning import prune
-    from prunelab.tasks import vectorized
+    from prunelab.tasks import cuda_graphs
 
     config = CUDA.model_copy(update={"vectorize": 3, **update})
 
     def run(graphs: bool, **window):
-        monkeypatch.setattr(vectorized, "CUDA_GRAPHS", graphs)
+        monkeypatch.setattr(cuda_graphs, "ENABLED", graphs)
         group = [build_model(name, DIGITS.input_shape, DIGITS.num_classes, seed=s) for s in (0, 1)]
         prune(group[1], technique("global_unstructured", amount=0.6))
         return group, train_group(group, DIGITS, config, seeds=[0, 1], **window)
@@ -112,10 +112,54 @@ def test_cuda_graph_replays_give_the_eager_loops_bits(monkeypatch, name, update,
         assert ra.curve == rb.curve
         assert all(g.get("capturable", False) is False for g in rb.optimizer_state["param_groups"])
     # a window split in two (each half warms up and captures again) still gives the same bits
-    monkeypatch.setattr(vectorized, "CUDA_GRAPHS", True)
+    monkeypatch.setattr(cuda_graphs, "ENABLED", True)
     halves = [build_model(name, DIGITS.input_shape, DIGITS.num_classes, seed=s) for s in (0, 1)]
     prune(halves[1], technique("global_unstructured", amount=0.6))
     first = train_group(halves, DIGITS, config, seeds=[0, 1], stop=30)
     train_group(halves, DIGITS, config, seeds=[0, 1], start=30, optimizer_states=[r.optimizer_state for r in first])
     for a, b in zip(graphed, halves):
         assert max_diff(weights(a), weights(b)) == 0
+
+
+@pytest.mark.parametrize("name,mode,update,captures,replayed", [
+    ("lenet_300_100", "reapply", {"optimizer": "adam", "iterations": 60, "eval_every": 25}, 1, 57),
+    ("lenet5", "hook", {"optimizer": "momentum", "lr": 0.05, "iterations": 70, "warmup_iterations": 5,
+                        "schedule": "step", "milestones": (24, 34), "gamma": 0.5}, 2, 56),
+    ("resnet20", "reapply", {"optimizer": "sgd", "lr": 0.05, "iterations": 40}, 1, 37),  # batch norm buffers too
+])
+def test_one_at_a_time_cuda_graph_replays_give_the_eager_loops_bits(monkeypatch, name, mode, update, captures,
+                                                                     replayed):
+    """Masks re-applied by the graph-safe hook (or by torch's forward pre-hook), an lr schedule that
+    captures twice, batch-norm statistics, a resumed window: replays equal the eager loop bit for bit."""
+    from prunelab.pruning import prune
+    from prunelab.pruning.masked import train_masked
+    from prunelab.tasks import cuda_graphs
+
+    config = CUDA.model_copy(update=update)
+
+    def net():
+        model = build_model(name, DIGITS.input_shape, DIGITS.num_classes, seed=0)
+        prune(model, technique("global_unstructured", amount=0.6))
+        return model
+
+    runs = {}
+    for graphs in (False, True):
+        monkeypatch.setattr(cuda_graphs, "ENABLED", graphs)
+        model = net()
+        runs[graphs] = (model, train_masked(model, DIGITS, config, seed=1, mode=mode))
+    (eager, r_eager), (graphed, r_graph) = runs[False], runs[True]
+    assert r_eager.cuda_graph is None and r_graph.cuda_graph == {"replayed_steps": replayed, "captures": captures}
+    assert max_diff(weights(eager), weights(graphed)) == 0
+    oa, ob = optimizer_tensors(r_eager), optimizer_tensors(r_graph)
+    assert oa.keys() == ob.keys() and all(torch.equal(oa[k], ob[k]) for k in oa)
+    assert r_eager.curve == r_graph.curve
+    halves = net()
+    first = train_masked(halves, DIGITS, config, seed=1, mode=mode, stop=30)
+    train_masked(halves, DIGITS, config, seed=1, mode=mode, start=30, optimizer_state=first.optimizer_state)
+    assert max_diff(weights(graphed), weights(halves)) == 0
+    # a hook that is not marked graph-safe keeps the eager loop, and runs at every step
+    seen = []
+    plain = net()
+    r = train_masked(plain, DIGITS, config, seed=1, mode=mode, after_step=[lambda m, it: seen.append(it)])
+    assert r.cuda_graph is None and seen == list(range(config.iterations))
+    assert max_diff(weights(eager), weights(plain)) == 0

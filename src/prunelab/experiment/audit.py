@@ -26,7 +26,7 @@ BUILTIN = {cls.__name__: cls for cls in (Init, Train, Prune, Rewind, Finetune, R
                                          Consensus, Transfer)}
 # Not results: wall-clock measurements, and provenance of how a state ran (which GPU; which models
 # shared its vectorised pass: a recomputation trains it alone, with the same bits by design).
-_VOLATILE = ("train_seconds", "seconds", "device", "vectorized")
+_VOLATILE = ("train_seconds", "seconds", "device", "vectorized", "cuda_graph")
 
 
 def _convert(value, hint):

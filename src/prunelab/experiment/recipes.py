@@ -245,6 +245,8 @@ class Train(Recipe):
             metrics["device"] = result.device  # provenance: which accelerator made these bits
         if getattr(result, "group", None):
             metrics["vectorized"] = result.group
+        if getattr(result, "cuda_graph", None):
+            metrics["cuda_graph"] = result.cuda_graph  # how it ran (replays give the eager loop's bits)
         if self.evaluate:
             metrics.update(_evaluation_metrics(model, data, ("validation", "test")))
         metrics["sparsity"] = sparsity_report(model).sparsity

@@ -27,6 +27,8 @@ from .masks import Masks, apply_masks, get_masks, remove_pruning
 class MaskReapplier:
     """An ``after_step`` hook zeroing pruned entries in place."""
 
+    graph_safe = True  # the same kernels every step, whatever the iteration: CUDA graphs may replay it
+
     def __init__(self, model: nn.Module, masks: Masks):
         self.tensors, self.masks = [], []
         for name, keep in masks.items():

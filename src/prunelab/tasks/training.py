@@ -23,7 +23,7 @@ import math
 import os
 import re
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Literal, Sequence
 
@@ -33,6 +33,7 @@ from torch import nn
 
 from ..errors import PrunelabError, validated
 from ..progress import progress_bar
+from . import cuda_graphs
 from .datasets import Dataset
 from .evaluation import evaluate, task_loss
 
@@ -300,6 +301,10 @@ class TrainingDiverged(PrunelabError):
     """The loss became NaN or infinite."""
 
 
+# Called after every optimizer step with the model and the iteration. A hook whose class sets
+# ``graph_safe = True`` promises to launch the same kernels on the same tensors at every step, whatever
+# the iteration, so on CUDA the step it belongs to may be replayed as a graph (cuda_graphs); any other
+# hook keeps the eager loop.
 StepHook = Callable[[nn.Module, int], None]
 
 
@@ -311,6 +316,7 @@ class TrainResult:
     seconds: float = 0.0
     device: str = "cpu"  # where it trained (device_name)
     group: dict | None = None  # a vectorised pass: its width, models, members and wall time
+    cuda_graph: dict | None = None  # one-at-a-time on CUDA: its replayed steps (cuda_graphs.StepGraphs.record)
 
     @property
     def early_stopping_iteration(self) -> int | None:
@@ -353,21 +359,32 @@ def train(
     result = TrainResult(iterations=start, device=device_name(device))
     x_all, y_all = split_on(train_split, device)
     watch = LossWatch(config, total, device)
+    now = start  # the iteration the hooks are told about
+
+    def step(idx: torch.Tensor) -> torch.Tensor:
+        loss = task_loss(model(x_all[idx]), y_all[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        for hook in after_step:
+            hook(model, now)
+        return loss.detach()
+
+    lrs = [config.lr_at(it, total) for it in range(start, stop)]
+    # hooks that are not marked graph-safe may do anything in Python at any step: no replays then
+    graphs = (cuda_graphs.for_training(step, optimizer, lrs, (config.batch_size,), device)
+              if all(getattr(hook, "graph_safe", False) for hook in after_step) else None)
     began = time.perf_counter()
     model.train()
-    with deterministic(config.tf32), progress_bar(stop - start, f"training {type(model).__name__}", progress) as bar:
+    with deterministic(config.tf32), progress_bar(stop - start, f"training {type(model).__name__}", progress) as bar, \
+            graphs.running() if graphs else nullcontext():
         for iteration in range(start, stop):
-            lr = config.lr_at(iteration, total)
+            now = iteration
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lrs[iteration - start]
             idx = batch_indices(seed, iteration, len(train_split), config.batch_size, device)
-            loss = task_loss(model(x_all[idx]), y_all[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss = graphs.step(iteration - start, idx) if graphs else step(idx)
             watch.add(iteration, loss)
-            for hook in after_step:
-                hook(model, iteration)
             done = iteration + 1
             if config.eval_every and (done % config.eval_every == 0 or done == stop):
                 watch.check()
@@ -379,6 +396,8 @@ def train(
     result.iterations = stop
     result.optimizer_state = to_cpu(optimizer.state_dict())
     result.seconds = time.perf_counter() - began
+    if graphs:
+        result.cuda_graph = graphs.record()
     return result
 
 

@@ -28,9 +28,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +36,7 @@ from torch import nn
 
 from ..errors import PrunelabError
 from ..progress import progress_bar
+from . import cuda_graphs
 from .datasets import Dataset
 from .evaluation import task_loss
 from .training import (LossWatch, TrainConfig, TrainingDiverged, TrainResult, _curve_point, batches_per_epoch,
@@ -139,8 +138,7 @@ def _train_lanes(models, dataset, config, width, seeds, start, stop, states, lab
         return loss.detach()
 
     lrs = [config.lr_at(it, total) for it in range(start, stop)]
-    graphs = (StepGraphs(step, optimizer, lrs, (width, config.batch_size), device)
-              if device.type == "cuda" and CUDA_GRAPHS and stop > start else None)
+    graphs = cuda_graphs.for_training(step, optimizer, lrs, (width, config.batch_size), device)
     watch = LossWatch(config, total, device, models=width)
     curves: list[list[dict]] = [[] for _ in range(n)]
     order, order_epoch = None, None
@@ -173,8 +171,7 @@ def _train_lanes(models, dataset, config, width, seeds, start, stop, states, lab
     state = optimizer.state_dict()
     group = {"width": width, "models": n, "members": list(labels), "seconds": seconds, "device": device_name(device)}
     if graphs:
-        group["cuda_graph"] = {"replayed_steps": graphs.replayed, "captures": graphs.captures,
-                               **({"failed": graphs.failure} if graphs.failure else {})}
+        group["cuda_graph"] = graphs.record()
     for i, model in enumerate(models):
         _unstack_into(model, i, names, params, layouts, buffer_names, buffers)
         model.to("cpu")
@@ -189,91 +186,6 @@ def _train_lanes(models, dataset, config, width, seeds, start, stop, states, lab
         results.append(TrainResult(iterations=stop, curve=curves[i], optimizer_state=_lane_state(state, i, width, layouts),
                                    seconds=seconds / n, device=device_name(device), group=group))
     return results
-
-
-CUDA_GRAPHS = True  # on CUDA, replay a captured step (tests turn it off to compare with the eager loop)
-WARMUP = 3  # eager steps before the first capture, so lazy state (optimizer moments, cuBLAS handles) exists
-MIN_RUN = 16  # a stretch of constant lr shorter than this runs eagerly: a capture costs a few steps' time
-
-
-class StepGraphs:
-    """The vectorised step on CUDA, captured once as a CUDA graph and replayed.
-
-    A LeNet-size step of W models is a few hundred small kernels; on a GPU their launches, not the
-    arithmetic, set the pace (3.7 ms a step whether the pass carries 1 model or 32, measured on an
-    H100). A replay launches them all at once. What is replayed is the very step the eager loop
-    runs — same kernels, same arguments, same buffers — so the bits equal the eager loop's
-    (tested on a GPU); a replay is an execution detail, not part of a state's identity.
-
-    The learning rate is a plain number baked into the captured optimizer kernel, so a new graph
-    is captured whenever it changes; stretches of constant lr shorter than ``MIN_RUN`` steps
-    (warm-up, cosine decay) run eagerly instead. The batch indices are the only input that
-    changes between replays: they are copied into a fixed buffer first. Everything — eager steps,
-    captures, replays, evaluations in between — runs on one side stream (capture cannot use the
-    default stream), so no tensor crosses streams while training.
-    """
-
-    def __init__(self, step, optimizer: torch.optim.Optimizer, lrs: list[float], idx_shape, device: torch.device):
-        self.run, self.optimizer, self.lrs = step, optimizer, lrs
-        self.same_lr_ahead = [1] * len(lrs)  # steps from k on that share lrs[k]
-        for k in range(len(lrs) - 2, -1, -1):
-            if lrs[k + 1] == lrs[k]:
-                self.same_lr_ahead[k] = self.same_lr_ahead[k + 1] + 1
-        self.idx = torch.zeros(idx_shape, dtype=torch.long, device=device)
-        self.stream = torch.cuda.Stream(device)
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.graph_lr: float | None = None
-        self.loss: torch.Tensor | None = None
-        self.replayed, self.captures, self.failure = 0, 0, None
-
-    @contextmanager
-    def running(self) -> Iterator[None]:
-        """Train inside this: the side stream, and torch's graph check satisfied while capturing."""
-        previous = [group.get("capturable") for group in self.optimizer.param_groups]
-        for group in self.optimizer.param_groups:
-            if "capturable" in group:  # Adam refuses capture without it; the fused kernel ignores it
-                group["capturable"] = True
-        outer = torch.cuda.current_stream(self.stream.device)
-        self.stream.wait_stream(outer)
-        try:
-            with torch.cuda.stream(self.stream):
-                yield
-        finally:
-            outer.wait_stream(self.stream)
-            self.stream.synchronize()  # the graph's memory goes back to the allocator only once idle
-            self.graph = self.loss = None
-            for group, value in zip(self.optimizer.param_groups, previous):
-                if value is not None:
-                    group["capturable"] = value  # stored optimizer states keep the one-at-a-time flags
-
-    def step(self, k: int, idx: torch.Tensor) -> torch.Tensor:
-        """Step ``k`` of the window on batch indices ``idx``; the optimizer's lr is already lrs[k]."""
-        lr = self.lrs[k]
-        fresh = self.graph is None or self.graph_lr != lr
-        if self.failure or k < WARMUP or (fresh and self.same_lr_ahead[k] < MIN_RUN):
-            return self.run(idx)
-        if fresh and not self._capture(lr):
-            return self.run(idx)
-        self.idx.copy_(idx)
-        self.graph.replay()
-        self.replayed += 1
-        return self.loss
-
-    def _capture(self, lr: float) -> bool:
-        self.stream.synchronize()
-        self.graph = self.loss = None  # the old graph's memory goes before the new one is taken
-        graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
-                loss = self.run(self.idx)  # recorded, not executed: no state changes here
-        except RuntimeError as exc:  # an op that cannot be captured: train on eagerly, and say so
-            self.failure = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            warnings.warn(f"CUDA graph capture of the vectorised step failed ({self.failure}); "
-                          "training continues without graphs (same bits, slower)", stacklevel=3)
-            return False
-        self.graph, self.graph_lr, self.loss = graph, lr, loss
-        self.captures += 1
-        return True
 
 
 ALIGN = 64  # elements: a multiple of every CPU vector width and cache line torch's kernels step by
