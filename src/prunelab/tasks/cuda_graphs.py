@@ -39,15 +39,11 @@ class StepGraphs:
     """
 
     def __init__(self, step, optimizer: torch.optim.Optimizer, lrs: list[float], idx_shape, device: torch.device):
-        self.run, self.optimizer, self.lrs = step, optimizer, lrs
-        self.same_lr_ahead = [1] * len(lrs)  # steps from k on that share lrs[k]
-        for k in range(len(lrs) - 2, -1, -1):
-            if lrs[k + 1] == lrs[k]:
-                self.same_lr_ahead[k] = self.same_lr_ahead[k + 1] + 1
+        self.run, self.optimizer = step, optimizer
+        self.plan = replay_plan(lrs)
         self.idx = torch.zeros(idx_shape, dtype=torch.long, device=device)
         self.stream = torch.cuda.Stream(device)
         self.graph: torch.cuda.CUDAGraph | None = None
-        self.graph_lr: float | None = None
         self.loss: torch.Tensor | None = None
         self.replayed, self.captures, self.failure = 0, 0, None
 
@@ -77,19 +73,16 @@ class StepGraphs:
                 **({"failed": self.failure} if self.failure else {})}
 
     def step(self, k: int, idx: torch.Tensor) -> torch.Tensor:
-        """Step ``k`` of the window on batch indices ``idx``; the optimizer's lr is already lrs[k]."""
-        lr = self.lrs[k]
-        fresh = self.graph is None or self.graph_lr != lr
-        if self.failure or k < WARMUP or (fresh and self.same_lr_ahead[k] < MIN_RUN):
-            return self.run(idx)
-        if fresh and not self._capture(lr):
+        """Step ``k`` of the window on batch indices ``idx`` (the optimizer's lr is already set)."""
+        action = self.plan[k]
+        if self.failure or action == EAGER or (action == CAPTURE and not self._capture()):
             return self.run(idx)
         self.idx.copy_(idx)
         self.graph.replay()
         self.replayed += 1
         return self.loss
 
-    def _capture(self, lr: float) -> bool:
+    def _capture(self) -> bool:
         self.stream.synchronize()
         self.graph = self.loss = None  # the old graph's memory goes before the new one is taken
         graph = torch.cuda.CUDAGraph()
@@ -98,12 +91,35 @@ class StepGraphs:
                 loss = self.run(self.idx)  # recorded, not executed: no state changes here
         except RuntimeError as exc:  # an op that cannot be captured: train on eagerly, and say so
             self.failure = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            warnings.warn(f"CUDA graph capture of the vectorised step failed ({self.failure}); "
+            warnings.warn(f"CUDA graph capture of a training step failed ({self.failure}); "
                           "training continues without graphs (same bits, slower)", stacklevel=3)
             return False
-        self.graph, self.graph_lr, self.loss = graph, lr, loss
+        self.graph, self.loss = graph, loss
         self.captures += 1
         return True
+
+
+EAGER, CAPTURE, REPLAY = "eager", "capture", "replay"
+
+
+def replay_plan(lrs: list[float], warmup: int = WARMUP, min_run: int = MIN_RUN) -> list[str]:
+    """How each step of a window with learning rates ``lrs`` runs: EAGER, CAPTURE (a new graph for
+    this lr, then its first replay) or REPLAY. The first ``warmup`` steps are eager; after them, a
+    stretch of equal lr gets a graph when at least ``min_run`` of its steps remain, else runs eagerly."""
+    plan, graph_lr = [], None
+    ahead = [1] * len(lrs)  # steps from k on that share lrs[k]
+    for k in range(len(lrs) - 2, -1, -1):
+        if lrs[k + 1] == lrs[k]:
+            ahead[k] = ahead[k + 1] + 1
+    for k, lr in enumerate(lrs):
+        if k >= warmup and graph_lr is not None and lr == graph_lr:
+            plan.append(REPLAY)
+        elif k >= warmup and ahead[k] >= min_run:
+            plan.append(CAPTURE)
+            graph_lr = lr
+        else:
+            plan.append(EAGER)
+    return plan
 
 
 def enabled() -> bool:
