@@ -80,10 +80,30 @@ def test_no_graphs_on_a_cpu_or_when_switched_off(monkeypatch):
         raise AssertionError("never called")
 
     opt = torch.optim.SGD([torch.zeros(2, requires_grad=True)], lr=0.1)
-    assert cuda_graphs.for_training(step, opt, [0.1] * 50, (4,), torch.device("cpu")) is None
+    config = TrainConfig(iterations=50)
+    assert cuda_graphs.for_training(step, opt, config, 50, 0, 50, (4,), torch.device("cpu")) is None
+    assert cuda_graphs.for_training(step, opt, config, 50, 7, 7, (4,), torch.device("cuda")) is None  # empty window
     monkeypatch.setenv("PRUNELAB_CUDA_GRAPHS", "0")
     assert not cuda_graphs.enabled()
     monkeypatch.setenv("PRUNELAB_CUDA_GRAPHS", "1")
     assert cuda_graphs.enabled()
     monkeypatch.setattr(cuda_graphs, "ENABLED", False)
     assert not cuda_graphs.enabled()
+
+
+def test_a_cuda_window_gets_the_plan_of_its_own_learning_rates(monkeypatch):
+    """The plumbing a GPU run uses, checked here with StepGraphs replaced by a recorder."""
+    made = {}
+
+    class Recorder:
+        def __init__(self, step, optimizer, lrs, idx_shape, device):
+            made.update(lrs=lrs, idx_shape=idx_shape, device=device, plan=replay_plan(lrs))
+
+    monkeypatch.setattr(cuda_graphs, "StepGraphs", Recorder)
+    config = TrainConfig(iterations=70, lr=0.05, warmup_iterations=5, schedule="step", milestones=(24, 34), gamma=0.5)
+    opt = torch.optim.SGD([torch.zeros(2, requires_grad=True)], lr=0.1)
+    assert isinstance(cuda_graphs.for_training(lambda idx: idx, opt, config, 70, 30, 70, (3, 32),
+                                               torch.device("cuda")), Recorder)
+    assert made["lrs"] == [config.lr_at(it, 70) for it in range(30, 70)] and made["idx_shape"] == (3, 32)
+    # the second half of the GPU test's split window: 30-32 warm up, 33 (lr/2) is eager, 34-69 (lr/4) replay
+    assert made["plan"] == [EAGER] * 4 + [CAPTURE] + [REPLAY] * 35

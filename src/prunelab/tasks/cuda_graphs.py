@@ -126,10 +126,13 @@ def enabled() -> bool:
     return ENABLED and os.environ.get("PRUNELAB_CUDA_GRAPHS", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def for_training(step: Callable[[torch.Tensor], torch.Tensor], optimizer: torch.optim.Optimizer, lrs: list[float],
-                 idx_shape: tuple[int, ...], device: torch.device) -> StepGraphs | None:
-    """Graphs for the steps of a training window on ``device`` (None on a CPU, when switched off, or
-    for an empty window). ``step(idx)`` runs one step on batch indices ``idx`` and returns its loss."""
-    if device.type != "cuda" or not lrs or not enabled():
+def for_training(step: Callable[[torch.Tensor], torch.Tensor], optimizer: torch.optim.Optimizer, config,
+                 total: int, start: int, stop: int, idx_shape: tuple[int, ...],
+                 device: torch.device) -> StepGraphs | None:
+    """Graphs for the steps ``start``..``stop`` of a training of ``total`` iterations under ``config``
+    (a TrainConfig) on ``device``: None on a CPU, when switched off, or for an empty window.
+    ``step(idx)`` runs one step on batch indices ``idx`` and returns its loss."""
+    if device.type != "cuda" or stop <= start or not enabled():
         return None
+    lrs = [config.lr_at(it, total) for it in range(start, stop)]  # only here: a CPU run keeps no list
     return StepGraphs(step, optimizer, lrs, idx_shape, device)

@@ -370,9 +370,8 @@ def train(
             hook(model, now)
         return loss.detach()
 
-    lrs = [config.lr_at(it, total) for it in range(start, stop)]
     # hooks that are not marked graph-safe may do anything in Python at any step: no replays then
-    graphs = (cuda_graphs.for_training(step, optimizer, lrs, (config.batch_size,), device)
+    graphs = (cuda_graphs.for_training(step, optimizer, config, total, start, stop, (config.batch_size,), device)
               if all(getattr(hook, "graph_safe", False) for hook in after_step) else None)
     began = time.perf_counter()
     model.train()
@@ -381,7 +380,7 @@ def train(
         for iteration in range(start, stop):
             now = iteration
             for group in optimizer.param_groups:
-                group["lr"] = lrs[iteration - start]
+                group["lr"] = config.lr_at(iteration, total)
             idx = batch_indices(seed, iteration, len(train_split), config.batch_size, device)
             loss = graphs.step(iteration - start, idx) if graphs else step(idx)
             watch.add(iteration, loss)

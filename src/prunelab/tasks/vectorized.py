@@ -137,8 +137,7 @@ def _train_lanes(models, dataset, config, width, seeds, start, stop, states, lab
                 torch._foreach_mul_([params[i] for i in masked], lane_masks)
         return loss.detach()
 
-    lrs = [config.lr_at(it, total) for it in range(start, stop)]
-    graphs = cuda_graphs.for_training(step, optimizer, lrs, (width, config.batch_size), device)
+    graphs = cuda_graphs.for_training(step, optimizer, config, total, start, stop, (width, config.batch_size), device)
     watch = LossWatch(config, total, device, models=width)
     curves: list[list[dict]] = [[] for _ in range(n)]
     order, order_epoch = None, None
@@ -147,7 +146,7 @@ def _train_lanes(models, dataset, config, width, seeds, start, stop, states, lab
     with deterministic(config.tf32), progress_bar(stop - start, f"training {n} x {type(models[0]).__name__}",
                                                   progress) as bar, graphs.running() if graphs else nullcontext():
         for iteration in range(start, stop):
-            lr = lrs[iteration - start]
+            lr = config.lr_at(iteration, total)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             epoch, position = divmod(iteration, per_epoch)
