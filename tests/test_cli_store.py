@@ -34,7 +34,7 @@ def test_verify_and_gc_report_problems(store, tmp_path):
 def test_verify_exit_1_on_a_corrupted_blob(tmp_path):
     exp, root, dense, _ = small_tree(tmp_path / "s", branches=("l1_unstructured",), rounds=1)
     exp.run()
-    blob = exp.store.blob_path(exp.store.manifest(dense.hash)["weights"]["3.weight"]["blob"])
+    blob = exp.store.entry_path(exp.store.manifest(dense.hash)["weights"]["3.weight"])
     blob.write_bytes(blob.read_bytes()[:-4] + b"\0\0\0\0")
     out = run_cli("verify", str(tmp_path / "s"))
     assert out.returncode == 1 and str(blob) in out.stdout
@@ -73,14 +73,22 @@ def test_reading_a_store_never_imports_torch(store):
 def test_blob_digest_from_bytes_equals_the_tensor_digest(tmp_path):
     import torch
 
+    from safetensors.torch import save_file
+
     from prunelab.experiment import Store
-    from prunelab.experiment.store import blob_file_digest, tensor_digest
+    from prunelab.experiment.store import blob_file_digest, file_tensor_digests, pack_name, tensor_digest
 
     store = Store(tmp_path / "s")
-    for tensor in (torch.randn(3, 4), torch.arange(5), torch.tensor(2.5), torch.zeros(0, 3), torch.ones(4).bool(),
-                   torch.randn(2, 2).to(torch.bfloat16)):
-        digest = store.put_tensor(tensor)
-        assert digest == tensor_digest(tensor) == blob_file_digest(store.blob_path(digest))
+    tensors = (torch.randn(3, 4), torch.arange(5), torch.tensor(2.5), torch.zeros(0, 3), torch.ones(4).bool(),
+               torch.randn(2, 2).to(torch.bfloat16))
+    homes = store._store_tensors({tensor_digest(t): t for t in tensors})  # one pack, keyed by content hash
+    (name,) = set(homes.values())
+    assert name == pack_name(homes) and file_tensor_digests(store.blob_path(name)) == {d: d for d in homes}
+    for tensor in tensors:  # the layout of stores before packs: one tensor a file, under the key "t"
+        path = tmp_path / "one.safetensors"
+        save_file({"t": tensor.contiguous()}, str(path))
+        assert blob_file_digest(path) == tensor_digest(tensor)
+        assert torch.equal(store.get_tensor(tensor_digest(tensor), name), tensor)
 
 
 def test_the_collapsed_tree_does_not_deepen_with_rounds(tmp_path):

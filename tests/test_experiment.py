@@ -107,7 +107,7 @@ def test_corrupted_blob_is_reported_with_its_path(tmp_path):
     exp, root, dense, _ = small_tree(tmp_path / "s", branches=("l1_unstructured",), rounds=1)
     exp.run()
     entry = exp.store.manifest(dense.hash)["weights"]["1.weight"]
-    path = exp.store.blob_path(entry["blob"])
+    path = exp.store.entry_path(entry)
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
@@ -123,7 +123,10 @@ def test_corrupted_blob_is_reported_with_its_path(tmp_path):
 def test_gc_removes_only_unreferenced_blobs(tmp_path):
     exp, *_ = small_tree(tmp_path / "s", branches=("l1_unstructured",), rounds=1)
     exp.run()
-    orphan = exp.store.put_tensor(torch.arange(7.0))
+    from prunelab.experiment.store import tensor_digest
+
+    orphan_tensor = torch.arange(7.0)
+    orphan = exp.store._store_tensors({tensor_digest(orphan_tensor): orphan_tensor})[tensor_digest(orphan_tensor)]
     before = set(exp.store.all_blobs())
     files, _ = exp.store.gc()
     assert files == 1 and set(exp.store.all_blobs()) == before - {orphan}

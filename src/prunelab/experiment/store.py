@@ -2,7 +2,10 @@
 
 Layout::
 
-    STORE/blobs/ab/<sha256>.safetensors   one tensor each, named by its content hash
+    STORE/blobs/ab/<sha256>.safetensors   tensors: a state's new tensors in one file (a pack, its
+                                          tensors keyed by their content hashes, the file named by
+                                          the hash of its keys); stores written before format 3
+                                          hold one tensor a file, named by its content hash
     STORE/states/<hash>.json              one manifest per state (written last, atomically)
     STORE/probes/<state>/<probe>.json     results of probes (evaluations) on a state
     STORE/locks/<hash>.lock               per-state file locks (concurrent runs)
@@ -64,29 +67,52 @@ _DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat
            "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
 
 
-def blob_file_digest(path: Path) -> str:
-    """The :func:`tensor_digest` of a one-tensor safetensors file, read straight from its bytes (no
-    torch): the same sha256 over ``torch.<dtype>|[shape]|`` and the raw data."""
+def file_tensor_digests(path: Path) -> dict[str, str]:
+    """The :func:`tensor_digest` of every tensor in a safetensors file, by key, read straight from its
+    bytes (no torch): the same sha256 over ``torch.<dtype>|[shape]|`` and the raw data."""
     data = path.read_bytes()
     if len(data) < 8:
         raise ValueError("shorter than a safetensors header")
     size = int.from_bytes(data[:8], "little")
     header = json.loads(data[8:8 + size])
-    entry = header.get("t")
-    if not isinstance(entry, dict) or entry.get("dtype") not in _DTYPES:
+    if not isinstance(header, dict):
+        raise ValueError("header is not a JSON object")
+    digests = {}
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        if not isinstance(entry, dict) or entry.get("dtype") not in _DTYPES:
+            raise ValueError(f"tensor {key[:12]}: unknown dtype")
+        start, end = entry["data_offsets"]
+        body = data[8 + size + start:8 + size + end]
+        if len(body) != end - start:
+            raise ValueError("truncated")
+        digest = hashlib.sha256(f"torch.{_DTYPES[entry['dtype']]}|{list(entry['shape'])}|".encode())
+        if body:
+            digest.update(body)
+        digests[key] = digest.hexdigest()
+    return digests
+
+
+def blob_file_digest(path: Path) -> str:
+    """The :func:`tensor_digest` of a one-tensor blob (the layout before packs), from its bytes."""
+    digests = file_tensor_digests(path)
+    if set(digests) != {"t"}:
         raise ValueError("not a one-tensor blob")
-    start, end = entry["data_offsets"]
-    body = data[8 + size + start:8 + size + end]
-    if len(body) != end - start:
-        raise ValueError("truncated")
-    digest = hashlib.sha256(f"torch.{_DTYPES[entry['dtype']]}|{list(entry['shape'])}|".encode())
-    if body:
-        digest.update(body)
-    return digest.hexdigest()
+    return digests["t"]
+
+
+def pack_name(digests) -> str:
+    """A pack's file name: the hash of the content hashes it holds (so a name says what is inside)."""
+    return hashlib.sha256(("pack|" + ",".join(sorted(digests))).encode()).hexdigest()
 
 # 2: manifests carry a digest of their own content (format-1 manifests, without it, are still read:
 # their identity is checked, their content cannot be).
-FORMAT = 2
+# 3: a state's new tensors go into one pack file; a tensor entry names its pack ("pack") besides its
+# own content hash ("blob"). Entries without "pack" (formats 1-2, and tensors stored by them) are
+# one-tensor files. Writing one file a state instead of ~20 is what makes small states cheap: on the
+# development machine creating, fsyncing and renaming a file cost 1-3 ms (docs/benchmarks/state_write.md).
+FORMAT = 3
 
 
 def manifest_digest(manifest: dict) -> str:
@@ -135,6 +161,9 @@ def _damage(path: Path, exc: Exception) -> str:
     """Why a manifest is damaged, for a ``damaged`` record (path → why): the StoreError's
     message without its path and its advice."""
     return str(exc).removeprefix(f"{path}: damaged manifest: ").split("; `prunelab")[0]
+
+
+_HOMES: dict[str, dict[str, str]] = {}  # store root → where this process saw each tensor (Store._homes)
 
 
 class StoreError(PrunelabError):
@@ -266,33 +295,92 @@ class Store:
     def blob_path(self, digest: str) -> Path:
         return self.root / "blobs" / digest[:2] / f"{digest}.safetensors"
 
-    def put_tensor(self, tensor: "torch.Tensor") -> str:
-        self._check_writable("store a tensor")
-        digest = tensor_digest(tensor)
-        path = self.blob_path(digest)
-        if not path.exists():  # identical tensors are stored once
-            path.parent.mkdir(exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=digest[:8] + ".", suffix=".tmp", dir=path.parent)
-            os.close(fd)
-            try:
-                save_file({"t": tensor.detach().contiguous().cpu()}, tmp)
-                publish(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-        return digest
+    def get_tensor(self, digest: str, pack: str | None = None) -> "torch.Tensor":
+        """The tensor with content hash ``digest``, from its pack or (older stores) its own file."""
+        return self._read_entries({"t": {"blob": digest, **({"pack": pack} if pack else {})}})["t"]
 
-    def get_tensor(self, digest: str) -> "torch.Tensor":
-        path = self.blob_path(digest)
-        if not path.is_file():
-            raise StoreError(f"{path}: blob missing (referenced by a manifest)")
-        try:
-            tensor = load_file(str(path))["t"]
-        except Exception as exc:
-            raise StoreError(f"{path}: unreadable blob ({exc})") from exc
-        if tensor_digest(tensor) != digest:
-            raise StoreError(f"{path}: blob is corrupted (content does not match its hash)")
-        return tensor
+    def entry_path(self, entry: dict) -> Path:
+        """The file that holds a manifest's tensor entry."""
+        return self.blob_path(entry.get("pack") or entry["blob"])
+
+    def _read_entries(self, entries: dict[str, dict]) -> dict[str, "torch.Tensor"]:
+        """Tensors of manifest entries by key, each file opened once, every tensor re-hashed."""
+        from safetensors import safe_open
+
+        by_file: dict[str, list[str]] = {}
+        for key, entry in entries.items():
+            by_file.setdefault(entry.get("pack") or entry["blob"], []).append(key)
+        out = {}
+        homes = self._homes()
+        for name, keys in by_file.items():
+            path = self.blob_path(name)
+            if not path.is_file():
+                raise StoreError(f"{path}: blob missing (referenced by a manifest)")
+            packed = "pack" in entries[keys[0]]
+            try:
+                with safe_open(str(path), framework="pt") as fh:
+                    members = set(fh.keys())
+                    for key in keys:
+                        member = entries[key]["blob"] if packed else "t"
+                        if member not in members:
+                            raise StoreError(f"{path}: tensor {entries[key]['blob'][:12]} missing from this pack")
+                        out[key] = fh.get_tensor(member)
+            except StoreError:
+                raise
+            except Exception as exc:
+                raise StoreError(f"{path}: unreadable blob ({exc})") from exc
+            for key in keys:
+                if tensor_digest(out[key]) != entries[key]["blob"]:
+                    raise StoreError(f"{path}: blob is corrupted (content does not match its hash)")
+                homes[entries[key]["blob"]] = name
+        return out
+
+    def _homes(self) -> dict[str, str]:
+        """Where this process has seen each stored tensor (content hash → file name), so a state that
+        shares its parent's tensors references them instead of writing them again. Filled by writes
+        and by verified reads only; a miss merely stores a tensor twice."""
+        homes = _HOMES.setdefault(str(self.root.resolve()), {})
+        if len(homes) > 500_000:
+            homes.clear()
+        return homes
+
+    def _store_tensors(self, tensors: dict[str, "torch.Tensor"]) -> dict[str, str]:
+        """Store tensors (content hash → tensor) not in the store yet, together in one new pack;
+        returns where each one lives (content hash → file name)."""
+        self._check_writable("store tensors")
+        homes, known, new = self._homes(), {}, {}
+        for digest, tensor in tensors.items():
+            home = homes.get(digest)
+            if home is not None and self.blob_path(home).is_file():
+                known[digest] = home
+            elif self.blob_path(digest).is_file():  # a one-tensor file of an older store
+                known[digest] = digest
+            else:
+                new[digest] = tensor
+        if new:
+            name = pack_name(new)
+            path = self.blob_path(name)
+            if not path.is_file():
+                payload, storages = {}, set()
+                for digest, tensor in sorted(new.items()):
+                    t = tensor.detach().contiguous().cpu()
+                    if t.numel() and t.untyped_storage().data_ptr() in storages:
+                        t = t.clone()  # safetensors refuses two keys over one storage
+                    if t.numel():
+                        storages.add(t.untyped_storage().data_ptr())
+                    payload[digest] = t
+                path.parent.mkdir(exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=name[:8] + ".", suffix=".tmp", dir=path.parent)
+                os.close(fd)
+                try:
+                    save_file(payload, tmp)
+                    publish(tmp, path)
+                except BaseException:
+                    Path(tmp).unlink(missing_ok=True)
+                    raise
+            known.update(dict.fromkeys(new, name))
+        homes.update(known)
+        return known
 
     # ------------------------------------------------------------ manifests
 
@@ -329,13 +417,28 @@ class Store:
     def write_state(self, manifest: dict, snapshot: "Snapshot") -> dict:
         """Store a snapshot's tensors, then its manifest (atomically). Returns the manifest."""
         manifest = dict(manifest)
+        pending: dict[str, "torch.Tensor"] = {}
+        entries: list[dict] = []
+
+        def put(tensor: "torch.Tensor") -> str:
+            digest = tensor_digest(tensor)
+            pending.setdefault(digest, tensor)
+            return digest
+
         manifest.update(
             format=FORMAT, status="done", error=None, spec=snapshot.spec.to_json(), dataset=snapshot.dataset,
             iteration=snapshot.iteration, metrics=snapshot.metrics,
-            weights={k: self._tensor_entry(v) for k, v in snapshot.weights.items()},
-            masks={k: self._mask_entry(v) for k, v in snapshot.masks.items()},
-            optimizer=self._optimizer_entry(snapshot.optimizer),
+            weights={k: self._tensor_entry(v, put) for k, v in snapshot.weights.items()},
+            masks={k: self._mask_entry(v, put) for k, v in snapshot.masks.items()},
+            optimizer=self._optimizer_entry(snapshot.optimizer, put),
         )
+        entries += list(manifest["weights"].values()) + list(manifest["masks"].values())
+        if manifest["optimizer"] is not None:
+            entries += list(manifest["optimizer"]["tensors"].values())
+        homes = self._store_tensors(pending)  # one file for the state's new tensors, before the manifest
+        for entry in entries:
+            if homes[entry["blob"]] != entry["blob"]:
+                entry["pack"] = homes[entry["blob"]]
         self._publish(manifest)
         return manifest
 
@@ -368,19 +471,20 @@ class Store:
         m["tags"] = sorted(set(m.get("tags", [])) | set(tags))
         self._publish(m)
 
-    def _tensor_entry(self, tensor: "torch.Tensor") -> dict:
-        return {"blob": self.put_tensor(tensor), "dtype": str(tensor.dtype).removeprefix("torch."), "shape": list(tensor.shape)}
+    @staticmethod
+    def _tensor_entry(tensor: "torch.Tensor", put) -> dict:
+        return {"blob": put(tensor), "dtype": str(tensor.dtype).removeprefix("torch."), "shape": list(tensor.shape)}
 
-    def _mask_entry(self, mask: "torch.Tensor") -> dict:
+    @staticmethod
+    def _mask_entry(mask: "torch.Tensor", put) -> dict:
         import torch
 
         from ..pruning.masks import pack
 
         packed = torch.from_numpy(pack(mask))
-        return {"blob": self.put_tensor(packed), "shape": list(mask.shape), "packed": True,
-                "kept": int(mask.sum())}
+        return {"blob": put(packed), "shape": list(mask.shape), "packed": True, "kept": int(mask.sum())}
 
-    def _optimizer_entry(self, state: dict | None) -> dict | None:
+    def _optimizer_entry(self, state: dict | None, put) -> dict | None:
         if state is None:
             return None
         import torch
@@ -389,7 +493,7 @@ class Store:
         for index, values in state["state"].items():
             for key, value in values.items():
                 if isinstance(value, torch.Tensor) and value.dim() > 0:
-                    tensors[f"{index}.{key}"] = self._tensor_entry(value)
+                    tensors[f"{index}.{key}"] = self._tensor_entry(value, put)
                 elif isinstance(value, torch.Tensor):  # scalars (Adam's step) live in the JSON
                     plain[f"{index}.{key}"] = {"scalar": value.item(), "dtype": str(value.dtype).removeprefix("torch.")}
                 else:
@@ -409,15 +513,18 @@ class Store:
             raise StoreError(f"{self.root}: no state {state_hash}")
         if m.get("status") != "done":
             raise StoreError(f"state {state_hash[:12]} did not finish ({m.get('status')}): {(m.get('error') or {}).get('message')}")
-        weights = {k: self.get_tensor(e["blob"]) for k, e in m["weights"].items()}
-        masks = {k: unpack(self.get_tensor(e["blob"]).numpy(), e["shape"]) for k, e in m["masks"].items()}
+        o = m.get("optimizer")
+        tensors = self._read_entries({**{("w", k): e for k, e in m["weights"].items()},
+                                      **{("m", k): e for k, e in m["masks"].items()},
+                                      **{("o", k): e for k, e in (o["tensors"] if o else {}).items()}})
+        weights = {k: tensors["w", k] for k in m["weights"]}
+        masks = {k: unpack(tensors["m", k].numpy(), e["shape"]) for k, e in m["masks"].items()}
         optimizer = None
-        if m.get("optimizer") is not None:
-            o = m["optimizer"]
+        if o is not None:
             state: dict[int, dict] = {}
-            for key, entry in o["tensors"].items():
+            for key in o["tensors"]:
                 index, _, name = key.partition(".")
-                state.setdefault(int(index), {})[name] = self.get_tensor(entry["blob"])
+                state.setdefault(int(index), {})[name] = tensors["o", key]
             for key, value in o["values"].items():
                 index, _, name = key.partition(".")
                 if isinstance(value, dict) and "scalar" in value:
@@ -796,9 +903,9 @@ class Store:
         refs = set()
         for m in self.manifests():  # raises on a damaged manifest: its blobs must not look unreferenced
             for group in ("weights", "masks"):
-                refs.update(e["blob"] for e in (m.get(group) or {}).values())
+                refs.update(e.get("pack") or e["blob"] for e in (m.get(group) or {}).values())
             if m.get("optimizer"):
-                refs.update(e["blob"] for e in m["optimizer"]["tensors"].values())
+                refs.update(e.get("pack") or e["blob"] for e in m["optimizer"]["tensors"].values())
         return refs
 
     def all_blobs(self) -> dict[str, Path]:
@@ -836,6 +943,7 @@ class Store:
         problems = [Problem(path.stem, f"{path}: {why}", (path,)) for path, why in damaged.items()]
         damaged_hashes = {path.stem for path in damaged}
         checked: dict[str, str | None] = {}
+        packs: dict[str, tuple[str | None, set[str]]] = {}
         for h, m in good.items():
             path = self.manifest_path(h)
             refs = [m.get("parent")] + [item["$state"] for v in m["recipe"]["params"].values()
@@ -852,16 +960,37 @@ class Store:
                 entries += list(m["optimizer"]["tensors"].values())
             for entry in entries:
                 digest = entry.get("blob") if isinstance(entry, dict) else None
-                if not isinstance(digest, str):
+                pack = entry.get("pack") if isinstance(entry, dict) else None
+                if not isinstance(digest, str) or not isinstance(pack, (str, type(None))):
                     problems.append(Problem(h, f"{path}: a tensor entry has no blob digest", (path,)))
                     continue
-                if digest not in checked:
-                    checked[digest] = self._check_blob(digest)
-                if checked[digest] is not None:
-                    blob = self.blob_path(digest)
-                    problems.append(Problem(h, f"state {h[:12]}: {checked[digest]}",
-                                            (path, blob) if blob.exists() else (path,)))
+                if pack is not None:
+                    if pack not in packs:
+                        packs[pack] = self._check_pack(pack)
+                    why, members = packs[pack]
+                    if why is None and digest not in members:
+                        why = f"{self.blob_path(pack)}: tensor {digest[:12]} missing from this pack"
+                else:
+                    if digest not in checked:
+                        checked[digest] = self._check_blob(digest)
+                    why = checked[digest]
+                if why is not None:
+                    blob = self.blob_path(pack or digest)
+                    problems.append(Problem(h, f"state {h[:12]}: {why}", (path, blob) if blob.exists() else (path,)))
         return sorted(problems, key=lambda p: p.message)
+
+    def _check_pack(self, name: str) -> tuple[str | None, set[str]]:
+        """(Why a pack cannot be trusted or None, the content hashes it holds); no torch."""
+        path = self.blob_path(name)
+        if not path.is_file():
+            return f"{path}: blob missing (referenced by a manifest)", set()
+        try:
+            digests = file_tensor_digests(path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return f"{path}: unreadable blob ({exc})", set()
+        if any(key != digest for key, digest in digests.items()) or pack_name(digests) != name:
+            return f"{path}: blob is corrupted (content does not match its hash)", set()
+        return None, set(digests)
 
     def _check_blob(self, digest: str) -> str | None:
         """Why a blob cannot be trusted (missing, unreadable, content not its name), or None; no torch."""
