@@ -1,10 +1,12 @@
-"""State write: what `Store.write_state` costs for one trained LeNet-300-100 state, and how much
-of it is fsync (issue #13's orchestration overhead: how far batching fsyncs could go).
+"""State write: what `Store.write_state` costs for one trained LeNet-300-100 state (issue #13's
+orchestration overhead), in the store's layout (format 3: a state's new tensors in one pack
+file) against the layout before it (format 2: one file a tensor), and without fsync.
 
 Each repeat writes --states distinct snapshots (LeNet-300-100 on 40 inputs after one Adam
-step: 6 weight tensors and 12 optimizer tensors, ~0.27 M values) into a fresh store, once with
-the store's durable publish (each blob fsynced with its directory) and once with fsync
-replaced by a no-op; the two alternate, medians of --repeats. Nothing is trained.
+step: 6 weight tensors and 12 optimizer tensors, ~0.27 M values) into a fresh store, once in
+each way; the ways alternate, medians of --repeats. Nothing is trained. The one-file-a-tensor
+way is the code of format 2 (temporary file, safetensors, fsync, rename, directory fsync for
+each tensor), run through the same write_state.
 
     python benchmarks/state_write.py [--states 40] [--repeats 5]
 """
@@ -12,6 +14,7 @@ replaced by a no-op; the two alternate, medians of --repeats. Nothing is trained
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -25,7 +28,7 @@ from _common import write_result  # noqa: E402
 
 import prunelab.files as files  # noqa: E402
 from prunelab.experiment.snapshot import ModelSpec, Snapshot  # noqa: E402
-from prunelab.experiment.store import Store  # noqa: E402
+from prunelab.experiment.store import Store, save_file  # noqa: E402
 from prunelab.tasks.models import build_model  # noqa: E402
 
 
@@ -52,6 +55,19 @@ def write_all(states: list[Snapshot]) -> float:
         return (time.perf_counter() - start) / len(states) * 1000
 
 
+def one_file_a_tensor(self, tensors):
+    """Format 2's writer: each tensor in its own file, named by its content hash."""
+    for digest, tensor in tensors.items():
+        path = self.blob_path(digest)
+        if not path.exists():
+            path.parent.mkdir(exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=digest[:8] + ".", suffix=".tmp", dir=path.parent)
+            os.close(fd)
+            save_file({"t": tensor.detach().contiguous().cpu()}, tmp)
+            files.publish(tmp, path)
+    return {digest: digest for digest in tensors}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--states", type=int, default=40)
@@ -59,27 +75,29 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     states = snapshots(args.states)
-    durable = files.fsync_path
-    runs: dict[str, list[float]] = {"fsync": [], "no_fsync": []}
+    durable, packs = files.fsync_path, Store._store_tensors
+    runs: dict[str, list[float]] = {"packs": [], "one_file_a_tensor": [], "packs_no_fsync": []}
     write_all(states[:4])  # warm-up: imports, first files
     for _ in range(args.repeats):
         for mode in runs:
-            files.fsync_path = durable if mode == "fsync" else (lambda path: None)
+            files.fsync_path = (lambda path: None) if mode == "packs_no_fsync" else durable
+            Store._store_tensors = one_file_a_tensor if mode == "one_file_a_tensor" else packs
             try:
                 runs[mode].append(write_all(states))
             finally:
-                files.fsync_path = durable
+                files.fsync_path, Store._store_tensors = durable, packs
     median = {k: statistics.median(v) for k, v in runs.items()}
-    share = (median["fsync"] - median["no_fsync"]) / median["fsync"]
-    print(f"write_state: {median['fsync']:.1f} ms a state with fsync ({min(runs['fsync']):.1f}–"
-          f"{max(runs['fsync']):.1f}), {median['no_fsync']:.1f} ms without ({min(runs['no_fsync']):.1f}–"
-          f"{max(runs['no_fsync']):.1f}): fsync is {share:.0%} of it")
+    ratio = median["one_file_a_tensor"] / median["packs"]
+    share = (median["packs"] - median["packs_no_fsync"]) / median["packs"]
+    for mode, values in runs.items():
+        print(f"{mode:18s} {median[mode]:6.1f} ms a state ({min(values):.1f}–{max(values):.1f})")
+    print(f"packs are {ratio:.1f}x faster than one file a tensor; fsync is {share:.0%} of a pack write")
     write_result("state_write", {
         "command": "python benchmarks/state_write.py " + " ".join(sys.argv[1:]),
         "states": args.states, "repeats": args.repeats, "ms_per_state": runs, "median": median,
-        "fsync_share": share,
-        "note": "measures what batching a state's fsyncs could save of the per-state orchestration cost "
-                "(docs/benchmarks/study_overhead.md); no target of its own",
+        "one_file_a_tensor_vs_packs": ratio, "fsync_share_of_packs": share,
+        "note": "the per-state storage cost behind the study overhead (docs/benchmarks/study_overhead.md); "
+                "no target of its own",
     })
 
 
