@@ -11,7 +11,9 @@ the Train recipe runs it); the vectorised path is ``train_group`` with
 ``vectorize = K``. The two alternate, --repeats times each; medians are
 reported with their ranges. After the first repeat the weights of both paths
 are compared (they agree to rounding, not bitwise: batched kernels sum in
-another order).
+another order). On CUDA both paths replay their step as a CUDA graph (the default), and
+both are also timed without replays (the eager loops; ``--no-eager`` skips them); the replayed
+and eager weights are compared too (equal bit for bit).
 
 ``--full-training`` also times one Frankle & Carbin LeNet-300-100 training
 (50,000 iterations, Adam 1.2e-3, batch 60) on the chosen device, and on the
@@ -19,7 +21,7 @@ CPU of the same machine for ``--cpu-iterations`` iterations (scaled to 50,000
 and labelled as such when fewer).
 
 Each device writes its own section of benchmarks/results/many_models.json
-(a CPU run keeps a GPU section measured elsewhere, and vice versa).
+(a CPU run keeps a GPU section measured elsewhere, and vice versa; ``--section`` names another).
 
     python benchmarks/many_models.py [--device cpu|cuda] [--ks 1,8,32] [--iterations N] [--repeats 3]
 """

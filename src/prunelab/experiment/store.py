@@ -163,6 +163,14 @@ def _damage(path: Path, exc: Exception) -> str:
     return str(exc).removeprefix(f"{path}: damaged manifest: ").split("; `prunelab")[0]
 
 
+def tensor_entries(manifest: dict) -> list:
+    """Every tensor entry of a manifest: weights, masks and the optimizer state's tensors."""
+    entries = list((manifest.get("weights") or {}).values()) + list((manifest.get("masks") or {}).values())
+    if manifest.get("optimizer"):
+        entries += list(manifest["optimizer"]["tensors"].values())
+    return entries
+
+
 _HOMES: dict[str, dict[str, str]] = {}  # store root → where this process saw each tensor (Store._homes)
 
 
@@ -339,7 +347,10 @@ class Store:
         """Where this process has seen each stored tensor (content hash → file name), so a state that
         shares its parent's tensors references them instead of writing them again. Filled by writes
         and by verified reads only; a miss merely stores a tensor twice."""
-        homes = _HOMES.setdefault(str(self.root.resolve()), {})
+        key = self.__dict__.get("_home_key")
+        if key is None:
+            key = self._home_key = str(self.root.resolve())  # once per Store, not per read or write
+        homes = _HOMES.setdefault(key, {})
         if len(homes) > 500_000:
             homes.clear()
         return homes
@@ -349,9 +360,12 @@ class Store:
         returns where each one lives (content hash → file name)."""
         self._check_writable("store tensors")
         homes, known, new = self._homes(), {}, {}
+        present: dict[str, bool] = {}  # a state's shared tensors mostly sit in one or two files: stat each once
         for digest, tensor in tensors.items():
             home = homes.get(digest)
-            if home is not None and self.blob_path(home).is_file():
+            if home is not None and home not in present:
+                present[home] = self.blob_path(home).is_file()
+            if home is not None and present[home]:
                 known[digest] = home
             elif self.blob_path(digest).is_file():  # a one-tensor file of an older store
                 known[digest] = digest
@@ -418,7 +432,6 @@ class Store:
         """Store a snapshot's tensors, then its manifest (atomically). Returns the manifest."""
         manifest = dict(manifest)
         pending: dict[str, "torch.Tensor"] = {}
-        entries: list[dict] = []
 
         def put(tensor: "torch.Tensor") -> str:
             digest = tensor_digest(tensor)
@@ -432,11 +445,8 @@ class Store:
             masks={k: self._mask_entry(v, put) for k, v in snapshot.masks.items()},
             optimizer=self._optimizer_entry(snapshot.optimizer, put),
         )
-        entries += list(manifest["weights"].values()) + list(manifest["masks"].values())
-        if manifest["optimizer"] is not None:
-            entries += list(manifest["optimizer"]["tensors"].values())
         homes = self._store_tensors(pending)  # one file for the state's new tensors, before the manifest
-        for entry in entries:
+        for entry in tensor_entries(manifest):
             if homes[entry["blob"]] != entry["blob"]:
                 entry["pack"] = homes[entry["blob"]]
         self._publish(manifest)
@@ -902,10 +912,7 @@ class Store:
     def referenced_blobs(self) -> set[str]:
         refs = set()
         for m in self.manifests():  # raises on a damaged manifest: its blobs must not look unreferenced
-            for group in ("weights", "masks"):
-                refs.update(e.get("pack") or e["blob"] for e in (m.get(group) or {}).values())
-            if m.get("optimizer"):
-                refs.update(e.get("pack") or e["blob"] for e in m["optimizer"]["tensors"].values())
+            refs.update(e.get("pack") or e["blob"] for e in tensor_entries(m))
         return refs
 
     def all_blobs(self) -> dict[str, Path]:
@@ -955,10 +962,7 @@ class Store:
                                             (path,)))
             if m.get("status") != "done":
                 continue
-            entries = list((m.get("weights") or {}).values()) + list((m.get("masks") or {}).values())
-            if m.get("optimizer"):
-                entries += list(m["optimizer"]["tensors"].values())
-            for entry in entries:
+            for entry in tensor_entries(m):
                 digest = entry.get("blob") if isinstance(entry, dict) else None
                 pack = entry.get("pack") if isinstance(entry, dict) else None
                 if not isinstance(digest, str) or not isinstance(pack, (str, type(None))):
