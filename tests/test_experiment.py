@@ -236,6 +236,20 @@ def test_serial_and_dask_give_bitwise_identical_stores(tmp_path):
         assert a["weights"] == b["weights"] and a["masks"] == b["masks"] and a["optimizer"] == b["optimizer"]
 
 
+def test_a_rewind_carries_its_targets_optimizer_after_the_target_trained_on_in_memory(tmp_path):
+    # The rewind point (iteration 10) trains on to the end in the same process and the same task,
+    # so it is still in the in-memory snapshot cache when the rewind reads it: the rewound state
+    # must still get the optimizer state stored at iteration 10, not the one at the end.
+    exp = Experiment(tmp_path / "s")
+    root = exp.root(dataset="digits", model="lenet_300_100", seed=0)
+    early = root.then(Train(CONFIG, stop=10))
+    rewound = early.then(Train(CONFIG)).then(Prune(technique("l1_unstructured", amount=0.3))).then(Rewind(to=early))
+    assert exp.run().ok
+    target, got = exp.store.manifest(early.hash), exp.store.manifest(rewound.hash)
+    assert got["optimizer"]["tensors"] and got["optimizer"] == target["optimizer"]
+    assert got["weights"] == target["weights"]
+
+
 def test_unknown_executor_is_a_clear_error(tmp_path):
     exp, *_ = small_tree(tmp_path / "s", branches=("l1_unstructured",), rounds=1)
     with pytest.raises(PrunelabError, match="unknown executor 'gpu'"):

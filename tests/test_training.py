@@ -45,6 +45,19 @@ def test_training_in_two_pieces_equals_one_run(digits, optimizer):
         assert torch.equal(v, pieces.state_dict()[k]), k
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "momentum"])
+def test_training_leaves_the_optimizer_state_it_started_from_untouched(digits, optimizer):
+    # a stored parent held in memory must stay what was stored while a child trains on from it
+    cfg = config(optimizer=optimizer, lr=0.01, iterations=30)
+    model = build_model("lenet_300_100", digits.input_shape, 10, seed=1)
+    first = train(model, digits, cfg, seed=2, stop=10)
+    before = {i: {k: v.clone() for k, v in s.items()} for i, s in first.optimizer_state["state"].items()}
+    train(model, digits, cfg, seed=2, start=10, optimizer_state=first.optimizer_state)
+    for i, s in first.optimizer_state["state"].items():
+        for k, v in s.items():
+            assert torch.equal(v, before[i][k]), (i, k)
+
+
 def test_training_learns_digits(digits):
     model = build_model("lenet_300_100", digits.input_shape, 10, seed=0)
     before = evaluate(model, digits.test, digits.class_names).accuracy

@@ -242,6 +242,17 @@ def split_on(split, device: torch.device):
     return hit[1], hit[2]
 
 
+def own_copy(value):
+    """A (nested) optimizer state dict whose tensors are fresh copies, shared with nobody."""
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, dict):
+        return {k: own_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [own_copy(v) for v in value]
+    return value
+
+
 def to_cpu(value):
     """Tensors in a (nested) optimizer state dict, moved to the CPU: stored blobs are always CPU tensors."""
     if isinstance(value, torch.Tensor):
@@ -355,7 +366,9 @@ def train(
     model.to(device)  # in place: the caller's module (and torch's pruning buffers) now live on the device
     optimizer = make_optimizer(config, trainable_parameters(model))
     if optimizer_state is not None:
-        optimizer.load_state_dict(optimizer_state)  # torch moves the state to each parameter's device
+        # torch keeps a CPU state's tensors as they are and then updates them in place: without the
+        # copy, training would change the state it started from (a stored parent still held in memory)
+        optimizer.load_state_dict(own_copy(optimizer_state))  # torch moves the state to each parameter's device
     result = TrainResult(iterations=start, device=device_name(device))
     x_all, y_all = split_on(train_split, device)
     watch = LossWatch(config, total, device)
