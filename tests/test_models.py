@@ -101,3 +101,35 @@ def tiny_user_model(input_shape, num_classes):
 def test_user_model_by_import_path():
     model = build_model("tests.test_models:tiny_user_model", (1, 8, 8), 10)
     assert model(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("name, shape", [("lenet_300_100", (1, 8, 8)), ("resnet20", (3, 16, 16))])
+def test_a_snapshots_model_is_a_fresh_build_with_its_weights_and_masks(name, shape):
+    # Snapshot.model copies a module built once per process instead of building (and initialising) anew
+    from prunelab.experiment.snapshot import ModelSpec, Snapshot
+    from prunelab.pruning.masks import get_masks
+    from prunelab.pruning.methods import PruningConfig, prune
+
+    spec = ModelSpec(name, shape, 10)
+    trained = spec.build(seed=3)
+    prune(trained, PruningConfig(method="magnitude", amount=0.5), input_shape=shape)
+    snap = Snapshot.capture(trained, spec, "digits")
+    first = snap.model()
+    expected = spec.build()
+    expected.load_state_dict(snap.weights, strict=False)
+    with torch.no_grad():
+        for p in first.parameters():
+            p.add_(1.0)  # the copy handed out is the caller's: changing it changes no later one
+        for b in first.buffers():
+            b.add_(1) if b.is_floating_point() else None
+    second = snap.model()
+    assert second is not first
+    got = {k.removesuffix("_orig"): v for k, v in second.state_dict().items() if not k.endswith("_mask")}
+    assert got.keys() == expected.state_dict().keys()
+    for k, v in expected.state_dict().items():
+        assert torch.equal(got[k], v), k
+    masks = get_masks(second)
+    assert masks.keys() == snap.masks.keys() and all(torch.equal(masks[k], snap.masks[k]) for k in masks)
+    x = torch.randn(2, *shape)
+    second.eval(), trained.eval()
+    assert torch.equal(second(x), trained(x))

@@ -8,6 +8,8 @@ attached, and identical weights hash to identical blobs.
 
 from __future__ import annotations
 
+import copy
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -66,7 +68,7 @@ class Snapshot:
 
     def model(self) -> nn.Module:
         """A fresh module holding these weights, with the masks attached via torch's pruning."""
-        module = self.spec.build()
+        module = _fresh_module(self.spec)
         missing, unexpected = module.load_state_dict(self.weights, strict=False)
         if missing or unexpected:
             raise ValueError(f"weights do not fit {self.spec.model}: missing {missing[:3]}, unexpected {unexpected[:3]}")
@@ -81,6 +83,34 @@ class Snapshot:
     def capture(cls, model: nn.Module, spec: ModelSpec, dataset: str, *, optimizer: dict | None = None,
                 iteration: int = 0, metrics: dict | None = None) -> "Snapshot":
         return cls(spec, dataset, canonical_weights(model), get_masks(model), optimizer, iteration, metrics or {})
+
+
+_TEMPLATES: "OrderedDict[ModelSpec, nn.Module]" = OrderedDict()
+_TEMPLATE_COUNT = 4
+
+
+def _fresh_module(spec: ModelSpec) -> nn.Module:
+    """``spec.build()``, as a copy of a module built once per process.
+
+    Every stored weight is loaded over it, so its random initialisation is wasted work: for a
+    small model, building (seeding, initialising, the shape check) cost more than the training
+    step it precedes in a short study. A deep copy of the same seed-0 build is the same module.
+    """
+    try:
+        template = _TEMPLATES.get(spec)
+    except TypeError:  # options that cannot be hashed: no cache
+        return spec.build()
+    if template is None:
+        template = spec.build()
+        try:
+            copy.deepcopy(template)
+        except Exception:  # a user model that cannot be copied is built every time
+            return template
+        _TEMPLATES[spec] = template
+        while len(_TEMPLATES) > _TEMPLATE_COUNT:
+            _TEMPLATES.popitem(last=False)
+    _TEMPLATES.move_to_end(spec)
+    return copy.deepcopy(template)
 
 
 def canonical_weights(model: nn.Module) -> dict[str, torch.Tensor]:

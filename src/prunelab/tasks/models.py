@@ -78,7 +78,9 @@ def build_model(
     if unknown:
         raise PrunelabError(f"model {name!r} has no option {unknown[0]!r} (options: {', '.join(p for p in accepted if p not in ('input_shape', 'num_classes')) or 'none'})")
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        # the CPU generator only (what fork_rng restores): torch.manual_seed would also seed every
+        # CUDA device, lazily and for good, and record a stack trace each time CUDA is not initialised
+        torch.default_generator.manual_seed(seed)
         model = entry.factory(input_shape=input_shape, num_classes=num_classes, **options)
         initialize(model, scheme)
     try:
