@@ -10,13 +10,11 @@ timed individually and summed — what the study would cost with zero
 orchestration (no spec, hashing, storage, pruning or scheduling).
 
 Target (issue #5): study wall time <= 1.05x the sum of its training runs.
-Both at 1 torch thread. Medians of --repeats. Each repeat runs three ways in
-turn, the order rotating from repeat to repeat: the study as prunelab runs it
-(states written behind the computation), the same study with each state
-written before the next starts (PRUNELAB_BACKGROUND_WRITES=0, the way before),
-and the replay. Each study's trainings are also timed inside the run, which
-gives a second ratio that host drift between the study and its replay cannot
-move (but that cannot see what the study's other work costs the trainings).
+Both at 1 torch thread. Medians of --repeats; the study and the replay
+alternate, each going first in every other repeat. The study's trainings are
+also timed inside the run, which gives a second figure that host drift between
+the study and its replay cannot move: the milliseconds a state spends besides
+training (it cannot see what the study's other work costs the trainings).
 
     python benchmarks/study_overhead.py [--repeats 3]
 
@@ -40,7 +38,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_result  # noqa: E402
 
 import prunelab.experiment.recipes as recipes
-import prunelab.experiment.writes as writes
 from prunelab.experiment import Finetune, Train
 from prunelab.experiment.context import dataset_cache
 from prunelab.pruning.masked import train_masked
@@ -120,19 +117,15 @@ class InsideTimer:
         recipes.train_masked, recipes._evaluation_metrics = self._saved
 
 
-def run_study(spec, folder: Path, background: bool):
+def run_study(spec, folder: Path):
     """(wall seconds, seconds inside its trainings, the finished tree) of one run into a fresh store."""
-    writes.ENABLED = background
-    try:
-        tree = build_study(spec, folder / "store")
-        with InsideTimer() as inside:
-            start = time.perf_counter()
-            summary = tree.experiment.run()
-            seconds = time.perf_counter() - start
-        assert summary.ok
-        return seconds, inside.seconds, tree
-    finally:
-        writes.ENABLED = True
+    tree = build_study(spec, folder / "store")
+    with InsideTimer() as inside:
+        start = time.perf_counter()
+        summary = tree.experiment.run()
+        seconds = time.perf_counter() - start
+    assert summary.ok
+    return seconds, inside.seconds, tree
 
 
 def main() -> None:
@@ -140,7 +133,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--iterations", type=int, default=None, help="training length (default: the spec's 1,500)")
-    parser.add_argument("--no-in-line", action="store_true", help="leave out the study with writes in line")
     args = parser.parse_args()
     torch.set_num_threads(1)
     spec = study_spec(args.seeds, args.iterations)
@@ -148,28 +140,27 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as warm:  # imports, optimizer warm-up
         tiny = spec.model_copy(update={"training": spec.training.model_copy(update={"iterations": 120, "eval_every": 0})})
         build_study(tiny, Path(warm) / "s").experiment.run()
-    ways = ["study", "replay"] + ([] if args.no_in_line else ["study_in_line"])
+    ways = ["study", "replay"]
     wall: dict[str, list[float]] = {w: [] for w in ways}
-    inside: dict[str, list[float]] = {w: [] for w in ways if w != "replay"}
+    inside: dict[str, list[float]] = {"study": []}
     n_trainings = n_states = 0
-    for r in range(args.repeats):
-        order = ways[r % len(ways):] + ways[: r % len(ways)]  # each way first, middle and last in turn
-        with tempfile.TemporaryDirectory() as folder:
-            finished = None
-            for way in order:
+    with tempfile.TemporaryDirectory() as base:
+        # the replay reads parents from one finished store, made once (untimed) before the repeats
+        reference = run_study(spec, Path(base) / "reference")[2]
+        for r in range(args.repeats):
+            for way in (ways if r % 2 == 0 else ways[::-1]):  # each goes first in every other repeat
                 if way == "replay":
-                    if finished is None:  # the replay needs a finished store: make one, untimed
-                        finished = run_study(spec, Path(folder) / "for_replay", True)[2]
-                    seconds, n_trainings = replay_trainings(finished)
+                    seconds, n_trainings = replay_trainings(reference)
                     wall["replay"].append(seconds)
                     continue
-                seconds, in_trainings, tree = run_study(spec, Path(folder) / way, way == "study")
-                wall[way].append(seconds)
-                inside[way].append(in_trainings)
-                finished, n_states = finished or tree, len(tree.experiment.states)
-        line = ", ".join(f"{w} {wall[w][-1]:.1f} s" for w in ways)
-        print(f"repeat {r + 1}: {line}; study / replay {wall['study'][-1] / wall['replay'][-1]:.3f}x, "
-              f"study / its trainings inside it {wall['study'][-1] / inside['study'][-1]:.3f}x")
+                with tempfile.TemporaryDirectory() as folder:
+                    seconds, in_trainings, tree = run_study(spec, Path(folder))
+                wall["study"].append(seconds)
+                inside["study"].append(in_trainings)
+                n_states = len(tree.experiment.states)
+            print(f"repeat {r + 1}: study {wall['study'][-1]:.1f} s, replay {wall['replay'][-1]:.1f} s; "
+                  f"study / replay {wall['study'][-1] / wall['replay'][-1]:.3f}x, "
+                  f"study / its trainings inside it {wall['study'][-1] / inside['study'][-1]:.3f}x")
     median = {w: statistics.median(v) for w, v in wall.items()}
     ratio = median["study"] / median["replay"]
     paired = [a / b for a, b in zip(wall["study"], wall["replay"])]
@@ -180,22 +171,18 @@ def main() -> None:
     for w in inside:
         print(f"{w}: wall / its trainings inside it {statistics.median(inside_ratios[w]):.3f}x, "
               f"{statistics.median(overhead_ms[w]):.1f} ms a state besides training")
-    if "study_in_line" in wall:
-        print(f"writes in line vs behind: {median['study_in_line'] / median['study']:.3f}x the wall time")
     large = args.seeds > 1 or args.iterations is not None
     write_result("study_overhead_large" if large else "study_overhead", {
         "study": f"examples/lottery_mnist1d.toml, seeds 0..{args.seeds - 1}, 5 rounds, "
                  f"{spec.training.iterations} iterations a training",
         "command": "python benchmarks/study_overhead.py " + " ".join(sys.argv[1:]),
         "states": n_states, "trainings": n_trainings, "repeats": args.repeats,
-        "ways": {"study": "prunelab's run, states written behind the computation (the default)",
-                 "study_in_line": "the same with PRUNELAB_BACKGROUND_WRITES=0: each state written before the next starts",
+        "ways": {"study": "prunelab's run of the study into a fresh store",
                  "replay": "the study's trainings (with their evaluations) replayed alone from stored parents, summed"},
         "seconds": wall, "median": median,
         "ratio": ratio, "ratios_by_repeat": paired,
         "seconds_inside_trainings": inside, "wall_over_inside": inside_ratios,
         "ms_a_state_besides_training": overhead_ms,
-        "in_line_over_behind": median["study_in_line"] / median["study"] if "study_in_line" in median else None,
         "target": "<= 1.05", "met": ratio <= 1.05,
     })
 

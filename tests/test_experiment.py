@@ -250,6 +250,87 @@ def test_a_rewind_carries_its_targets_optimizer_after_the_target_trained_on_in_m
     assert got["weights"] == target["weights"]
 
 
+def test_verify_finds_rewinds_stored_with_a_changed_optimizer_and_what_was_computed_from_them(tmp_path, monkeypatch):
+    import prunelab.tasks.training as training
+    from prunelab.experiment.context import _SNAPSHOTS
+
+    def tree():
+        exp = Experiment(tmp_path / "s")
+        root = exp.root(dataset="digits", model="lenet_300_100", seed=0)
+        early = root.then(Train(CONFIG, stop=10))
+        pruned = early.then(Train(CONFIG)).then(Prune(technique("l1_unstructured", amount=0.3)))
+        rewound = pruned.then(Rewind(to=early))
+        retrained = rewound.then(Train(CONFIG))
+        other = pruned.then(Rewind(to=root)).then(Train(CONFIG))  # the root has no optimizer: sound
+        return exp, rewound, retrained, other
+
+    monkeypatch.setattr(training, "own_copy", lambda state: state)  # the bug fixed on 2026-11-27, planted
+    exp, rewound, retrained, other = tree()
+    assert exp.run().ok
+    problems = exp.store.verify()
+    assert {p.state for p in problems} == {rewound.hash, retrained.hash}
+    assert any("rewound to state" in p.message for p in problems)
+    monkeypatch.undo()
+    _SNAPSHOTS.clear()  # the planted bug changed the states this process holds in memory too; a new run starts afresh
+    exp.store.repair(problems)
+    exp, rewound, retrained, other = tree()
+    assert sorted(exp.run().computed) == sorted([rewound.hash, retrained.hash])
+    assert exp.store.verify() == []
+
+
+def test_a_state_whose_write_fails_is_recorded_as_failed_and_the_rerun_retries(tmp_path, monkeypatch):
+    import prunelab.experiment.store as store_module
+
+    exp = Experiment(tmp_path / "s")
+    root = exp.root(dataset="digits", model="lenet_300_100", seed=0)
+    trained = root.then(Train(CONFIG))
+    real, calls = store_module.save_file, {"n": 0}
+
+    def refuse_second(tensors, path, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the trained state's pack
+            raise ValueError("cannot serialise")
+        return real(tensors, path, *args, **kwargs)
+
+    monkeypatch.setattr(store_module, "save_file", refuse_second)
+    summary = exp.run()
+    assert list(summary.failed) == [trained.hash] and "cannot serialise" in summary.failed[trained.hash]
+    assert exp.store.manifest(trained.hash)["status"] == "failed"
+    assert not list((tmp_path / "s").glob("**/*.tmp"))
+    assert exp.run().computed == [trained.hash]
+    assert exp.store.is_done(trained.hash)
+
+
+def test_a_state_lock_excludes_other_holders_and_times_out_with_its_path(tmp_path):
+    store = Store(tmp_path / "s")
+    with store.lock("k"):
+        fd = os.open(tmp_path / "s" / "locks" / "k.lock", os.O_RDWR)
+        try:  # what another process (or filelock, which takes the same flock) sees
+            import fcntl
+
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+        ran = []
+
+        def other():
+            try:
+                with store.lock("k", timeout=0.2):
+                    ran.append("got it")
+            except StoreError as exc:
+                ran.append(str(exc))
+
+        import threading
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+        assert ran and "k.lock: still locked" in ran[0]
+    with store.lock("k", timeout=0):  # released
+        pass
+
+
 def test_unknown_executor_is_a_clear_error(tmp_path):
     exp, *_ = small_tree(tmp_path / "s", branches=("l1_unstructured",), rounds=1)
     with pytest.raises(PrunelabError, match="unknown executor 'gpu'"):

@@ -2,7 +2,7 @@
 
 Shared by the executors, the tree (which loads datasets while planning), the audit and the
 analyses; it imports neither of them, so dependencies run one way:
-tree → executors → context ← recipes (type hints only); context → writes.
+tree → executors → context ← recipes (type hints only).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 from .hashing import state_seed
 from .store import Store
-from .writes import wait_for
 
 if TYPE_CHECKING:
     from .recipes import Recipe
@@ -48,7 +47,6 @@ def _load(store: Store, state_hash: str) -> Snapshot:
     if key in _SNAPSHOTS:
         _SNAPSHOTS.move_to_end(key)
         return _SNAPSHOTS[key]
-    wait_for(str(store.root), state_hash)  # a state this process is still writing behind
     snap = store.load(state_hash)
     _cache_put(store, state_hash, snap)
     return snap

@@ -37,9 +37,7 @@ from .hashing import state_seed
 from .context import (_DATASETS, _SNAPSHOTS, SNAPSHOT_CACHE_SIZE, RunContext, StateTask,  # noqa: F401 (re-exported)
                       _cache_put, _load, dataset_cache)
 from .recipes import Init, Recipe
-from .store import HeldLock, Store, StoreError
-from .writes import background_writes
-from . import writes
+from .store import Store, StoreError
 
 if TYPE_CHECKING:
     from .tree import Experiment, State
@@ -165,10 +163,7 @@ def execute_task(store_root: str, task: Task, threads: int, *dependency_results:
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        # states are written behind the computation; the task returns once they are on disk
-        # (unless the serial executor's scope around the whole run waits for them at its end)
-        with background_writes():
-            return _execute_task(store_root, task, *dependency_results)
+        return _execute_task(store_root, task, *dependency_results)
     finally:
         torch.set_num_threads(previous)
 
@@ -234,9 +229,7 @@ def _reuse(store: Store, st: StateTask) -> dict | None:
 
 
 def _run_state(store: Store, st: StateTask) -> dict:
-    writes.wait_for(str(store.root), st.hash)  # never take a lock this process still holds for a write
-    held = store.hold(st.hash)
-    try:
+    with store.lock(st.hash):
         reused = _reuse(store, st)
         if reused is not None:
             return reused
@@ -247,61 +240,31 @@ def _run_state(store: Store, st: StateTask) -> dict:
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # recorded, not raised: the other branches go on
-            return _record(store, st, started, t0, exc, held, traceback.format_exc())
-        return _record(store, st, started, t0, snap, held)
-    finally:
-        held.release()  # unless the write behind took it over
+            return _record(store, st, started, t0, exc, traceback.format_exc())
+        return _record(store, st, started, t0, snap)
 
 
-def _record(store: Store, st: StateTask, started: float, t0: float, outcome, held: HeldLock, trace: str = "",
+def _record(store: Store, st: StateTask, started: float, t0: float, outcome, trace: str = "",
             seconds: float | None = None) -> dict:
-    """Record a computed state, or the failure ``outcome`` (an exception) it ended in; inside
-    ``background_writes`` the write (and the state's lock ``held``) goes to the writer thread."""
+    """Write a computed state, or the failure ``outcome`` (an exception) it ended in."""
     base = _manifest_base(st)
     elapsed = time.perf_counter() - t0 if seconds is None else seconds
     base["timings"] = {"started": started, "seconds": elapsed, "finished": time.time()}
-    if isinstance(outcome, BaseException):
-        result = {"hash": st.hash, "status": "failed", "error": f"{type(outcome).__name__}: {outcome}"}
-    else:
-        result = {"hash": st.hash, "status": "done", "seconds": elapsed}
-        _cache_put(store, st.hash, outcome)  # children computed next read it from memory
-
-    def write() -> None:
-        _write(store, st, base, outcome, trace, result)
-
-    writer = writes.current()
-    if writer is None:
-        write()
-    else:
-        writer.submit((str(store.root), st.hash), write, held.hand_over().release)
-    return result
-
-
-def _write(store: Store, st: StateTask, base: dict, outcome, trace: str, result: dict) -> None:
-    """Write a state's files; a write that fails marks the state failed (``result`` is updated in
-    place), except a full disk, which stops the run."""
     try:
         if isinstance(outcome, BaseException):
-            store.write_failure(base, result["error"], trace)
-            return
-        try:
-            store.write_state(base, outcome)
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:
-            if _disk_full(exc):
-                raise
-            message = f"{type(exc).__name__}: {exc}"
-            store.write_failure(base, message, traceback.format_exc())
-            result.update(status="failed", error=message)
-            result.pop("seconds", None)
+            raise outcome
+        store.write_state(base, outcome)
+        _cache_put(store, st.hash, outcome)
+        return {"hash": st.hash, "status": "done", "seconds": elapsed}
     except KeyboardInterrupt:
         raise
     except Exception as exc:
         if _disk_full(exc):  # nothing more can be written: stop the run, keep what is finished
             raise StoreError(f"{store.root}: disk full while writing state {st.hash[:10]} ({exc}); free space "
                              "and rerun — finished states are kept and not recomputed") from None
-        raise
+        message = f"{type(exc).__name__}: {exc}"
+        store.write_failure(base, message, trace or traceback.format_exc())
+        return {"hash": st.hash, "status": "failed", "error": message}
 
 
 # ---------------------------------------------------------------- vectorised trainings in lockstep
@@ -359,11 +322,11 @@ def _run_lockstep(store: Store, chains: list[list[StateTask]], blocked: dict) ->
 
 
 def _run_group(store: Store, members: list[tuple[StateTask, "object"]]) -> list[tuple[StateTask, dict]]:
-    holds: dict[str, HeldLock] = {}
-    try:
+    from contextlib import ExitStack
+
+    with ExitStack() as locks:
         for st, _ in sorted(members, key=lambda m: m[0].hash):  # one order everywhere: no deadlock
-            writes.wait_for(str(store.root), st.hash)
-            holds[st.hash] = store.hold(st.hash)
+            locks.enter_context(store.lock(st.hash))
         out, todo = [], []
         for st, parent in members:
             reused = _reuse(store, st)
@@ -384,11 +347,8 @@ def _run_group(store: Store, members: list[tuple[StateTask, "object"]]) -> list[
             snaps, trace = [exc] * len(todo), traceback.format_exc()
         share = (time.perf_counter() - t0) / len(todo)
         for (st, _), snap in zip(todo, snaps):
-            out.append((st, _record(store, st, started, t0, snap, holds[st.hash], trace, seconds=share)))
+            out.append((st, _record(store, st, started, t0, snap, trace, seconds=share)))
         return out
-    finally:
-        for held in holds.values():
-            held.release()  # those the write behind did not take over
 
 
 def _disk_full(exc: BaseException) -> bool:
@@ -625,14 +585,13 @@ def run_experiment(experiment: "Experiment", *, executor: str = "serial", worker
             executor, note = "serial", "ran in this process: no two tasks of the plan can run at the same time"
         if executor == "serial" or not tasks:  # nothing to run: no cluster to start
             by_task: list[list[dict]] = []
-            with background_writes():  # one scope for the run: writes overlap the next task too
-                for task in tasks:
-                    _describe(bar, results, n_items, running=1)
-                    out = execute_task(store_root, task, threads, *[by_task[d] for d in task.deps])
-                    by_task.append(out)
-                    results.extend(out)
-                    bar.advance(len(out))
-                    _describe(bar, results, n_items)
+            for task in tasks:
+                _describe(bar, results, n_items, running=1)
+                out = execute_task(store_root, task, threads, *[by_task[d] for d in task.deps])
+                by_task.append(out)
+                results.extend(out)
+                bar.advance(len(out))
+                _describe(bar, results, n_items)
         else:
             results = _run_dask(store_root, tasks, executor, workers, threads, bar, n_items)
     summary = RunSummary(

@@ -27,6 +27,7 @@ import json
 import os
 import sqlite3
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -262,7 +263,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-class _FlockHold:
+class _Flock:
     """An exclusive ``flock`` on ``path`` (the lock filelock takes on POSIX, so processes using either
     exclude each other), without filelock's bookkeeping: taking and releasing a state's new lock cost
     1.07 ms with filelock and 0.30 ms this way on this project's machine, once or twice per state."""
@@ -288,23 +289,6 @@ class _FlockHold:
 
     def release(self) -> None:
         os.close(self.fd)  # closing the only descriptor drops the flock
-
-
-class HeldLock:
-    """A lock taken by :meth:`Store.hold`: released once, by whichever thread ends up owning it."""
-
-    def __init__(self, lock: "FileLock | _FlockHold | None"):
-        self._lock = lock
-
-    def hand_over(self) -> "HeldLock":
-        """The lock moves to a new holder; releasing this one then does nothing."""
-        lock, self._lock = self._lock, None
-        return HeldLock(lock)
-
-    def release(self) -> None:
-        lock, self._lock = self._lock, None
-        if lock is not None:
-            lock.release()
 
 
 @dataclass(frozen=True)
@@ -619,24 +603,20 @@ class Store:
 
     @contextmanager
     def lock(self, key: str, timeout: float = -1) -> Iterator[None]:
-        held = self.hold(key, timeout)
+        """Hold the lock ``key`` (waiting up to ``timeout`` s; -1: for ever)."""
+        if self.read_only:  # nothing is written, so there is nothing to serialise
+            yield
+            return
+        path = self.root / "locks" / f"{key}.lock"
+        if fcntl is None:  # Windows: filelock's msvcrt locks
+            with FileLock(str(path), timeout=timeout):
+                yield
+            return
+        held = _Flock(path, timeout)
         try:
             yield
         finally:
             held.release()
-
-    def hold(self, key: str, timeout: float = -1) -> "HeldLock":
-        """Take the lock ``key`` (waiting up to ``timeout`` s; -1: for ever) and return its holder,
-        which any thread may release: a state computed here keeps its lock until the thread that
-        writes it behind the computation has published it."""
-        if self.read_only:  # nothing is written, so there is nothing to serialise
-            return HeldLock(None)
-        path = self.root / "locks" / f"{key}.lock"
-        if fcntl is None:  # Windows: filelock's msvcrt locks
-            lock = FileLock(str(path), timeout=timeout, thread_local=False)
-            lock.acquire()
-            return HeldLock(lock)
-        return HeldLock(_FlockHold(path, timeout))
 
     # ------------------------------------------------------------ index
 
@@ -645,6 +625,21 @@ class Store:
         con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA synchronous=NORMAL")  # the index is a rebuildable cache
         return con
+
+    def _writer_connection(self) -> sqlite3.Connection:
+        """A connection for the index rows of each written state, kept by this Store for the thread
+        that writes (opening one cost ~0.7 ms a state); a new one when the index file was replaced."""
+        local = self.__dict__.setdefault("_connections", threading.local())
+        try:
+            inode = os.stat(self._index_path).st_ino
+        except OSError:
+            inode = None
+        held = getattr(local, "held", None)
+        if held is None or held[0] != inode or inode is None:
+            if held is not None:
+                held[1].close()
+            local.held = held = (inode, self._connect())
+        return held[1]
 
     def _init_index(self) -> None:
         try:
@@ -694,7 +689,7 @@ class Store:
             short = summary = None
         for attempt in range(5):
             try:
-                with self._connect() as con:
+                with self._writer_connection() as con:
                     con.execute("INSERT OR REPLACE INTO states VALUES (?,?,?,?,?,?,?,?,?,?,?)", row)
                     if short is not None:
                         con.execute(_LISTING_INSERT, short)
@@ -1044,7 +1039,45 @@ class Store:
                 if why is not None:
                     blob = self.blob_path(pack or digest)
                     problems.append(Problem(h, f"state {h[:12]}: {why}", (path, blob) if blob.exists() else (path,)))
+        problems += self._stale_rewinds(good)
         return sorted(problems, key=lambda p: p.message)
+
+    def _stale_rewinds(self, good: dict[str, dict]) -> list["Problem"]:
+        """Rewinds that do not hold their target's weights and optimizer state, and every state below them.
+
+        A Rewind copies its target's tensors, so their content hashes must be the target's: checked
+        from the manifests alone. Before 2026-11-27 a training changed, in place, the optimizer state
+        of a parent still held in memory; a rewind computed from it in the same process then stored
+        the target's *final* optimizer state (its identity is unchanged, so a rerun would reuse it).
+        """
+        def tensors(m: dict) -> tuple:
+            o = m.get("optimizer") or {}
+            return ({k: e.get("blob") for k, e in m.get("weights", {}).items()},
+                    {k: e.get("blob") for k, e in o.get("tensors", {}).items()}, o.get("values"))
+
+        stale: dict[str, str] = {}
+        for h, m in good.items():
+            to = (m.get("recipe", {}).get("params") or {}).get("to")
+            target = good.get(to.get("$state")) if m.get("recipe", {}).get("type") == "Rewind" and isinstance(to, dict) else None
+            if m.get("status") == "done" and target is not None and target.get("status") == "done" \
+                    and tensors(m) != tensors(target):
+                stale[h] = (f"{self.manifest_path(h)}: rewound to state {to['$state'][:12]} but holds other weights or "
+                            "optimizer state than it (computed before the fix of 2026-11-27); `prunelab verify "
+                            "--repair` moves it and the states below it aside and the next run recomputes them")
+        if not stale:
+            return []
+        refs = {h: [m.get("parent")] + [item["$state"] for v in (m.get("recipe", {}).get("params") or {}).values()
+                                         for item in (v if isinstance(v, list) else [v])
+                                         if isinstance(item, dict) and "$state" in item] for h, m in good.items()}
+        grew = True
+        while grew:  # until no state computed from a stale one is left unmarked (references may point deeper)
+            grew = False
+            for h, used in refs.items():
+                bad = next((r for r in used if r in stale), None)
+                if h not in stale and bad is not None:
+                    stale[h] = f"{self.manifest_path(h)}: computed from state {bad[:12]}, which is stale (see that state)"
+                    grew = True
+        return [Problem(h, why, (self.manifest_path(h),)) for h, why in stale.items()]
 
     def _check_pack(self, name: str) -> tuple[str | None, set[str]]:
         """(Why a pack cannot be trusted or None, the content hashes it holds); no torch."""
