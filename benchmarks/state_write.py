@@ -3,7 +3,7 @@ orchestration overhead), in the store's layout (format 3: a state's new tensors 
 file) against the layout before it (format 2: one file a tensor), and without fsync.
 
 Each repeat writes --states distinct snapshots (LeNet-300-100 on 40 inputs after one Adam
-step: 6 weight tensors and 12 optimizer tensors, ~0.27 M values) into a fresh store, once in
+step: 6 weight tensors and 12 optimizer tensors, 43,410 weights and 0.13 M values in all) into a fresh store, once in
 each way; the ways alternate, medians of --repeats. Nothing is trained. The one-file-a-tensor
 way is the code of format 2 (temporary file, safetensors, fsync, rename, directory fsync for
 each tensor), run through the same write_state.
