@@ -242,26 +242,25 @@ def split_on(split, device: torch.device):
     return hit[1], hit[2]
 
 
+def _map_tensors(value, fn):
+    """``value`` (a nested optimizer state dict) with ``fn`` applied to each of its tensors."""
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, dict):
+        return {k: _map_tensors(v, fn) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_map_tensors(v, fn) for v in value]
+    return value
+
+
 def own_copy(value):
     """A (nested) optimizer state dict whose tensors are fresh copies, shared with nobody."""
-    if isinstance(value, torch.Tensor):
-        return value.clone()
-    if isinstance(value, dict):
-        return {k: own_copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [own_copy(v) for v in value]
-    return value
+    return _map_tensors(value, torch.Tensor.clone)
 
 
 def to_cpu(value):
     """Tensors in a (nested) optimizer state dict, moved to the CPU: stored blobs are always CPU tensors."""
-    if isinstance(value, torch.Tensor):
-        return value.cpu()
-    if isinstance(value, dict):
-        return {k: to_cpu(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [to_cpu(v) for v in value]
-    return value
+    return _map_tensors(value, torch.Tensor.cpu)
 
 
 class LossWatch:
