@@ -37,7 +37,7 @@ from .hashing import state_seed
 from .context import (_DATASETS, _SNAPSHOTS, SNAPSHOT_CACHE_SIZE, RunContext, StateTask,  # noqa: F401 (re-exported)
                       _cache_put, _load, dataset_cache)
 from .recipes import Init, Recipe
-from .store import Store, StoreError
+from .store import Store, StoreError, state_refs
 
 if TYPE_CHECKING:
     from .tree import Experiment, State
@@ -198,12 +198,7 @@ def _execute_task(store_root: str, task: Task, *dependency_results: list[dict]) 
 
 def _blocked_reason(st: StateTask, blocked: dict) -> str | None:
     parent = st.identity["parent"]
-    deps = [parent] if parent else []
-    for v in st.identity["params"].values():
-        for item in (v if isinstance(v, list) else [v]):
-            if isinstance(item, dict) and "$state" in item:
-                deps.append(item["$state"])
-    for dep in deps:
+    for dep in ([parent] if parent else []) + state_refs(st.identity["params"]):
         if dep in blocked:
             what = "failed" if blocked[dep]["status"] == "failed" else "was skipped"
             return f"depends on {dep[:10]}, which {what}"

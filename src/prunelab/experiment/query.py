@@ -8,7 +8,7 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from .store import Store, StoreError
+from .store import Store, StoreError, state_refs
 from .summary import flatten  # noqa: F401 (re-exported: callers import it from here)
 
 if TYPE_CHECKING:  # torch is imported only by what loads tensors: listing a store stays fast
@@ -290,10 +290,8 @@ class Results:
             lines.append(f'  "{r["hash"][:12]}" [label="{label}\\n{r["hash"][:8]}"{color}];')
             if r["parent"]:
                 lines.append(f'  "{r["parent"][:12]}" -> "{r["hash"][:12]}";')
-            for value in r["params"].values():
-                for item in (value if isinstance(value, list) else [value]):
-                    if isinstance(item, dict) and "$state" in item:
-                        lines.append(f'  "{item["$state"][:12]}" -> "{r["hash"][:12]}" [style=dashed];')
+            for ref in state_refs(r["params"]):
+                lines.append(f'  "{ref[:12]}" -> "{r["hash"][:12]}" [style=dashed];')
         lines.append("}")
         return "\n".join(lines)
 

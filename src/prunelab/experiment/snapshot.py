@@ -100,17 +100,18 @@ def _fresh_module(spec: ModelSpec) -> nn.Module:
         template = _TEMPLATES.get(spec)
     except TypeError:  # options that cannot be hashed: no cache
         return spec.build()
-    if template is None:
-        template = spec.build()
-        try:
-            copy.deepcopy(template)
-        except Exception:  # a user model that cannot be copied is built every time
-            return template
-        _TEMPLATES[spec] = template
-        while len(_TEMPLATES) > _TEMPLATE_COUNT:
-            _TEMPLATES.popitem(last=False)
-    _TEMPLATES.move_to_end(spec)
-    return copy.deepcopy(template)
+    if template is not None:
+        _TEMPLATES.move_to_end(spec)
+        return copy.deepcopy(template)
+    template = spec.build()
+    try:
+        module = copy.deepcopy(template)
+    except Exception:  # a user model that cannot be copied is built every time
+        return template
+    _TEMPLATES[spec] = template
+    while len(_TEMPLATES) > _TEMPLATE_COUNT:
+        _TEMPLATES.popitem(last=False)
+    return module
 
 
 def canonical_weights(model: nn.Module) -> dict[str, torch.Tensor]:

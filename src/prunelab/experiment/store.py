@@ -169,6 +169,12 @@ def _damage(path: Path, exc: Exception) -> str:
     return str(exc).removeprefix(f"{path}: damaged manifest: ").split("; `prunelab")[0]
 
 
+def state_refs(params: dict) -> list[str]:
+    """The states a recipe's parameters reference (``{"$state": hash}`` items, alone or in lists)."""
+    return [item["$state"] for v in params.values() for item in (v if isinstance(v, list) else [v])
+            if isinstance(item, dict) and "$state" in item]
+
+
 def tensor_entries(manifest: dict) -> list:
     """Every tensor entry of a manifest: weights, masks and the optimizer state's tensors."""
     entries = list((manifest.get("weights") or {}).values()) + list((manifest.get("masks") or {}).values())
@@ -1011,9 +1017,7 @@ class Store:
         packs: dict[str, tuple[str | None, set[str]]] = {}
         for h, m in good.items():
             path = self.manifest_path(h)
-            refs = [m.get("parent")] + [item["$state"] for v in m["recipe"]["params"].values()
-                                        for item in (v if isinstance(v, list) else [v])
-                                        if isinstance(item, dict) and "$state" in item]
+            refs = [m.get("parent")] + state_refs(m["recipe"]["params"])
             for ref in filter(None, refs):
                 if ref not in good and ref not in damaged_hashes:
                     problems.append(Problem(h, f"{path}: refers to state {ref[:12]}, which is not in the store",
@@ -1066,9 +1070,7 @@ class Store:
                             "--repair` moves it and the states below it aside and the next run recomputes them")
         if not stale:
             return []
-        refs = {h: [m.get("parent")] + [item["$state"] for v in (m.get("recipe", {}).get("params") or {}).values()
-                                         for item in (v if isinstance(v, list) else [v])
-                                         if isinstance(item, dict) and "$state" in item] for h, m in good.items()}
+        refs = {h: [m.get("parent")] + state_refs(m["recipe"]["params"]) for h, m in good.items()}
         grew = True
         while grew:  # until no state computed from a stale one is left unmarked (references may point deeper)
             grew = False
