@@ -142,7 +142,7 @@ def main() -> None:
         build_study(tiny, Path(warm) / "s").experiment.run()
     ways = ["study", "replay"]
     wall: dict[str, list[float]] = {w: [] for w in ways}
-    inside: dict[str, list[float]] = {"study": []}
+    inside: list[float] = []  # each study's seconds inside its trainings
     n_trainings = n_states = 0
     with tempfile.TemporaryDirectory() as base:
         # the replay reads parents from one finished store, made once (untimed) before the repeats
@@ -156,21 +156,23 @@ def main() -> None:
                 with tempfile.TemporaryDirectory() as folder:
                     seconds, in_trainings, tree = run_study(spec, Path(folder))
                 wall["study"].append(seconds)
-                inside["study"].append(in_trainings)
+                inside.append(in_trainings)
                 n_states = len(tree.experiment.states)
             print(f"repeat {r + 1}: study {wall['study'][-1]:.1f} s, replay {wall['replay'][-1]:.1f} s; "
                   f"study / replay {wall['study'][-1] / wall['replay'][-1]:.3f}x, "
-                  f"study / its trainings inside it {wall['study'][-1] / inside['study'][-1]:.3f}x")
+                  f"study / its trainings inside it {wall['study'][-1] / inside[-1]:.3f}x")
     median = {w: statistics.median(v) for w, v in wall.items()}
     ratio = median["study"] / median["replay"]
     paired = [a / b for a, b in zip(wall["study"], wall["replay"])]
-    inside_ratios = {w: [a / b for a, b in zip(wall[w], inside[w])] for w in inside}
-    overhead_ms = {w: [(a - b) / n_states * 1000 for a, b in zip(wall[w], inside[w])] for w in inside}
+    inside_ratios = [a / b for a, b in zip(wall["study"], inside)]
+    overhead_ms = [(a - b) / n_states * 1000 for a, b in zip(wall["study"], inside)]
+    # the inside ratio is a lower bound on the overhead: above the target, the target is missed
+    # whatever the replay (drifting with the host) says
+    met = ratio <= 1.05 and statistics.median(inside_ratios) <= 1.05
     print(f"study {median['study']:.2f} s vs trainings alone {median['replay']:.2f} s -> {ratio:.3f}x "
-          f"({n_states} states; repeats {', '.join(f'{x:.3f}' for x in paired)}); target <= 1.05: {ratio <= 1.05}")
-    for w in inside:
-        print(f"{w}: wall / its trainings inside it {statistics.median(inside_ratios[w]):.3f}x, "
-              f"{statistics.median(overhead_ms[w]):.1f} ms a state besides training")
+          f"({n_states} states; repeats {', '.join(f'{x:.3f}' for x in paired)})")
+    print(f"study / its trainings inside it {statistics.median(inside_ratios):.3f}x, "
+          f"{statistics.median(overhead_ms):.1f} ms a state besides training; target <= 1.05 (both): {met}")
     large = args.seeds > 1 or args.iterations is not None
     write_result("study_overhead_large" if large else "study_overhead", {
         "study": f"examples/lottery_mnist1d.toml, seeds 0..{args.seeds - 1}, 5 rounds, "
@@ -183,7 +185,7 @@ def main() -> None:
         "ratio": ratio, "ratios_by_repeat": paired,
         "seconds_inside_trainings": inside, "wall_over_inside": inside_ratios,
         "ms_a_state_besides_training": overhead_ms,
-        "target": "<= 1.05", "met": ratio <= 1.05,
+        "target": "<= 1.05 (study / replay, and study / its trainings inside it)", "met": met,
     })
 
 
