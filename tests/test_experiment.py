@@ -284,15 +284,15 @@ def test_a_state_whose_write_fails_is_recorded_as_failed_and_the_rerun_retries(t
     exp = Experiment(tmp_path / "s")
     root = exp.root(dataset="digits", model="lenet_300_100", seed=0)
     trained = root.then(Train(CONFIG))
-    real, calls = store_module.save_file, {"n": 0}
+    real, calls = store_module.safetensors_parts, {"n": 0}
 
-    def refuse_second(tensors, path, *args, **kwargs):
+    def refuse_second(tensors):
         calls["n"] += 1
         if calls["n"] == 2:  # the trained state's pack
             raise ValueError("cannot serialise")
-        return real(tensors, path, *args, **kwargs)
+        return real(tensors)
 
-    monkeypatch.setattr(store_module, "save_file", refuse_second)
+    monkeypatch.setattr(store_module, "safetensors_parts", refuse_second)
     summary = exp.run()
     assert list(summary.failed) == [trained.hash] and "cannot serialise" in summary.failed[trained.hash]
     assert exp.store.manifest(trained.hash)["status"] == "failed"

@@ -128,7 +128,7 @@ def test_stores_of_one_tensor_files_are_still_read_verified_and_extended(tmp_pat
 
     from .experiment_helpers import small_tree
 
-    def one_tensor_files(self, tensors):
+    def one_tensor_files(self, tensors, job=None):
         for digest, tensor in tensors.items():
             path = self.blob_path(digest)
             path.parent.mkdir(exist_ok=True)

@@ -34,9 +34,10 @@ import torch
 from ..errors import PrunelabError
 from ..progress import progress_bar
 from .hashing import state_seed
-from .context import (_DATASETS, _SNAPSHOTS, SNAPSHOT_CACHE_SIZE, RunContext, StateTask,  # noqa: F401 (re-exported)
+from .context import (_DATASETS, _SNAPSHOTS, SNAPSHOT_CACHE_BYTES, RunContext, StateTask,  # noqa: F401 (re-exported)
                       _cache_put, _load, dataset_cache)
 from .recipes import Init, Recipe
+from .publishing import PublishError
 from .store import Store, StoreError, state_refs
 
 if TYPE_CHECKING:
@@ -174,6 +175,11 @@ def _execute_task(store_root: str, task: Task, *dependency_results: list[dict]) 
     trust(*task.trusted)  # a worker process trusts what the process that planned the run trusts
     blocked = {r["hash"]: r for results in dependency_results for r in results if r["status"] in ("failed", "skipped")}
     store = Store(store_root)
+    with store.deferred_publishing():  # the task's results are returned once its states are in place
+        return _execute_states(store, task, blocked)
+
+
+def _execute_states(store: Store, task: Task, blocked: dict) -> list[dict]:
     results: list[dict] = []
     if task.lanes:
         results = _run_lockstep(store, task.chains(), blocked)
@@ -251,7 +257,7 @@ def _record(store: Store, st: StateTask, started: float, t0: float, outcome, tra
         store.write_state(base, outcome)
         _cache_put(store, st.hash, outcome)
         return {"hash": st.hash, "status": "done", "seconds": elapsed}
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, PublishError):
         raise
     except Exception as exc:
         if _disk_full(exc):  # nothing more can be written: stop the run, keep what is finished
@@ -580,13 +586,15 @@ def run_experiment(experiment: "Experiment", *, executor: str = "serial", worker
             executor, note = "serial", "ran in this process: no two tasks of the plan can run at the same time"
         if executor == "serial" or not tasks:  # nothing to run: no cluster to start
             by_task: list[list[dict]] = []
-            for task in tasks:
-                _describe(bar, results, n_items, running=1)
-                out = execute_task(store_root, task, threads, *[by_task[d] for d in task.deps])
-                by_task.append(out)
-                results.extend(out)
-                bar.advance(len(out))
-                _describe(bar, results, n_items)
+            # one publisher for the whole run: a task's last state is stored while the next task computes
+            with experiment.store.deferred_publishing():
+                for task in tasks:
+                    _describe(bar, results, n_items, running=1)
+                    out = execute_task(store_root, task, threads, *[by_task[d] for d in task.deps])
+                    by_task.append(out)
+                    results.extend(out)
+                    bar.advance(len(out))
+                    _describe(bar, results, n_items)
         else:
             results = _run_dask(store_root, tasks, executor, workers, threads, bar, n_items)
     summary = RunSummary(

@@ -1,0 +1,200 @@
+"""Making finished states durable behind the computation.
+
+Writing a state in line costs two fsyncs, two renames and two directory fsyncs: ~3.5 ms of
+waiting on the development machine's disk (0.2 ms of it CPU), a quarter of what a small state
+costs besides its training (docs/benchmarks/study_overhead.md). Inside
+:meth:`Store.deferred_publishing`, :meth:`Store.write_state` instead writes the state's pack and
+manifest to temporary files and returns; a :class:`Publisher` thread then fsyncs them, renames
+them into place and indexes them, while the next state computes. Only the waiting moves to the
+thread: hashing and serialising stay in line, because CPU work beside a training slowed it by as
+much as it hid (docs/architecture.md, "writes behind the computation").
+
+What stays true:
+- A manifest appears only after every file it references is on disk (all of a batch's files are
+  fsynced, then its packs renamed and their folders fsynced, then its manifests renamed).
+- States are published in the order they were written, so a child never appears before the
+  pack of its parent that it shares tensors with.
+- In the writing thread, reading a state not yet published waits for it (:meth:`wait_for`), and
+  a state's lock is held until it is published, so another process never sees it missing and
+  computes it again.
+- Leaving ``deferred_publishing`` waits for every state, and raises the first error; after an
+  error nothing more is published and the remaining temporary files are removed (a state that
+  was not published is recomputed by the next run, like one interrupted).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import PrunelabError
+from ..files import current_umask, fsync_path
+
+
+class PublishError(PrunelabError):
+    """Publishing a finished state failed (disk full, I/O error): the run cannot go on storing."""
+
+
+def temp_file(path: Path) -> tuple[int, str]:
+    """A new temporary file beside ``path`` (its folder made when missing): (descriptor, name)."""
+    try:
+        return tempfile.mkstemp(prefix=path.name[:8] + ".", suffix=".tmp", dir=path.parent)
+    except FileNotFoundError:  # trying first saves a mkdir a state
+        path.parent.mkdir(exist_ok=True)
+        return tempfile.mkstemp(prefix=path.name[:8] + ".", suffix=".tmp", dir=path.parent)
+
+
+def write_parts(fd: int, parts: list) -> None:
+    """Write byte buffers in order to the open descriptor ``fd``, and close it."""
+    with os.fdopen(fd, "wb") as fh:
+        for part in parts:
+            fh.write(part)
+
+
+@dataclass
+class Job:
+    """One state to publish: its packs and its manifest → final paths. A pack is a temporary
+    file already written, or the buffers to write (``store.safetensors_parts``), which this
+    thread writes: the tensors they view are a finished state's, which nothing changes."""
+
+    state: str
+    rows: object = None  # the manifest's index rows (store.IndexRows), encoded by the writing thread
+    packs: list[tuple[str | list, Path]] = field(default_factory=list)
+    manifest_file: tuple[str, Path] | None = None
+
+    def files(self) -> list[tuple[str | list, Path]]:
+        return self.packs + ([self.manifest_file] if self.manifest_file else [])
+
+    def discard(self) -> None:
+        for source, _ in self.files():
+            if isinstance(source, str):
+                Path(source).unlink(missing_ok=True)
+
+
+class Publisher:
+    """A thread that publishes :class:`Job`\\ s in order; see the module's docstring."""
+
+    def __init__(self, index) -> None:
+        self._index = index  # called with the published jobs' index rows, in this thread
+        self._cv = threading.Condition()
+        self._queue: list[Job] = []
+        self._pending: dict[str, int] = {}  # state hash → jobs for it not yet published
+        self._packs: set[str] = set()  # pack file names written, not yet renamed into place
+        self._locks: dict[str, list] = {}  # state hash → locks to release once it is published
+        self._error: BaseException | None = None
+        self._closing = False
+        self._mode = 0o666 & ~current_umask()
+        self._thread = threading.Thread(target=self._loop, name="prunelab-publisher", daemon=True)
+        self._thread.start()
+
+    # ---------------------------------------------------------------- the writing thread's side
+
+    def submit(self, job: Job) -> None:
+        with self._cv:
+            if self._error is not None or self._closing:
+                job.discard()
+                self._raise()
+            self._queue.append(job)
+            self._pending[job.state] = self._pending.get(job.state, 0) + 1
+            self._packs.update(path.name for _, path in job.packs)
+            self._cv.notify_all()
+
+    def pending(self, state: str) -> bool:
+        return state in self._pending
+
+    def pack_pending(self, name: str) -> bool:
+        """Is the pack file ``name`` (with its suffix) written and about to be published?"""
+        return name in self._packs
+
+    def wait_for(self, state: str) -> None:
+        """Return once ``state`` is published (or publishing failed: then it stays missing)."""
+        if state not in self._pending:  # the usual case: no lock taken
+            return
+        with self._cv:
+            while state in self._pending:
+                self._cv.wait()
+
+    def hand_over(self, state: str, lock) -> bool:
+        """Keep ``lock`` (an object with ``release()``) until ``state`` is published; False when it is
+        not pending (then the caller releases it)."""
+        with self._cv:
+            if state not in self._pending:
+                return False
+            self._locks.setdefault(state, []).append(lock)
+            return True
+
+    def close(self, *, quiet: bool = False) -> None:
+        """Wait for every submitted state; raise the first error unless ``quiet``."""
+        with self._cv:
+            self._closing = True
+            self._cv.notify_all()
+        self._thread.join()
+        if self._error is not None and not quiet:
+            self._raise()
+
+    def _raise(self):
+        exc = self._error or PublishError("the publisher is closed")
+        raise PublishError(f"could not store a finished state: {exc}; finished states are kept, "
+                           "the others are recomputed by the next run") from exc
+
+    # ---------------------------------------------------------------- the publishing thread
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._queue and not self._closing:
+                    self._cv.wait()
+                if not self._queue:
+                    return
+                batch, self._queue = self._queue, []
+                failed = self._error is not None
+            try:
+                if failed:
+                    raise self._error
+                self._publish(batch)
+            except BaseException as exc:  # noqa: BLE001 - handed to the writing thread
+                for job in batch:
+                    job.discard()
+                with self._cv:
+                    self._error = self._error or exc
+            finally:
+                with self._cv:
+                    release = []
+                    for job in batch:
+                        left = self._pending[job.state] - 1
+                        if left:
+                            self._pending[job.state] = left
+                        else:
+                            del self._pending[job.state]
+                            release += self._locks.pop(job.state, [])
+                        self._packs.difference_update(path.name for _, path in job.packs)
+                    self._cv.notify_all()
+                for lock in release:
+                    lock.release()
+
+    def _publish(self, batch: list[Job]) -> None:
+        for job in batch:
+            for i, (source, path) in enumerate(job.packs):
+                if not isinstance(source, str):
+                    fd, tmp = temp_file(path)
+                    job.packs[i] = (tmp, path)  # from here on, discard() removes it
+                    write_parts(fd, source)
+            for tmp, _ in job.files():
+                os.chmod(tmp, self._mode)  # mkstemp made it 0600; a store follows the umask
+                fsync_path(tmp)
+        self._move([f for job in batch for f in job.packs])  # every pack is in place before a manifest
+        self._move([job.manifest_file for job in batch if job.manifest_file])
+        self._index([job.rows for job in batch if job.rows is not None])
+
+    @staticmethod
+    def _move(files: list[tuple[str, Path]]) -> None:
+        folders = []
+        for tmp, path in files:
+            os.replace(tmp, path)
+            if path.parent not in folders:
+                folders.append(path.parent)
+        for folder in folders:  # the renames survive a power cut
+            fsync_path(folder)
