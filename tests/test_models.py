@@ -133,3 +133,43 @@ def test_a_snapshots_model_is_a_fresh_build_with_its_weights_and_masks(name, sha
     x = torch.randn(2, *shape)
     second.eval(), trained.eval()
     assert torch.equal(second(x), trained(x))
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_the_fast_module_copy_is_a_deep_copy(name):
+    """Snapshots build modules by copying a template; the copy must be what copy.deepcopy gives."""
+    import copy
+
+    from prunelab.experiment.snapshot import _copy_module, _copy_plain
+
+    classes = 1 if name in GENERATIVE else 10
+    model = build_model(name, _shape(name), classes, seed=3)
+    assert _copy_plain(model, {}) is not None  # every built-in model takes the fast path
+    fast, deep = _copy_module(model), copy.deepcopy(model)
+    assert repr(fast) == repr(deep)
+    for (n, a), (_, b), (_, c) in zip(fast.state_dict().items(), deep.state_dict().items(), model.state_dict().items()):
+        assert torch.equal(a, b) and a.data_ptr() != c.data_ptr(), n  # same values, own memory
+    assert [type(m) for m in fast.modules()] == [type(m) for m in deep.modules()]
+    assert [p.requires_grad for p in fast.parameters()] == [p.requires_grad for p in deep.parameters()]
+    fast.train(False), deep.train(False)
+    x = torch.randn(2, *_shape(name))
+    if name not in GENERATIVE:
+        assert torch.equal(fast(x), deep(x))
+    with torch.no_grad():
+        next(fast.parameters()).add_(1.0)  # the copy's training leaves the template alone
+    assert torch.equal(next(model.parameters()), next(deep.parameters()))
+
+
+def test_the_fast_module_copy_keeps_tied_weights_and_defers_hooks_to_deepcopy():
+    from prunelab.experiment.snapshot import _copy_module, _copy_plain
+
+    shared = torch.nn.Linear(4, 4)
+    tied = torch.nn.Sequential(shared, torch.nn.ReLU(), shared)
+    copied = _copy_module(tied)
+    assert copied[0] is copied[2] and copied[0] is not shared
+    hooked = torch.nn.Linear(3, 2)
+    calls = []
+    hooked.register_forward_hook(lambda *a: calls.append(1))
+    assert _copy_plain(hooked, {}) is None  # a hook may hold anything: the deep copy takes it
+    _copy_module(hooked)(torch.zeros(1, 3))
+    assert calls == [1]

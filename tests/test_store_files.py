@@ -181,3 +181,31 @@ def test_verify_finds_a_pack_that_lost_a_tensor_or_its_name(tmp_path):
     save_file(tensors, str(path))
     problems = exp.store.verify()
     assert problems and any("blob is corrupted" in p.message and str(path) in p.message for p in problems)
+
+
+def test_a_remembered_tensor_digest_follows_in_place_changes_and_equals_a_fresh_hash():
+    import hashlib
+
+    import torch
+
+    from prunelab.experiment.store import _DIGESTS, tensor_digest
+
+    def fresh(t):  # the definition, computed independently
+        h = hashlib.sha256(f"{t.dtype}|{list(t.shape)}|".encode())
+        h.update(t.contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    t = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+    first = tensor_digest(t)
+    assert first == fresh(t) and id(t) in _DIGESTS
+    assert tensor_digest(t) == first
+    t.add_(1)  # torch's version counter moves: hashed again
+    assert tensor_digest(t) == fresh(t) != first
+    t[0, 0] = 100.0
+    assert tensor_digest(t) == fresh(t)
+    key = id(t)
+    del t  # forgotten with the tensor (its id may be reused)
+    assert key not in _DIGESTS
+    with torch.inference_mode():
+        u = torch.ones(3)
+    assert tensor_digest(u) == fresh(u) and id(u) not in _DIGESTS

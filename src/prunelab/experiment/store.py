@@ -29,6 +29,7 @@ import sqlite3
 import tempfile
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,14 +250,35 @@ class StoreError(PrunelabError):
 
 
 def tensor_digest(tensor: "torch.Tensor") -> str:
-    """sha256 over dtype, shape and raw bytes (hashed in place, no copy)."""
+    """sha256 over dtype, shape and raw bytes (hashed in place, no copy).
+
+    Remembered for the tensor object while it lives and torch's version counter says it is
+    unchanged: a state shares most of its tensors with its parent or a rewind target (a prune
+    keeps the optimizer state, a rewind takes everything), and hashing them again was a tenth of
+    what a small state cost besides training. Writes through ``.data`` or a NumPy view bypass the
+    counter; snapshots never change their tensors, and a read re-hashes what it loads from disk.
+    """
     import torch
 
+    key = id(tensor)
+    try:
+        version = tensor._version
+    except RuntimeError:  # an inference-mode tensor keeps no version counter: never remembered
+        version = None
+    known = _DIGESTS.get(key)
+    if known is not None and version is not None and known[0]() is tensor and known[1] == version:
+        return known[2]
     t = tensor.detach().contiguous().cpu()
     digest = hashlib.sha256(f"{t.dtype}|{list(t.shape)}|".encode())
     if t.numel():
         digest.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
-    return digest.hexdigest()
+    hexdigest = digest.hexdigest()
+    if version is not None and type(tensor) in (torch.Tensor, torch.nn.Parameter):
+        _DIGESTS[key] = (weakref.ref(tensor, lambda _, key=key: _DIGESTS.pop(key, None)), version, hexdigest)
+    return hexdigest
+
+
+_DIGESTS: dict[int, tuple] = {}  # id(tensor) → (weak reference, version, digest): see tensor_digest
 
 
 LISTING_COLUMNS = ("hash", "stamp", "parent", "depth", "recipe", "label", "status", "tags", "params", "headline",
