@@ -10,6 +10,10 @@ class PrunelabError(ValueError):
     """Bad input, described in words a user can act on."""
 
 
+class StoreError(PrunelabError):
+    """The store is damaged, cannot be written, or does not hold what was asked for."""
+
+
 class ChecksumError(PrunelabError):
     """A file's content does not match its published checksum."""
 

@@ -19,6 +19,20 @@ def publish(tmp: str | Path, path: str | Path) -> None:
     fsync_path(Path(path).parent)  # and the rename itself survives a power cut
 
 
+def disk_full(exc: BaseException | None) -> bool:
+    """Is ``exc`` (or what caused it) a full disk or an exhausted quota? safetensors reports it as text."""
+    import errno
+
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(exc) or "os error 28" in str(exc):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
 def fsync_path(path: str | Path) -> None:
     """Flush a file's (or a directory's) data to the disk; a filesystem that cannot is left alone."""
     try:

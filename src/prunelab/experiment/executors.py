@@ -16,7 +16,6 @@ failed or never ran.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -37,6 +36,7 @@ from .hashing import state_seed
 from .context import (_DATASETS, _SNAPSHOTS, SNAPSHOT_CACHE_BYTES, RunContext, StateTask,  # noqa: F401 (re-exported)
                       _cache_put, _load, dataset_cache)
 from .recipes import Init, Recipe
+from ..files import disk_full
 from .publishing import PublishError
 from .store import Store, StoreError, state_refs
 
@@ -260,7 +260,7 @@ def _record(store: Store, st: StateTask, started: float, t0: float, outcome, tra
     except (KeyboardInterrupt, PublishError):
         raise
     except Exception as exc:
-        if _disk_full(exc):  # nothing more can be written: stop the run, keep what is finished
+        if disk_full(exc):  # nothing more can be written: stop the run, keep what is finished
             raise StoreError(f"{store.root}: disk full while writing state {st.hash[:10]} ({exc}); free space "
                              "and rerun — finished states are kept and not recomputed") from None
         message = f"{type(exc).__name__}: {exc}"
@@ -350,18 +350,6 @@ def _run_group(store: Store, members: list[tuple[StateTask, "object"]]) -> list[
         for (st, _), snap in zip(todo, snaps):
             out.append((st, _record(store, st, started, t0, snap, trace, seconds=share)))
         return out
-
-
-def _disk_full(exc: BaseException) -> bool:
-    """Is ``exc`` (or what caused it) a full disk or an exhausted quota? safetensors reports it as text."""
-    seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if "No space left on device" in str(exc) or "os error 28" in str(exc):
-            return True
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
-    return False
 
 
 def _run_probe(store: Store, pt: ProbeTask) -> dict:

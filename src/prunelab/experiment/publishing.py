@@ -30,11 +30,11 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import PrunelabError
-from ..files import current_umask, fsync_path
+from ..errors import StoreError
+from ..files import current_umask, disk_full, fsync_path
 
 
-class PublishError(PrunelabError):
+class PublishError(StoreError):
     """Publishing a finished state failed (disk full, I/O error): the run cannot go on storing."""
 
 
@@ -77,7 +77,8 @@ class Job:
 class Publisher:
     """A thread that publishes :class:`Job`\\ s in order; see the module's docstring."""
 
-    def __init__(self, index) -> None:
+    def __init__(self, root: Path, index) -> None:
+        self._root = root
         self._index = index  # called with the published jobs' index rows, in this thread
         self._cv = threading.Condition()
         self._queue: list[Job] = []
@@ -137,8 +138,9 @@ class Publisher:
 
     def _raise(self):
         exc = self._error or PublishError("the publisher is closed")
-        raise PublishError(f"could not store a finished state: {exc}; finished states are kept, "
-                           "the others are recomputed by the next run") from exc
+        what = "disk full while storing finished states" if disk_full(exc) else "could not store finished states"
+        raise PublishError(f"{self._root}: {what} ({exc}); free space and rerun — the states in place are kept "
+                           "and not recomputed, the others are computed again") from exc
 
     # ---------------------------------------------------------------- the publishing thread
 

@@ -14,9 +14,11 @@ Layout::
                                           tree and filters read, one short row per state)
 
 A state exists iff its manifest exists with status "done". Blobs are written
-before the manifest, each via a temporary file and a rename, so an interrupted
-run leaves at most unreferenced blobs (``gc`` removes them) and never a
-half-written state. Nothing here unpickles: tensors are safetensors, metadata
+before the manifest, each via a temporary file, an fsync and a rename, so an
+interrupted run leaves at most unreferenced blobs (``gc`` removes them) and never
+a half-written state. Inside :meth:`Store.deferred_publishing` (how runs write)
+the fsyncs and renames happen in a thread while the next state computes, in the
+same order (see :mod:`.publishing`). Nothing here unpickles: tensors are safetensors, metadata
 JSON; every blob is re-hashed when read.
 """
 
@@ -44,7 +46,7 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
-from ..errors import PrunelabError
+from ..errors import PrunelabError, StoreError  # noqa: F401 (StoreError: its home was here)
 from ..files import publish
 from .publishing import Job, Publisher, temp_file, write_parts
 from .summary import SUMMARY_KEYS, SUMMARY_VERSION, state_summary
@@ -243,10 +245,6 @@ def tensor_entries(manifest: dict) -> list:
 
 _HOMES: dict[str, dict[str, str]] = {}  # store root → where this process saw each tensor (Store._homes)
 _PUBLISHERS: dict[tuple[str, int], Publisher] = {}  # (store root, thread) → its deferred publishing
-
-
-class StoreError(PrunelabError):
-    """The store is damaged or does not hold what was asked for."""
 
 
 def tensor_digest(tensor: "torch.Tensor") -> str:
@@ -659,7 +657,7 @@ class Store:
         if self.read_only or key in _PUBLISHERS:
             yield
             return
-        publisher = _PUBLISHERS[key] = Publisher(self._insert_rows)
+        publisher = _PUBLISHERS[key] = Publisher(self.root, self._insert_rows)
         try:
             yield
         except BaseException:
