@@ -417,3 +417,36 @@ def test_local_executor_runs_a_single_chain_in_process(tmp_path, monkeypatch):
     assert summary.ok and "ran in this process" in summary.note and len(summary.computed) == 3
     tasks, _, _ = executors.plan(small_tree(tmp_path / "t")[0])
     assert executors.max_parallel(tasks) == 2  # two branches after the dense training: a cluster helps
+
+
+def test_a_run_freezes_the_heap_it_found_and_gives_it_back(tmp_path):
+    import gc
+    import weakref
+
+    from prunelab.experiment.executors import frozen_heap
+
+    class Node:
+        pass
+
+    before = Node()
+    before.self = before  # a cycle alive when the run starts
+    with pytest.raises(RuntimeError):
+        with frozen_heap():
+            assert gc.get_freeze_count() > 0
+            with frozen_heap():  # a task inside the run: still frozen after it
+                pass
+            assert gc.get_freeze_count() > 0
+            made = Node()
+            made.self = made
+            gone = weakref.ref(made)
+            del made
+            gc.collect()
+            assert gone() is None  # what the run makes is collected as before
+            raise RuntimeError("the run stopped")
+    assert gc.get_freeze_count() == 0  # unfrozen, even after an error
+    old = weakref.ref(before)
+    del before
+    gc.collect()
+    assert old() is None
+    exp, *_ = small_tree(tmp_path / "s", branches=("l1_unstructured",), rounds=1)
+    assert exp.run().ok and gc.get_freeze_count() == 0

@@ -2,7 +2,6 @@
 a full disk, and a store that names a module to import. Each from the CLI as a user meets it."""
 
 import errno
-import os
 import json
 import shutil
 
@@ -181,22 +180,21 @@ def test_a_full_disk_stops_the_run_with_one_line_and_the_rerun_resumes(study, mo
 
     spec, store = study
     shutil.rmtree(store)
-    real = publishing.write_parts
+    real = publishing.write_all
     calls = {"n": 0}
 
     def full_after_some(fd, parts):
         calls["n"] += 1
         if calls["n"] > 3:  # one file a state (its pack): the disk fills while the fourth is written
-            os.close(fd)
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(fd, parts)
 
-    monkeypatch.setattr(publishing, "write_parts", full_after_some)  # where a run writes its packs
+    monkeypatch.setattr(publishing, "write_all", full_after_some)  # where a run writes its packs
     tree = build_study(load_spec(spec))
     with pytest.raises(StoreError, match="disk full"):
         tree.experiment.run()
     assert not list(store.glob("**/*.tmp"))  # no half-written file left behind
-    monkeypatch.setattr(publishing, "write_parts", real)
+    monkeypatch.setattr(publishing, "write_all", real)
     summary = build_study(load_spec(spec)).experiment.run()
     assert summary.ok and summary.reused and summary.computed
     assert open_store(store).store.verify() == []

@@ -47,11 +47,20 @@ def temp_file(path: Path) -> tuple[int, str]:
         return tempfile.mkstemp(prefix=path.name[:8] + ".", suffix=".tmp", dir=path.parent)
 
 
+def write_all(fd: int, parts: list) -> None:
+    """Write byte buffers in order to the open descriptor ``fd``."""
+    for part in parts:
+        view = memoryview(part).cast("B")
+        while view:
+            view = view[os.write(fd, view):]
+
+
 def write_parts(fd: int, parts: list) -> None:
     """Write byte buffers in order to the open descriptor ``fd``, and close it."""
-    with os.fdopen(fd, "wb") as fh:
-        for part in parts:
-            fh.write(part)
+    try:
+        write_all(fd, parts)
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -64,11 +73,15 @@ class Job:
     rows: object = None  # the manifest's index rows (store.IndexRows), encoded by the writing thread
     packs: list[tuple[str | list, Path]] = field(default_factory=list)
     manifest_file: tuple[str, Path] | None = None
+    fds: dict[str, int] = field(default_factory=dict)  # temporary files still open: fsynced by descriptor
 
     def files(self) -> list[tuple[str | list, Path]]:
         return self.packs + ([self.manifest_file] if self.manifest_file else [])
 
     def discard(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
         for source, _ in self.files():
             if isinstance(source, str):
                 Path(source).unlink(missing_ok=True)
@@ -182,11 +195,19 @@ class Publisher:
             for i, (source, path) in enumerate(job.packs):
                 if not isinstance(source, str):
                     fd, tmp = temp_file(path)
-                    job.packs[i] = (tmp, path)  # from here on, discard() removes it
-                    write_parts(fd, source)
-            for tmp, _ in job.files():
-                os.chmod(tmp, self._mode)  # mkstemp made it 0600; a store follows the umask
-                fsync_path(tmp)
+                    job.packs[i], job.fds[tmp] = (tmp, path), fd  # from here on, discard() removes it
+                    write_all(fd, source)
+            for tmp, _ in job.files():  # mkstemp made them 0600; a store follows the umask
+                fd = job.fds.pop(tmp, None)
+                if fd is None:
+                    os.chmod(tmp, self._mode)
+                    fsync_path(tmp)
+                    continue
+                try:  # by descriptor: each open and close is a syscall, and a wait for the GIL after it
+                    os.fchmod(fd, self._mode)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
         self._move([f for job in batch for f in job.packs])  # every pack is in place before a manifest
         self._move([job.manifest_file for job in batch if job.manifest_file])
         self._index([job.rows for job in batch if job.rows is not None])

@@ -48,7 +48,7 @@ except ImportError:  # Windows
 
 from ..errors import PrunelabError, StoreError  # noqa: F401 (StoreError: its home was here)
 from ..files import publish
-from .publishing import Job, Publisher, temp_file, write_parts
+from .publishing import Job, Publisher, temp_file, write_all, write_parts
 from .summary import SUMMARY_KEYS, SUMMARY_VERSION, state_summary
 
 if TYPE_CHECKING:
@@ -630,14 +630,12 @@ class Store:
         job = job or Job(manifest["hash"])
         job.rows = index_rows(manifest)  # encoded here: the publisher's thread holds the GIL as little as it can
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        job.manifest_file, job.fds[tmp] = (tmp, path), fd  # left open: the publisher fsyncs and closes it
         try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
+            write_all(fd, [text.encode()])
         except BaseException:
-            for name, _ in job.packs + [(tmp, path)]:
-                Path(name).unlink(missing_ok=True)
+            job.discard()
             raise
-        job.manifest_file = (tmp, path)
         publisher.submit(job)
 
     # ------------------------------------------------------------ deferred publishing
@@ -793,7 +791,19 @@ class Store:
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self._index_path, timeout=60)
-        con.execute("PRAGMA journal_mode=WAL")
+        for attempt in range(50):
+            # Switching a new index to WAL needs it alone, and SQLite answers "locked" at once
+            # instead of waiting (two processes opening a new store together met it); once the
+            # file is in WAL mode the switch is a no-op.
+            try:
+                if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    con.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError:
+                if attempt == 49:
+                    con.close()
+                    raise
+                time.sleep(0.02 * (attempt + 1))
         con.execute("PRAGMA synchronous=NORMAL")  # the index is a rebuildable cache
         return con
 
