@@ -6,7 +6,9 @@ Each repeat writes --states distinct snapshots (LeNet-300-100 on 40 inputs after
 step: 6 weight tensors and 12 optimizer tensors, 43,410 weights and 0.13 M values in all) into a fresh store, once in
 each way; the ways alternate, medians of --repeats. Nothing is trained. The one-file-a-tensor
 way is the code of format 2 (temporary file, safetensors, fsync, rename, directory fsync for
-each tensor), run through the same write_state.
+each tensor), run through the same write_state. The deferred way writes the packs as runs do,
+inside ``Store.deferred_publishing`` (fsyncs and renames in a thread): it reports what the
+writing thread waits a state, and the time a state until the last one is in place.
 
     python benchmarks/state_write.py [--states 40] [--repeats 5]
 """
@@ -19,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -44,18 +47,23 @@ def snapshots(n: int) -> list[Snapshot]:
     return out
 
 
-def write_all(states: list[Snapshot]) -> float:
-    """Milliseconds per state to write ``states`` into a fresh store."""
+def write_all(states: list[Snapshot], deferred: bool = False) -> tuple[float, float]:
+    """Milliseconds per state to write ``states`` into a fresh store: (in line, in all). Deferred:
+    inside ``Store.deferred_publishing``, where fsyncs and renames happen in a thread; "in line"
+    is what the writing thread waits, "in all" includes waiting for the last state at the end."""
     with tempfile.TemporaryDirectory() as folder:
         store = Store(Path(folder) / "store")
-        start = time.perf_counter()
-        for i, snap in enumerate(states):
-            store.write_state({"hash": f"{i:064x}", "parent": None, "depth": 0,
-                               "recipe": {"type": "Bench", "version": 1, "params": {}}, "tags": []}, snap)
-        return (time.perf_counter() - start) / len(states) * 1000
+        with store.deferred_publishing() if deferred else nullcontext():
+            start = time.perf_counter()
+            for i, snap in enumerate(states):
+                store.write_state({"hash": f"{i:064x}", "parent": None, "depth": 0,
+                                   "recipe": {"type": "Bench", "version": 1, "params": {}}, "tags": []}, snap)
+            inline = time.perf_counter() - start
+        total = time.perf_counter() - start
+        return inline / len(states) * 1000, total / len(states) * 1000
 
 
-def one_file_a_tensor(self, tensors):
+def one_file_a_tensor(self, tensors, job=None):
     """Format 2's writer: each tensor in its own file, named by its content hash."""
     for digest, tensor in tensors.items():
         path = self.blob_path(digest)
@@ -76,16 +84,22 @@ def main() -> None:
     torch.set_num_threads(1)
     states = snapshots(args.states)
     durable, packs = files.fsync_path, Store._store_tensors
-    runs: dict[str, list[float]] = {"packs": [], "one_file_a_tensor": [], "packs_no_fsync": []}
+    runs: dict[str, list[float]] = {"packs": [], "one_file_a_tensor": [], "packs_no_fsync": [],
+                                    "packs_deferred_inline": [], "packs_deferred_in_all": []}
     write_all(states[:4])  # warm-up: imports, first files
     for _ in range(args.repeats):
-        for mode in runs:
+        for mode in ("packs", "one_file_a_tensor", "packs_no_fsync", "packs_deferred"):
             files.fsync_path = (lambda path: None) if mode == "packs_no_fsync" else durable
             Store._store_tensors = one_file_a_tensor if mode == "one_file_a_tensor" else packs
             try:
-                runs[mode].append(write_all(states))
+                inline, in_all = write_all(states, deferred=mode == "packs_deferred")
             finally:
                 files.fsync_path, Store._store_tensors = durable, packs
+            if mode == "packs_deferred":
+                runs["packs_deferred_inline"].append(inline)
+                runs["packs_deferred_in_all"].append(in_all)
+            else:
+                runs[mode].append(in_all)
     median = {k: statistics.median(v) for k, v in runs.items()}
     ratio = median["one_file_a_tensor"] / median["packs"]
     share = (median["packs"] - median["packs_no_fsync"]) / median["packs"]
