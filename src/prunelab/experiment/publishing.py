@@ -7,7 +7,7 @@ costs besides its training (docs/benchmarks/study_overhead.md). Inside
 manifest to temporary files and returns; a :class:`Publisher` thread then fsyncs them, renames
 them into place and indexes them, while the next state computes. Only the waiting moves to the
 thread: hashing and serialising stay in line, because CPU work beside a training slowed it by as
-much as it hid (docs/architecture.md, "writes behind the computation").
+much as it hid (docs/architecture.md, "A state's waiting is published behind the computation").
 
 What stays true:
 - A manifest appears only after every file it references is on disk (all of a batch's files are
@@ -115,9 +115,6 @@ class Publisher:
             self._pending[job.state] = self._pending.get(job.state, 0) + 1
             self._packs.update(path.name for _, path in job.packs)
             self._cv.notify_all()
-
-    def pending(self, state: str) -> bool:
-        return state in self._pending
 
     def pack_pending(self, name: str) -> bool:
         """Is the pack file ``name`` (with its suffix) written and about to be published?"""

@@ -629,7 +629,7 @@ class Store:
             return
         job = job or Job(manifest["hash"])
         job.rows = index_rows(manifest)  # encoded here: the publisher's thread holds the GIL as little as it can
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        fd, tmp = temp_file(path)
         job.manifest_file, job.fds[tmp] = (tmp, path), fd  # left open: the publisher fsyncs and closes it
         try:
             write_all(fd, [text.encode()])
