@@ -140,12 +140,13 @@ def test_the_fast_module_copy_is_a_deep_copy(name):
     """Snapshots build modules by copying a template; the copy must be what copy.deepcopy gives."""
     import copy
 
-    from prunelab.experiment.snapshot import _copy_module, _copy_plain
+    from prunelab.experiment.snapshot import _plan
 
     classes = 1 if name in GENERATIVE else 10
     model = build_model(name, _shape(name), classes, seed=3)
-    assert _copy_plain(model, {}) is not None  # every built-in model takes the fast path
-    fast, deep = _copy_module(model), copy.deepcopy(model)
+    plan = _plan(model, {})
+    assert plan is not None  # every built-in model takes the fast path
+    fast, deep = plan.copy({}), copy.deepcopy(model)
     assert repr(fast) == repr(deep)
     for (n, a), (_, b), (_, c) in zip(fast.state_dict().items(), deep.state_dict().items(), model.state_dict().items()):
         assert torch.equal(a, b) and a.data_ptr() != c.data_ptr(), n  # same values, own memory
@@ -160,16 +161,74 @@ def test_the_fast_module_copy_is_a_deep_copy(name):
     assert torch.equal(next(model.parameters()), next(deep.parameters()))
 
 
+@pytest.mark.parametrize("name", MODELS.names())
+def test_a_module_copied_with_its_weights_is_what_load_state_dict_gives(name):
+    """Snapshot.model copies the template straight into the stored weights; the result must be the
+    template's copy after load_state_dict: same values, strides, dtypes, flags and outputs."""
+    import copy
+
+    from prunelab.experiment.snapshot import _Loading, _plan
+
+    classes = 1 if name in GENERATIVE else 10
+    template = build_model(name, _shape(name), classes, seed=0)
+    trained = build_model(name, _shape(name), classes, seed=5)
+    weights = {k: v.detach().clone() for k, v in trained.state_dict().items()}
+    fast = _plan(template, {}).copy({}, _Loading(weights))
+    assert fast is not None  # every built-in model takes the fast path
+    slow = copy.deepcopy(template)
+    slow.load_state_dict(weights)
+    assert fast.state_dict().keys() == slow.state_dict().keys()
+    for (n, a), (_, b) in zip(fast.state_dict().items(), slow.state_dict().items()):
+        assert torch.equal(a, b) and a.dtype == b.dtype and a.stride() == b.stride(), n
+        assert a.data_ptr() != weights[n].data_ptr(), n  # its own memory: training it leaves the state alone
+    assert [(n, p.requires_grad) for n, p in fast.named_parameters()] == [(n, p.requires_grad) for n, p in slow.named_parameters()]
+    assert [n for n, _ in fast.named_buffers()] == [n for n, _ in slow.named_buffers()]
+    fast.train(False), slow.train(False)
+    if name not in GENERATIVE:
+        x = torch.randn(2, *_shape(name))
+        assert torch.equal(fast(x), slow(x))
+    for a, b in zip(template.state_dict().values(), build_model(name, _shape(name), classes, seed=0).state_dict().values()):
+        assert torch.equal(a, b)  # the template is left as it was
+
+
+def test_weights_that_do_not_fit_take_load_state_dicts_checks_and_messages():
+    from prunelab.experiment.snapshot import ModelSpec, Snapshot, _Loading, _plan
+
+    spec = ModelSpec("lenet_300_100", (1, 40), 10)
+    good = {k: v.clone() for k, v in spec.build(seed=1).state_dict().items()}
+    assert _plan(spec.build(), {}).copy({}, _Loading(good)) is not None
+    extra = dict(good, **{"stray.weight": torch.zeros(2)})
+    assert _plan(spec.build(), {}).copy({}, _Loading(extra)) is None
+    with pytest.raises(ValueError, match="unexpected.*stray.weight"):
+        Snapshot(spec, "mnist1d", extra).model()
+    missing = {k: v for k, v in good.items() if not k.endswith("bias")}
+    with pytest.raises(ValueError, match="missing"):
+        Snapshot(spec, "mnist1d", missing).model()
+    name = next(iter(good))
+    wrong = dict(good, **{name: torch.zeros(3, 3)})
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        Snapshot(spec, "mnist1d", wrong).model()
+    doubles = {k: v.double() for k, v in good.items()}  # load_state_dict casts: so does the model
+    assert all(p.dtype == torch.float32 for p in Snapshot(spec, "mnist1d", doubles).model().parameters())
+
+    class OwnLoading(torch.nn.Linear):
+        def _load_from_state_dict(self, *args, **kwargs):  # may do anything: never bypassed
+            return super()._load_from_state_dict(*args, **kwargs)
+
+    module = OwnLoading(3, 2)
+    assert _plan(module, {}).copy({}, _Loading({k: v.clone() for k, v in module.state_dict().items()})) is None
+    assert _plan(module, {}).copy({}) is not None  # a plain copy is still fine
+
+
 def test_the_fast_module_copy_keeps_tied_weights_and_defers_hooks_to_deepcopy():
-    from prunelab.experiment.snapshot import _copy_module, _copy_plain
+    from prunelab.experiment.snapshot import _Loading, _plan
 
     shared = torch.nn.Linear(4, 4)
     tied = torch.nn.Sequential(shared, torch.nn.ReLU(), shared)
-    copied = _copy_module(tied)
+    copied = _plan(tied, {}).copy({})
     assert copied[0] is copied[2] and copied[0] is not shared
+    weights = {k: torch.full_like(v, 2.0) for k, v in tied.state_dict().items()}
+    assert _plan(tied, {}).copy({}, _Loading(weights)) is None  # a module under two names: load_state_dict's way
     hooked = torch.nn.Linear(3, 2)
-    calls = []
-    hooked.register_forward_hook(lambda *a: calls.append(1))
-    assert _copy_plain(hooked, {}) is None  # a hook may hold anything: the deep copy takes it
-    _copy_module(hooked)(torch.zeros(1, 3))
-    assert calls == [1]
+    hooked.register_forward_hook(lambda *a: None)
+    assert _plan(hooked, {}) is None  # a hook may hold anything: _fresh_module takes copy.deepcopy

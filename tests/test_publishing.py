@@ -122,3 +122,22 @@ def test_a_publishing_failure_stops_the_run_and_leaves_nothing_half_written(tmp_
     summary = exp.run()
     assert summary.ok and set(summary.computed) == set(exp.states) - set(done)
     assert store.verify() == []
+
+
+def test_a_finished_states_tensor_changed_in_place_before_it_is_stored_stops_the_run(finished, monkeypatch):
+    """A recipe that changes a finished state's tensors in place (the bug own_copy fixed in training)
+    must not get bytes on disk that its hash does not describe: the publisher refuses the pack."""
+    exp, dense = finished
+    store = Store(exp.store.root)
+    snap = store.load(dense.hash)
+    gate, real_fsync = threading.Event(), publishing.fsync_path
+    monkeypatch.setattr(publishing, "fsync_path", lambda path: (gate.wait(10), real_fsync(path)))
+    new = snap.evolve(weights={k: v + 1 for k, v in snap.weights.items()})
+    with pytest.raises(PublishError, match="changed in place while it was being stored"):
+        with store.deferred_publishing():
+            first = _child(store, dense.hash, 1, new)
+            next(iter(new.weights.values())).add_(1.0)  # after it was hashed, before its bytes were written
+            gate.set()
+    assert store.manifest(first["hash"]) is None  # nothing of it in place
+    assert not list(store.root.glob("**/*.tmp"))
+    assert store.verify() == []

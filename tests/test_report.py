@@ -216,6 +216,45 @@ def test_efficiency_axes_by_hand(study_store, tmp_path):
     assert out.returncode == 2 and "efficiency 'speed' must be one of" in out.stderr
 
 
+def _measured_efficiency(results, state_hash):
+    """What with_efficiency once did for every state: build its model and count."""
+    from prunelab.pruning.masks import sparsity_report
+
+    snap = results.snapshot(state_hash)
+    model = snap.model()
+    report = sparsity_report(model, snap.spec.input_shape)
+    total = sum(p.numel() for p in model.parameters())
+    return 100 * (1 - report.kept_flops / report.flops), 100 * (report.total - report.kept) / total
+
+
+def test_efficiency_from_manifests_equals_measuring_every_model(study_store, tmp_path):
+    """with_efficiency reads kept counts from manifests and measures each architecture once; every
+    row must equal building that state's model and counting, for an MLP study and a conv net."""
+    import pandas as pd
+
+    from prunelab.analysis.tables import with_efficiency
+    from prunelab.experiment import Experiment, Prune
+    from prunelab.pruning import technique
+
+    results = open_store(study_store)
+    points = with_efficiency(results, study_points(results))
+    assert len(points) > 10
+    for row in points.itertuples():
+        flops, params = _measured_efficiency(results, row.hash)
+        assert row.flops_removed == pytest.approx(flops, abs=1e-9) and row.params_removed == pytest.approx(params, abs=1e-9)
+    exp = Experiment(tmp_path / "conv")
+    root = exp.root(dataset="digits", model="conv2", seed=0)
+    once = root.then(Prune(technique("l1_unstructured", amount=0.4)))
+    twice = once.then(Prune(technique("l2_structured", amount=0.3)))
+    assert exp.run().ok
+    conv = open_store(tmp_path / "conv")
+    table = with_efficiency(conv, pd.DataFrame({"hash": [root.hash, once.hash, twice.hash]}))
+    for row in table.itertuples():
+        flops, params = _measured_efficiency(conv, row.hash)
+        assert row.flops_removed == pytest.approx(flops, abs=1e-9) and row.params_removed == pytest.approx(params, abs=1e-9)
+    assert table.flops_removed.iloc[0] == 0 and table.flops_removed.iloc[2] > table.flops_removed.iloc[1] > 0
+
+
 def test_stability_across_consecutive_rounds_by_hand(study_store):
     import torch
 

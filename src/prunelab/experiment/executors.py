@@ -153,8 +153,9 @@ def _pin_gpu() -> None:
         torch.cuda.set_device(name % torch.cuda.device_count())
 
 
-def execute_task(store_root: str, task: Task, threads: int, *dependency_results: list[dict]) -> list[dict]:
+def execute_task(store_root: str | Store, task: Task, threads: int, *dependency_results: list[dict]) -> list[dict]:
     """Run one task (a chain of states and the probes on them). Never raises for recipe errors.
+    ``store_root``: the store's folder (a worker opens it), or the open store (the serial executor's).
 
     Runs at exactly ``threads`` torch threads (restored afterwards): CPU
     kernels may sum in a different order at another thread count, so a fixed
@@ -197,12 +198,12 @@ def frozen_heap() -> Iterator[None]:
             gc.unfreeze()
 
 
-def _execute_task(store_root: str, task: Task, *dependency_results: list[dict]) -> list[dict]:
+def _execute_task(store_root: str | Store, task: Task, *dependency_results: list[dict]) -> list[dict]:
     from ..registry import trust
 
     trust(*task.trusted)  # a worker process trusts what the process that planned the run trusts
     blocked = {r["hash"]: r for results in dependency_results for r in results if r["status"] in ("failed", "skipped")}
-    store = Store(store_root)
+    store = store_root if isinstance(store_root, Store) else Store(store_root)
     with store.deferred_publishing():  # the task's results are returned once its states are in place
         return _execute_states(store, task, blocked)
 
@@ -580,6 +581,12 @@ def run_experiment(experiment: "Experiment", *, executor: str = "serial", worker
     if workers is not None and workers < 1:
         raise PrunelabError(f"workers must be at least 1, got {workers}")
     began = time.perf_counter()
+    with frozen_heap():  # planning a large study allocates enough to start full collections
+        return _run_planned(experiment, began, executor, workers, threads, progress, fuse)
+
+
+def _run_planned(experiment: "Experiment", began: float, executor: str, workers: int | None, threads: int,
+                 progress: bool | None, fuse: bool) -> RunSummary:
     tasks, total, already = plan(experiment, fuse)
     if executor in ("serial", "local"):
         _check_devices(tasks)
@@ -593,9 +600,10 @@ def run_experiment(experiment: "Experiment", *, executor: str = "serial", worker
     done_probes = [p.hash for p in experiment.probes.values()
                    if experiment.store.probe(p.state.hash, p.hash) is not None]
     n_items = sum(len(t.states) + len(t.probes) for t in tasks)
-    results: list[dict] = []
+    results = _Results()
     store_root = str(experiment.store.root.resolve())
-    with progress_bar(n_items, "states", progress) as bar, frozen_heap():
+    pending = [st.hash for t in tasks for st in t.states]
+    with progress_bar(n_items, "states", progress) as bar, experiment.store.locks_prepared(pending):
         note = ""
         if executor == "local" and tasks and max_parallel(tasks) < 2:
             # one chain of dependent tasks: workers could only take turns, and a cluster costs ~3 s to start
@@ -606,7 +614,7 @@ def run_experiment(experiment: "Experiment", *, executor: str = "serial", worker
             with experiment.store.deferred_publishing():
                 for task in tasks:
                     _describe(bar, results, n_items, running=1)
-                    out = execute_task(store_root, task, threads, *[by_task[d] for d in task.deps])
+                    out = execute_task(experiment.store, task, threads, *[by_task[d] for d in task.deps])
                     by_task.append(out)
                     results.extend(out)
                     bar.advance(len(out))
@@ -626,8 +634,20 @@ def run_experiment(experiment: "Experiment", *, executor: str = "serial", worker
     return summary
 
 
-def _describe(bar, results, n_items, running: int = 0) -> None:
-    failed = sum(r["status"] == "failed" for r in results)
+class _Results(list):
+    """The results so far, with how many failed (counted as they come: a count over all of them
+    after every task grew with the study)."""
+
+    failed = 0
+
+    def extend(self, out) -> None:
+        out = list(out)
+        self.failed += sum(r["status"] == "failed" for r in out)
+        super().extend(out)
+
+
+def _describe(bar, results: _Results, n_items, running: int = 0) -> None:
+    failed = results.failed
     bar.describe(f"states {len(results)}/{n_items}, {running} running" + (f", {failed} failed" if failed else ""))
 
 
@@ -704,7 +724,7 @@ def _run_dask(store_root, tasks, executor, workers, threads, bar, n_items) -> li
             deps = [futures[d] for d in task.deps]
             futures.append(client.submit(execute_task, store_root, task, threads, *deps,
                                          key=f"prunelab-{task.key}-{i}", pure=False, retries=0))
-        results = []
+        results = _Results()
         index_of = {f.key: i for i, f in enumerate(futures)}
         # running (or about to): unfinished tasks whose dependencies have all finished,
         # tracked incrementally so each completion costs only its dependents

@@ -235,7 +235,8 @@ class Train(Recipe):
             result = train_masked(model, data, self.config, seed=seed, start=parent.iteration, stop=stop,
                                   optimizer_state=parent.optimizer, mode=self.mode)
         finally:
-            model.to("cpu")  # stored tensors are CPU tensors, whatever trained them
+            if self.config.device != "cpu":  # (on the CPU, .to walks every tensor for nothing)
+                model.to("cpu")  # stored tensors are CPU tensors, whatever trained them
         return self._finish(model, parent, data, result, stop)
 
     def _finish(self, model, parent, data, result, stop) -> Snapshot:
@@ -251,7 +252,7 @@ class Train(Recipe):
             metrics.update(_evaluation_metrics(model, data, ("validation", "test")))
         metrics["sparsity"] = sparsity_report(model).sparsity
         return Snapshot.capture(model, parent.spec, parent.dataset, optimizer=result.optimizer_state,
-                                iteration=stop, metrics=metrics)
+                                iteration=stop, metrics=metrics, previous=parent.masks)
 
     def group_key(self, parent: Snapshot) -> tuple | None:
         """States whose Train has the same key can share one vectorised pass (None: never)."""
@@ -316,7 +317,7 @@ class Prune(Recipe):
         metrics = {"sparsity": result.report.sparsity, "layers": {l.name: l.sparsity for l in result.report.layers},
                    "kept_flops": result.report.kept_flops, "flops": result.report.flops}
         return Snapshot.capture(model, parent.spec, parent.dataset, optimizer=parent.optimizer,
-                                iteration=parent.iteration, metrics=metrics)
+                                iteration=parent.iteration, metrics=metrics, previous=parent.masks)
 
 
 @dataclass(frozen=True)

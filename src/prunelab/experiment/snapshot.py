@@ -9,6 +9,7 @@ attached, and identical weights hash to identical blobs.
 from __future__ import annotations
 
 import copy
+import functools
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -68,10 +69,11 @@ class Snapshot:
 
     def model(self) -> nn.Module:
         """A fresh module holding these weights, with the masks attached via torch's pruning."""
-        module = _fresh_module(self.spec)
-        missing, unexpected = module.load_state_dict(self.weights, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"weights do not fit {self.spec.model}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        module, loaded = _fresh_module(self.spec, self.weights)
+        if not loaded:
+            missing, unexpected = module.load_state_dict(self.weights, strict=False)
+            if missing or unexpected:
+                raise ValueError(f"weights do not fit {self.spec.model}: missing {missing[:3]}, unexpected {unexpected[:3]}")
         if self.masks:
             apply_masks(module, self.masks)
         return module
@@ -81,106 +83,199 @@ class Snapshot:
 
     @classmethod
     def capture(cls, model: nn.Module, spec: ModelSpec, dataset: str, *, optimizer: dict | None = None,
-                iteration: int = 0, metrics: dict | None = None) -> "Snapshot":
-        return cls(spec, dataset, canonical_weights(model), get_masks(model), optimizer, iteration, metrics or {})
+                iteration: int = 0, metrics: dict | None = None, previous: Masks | None = None) -> "Snapshot":
+        """The state of ``model``. ``previous``: the masks it started from; a mask equal to one of them
+        is that tensor, so the state shares it with its parent, with what the store computed from it
+        (its packed form and hash) and with the memory the parent's masks take."""
+        masks = get_masks(model)
+        for name, mask in masks.items():
+            before = (previous or {}).get(name)
+            if before is not None and before.dtype == mask.dtype and before.shape == mask.shape and torch.equal(before, mask):
+                masks[name] = before
+        return cls(spec, dataset, canonical_weights(model), masks, optimizer, iteration, metrics or {})
 
 
-_TEMPLATES: "OrderedDict[ModelSpec, nn.Module]" = OrderedDict()
+_TEMPLATES: "OrderedDict[ModelSpec, tuple[nn.Module, _Plan | None]]" = OrderedDict()  # → (template, its copy plan)
 _TEMPLATE_COUNT = 4
 
 
-def _fresh_module(spec: ModelSpec) -> nn.Module:
-    """``spec.build()``, as a copy of a module built once per process.
+def _fresh_module(spec: ModelSpec, weights: dict[str, torch.Tensor] | None = None) -> tuple[nn.Module, bool]:
+    """``spec.build()``, as a copy of a module built once per process, and whether the copy already
+    holds ``weights`` (what ``load_state_dict`` would have put in it).
 
     Every stored weight is loaded over it, so its random initialisation is wasted work: for a
     small model, building (seeding, initialising, the shape check) cost more than the training
-    step it precedes in a short study. A deep copy of the same seed-0 build is the same module.
+    step it precedes in a short study. A deep copy of the same seed-0 build is the same module,
+    and a copy whose tensors start as the weights (see :class:`_Plan`) skips both the template's
+    values and ``load_state_dict``.
     """
     try:
-        template = _TEMPLATES.get(spec)
+        cached = _TEMPLATES.get(spec)
     except TypeError:  # options that cannot be hashed: no cache
-        return spec.build()
-    if template is not None:
-        _TEMPLATES.move_to_end(spec)
-        return _copy_module(template)
-    template = spec.build()
-    try:
-        module = _copy_module(template)
-    except Exception:  # a user model that cannot be copied is built every time
-        return template
-    _TEMPLATES[spec] = template
-    while len(_TEMPLATES) > _TEMPLATE_COUNT:
-        _TEMPLATES.popitem(last=False)
-    return module
+        return spec.build(), False
+    if cached is None:
+        template = spec.build()
+        plan = _plan(template, {})
+        if plan is None:
+            try:
+                copy.deepcopy(template)
+            except Exception:  # a user model that cannot be copied is built every time
+                return template, False
+        cached = _TEMPLATES[spec] = (template, plan)
+        while len(_TEMPLATES) > _TEMPLATE_COUNT:
+            _TEMPLATES.popitem(last=False)
+    _TEMPLATES.move_to_end(spec)
+    template, plan = cached
+    if plan is None:
+        return copy.deepcopy(template), False
+    if weights is not None:
+        loaded = plan.copy({}, _Loading(weights))
+        if loaded is not None:
+            return loaded, True
+    return plan.copy({}), False
+
+
+class _Loading:
+    """What a copy is filled with: the tensors of a state dict, by key, and which were used."""
+
+    def __init__(self, weights: dict[str, torch.Tensor]) -> None:
+        self.weights, self.used = weights, set()
+
+    def take(self, key: str, like: torch.Tensor) -> torch.Tensor | None:
+        """A tensor laid out like ``like`` holding ``weights[key]`` (as ``load_state_dict`` copies it
+        into ``like``); None when the key is missing or its shape or dtype differs (then the load's
+        own checks and messages apply)."""
+        value = self.weights.get(key)
+        if value is None or value.shape != like.shape or value.dtype != like.dtype:
+            return None
+        self.used.add(key)
+        with torch.no_grad():
+            return torch.empty_like(like, memory_format=torch.preserve_format).copy_(value)
 
 
 _SCALARS = (bool, int, float, complex, str, bytes, type(None), torch.dtype, torch.device, torch.Size)
+_SCALAR_TYPES = frozenset(_SCALARS)
 _COPY_PROTOCOL = ("__deepcopy__", "__copy__", "__reduce_ex__", "__reduce__", "__getstate__")
+# Classes whose state-dict loading is the plain copy of every parameter and persistent buffer (the
+# batch norms' own only adds a counter that older state dicts lacked, which the copy never meets:
+# every key must be present).
+_PLAIN_LOADING = (nn.modules.batchnorm._NormBase,)
 
 
-def _copy_module(module: nn.Module) -> nn.Module:
-    """``copy.deepcopy(module)``, in a third of the time for the modules models are made of.
+@functools.lru_cache(maxsize=None)
+def _class_kind(cls: type) -> tuple[bool, bool]:
+    """(can its modules be copied plainly, loaded plainly): no when the class says how it copies
+    or keeps state outside ``__dict__``, or loads a state dict its own way. (Asked once a class: on
+    every module of every copy it was a third of the copy's time.)"""
+    copies = not any(getattr(cls, name, None) is not getattr(nn.Module, name, None) for name in _COPY_PROTOCOL) and not any(
+        "__slots__" in vars(c) for c in cls.__mro__[:-1])
+    loads = cls.get_extra_state is nn.Module.get_extra_state and (
+        cls._load_from_state_dict is nn.Module._load_from_state_dict or issubclass(cls, _PLAIN_LOADING))
+    return copies, loads
 
-    A module built from layers (Linear, Conv, BatchNorm, Sequential, ...) holds parameters,
-    buffers, submodules, empty hook tables and plain settings; those are copied here directly
-    (the deep copy rebuilt each by reduction: ~0.8 ms for a three-layer MLP, a tenth of a small
-    state's cost besides training). Anything else in it — a hook, a tensor attribute, an object —
-    sends the whole copy to ``copy.deepcopy``.
-    """
-    copied = _copy_plain(module, {})
-    return copy.deepcopy(module) if copied is None else copied
+
+_SHARED, _EMPTY, _SEQUENCE, _PARAMETERS, _BUFFERS, _CHILDREN = range(6)
 
 
-def _copy_plain(module: nn.Module, memo: dict) -> nn.Module | None:
-    if id(module) in memo:  # a submodule used twice stays one module
-        return memo[id(module)]
+class _Plan:
+    """How to copy one plain module (and, through its children's plans, the tree under it) as
+    ``copy.deepcopy`` would, in a third of the time for the modules models are made of (the deep
+    copy rebuilt each by reduction: ~0.8 ms for a three-layer MLP): what ``_plan`` found once,
+    replayed by ``copy``. Worked out on every copy, the checks of each ``__dict__`` entry of each
+    submodule cost more than copying the tensors of a small model. With ``loading``, the copy's
+    parameters and persistent buffers hold its tensors instead of the module's, exactly as
+    ``load_state_dict`` would leave them (None when it could not be sure it does).
+
+    A plan is only valid while its module is unchanged: it is made for a template, which nothing
+    but ``_fresh_module`` sees and nothing changes."""
+
+    def __init__(self, module: nn.Module, loads: bool) -> None:
+        self.module, self.loads = module, loads
+        self.entries: list[tuple[str, int, Any]] = []
+
+    def copy(self, memo: dict, loading: _Loading | None = None, prefix: str = "") -> nn.Module | None:
+        if id(self.module) in memo:  # a submodule used twice stays one module
+            return memo[id(self.module)]
+        if loading is not None and not self.loads:
+            return None  # the class loads its own way
+        new = object.__new__(type(self.module))
+        memo[id(self.module)] = new
+        state = {}
+        for key, kind, value in self.entries:
+            if kind == _SHARED:
+                state[key] = value
+            elif kind == _EMPTY:
+                state[key] = value()
+            elif kind == _SEQUENCE:
+                state[key] = value(self.module.__dict__[key])
+            elif kind == _CHILDREN:
+                children = state[key] = type(self.module.__dict__[key])()
+                for name, plan in value:
+                    children[name] = None if plan is None else plan.copy(memo, loading, f"{prefix}{name}.")
+                    if plan is not None and children[name] is None:
+                        return None
+            else:
+                tensors = state[key] = type(self.module.__dict__[key])()
+                for name, t, persistent in value:
+                    if t is not None and id(t) not in memo:
+                        if loading is None or not persistent:
+                            data = t.detach().clone(memory_format=torch.preserve_format)
+                        else:
+                            data = loading.take(prefix + name, t.detach())
+                            if data is None:
+                                return None
+                        memo[id(t)] = nn.Parameter(data, t.requires_grad) if kind == _PARAMETERS else data
+                    elif t is not None and loading is not None and persistent and loading.take(prefix + name, t.detach()) is None:
+                        return None  # a tied tensor's second name: load_state_dict would load it too
+                    tensors[name] = None if t is None else memo[id(t)]
+        new.__setstate__(state)  # as the deep copy ends (Conv fills in settings older pickles lacked)
+        if loading is not None and not prefix and loading.used != loading.weights.keys():
+            return None  # keys the module does not have: load_state_dict says which
+        return new
+
+
+def _plan(module: nn.Module, plans: dict) -> _Plan | None:
+    """The copy plan of ``module``, or None when it is not plain: only parameters (plain, without
+    gradients), tensor buffers, submodules, empty hook tables and plain settings."""
+    if id(module) in plans:
+        return plans[id(module)]
     cls = type(module)
-    if any(getattr(cls, name, None) is not getattr(nn.Module, name, None) for name in _COPY_PROTOCOL) or any(
-            "__slots__" in vars(c) for c in cls.__mro__[:-1]):
-        return None  # the class says how it copies, or keeps state outside __dict__
-    new = object.__new__(cls)
-    memo[id(module)] = new
-    state = {}
+    copies, loads = _class_kind(cls)
+    if not copies:
+        return None
+    plan = plans[id(module)] = _Plan(module, loads)
     for key, value in module.__dict__.items():
         if key == "_parameters":
-            params = type(value)()
-            for name, p in value.items():
-                if p is not None and id(p) not in memo:
-                    if type(p) is not nn.Parameter or p.__dict__ or p.grad is not None:
-                        return None
-                    memo[id(p)] = nn.Parameter(p.detach().clone(memory_format=torch.preserve_format), p.requires_grad)
-                params[name] = None if p is None else memo[id(p)]
-            state[key] = params
-        elif key == "_buffers":
-            buffers = type(value)()
-            for name, b in value.items():
-                if b is not None and id(b) not in memo:
-                    if type(b) is not torch.Tensor or b.__dict__ or b.requires_grad:
-                        return None
-                    memo[id(b)] = b.clone(memory_format=torch.preserve_format)
-                buffers[name] = None if b is None else memo[id(b)]
-            state[key] = buffers
-        elif key == "_modules":
-            children = type(value)()
-            for name, child in value.items():
-                children[name] = None if child is None else _copy_plain(child, memo)
-                if child is not None and children[name] is None:
+            for p in value.values():
+                if p is not None and (type(p) is not nn.Parameter or p.__dict__ or p.grad is not None):
                     return None
-            state[key] = children
+            plan.entries.append((key, _PARAMETERS, [(name, p, True) for name, p in value.items()]))
+        elif key == "_buffers":
+            for b in value.values():
+                if b is not None and (type(b) is not torch.Tensor or b.__dict__ or b.requires_grad):
+                    return None
+            plan.entries.append((key, _BUFFERS, [(name, b, name not in module._non_persistent_buffers_set)
+                                                 for name, b in value.items()]))
+        elif key == "_modules":
+            children = []
+            for name, child in value.items():
+                children.append((name, None if child is None else _plan(child, plans)))
+                if child is not None and children[-1][1] is None:
+                    return None
+            plan.entries.append((key, _CHILDREN, children))
+        elif type(value) in _SCALAR_TYPES or isinstance(value, _SCALARS):
+            plan.entries.append((key, _SHARED, value))
         elif isinstance(value, dict):  # hook tables: only empty ones (a hook may hold anything)
             if value:
                 return None
-            state[key] = type(value)()
+            plan.entries.append((key, _EMPTY, type(value)))
         elif isinstance(value, (set, list, tuple)):
             if not all(isinstance(v, _SCALARS) for v in value):
                 return None
-            state[key] = value if isinstance(value, tuple) else type(value)(value)
-        elif isinstance(value, _SCALARS):
-            state[key] = value
+            plan.entries.append((key, _SHARED, value) if isinstance(value, tuple) else (key, _SEQUENCE, type(value)))
         else:
             return None
-    new.__setstate__(state)  # as the deep copy ends (Conv fills in settings older pickles lacked)
-    return new
+    return plan
 
 
 def canonical_weights(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -119,7 +119,8 @@ def _lowest_k_concatenated(sources: Sequence[ScoreSource], k: int) -> list[torch
         [torch.ones(len(s), dtype=torch.bool) if e is None else e for s, e in zip(sources, eligible)])
     if bool((keys < 0).any()):
         raise ValueError("scores must be non-negative (and not NaN) for selection")
-    candidates = keys if ok is None else keys[ok]
+    # (not torch.where(ok, keys, max): kthvalue slowed 7x on the many equal keys of the pruned entries)
+    candidates = keys if ok is None else torch.masked_select(keys, ok)
     if k > candidates.numel():
         raise ValueError(f"cannot prune {k} entries: only {candidates.numel()} are eligible")
     threshold = int(torch.kthvalue(candidates, k).values)
