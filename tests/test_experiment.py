@@ -500,7 +500,7 @@ def test_the_snapshot_cache_counts_shared_tensors_once_and_keeps_to_its_bound(mo
     assert context._SNAPSHOTS.nbytes == 0 and not context._SNAPSHOTS._holders
 
 
-def test_a_trained_state_shares_its_parents_masks_and_the_lock_files_are_made_ahead(tmp_path):
+def test_a_trained_state_shares_its_parents_masks_and_a_pruned_one_its_weights(tmp_path):
     from prunelab.experiment.context import _SNAPSHOTS
     from prunelab.experiment.recipes import Prune as PruneRecipe, Train as TrainRecipe
 
@@ -516,8 +516,17 @@ def test_a_trained_state_shares_its_parents_masks_and_the_lock_files_are_made_ah
             assert all(child.masks[k] is parent.masks[k] for k in child.masks)  # the same tensors
             shared += bool(child.masks)
     assert shared  # the pruned branch's training kept its parent's masks
-    pruned = [s for s in exp.states.values() if isinstance(s.recipe, PruneRecipe)]
-    assert pruned and all(exp.store.manifest(s.hash)["masks"] for s in pruned)
+    pruned = [s for s in exp.states.values() if isinstance(s.recipe, PruneRecipe) and s.hash in cached]
+    assert pruned
+    for state in pruned:  # a prune changes masks only: its weights are its parent's tensors
+        child, parent = cached[state.hash], cached[state.parent.hash]
+        assert all(child.weights[k] is parent.weights[k] for k in child.weights)
+        assert child.masks and not any(child.masks[k] is parent.masks.get(k) for k in child.masks)
+        trained = child.evolve(weights={k: v + 1 for k, v in child.weights.items()})
+        model = trained.model()
+        again = type(child).capture(model, child.spec, child.dataset, previous=child)
+        assert all(again.weights[k] is not child.weights[k] and torch.equal(again.weights[k], trained.weights[k])
+                   for k in child.weights)  # changed weights are the model's, copied
 
 
 def test_lock_files_are_made_ahead_in_a_thread_and_work_as_locks(tmp_path):

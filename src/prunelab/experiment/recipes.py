@@ -252,7 +252,7 @@ class Train(Recipe):
             metrics.update(_evaluation_metrics(model, data, ("validation", "test")))
         metrics["sparsity"] = sparsity_report(model).sparsity
         return Snapshot.capture(model, parent.spec, parent.dataset, optimizer=result.optimizer_state,
-                                iteration=stop, metrics=metrics, previous=parent.masks)
+                                iteration=stop, metrics=metrics, previous=parent)
 
     def group_key(self, parent: Snapshot) -> tuple | None:
         """States whose Train has the same key can share one vectorised pass (None: never)."""
@@ -317,7 +317,7 @@ class Prune(Recipe):
         metrics = {"sparsity": result.report.sparsity, "layers": {l.name: l.sparsity for l in result.report.layers},
                    "kept_flops": result.report.kept_flops, "flops": result.report.flops}
         return Snapshot.capture(model, parent.spec, parent.dataset, optimizer=parent.optimizer,
-                                iteration=parent.iteration, metrics=metrics, previous=parent.masks)
+                                iteration=parent.iteration, metrics=metrics, previous=parent)
 
 
 @dataclass(frozen=True)

@@ -83,16 +83,16 @@ class Snapshot:
 
     @classmethod
     def capture(cls, model: nn.Module, spec: ModelSpec, dataset: str, *, optimizer: dict | None = None,
-                iteration: int = 0, metrics: dict | None = None, previous: Masks | None = None) -> "Snapshot":
-        """The state of ``model``. ``previous``: the masks it started from; a mask equal to one of them
-        is that tensor, so the state shares it with its parent, with what the store computed from it
-        (its packed form and hash) and with the memory the parent's masks take."""
+                iteration: int = 0, metrics: dict | None = None, previous: "Snapshot | None" = None) -> "Snapshot":
+        """The state of ``model``. ``previous``: the state it started from; a weight or mask equal to
+        that state's is that state's tensor, so the two share it, what the store computed from it (its
+        hash, a mask's packed form) and the memory it takes (a prune keeps every weight, a training
+        every mask)."""
         masks = get_masks(model)
         for name, mask in masks.items():
-            before = (previous or {}).get(name)
-            if before is not None and before.dtype == mask.dtype and before.shape == mask.shape and torch.equal(before, mask):
-                masks[name] = before
-        return cls(spec, dataset, canonical_weights(model), masks, optimizer, iteration, metrics or {})
+            masks[name] = _same_or(previous.masks.get(name) if previous else None, mask, copy=False)
+        return cls(spec, dataset, canonical_weights(model, previous.weights if previous else None), masks,
+                   optimizer, iteration, metrics or {})
 
 
 _TEMPLATES: "OrderedDict[ModelSpec, tuple[nn.Module, _Plan | None]]" = OrderedDict()  # → (template, its copy plan)
@@ -278,10 +278,23 @@ def _plan(module: nn.Module, plans: dict) -> _Plan | None:
     return plan
 
 
-def canonical_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+def canonical_weights(model: nn.Module, previous: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The model's state dict in canonical form, each tensor a copy of its own — or ``previous``'s
+    tensor of that name where the two are equal."""
     out = {}
     for name, tensor in model.state_dict().items():
         if name.endswith("_mask"):
             continue
-        out[name.removesuffix("_orig")] = tensor.detach().clone()
+        key = name.removesuffix("_orig")
+        out[key] = _same_or(previous.get(key) if previous else None, tensor)
     return out
+
+
+def _same_or(before: torch.Tensor | None, now: torch.Tensor, copy: bool = True) -> torch.Tensor:
+    """``before`` when it holds what ``now`` holds (``torch.equal`` stops at the first difference,
+    so a changed tensor costs next to nothing), else ``now`` (a copy of it with ``copy``)."""
+    now = now.detach()
+    if before is not None and before.dtype == now.dtype and before.shape == now.shape and before.device == now.device \
+            and torch.equal(before, now):
+        return before
+    return now.clone() if copy else now

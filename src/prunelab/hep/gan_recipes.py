@@ -80,7 +80,7 @@ class TrainGAN(Recipe):
         if self.config.evaluate_showers:
             metrics["fidelity"] = evaluate_generator(model, parent.dataset, self.config.evaluate_showers)
         return Snapshot.capture(model, parent.spec, parent.dataset, optimizer=result.optimizer_state, iteration=stop,
-                                metrics=metrics, previous=parent.masks)
+                                metrics=metrics, previous=parent)
 
 
 @dataclass(frozen=True)
