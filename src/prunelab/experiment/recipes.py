@@ -378,7 +378,7 @@ class RandomReinit(Recipe):
 
     def run(self, ctx, parent):
         fresh = parent.spec.build(seed=ctx.seed % (2**63))
-        weights = {k: v.detach().clone() for k, v in fresh.state_dict().items()}
+        weights = {k: v.detach() for k, v in fresh.state_dict().items()}  # the module is dropped: no copy
         return Snapshot(parent.spec, parent.dataset, weights, parent.masks, None, 0, {"reinit_seed": ctx.seed})
 
 

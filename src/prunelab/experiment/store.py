@@ -613,6 +613,8 @@ class Store:
         publisher = self._publisher()
         if publisher is not None:
             publisher.wait_for(state_hash)  # written by this thread, maybe not in place yet
+        if not os.path.exists(os.path.join(self.root, "states", f"{state_hash}.json")):
+            return None  # the usual answer while a run computes (a stat, not a failed open through pathlib)
         path = self.manifest_path(state_hash)
         try:
             m = self._read_manifest(path)

@@ -47,15 +47,23 @@ class ScoreSource:
     def __post_init__(self) -> None:
         self.flat = self.values.detach().reshape(-1)
         self.flat_eligible = None if self.eligible is None else self.eligible.detach().reshape(-1)
+        self._eligible_bool: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.flat.numel()
 
+    def eligible_bool(self) -> torch.Tensor | None:
+        """The whole eligibility as bool, made once (the small-model path only: a large model's is
+        read chunk by chunk)."""
+        if self.flat_eligible is not None and self._eligible_bool is None:
+            e = self.flat_eligible
+            self._eligible_bool = e if e.dtype == torch.bool else e != 0
+        return self._eligible_bool
+
     def keys(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """All int32 keys and the eligibility at once (the small-model path)."""
         scores = self.flat if self.transform is None else self.transform(self.flat)
-        eligible = None if self.flat_eligible is None else self.flat_eligible != 0
-        return scores.to(torch.float32).view(torch.int32), eligible
+        return scores.to(torch.float32).view(torch.int32), self.eligible_bool()
 
     def chunks(self):
         for start in range(0, len(self), CHUNK):
@@ -70,9 +78,13 @@ class ScoreSource:
 
 
 def count_eligible(sources: Sequence[ScoreSource]) -> int:
+    small = sum(len(s) for s in sources) <= SMALL  # then the selection needs each bool mask anyway
     total = 0
     for s in sources:
-        total += len(s) if s.flat_eligible is None else int(torch.count_nonzero(s.flat_eligible))
+        if s.flat_eligible is None:
+            total += len(s)
+        else:
+            total += int(torch.count_nonzero(s.eligible_bool() if small else s.flat_eligible))
     return total
 
 
@@ -115,9 +127,14 @@ def _lowest_k_concatenated(sources: Sequence[ScoreSource], k: int) -> list[torch
         keys.append(chunk)
         eligible.append(ok)
     keys = torch.cat(keys) if len(keys) > 1 else keys[0]
-    ok = None if all(e is None for e in eligible) else torch.cat(
-        [torch.ones(len(s), dtype=torch.bool) if e is None else e for s, e in zip(sources, eligible)])
-    if bool((keys < 0).any()):
+    if all(e is None for e in eligible):
+        ok = None
+    elif len(eligible) == 1:
+        ok = eligible[0]
+    else:
+        ok = torch.cat([torch.ones(len(s), dtype=torch.bool) if e is None else e for s, e in zip(sources, eligible)])
+    # magnitudes cannot be negative (|NaN| has its sign bit clear too): only given scores are checked
+    if any(s.transform is not torch.abs for s in sources) and bool((keys < 0).any()):
         raise ValueError("scores must be non-negative (and not NaN) for selection")
     # (not torch.where(ok, keys, max): kthvalue slowed 7x on the many equal keys of the pruned entries)
     candidates = keys if ok is None else torch.masked_select(keys, ok)
