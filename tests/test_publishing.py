@@ -141,25 +141,3 @@ def test_a_finished_states_tensor_changed_in_place_before_it_is_stored_stops_the
     assert store.manifest(first["hash"]) is None  # nothing of it in place
     assert not list(store.root.glob("**/*.tmp"))
     assert store.verify() == []
-
-
-def test_index_rows_are_inserted_in_batches_and_listings_see_every_published_state(finished, monkeypatch):
-    exp, dense = finished
-    store = Store(exp.store.root)
-    snap = store.load(dense.hash)
-    for batch, indexed_before_close in ((100, False), (1, True)):
-        monkeypatch.setattr(publishing, "INDEX_BATCH", batch)
-        written = []
-        with store.deferred_publishing():
-            parent = dense.hash
-            for n in range(5):
-                written.append(_child(store, parent, n + 10 * batch, snap.evolve(metrics={"n": n})))
-                parent = written[-1]["hash"]
-            for m in written:
-                assert store.manifest(m["hash"]) == m  # published (this thread waits for its own)
-            hashes = {m["hash"] for m in written}
-            indexed = {r["hash"] for r in store.rows()}
-            assert (hashes <= indexed) if indexed_before_close else not hashes & indexed
-            assert hashes <= set(Store(store.root).listing())  # a listing reads manifests newer than the index
-        assert hashes <= {r["hash"] for r in store.rows()}  # the close inserts what is left
-    assert store.verify() == []

@@ -34,13 +34,6 @@ from ..errors import StoreError
 from ..files import current_umask, disk_full, fsync_path
 
 
-# Published states' index rows are inserted this many at a time (and when publishing closes): each
-# insert is a transaction, and its Python glue in this thread took the GIL from the computation,
-# ~0.3 ms a state of a study of short trainings. The index is a cache of the manifests: a reader
-# meanwhile finds a manifest newer than the index and reads it (as after a crash).
-INDEX_BATCH = 32
-
-
 class PublishError(StoreError):
     """Publishing a finished state failed (disk full, I/O error): the run cannot go on storing."""
 
@@ -125,7 +118,6 @@ class Publisher:
         self._pending: dict[str, int] = {}  # state hash → jobs for it not yet published
         self._packs: set[str] = set()  # pack file names written, not yet renamed into place
         self._locks: dict[str, list] = {}  # state hash → locks to release once it is published
-        self._unindexed: list = []  # index rows of published states, inserted INDEX_BATCH at a time
         self._error: BaseException | None = None
         self._closing = False
         self._mode = 0o666 & ~current_umask()
@@ -190,7 +182,7 @@ class Publisher:
                 while not self._queue and not self._closing:
                     self._cv.wait()
                 if not self._queue:
-                    break
+                    return
                 batch, self._queue = self._queue, []
                 failed = self._error is not None
             try:
@@ -216,16 +208,6 @@ class Publisher:
                     self._cv.notify_all()
                 for lock in release:
                     lock.release()
-        try:  # closing: what is in place gets its index rows, whatever stopped the run
-            self._flush_index()
-        except BaseException as exc:  # noqa: BLE001 - handed to the writing thread
-            with self._cv:
-                self._error = self._error or exc
-
-    def _flush_index(self) -> None:
-        rows, self._unindexed = self._unindexed, []
-        if rows:
-            self._index(rows)
 
     def _publish(self, batch: list[Job]) -> None:
         for job in batch:
@@ -247,9 +229,7 @@ class Publisher:
             job.check_unchanged()
         self._move([f for job in batch for f in job.packs])  # every pack is in place before a manifest
         self._move([job.manifest_file for job in batch if job.manifest_file])
-        self._unindexed += [job.rows for job in batch if job.rows is not None]
-        if len(self._unindexed) >= INDEX_BATCH:
-            self._flush_index()
+        self._index([job.rows for job in batch if job.rows is not None])
 
     @staticmethod
     def _written(job: Job, source: str | list, path: Path) -> tuple[str, Path]:
