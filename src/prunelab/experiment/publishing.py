@@ -3,11 +3,14 @@
 Writing a state in line costs two fsyncs, two renames and two directory fsyncs: ~3.5 ms of
 waiting on the development machine's disk (0.2 ms of it CPU), a quarter of what a small state
 costs besides its training (docs/benchmarks/study_overhead.md). Inside
-:meth:`Store.deferred_publishing`, :meth:`Store.write_state` instead writes the state's pack and
-manifest to temporary files and returns; a :class:`Publisher` thread then fsyncs them, renames
-them into place and indexes them, while the next state computes. Only the waiting moves to the
-thread: hashing and serialising stay in line, because CPU work beside a training slowed it by as
-much as it hid (docs/architecture.md, "A state's waiting is published behind the computation").
+:meth:`Store.deferred_publishing`, :meth:`Store.write_state` instead hands the state's pack
+buffers (views of its tensors) and manifest bytes to a :class:`Publisher` thread and returns; the
+thread writes them to temporary files, fsyncs them, renames them into place and indexes them,
+while the next state computes. Only the waiting (and the kernel's work of creating files) moves
+to the thread: hashing and serialising stay in line, because CPU work beside a training slowed
+it by as much as it hid (docs/architecture.md, "A state's waiting is published behind the
+computation"). A pack whose tensors changed in place before their bytes were on disk is refused
+(:meth:`Job.check_unchanged`).
 
 What stays true:
 - A manifest appears only after every file it references is on disk (all of a batch's files are
