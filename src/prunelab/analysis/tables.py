@@ -223,7 +223,7 @@ def with_efficiency(results: Results, points):
     layouts: dict = {}
     measured = {}
     for state_hash in dict.fromkeys(points["hash"]):
-        manifest = results._manifest(state_hash)
+        manifest = results.get(state_hash)  # a full hash: one lookup, verified, cached
         spec = ModelSpec.from_json(manifest["spec"])
         layout = layouts.get(spec)
         if layout is None:

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 # ---------------------------------------------------------------- per-process caches
 
 
-
 class _SnapshotCache(OrderedDict):
     """(store root, state hash) → (snapshot, its tensors' storages: address → bytes), oldest first.
 

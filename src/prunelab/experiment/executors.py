@@ -601,7 +601,6 @@ def _run_planned(experiment: "Experiment", began: float, executor: str, workers:
                    if experiment.store.probe(p.state.hash, p.hash) is not None]
     n_items = sum(len(t.states) + len(t.probes) for t in tasks)
     results = _Results()
-    store_root = str(experiment.store.root.resolve())
     pending = [st.hash for t in tasks for st in t.states]
     with progress_bar(n_items, "states", progress) as bar, experiment.store.locks_prepared(pending):
         note = ""
@@ -620,6 +619,7 @@ def _run_planned(experiment: "Experiment", began: float, executor: str, workers:
                     bar.advance(len(out))
                     _describe(bar, results, n_items)
         else:
+            store_root = str(experiment.store.root.resolve())  # what a worker opens
             results = _run_dask(store_root, tasks, executor, workers, threads, bar, n_items)
     summary = RunSummary(
         total=total,

@@ -113,12 +113,13 @@ def _fresh_module(spec: ModelSpec, weights: dict[str, torch.Tensor] | None = Non
         cached = _TEMPLATES.get(spec)
     except TypeError:  # options that cannot be hashed: no cache
         return spec.build(), False
+    first = None
     if cached is None:
         template = spec.build()
         plan = _plan(template, {})
         if plan is None:
             try:
-                copy.deepcopy(template)
+                first = copy.deepcopy(template)
             except Exception:  # a user model that cannot be copied is built every time
                 return template, False
         cached = _TEMPLATES[spec] = (template, plan)
@@ -127,7 +128,7 @@ def _fresh_module(spec: ModelSpec, weights: dict[str, torch.Tensor] | None = Non
     _TEMPLATES.move_to_end(spec)
     template, plan = cached
     if plan is None:
-        return copy.deepcopy(template), False
+        return (copy.deepcopy(template) if first is None else first), False
     if weights is not None:
         loaded = plan.copy({}, _Loading(weights))
         if loaded is not None:
@@ -149,8 +150,7 @@ class _Loading:
         if value is None or value.shape != like.shape or value.dtype != like.dtype:
             return None
         self.used.add(key)
-        with torch.no_grad():
-            return torch.empty_like(like, memory_format=torch.preserve_format).copy_(value)
+        return torch.empty_like(like, memory_format=torch.preserve_format).copy_(value.detach())  # no graph
 
 
 _SCALARS = (bool, int, float, complex, str, bytes, type(None), torch.dtype, torch.device, torch.Size)

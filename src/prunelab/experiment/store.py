@@ -295,6 +295,14 @@ def tensor_bytes(tensor: "torch.Tensor") -> memoryview:
     return memoryview(tensor.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy())
 
 
+def _pack_mask(mask: "torch.Tensor") -> tuple["torch.Tensor", int]:
+    import torch
+
+    from ..pruning.masks import pack
+
+    return torch.from_numpy(pack(mask)), int(mask.sum())
+
+
 def remembered(memo: dict, tensor: "torch.Tensor", compute):
     """``compute(tensor)``, remembered in ``memo`` for the tensor object while it lives and torch's
     version counter says it is unchanged. Writes through ``.data`` or a NumPy view bypass the
@@ -327,14 +335,6 @@ _READY_INDEXES: set[tuple] = set()
 
 LISTING_COLUMNS = ("hash", "stamp", "parent", "depth", "recipe", "label", "status", "tags", "params", "headline",
                    "headline3", "sparsity", "error", "finished", "seconds")
-
-
-def _pack_mask(mask: "torch.Tensor") -> tuple["torch.Tensor", int]:
-    import torch
-
-    from ..pruning.masks import pack
-
-    return torch.from_numpy(pack(mask)), int(mask.sum())
 
 
 def file_stamp(stat: os.stat_result) -> str:
