@@ -529,6 +529,42 @@ def test_a_trained_state_shares_its_parents_masks_and_a_pruned_one_its_weights(t
                    for k in child.weights)  # changed weights are the model's, copied
 
 
+def test_a_masked_training_equals_training_through_torchs_pruning(tmp_path, request):
+    """Train trains a masked parent without torch's pruning attached (masks= to train_masked): every
+    such state of a tree equals its parent loaded with the masks attached, trained by the public
+    path, and captured, bitwise (weights, masks, optimizer state, metrics but the clock)."""
+    from prunelab.experiment.context import dataset_cache
+    from prunelab.experiment.recipes import Train as TrainRecipe
+    from prunelab.experiment.snapshot import Snapshot
+    from prunelab.pruning.masked import train_masked
+    from prunelab.pruning.masks import sparsity_report
+
+    exp, *_ = small_tree(tmp_path / "s", branches=("l1_unstructured", "global_unstructured"), rounds=2)
+    assert exp.run().ok
+    store, checked = exp.store, 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the run trained them (kernels sum in a thread-count-dependent order)
+    request.addfinalizer(lambda: torch.set_num_threads(threads))
+    for state in exp.states.values():
+        parent = store.load(state.parent.hash) if state.parent else None
+        if not isinstance(state.recipe, TrainRecipe) or not parent.masks:
+            continue
+        data = dataset_cache(parent.dataset)
+        model = parent.model()  # torch's pruning attached
+        result = train_masked(model, data, CONFIG, seed=0, start=parent.iteration, optimizer_state=parent.optimizer)
+        expected = Snapshot.capture(model, parent.spec, parent.dataset, optimizer=result.optimizer_state)
+        stored = store.load(state.hash)
+        assert expected.weights.keys() == stored.weights.keys() and expected.masks.keys() == stored.masks.keys()
+        assert all(torch.equal(expected.weights[k], stored.weights[k]) for k in stored.weights)
+        assert all(torch.equal(expected.masks[k], stored.masks[k]) for k in stored.masks)
+        for index, values in expected.optimizer["state"].items():
+            assert all(torch.equal(v, stored.optimizer["state"][index][k]) for k, v in values.items())
+        assert stored.metrics["curve"] == result.curve
+        assert stored.metrics["sparsity"] == sparsity_report(model).sparsity
+        checked += 1
+    assert checked == 4  # two rounds of two branches
+
+
 def test_lock_files_are_made_ahead_in_a_thread_and_work_as_locks(tmp_path):
     store = Store(tmp_path / "s")
     keys = [f"{i:064x}" for i in range(200)]

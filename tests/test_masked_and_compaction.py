@@ -1,8 +1,11 @@
+import copy
+
 import pytest
 import torch
 
 from prunelab import TrainConfig, build_model
 from prunelab.pruning import get_masks, prune, technique
+from prunelab.pruning.masks import apply_masks
 from prunelab.pruning.compaction import compact, mask_coupled_batchnorm
 from prunelab.pruning.masked import train_masked
 from prunelab.pruning.schedules import GradualPruning
@@ -31,6 +34,39 @@ def test_reapply_and_hook_modes_train_the_same_weights(digits, model_name):
     for name, m in results["hook"][1].items():
         assert torch.equal(m, results["reapply"][1][name])
         assert (results["reapply"][0][name.rpartition(".")[0]][~m] == 0).all()
+
+
+@pytest.mark.parametrize("model_name", ["lenet_300_100", "conv2"])
+def test_masks_given_train_an_unpruned_model_to_the_same_bits(digits, model_name):
+    """masks= trains a model without torch's pruning attached: the same weights and optimizer state
+    (bitwise) as attaching the masks and training through the re-applying path, from a dense
+    optimizer state taken before pruning; the model leaves unpruned, its pruned entries zero."""
+    config = TrainConfig(iterations=30, batch_size=32, optimizer="adam", lr=1e-3)
+    dense = build_model(model_name, digits.input_shape, 10, seed=0)
+    first = train(dense, digits, config, seed=0, stop=10)
+    keep = prune(build_model(model_name, digits.input_shape, 10, seed=0),
+                 technique("global_unstructured", amount=0.7)).masks
+    attached = copy.deepcopy(dense)
+    apply_masks(attached, keep)
+    old = train_masked(attached, digits, config, seed=0, start=10, optimizer_state=first.optimizer_state)
+    given = copy.deepcopy(dense)
+    new = train_masked(given, digits, config, seed=0, start=10, optimizer_state=first.optimizer_state, masks=keep)
+    assert not get_masks(given) and get_masks(attached).keys() == keep.keys()
+    attached_weights = {k.removesuffix("_orig"): v for k, v in attached.state_dict().items() if not k.endswith("_mask")}
+    given_weights = given.state_dict()
+    assert attached_weights.keys() == given_weights.keys()
+    for name, w in given_weights.items():
+        assert torch.equal(w, attached_weights[name]), name
+    for name, m in keep.items():
+        assert (given_weights[name][~m] == 0).all() and (given_weights[name][m] != 0).any()
+    assert [p["val_loss"] for p in new.curve] == [p["val_loss"] for p in old.curve]
+    for index, state in old.optimizer_state["state"].items():
+        for key, value in state.items():
+            assert torch.equal(value, new.optimizer_state["state"][index][key]), (index, key)
+    with pytest.raises(ValueError, match="without torch's pruning"):
+        train_masked(attached, digits, config, seed=0, masks=keep)
+    with pytest.raises(ValueError, match="mode='reapply'"):
+        train_masked(given, digits, config, seed=0, masks=keep, mode="hook")
 
 
 def test_optimizer_state_survives_pruning_between_pieces(digits):

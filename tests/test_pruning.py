@@ -38,13 +38,15 @@ def brute_force_keep(scores: list[torch.Tensor], eligible: list[torch.Tensor], k
 # ------------------------------------------------------------ selection core
 
 
-@pytest.mark.parametrize("path", ["radix", "concatenated"])
+@pytest.mark.parametrize("path", ["radix", "concatenated", "concatenated, numpy"])
 @pytest.mark.parametrize("chunk", [7, 1 << 22])
 @pytest.mark.parametrize("seed", range(4))
 def test_selection_equals_stable_sort_with_ties_and_chunks(monkeypatch, chunk, seed, path):
-    """Both paths (radix passes for big models, one kthvalue for small ones) against a stable sort."""
+    """Every path (radix passes for big models; for small ones one k-th value, by torch or numpy)
+    against a stable sort."""
     monkeypatch.setattr(selection, "CHUNK", chunk)
     monkeypatch.setattr(selection, "SMALL", 0 if path == "radix" else 1 << 24)
+    monkeypatch.setattr(selection, "PARTITION_FROM", 0 if path.endswith("numpy") else 1 << 40)
     g = torch.Generator().manual_seed(seed)
     scores = [torch.randint(0, 5, (4, 9), generator=g).float() / 4, torch.rand(31, generator=g), torch.zeros(5)]
     eligible = [torch.rand(s.shape, generator=g) > 0.3 for s in scores]

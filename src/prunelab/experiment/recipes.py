@@ -223,7 +223,6 @@ class Train(Recipe):
 
     def run(self, ctx, parent):
         data = ctx.dataset(parent.dataset)
-        model = parent.model()
         seed = ctx.root_seed if self.data_seed is None else self.data_seed
         total = self.config.total_iterations(len(data.train))
         stop = total if self.stop is None else self.stop
@@ -231,15 +230,21 @@ class Train(Recipe):
             raise PrunelabError(f"Train(stop={stop}) starts from a state already at iteration {parent.iteration}")
         if self.config.vectorize:  # alone: the same padded pass a group would give it (see train_group)
             return self.run_group([ctx], [parent])[0]
+        # Re-applying masks after each step trains the model without torch's pruning: the module is
+        # built without it and the masks go to train_masked (the same weights, none of torch's
+        # pruning attached here, taken off there and put back for capture to read off).
+        masks = parent.masks if self.mode == "reapply" and parent.masks else None
+        model = parent.model(attach_masks=masks is None)
         try:
             result = train_masked(model, data, self.config, seed=seed, start=parent.iteration, stop=stop,
-                                  optimizer_state=parent.optimizer, mode=self.mode)
+                                  optimizer_state=parent.optimizer, mode=self.mode, masks=masks)
         finally:
             if self.config.device != "cpu":  # (on the CPU, .to walks every tensor for nothing)
                 model.to("cpu")  # stored tensors are CPU tensors, whatever trained them
-        return self._finish(model, parent, data, result, stop)
+        return self._finish(model, parent, data, result, stop, masks)
 
-    def _finish(self, model, parent, data, result, stop) -> Snapshot:
+    def _finish(self, model, parent, data, result, stop, masks=None) -> Snapshot:
+        """The trained state. ``masks``: the model was trained without torch's pruning, under these."""
         metrics = {"train_seconds": result.seconds, "curve": result.curve,
                    "early_stopping_iteration": result.early_stopping_iteration}
         if result.device != "cpu":
@@ -250,9 +255,10 @@ class Train(Recipe):
             metrics["cuda_graph"] = result.cuda_graph  # how it ran (replays give the eager loop's bits)
         if self.evaluate:
             metrics.update(_evaluation_metrics(model, data, ("validation", "test")))
-        metrics["sparsity"] = sparsity_report(model).sparsity
+        kept = None if masks is None else {name: int(torch.count_nonzero(keep)) for name, keep in masks.items()}
+        metrics["sparsity"] = sparsity_report(model, kept=kept).sparsity
         return Snapshot.capture(model, parent.spec, parent.dataset, optimizer=result.optimizer_state,
-                                iteration=stop, metrics=metrics, previous=parent)
+                                iteration=stop, metrics=metrics, previous=parent, masks=masks)
 
     def group_key(self, parent: Snapshot) -> tuple | None:
         """States whose Train has the same key can share one vectorised pass (None: never)."""

@@ -67,14 +67,15 @@ class Snapshot:
     iteration: int = 0
     metrics: dict = field(default_factory=dict)
 
-    def model(self) -> nn.Module:
-        """A fresh module holding these weights, with the masks attached via torch's pruning."""
+    def model(self, attach_masks: bool = True) -> nn.Module:
+        """A fresh module holding these weights, with the masks attached via torch's pruning (or, with
+        ``attach_masks=False``, without them: for a caller that applies ``masks`` its own way)."""
         module, loaded = _fresh_module(self.spec, self.weights)
         if not loaded:
             missing, unexpected = module.load_state_dict(self.weights, strict=False)
             if missing or unexpected:
                 raise ValueError(f"weights do not fit {self.spec.model}: missing {missing[:3]}, unexpected {unexpected[:3]}")
-        if self.masks:
+        if self.masks and attach_masks:
             apply_masks(module, self.masks)
         return module
 
@@ -83,12 +84,14 @@ class Snapshot:
 
     @classmethod
     def capture(cls, model: nn.Module, spec: ModelSpec, dataset: str, *, optimizer: dict | None = None,
-                iteration: int = 0, metrics: dict | None = None, previous: "Snapshot | None" = None) -> "Snapshot":
+                iteration: int = 0, metrics: dict | None = None, previous: "Snapshot | None" = None,
+                masks: Masks | None = None) -> "Snapshot":
         """The state of ``model``. ``previous``: the state it started from; a weight or mask equal to
         that state's is that state's tensor, so the two share it, what the store computed from it (its
         hash, a mask's packed form) and the memory it takes (a prune keeps every weight, a training
-        every mask)."""
-        masks = get_masks(model)
+        every mask). ``masks``: the masks of a model that holds them outside torch's pruning (trained
+        under them with its pruned entries at zero); default: the ones attached to it."""
+        masks = get_masks(model) if masks is None else dict(masks)
         for name, mask in masks.items():
             masks[name] = _same_or(previous.masks.get(name) if previous else None, mask, copy=False)
         return cls(spec, dataset, canonical_weights(model, previous.weights if previous else None), masks,

@@ -22,6 +22,7 @@ from torch import nn
 from ..tasks.datasets import Dataset
 from ..tasks.training import StepHook, TrainConfig, TrainResult, train, training_device
 from .masks import Masks, apply_masks, get_masks, remove_pruning
+from .targets import pruned_targets
 
 
 class MaskReapplier:
@@ -51,9 +52,26 @@ def train_masked(
     seed: int,
     mode: Literal["reapply", "hook"] = "reapply",
     after_step: Sequence[StepHook] = (),
+    masks: Masks | None = None,
     **kwargs,
 ) -> TrainResult:
-    """Train a (possibly) pruned model so that pruned weights stay zero."""
+    """Train a (possibly) pruned model so that pruned weights stay zero.
+
+    ``masks`` (``mode="reapply"`` only): the masks of a model that comes *without* torch's pruning
+    attached. Its pruned entries are zeroed first (the same product torch's pruning would give),
+    stay zero through training, and the model leaves as it came, unpruned: the same weights as
+    attaching the masks, training, and reading ``weight_orig`` back, without attaching torch's
+    pruning only for this function to take it off again.
+    """
+    if masks is not None:
+        if mode != "reapply":
+            raise ValueError("train_masked: masks= is for mode='reapply' (mode='hook' trains through torch's pruning)")
+        if any(True for _ in pruned_targets(model)):
+            raise ValueError("train_masked: masks= is for a model without torch's pruning attached; this one has it")
+        model.to(training_device(config))
+        hook = MaskReapplier(model, masks)
+        hook(model, 0)  # weight * mask, as torch's pruning computes the pruned weight
+        return train(model, dataset, config, seed=seed, after_step=(hook, *after_step), **kwargs)
     if mode == "hook":
         return train(model, dataset, config, seed=seed, after_step=after_step, **kwargs)
     if mode != "reapply":

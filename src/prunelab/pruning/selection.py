@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 CHUNK = 1 << 22  # 4 M entries: 16 MB of float32 per temporary
@@ -28,6 +29,7 @@ _BUCKETS = 1 << 16
 # most) and one kthvalue finds the threshold: the radix passes cost two 65,536-bucket histograms
 # per tensor, which dominates on models of many small tensors (resnet20: 22 tensors, 0.27 M weights).
 SMALL = 1 << 24
+PARTITION_FROM = 1 << 16  # from this many eligible keys up, numpy's partition finds the k-th (see _kth_smallest)
 
 
 @dataclass
@@ -137,10 +139,10 @@ def _lowest_k_concatenated(sources: Sequence[ScoreSource], k: int) -> list[torch
     if any(s.transform is not torch.abs for s in sources) and bool((keys < 0).any()):
         raise ValueError("scores must be non-negative (and not NaN) for selection")
     # (not torch.where(ok, keys, max): kthvalue slowed 7x on the many equal keys of the pruned entries)
-    candidates = keys if ok is None else torch.masked_select(keys, ok)
+    candidates = keys if ok is None else _eligible_keys(keys, ok)
     if k > candidates.numel():
         raise ValueError(f"cannot prune {k} entries: only {candidates.numel()} are eligible")
-    threshold = int(torch.kthvalue(candidates, k).values)
+    threshold = _kth_smallest(candidates, k)
     prune_here = keys < threshold if ok is None else (keys < threshold) & ok
     ties = k - int(torch.count_nonzero(prune_here))
     if ties:
@@ -148,6 +150,22 @@ def _lowest_k_concatenated(sources: Sequence[ScoreSource], k: int) -> list[torch
         prune_here[torch.nonzero(at)[:ties, 0]] = True
     keep = ~prune_here if ok is None else ok & ~prune_here
     return [part.reshape(s.values.shape) for part, s in zip(torch.split(keep, [len(s) for s in sources]), sources)]
+
+
+def _eligible_keys(keys: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
+    """``keys[ok]``. On the CPU through numpy's ``compress``: torch's ``masked_select`` took 0.7–1.5 ms
+    on 235 k entries where ``compress`` takes 0.15–0.25 (single thread, this project's machine)."""
+    if keys.device.type != "cpu":
+        return torch.masked_select(keys, ok)
+    return torch.from_numpy(np.compress(ok.numpy(), keys.numpy()))
+
+
+def _kth_smallest(candidates: torch.Tensor, k: int) -> int:
+    """The k-th smallest (1-based) of int32 keys. From 65,536 keys up, on the CPU, numpy's introselect:
+    torch's ``kthvalue`` took 1.4–1.9x as long there; below it, torch's call costs less to make."""
+    if candidates.device.type == "cpu" and candidates.numel() >= PARTITION_FROM:
+        return int(np.partition(candidates.numpy(), k - 1)[k - 1])
+    return int(torch.kthvalue(candidates, k).values)
 
 
 def _kth_key_radix(sources: Sequence[ScoreSource], k: int) -> tuple[int, int]:
