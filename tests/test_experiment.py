@@ -563,6 +563,12 @@ def test_a_masked_training_equals_training_through_torchs_pruning(tmp_path, requ
         assert stored.metrics["sparsity"] == sparsity_report(model).sparsity
         checked += 1
     assert checked == 4  # two rounds of two branches
+    for state in exp.states.values():  # the prunes' FLOPs (positions found once per architecture)
+        if isinstance(state.recipe, Prune):
+            stored = store.load(state.hash)
+            report = sparsity_report(stored.model(), dataset_cache(stored.dataset).input_shape)
+            assert (stored.metrics["flops"], stored.metrics["kept_flops"]) == (report.flops, report.kept_flops)
+            assert report.kept_flops < report.flops
 
 
 def test_lock_files_are_made_ahead_in_a_thread_and_work_as_locks(tmp_path):

@@ -8,6 +8,7 @@ from prunelab import PrunelabError, build_model
 from prunelab.pruning import (apply_masks, get_masks, pack, prune, select, sparsity_report,
                               technique, unpack)
 from prunelab.pruning import selection
+from prunelab.pruning.masks import output_positions
 from prunelab.pruning.schedules import polynomial_sparsity, remaining_after, rounds_to_reach
 
 
@@ -267,6 +268,19 @@ def test_sparsity_report_counts_and_flops():
     assert conv0.kept_flops == conv0.kept * 64
     linear = report.layers[2]
     assert linear.flops == linear.total  # one position
+
+
+def test_output_positions_found_once_give_every_prune_the_same_flops():
+    """Positions found on one build of an architecture (what the Prune recipe keeps per architecture)
+    give the report of another model of it, pruned twice, exactly what its own forward pass gives."""
+    positions = output_positions(build_model("conv2", (1, 8, 8), 10, seed=1), (1, 8, 8))
+    assert positions["0.weight"] == 64 and positions[next(reversed(positions))] == 1  # 8·8 (padded 3x3); a Linear
+    for step in range(2):
+        own, given = (build_model("conv2", (1, 8, 8), 10, seed=0) for _ in range(2)) if step == 0 else (own, given)
+        a = prune(own, amount=0.4, input_shape=(1, 8, 8))
+        b = prune(given, amount=0.4, input_shape=(1, 8, 8), positions=positions)
+        assert a.report == b.report and a.report.kept_flops < a.report.flops
+        assert b.report == sparsity_report(given, (1, 8, 8))
 
 
 @pytest.mark.parametrize(

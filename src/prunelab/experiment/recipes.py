@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from ..errors import PrunelabError
-from ..pruning.masks import sparsity_report
+from ..pruning.masks import output_positions, sparsity_report
 from ..pruning.masked import train_masked
 from ..pruning.methods import PruningConfig, prune
 from ..tasks.evaluation import evaluate
@@ -319,11 +319,30 @@ class Prune(Recipe):
             idx = torch.randperm(len(data.train), generator=g)[: self.batch_size]
             batch = (data.train.x[idx], data.train.y[idx])
         config = self.config.model_copy(update={"seed": seed})
-        result = prune(model, config, batch=batch, input_shape=data.input_shape)
+        result = prune(model, config, batch=batch, input_shape=data.input_shape,
+                       positions=_positions(parent.spec, model, data.input_shape))
         metrics = {"sparsity": result.report.sparsity, "layers": {l.name: l.sparsity for l in result.report.layers},
                    "kept_flops": result.report.kept_flops, "flops": result.report.flops}
         return Snapshot.capture(model, parent.spec, parent.dataset, optimizer=parent.optimizer,
                                 iteration=parent.iteration, metrics=metrics, previous=parent)
+
+
+_POSITIONS: dict = {}  # (architecture, input shape) → the output positions its FLOPs count needs
+
+
+def _positions(spec: ModelSpec, model, input_shape) -> dict[str, int]:
+    """``output_positions`` of ``spec``'s architecture, found once per process (a forward pass that
+    cost a tenth of a small model's prune)."""
+    key = (spec, tuple(input_shape))
+    try:
+        found = _POSITIONS.get(key)
+    except TypeError:  # options that cannot be hashed: found each time
+        return output_positions(model, input_shape)
+    if found is None:
+        if len(_POSITIONS) >= 64:
+            _POSITIONS.clear()
+        found = _POSITIONS[key] = output_positions(model, input_shape)
+    return found
 
 
 @dataclass(frozen=True)

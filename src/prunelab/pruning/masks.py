@@ -145,7 +145,7 @@ class SparsityReport:
 
 def sparsity_report(model: nn.Module, input_shape: Sequence[int] | None = None,
                     types: Sequence[type[nn.Module]] = PRUNABLE_TYPES, kept: dict[str, int] | None = None,
-                    scope: str | None = None) -> SparsityReport:
+                    scope: str | None = None, positions: dict[str, int] | None = None) -> SparsityReport:
     """Per-layer and overall sparsity of every Linear/Conv weight of ``model``.
 
     With ``input_shape`` (no batch dim), also dense and remaining FLOPs
@@ -154,11 +154,12 @@ def sparsity_report(model: nn.Module, input_shape: Sequence[int] | None = None,
     ``kept``: kept counts the caller already knows (``prune`` does), by tensor name.
     ``scope``: count only modules under this name (default: the model's ``sparsity_scope`` attribute,
     which a model with an auxiliary network sets — a GAN reports its generator, not its critic).
+    ``positions``: what :func:`output_positions` gives for this architecture and ``input_shape``, when
+    the caller has it (a forward pass less).
     """
-    scope = getattr(model, "sparsity_scope", None) if scope is None else scope
-    targets = [Target(f"{n}.weight" if n else "weight", n, m) for n, m in model.named_modules()
-               if isinstance(m, tuple(types)) and (not scope or n == scope or n.startswith(scope + "."))]
-    positions = _output_positions(model, targets, input_shape) if input_shape is not None else {}
+    targets = _report_targets(model, types, scope)
+    if positions is None:
+        positions = _output_positions(model, targets, input_shape) if input_shape is not None else {}
     layers = []
     known = kept or {}
     for t in targets:
@@ -171,6 +172,20 @@ def sparsity_report(model: nn.Module, input_shape: Sequence[int] | None = None,
             None if pos is None else kept * pos,
         ))
     return SparsityReport(tuple(layers))
+
+
+def _report_targets(model: nn.Module, types: Sequence[type[nn.Module]], scope: str | None) -> list[Target]:
+    scope = getattr(model, "sparsity_scope", None) if scope is None else scope
+    return [Target(f"{n}.weight" if n else "weight", n, m) for n, m in model.named_modules()
+            if isinstance(m, tuple(types)) and (not scope or n == scope or n.startswith(scope + "."))]
+
+
+def output_positions(model: nn.Module, input_shape: Sequence[int], types: Sequence[type[nn.Module]] = PRUNABLE_TYPES,
+                     scope: str | None = None) -> dict[str, int]:
+    """Output positions of each weight :func:`sparsity_report` counts (one forward pass of one
+    example of ``input_shape``): they depend on the architecture only, so a caller reporting on many
+    models of one architecture finds them once."""
+    return _output_positions(model, _report_targets(model, types, scope), input_shape)
 
 
 def _output_positions(model: nn.Module, targets: Sequence[Target], input_shape: Sequence[int]) -> dict[str, int]:

@@ -122,12 +122,14 @@ def prune(
     *,
     batch: tuple[torch.Tensor, torch.Tensor] | None = None,
     input_shape: Sequence[int] | None = None,
+    positions: dict[str, int] | None = None,
     **settings,
 ) -> PruneResult:
     """Prune ``model`` in place according to ``config`` (or keyword settings).
 
     ``batch`` (inputs, labels) is needed by SNIP; ``input_shape`` by SynFlow
-    (and to report FLOPs).
+    (and to report FLOPs). ``positions``: the model's :func:`~prunelab.pruning.masks.output_positions`
+    for ``input_shape``, when the caller has them (the report's forward pass is then skipped).
     """
     if config is None:
         config = PruningConfig.parse(settings)
@@ -169,7 +171,7 @@ def prune(
                  for t in pruned_targets(model)}
     else:
         masks, kept = get_masks(model), {}
-    return PruneResult(masks, sparsity_report(model, input_shape, kept=kept), pruned)
+    return PruneResult(masks, sparsity_report(model, input_shape, kept=kept, positions=positions), pruned)
 
 
 def _groups(targets: Sequence[Target], overrides: dict, scope: str) -> list[list[Target]]:
