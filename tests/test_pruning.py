@@ -270,6 +270,19 @@ def test_sparsity_report_counts_and_flops():
     assert linear.flops == linear.total  # one position
 
 
+@pytest.mark.parametrize("name", ["l1_unstructured", "global_unstructured", "random_unstructured", "l2_structured"])
+def test_a_prunes_masks_are_the_models_masks_after_it(name):
+    """PruneResult.masks (what the Prune recipe stores) equals reading every mask back off the model,
+    after a first prune and after a second one on top of it, including a tensor outside the call."""
+    model = build_model("conv2", (1, 8, 8), 10, seed=0)
+    prune(model, amount=0.3, include=["0"])
+    for _ in range(2):
+        result = prune(model, technique(name, amount=0.3, exclude=["0"], seed=1), input_shape=(1, 8, 8))
+        read = get_masks(model)
+        assert result.masks.keys() == read.keys() and "0.weight" in read
+        assert all(result.masks[k].dtype == torch.bool and torch.equal(result.masks[k], read[k]) for k in read)
+
+
 def test_output_positions_found_once_give_every_prune_the_same_flops():
     """Positions found on one build of an architecture (what the Prune recipe keeps per architecture)
     give the report of another model of it, pruned twice, exactly what its own forward pass gives."""

@@ -323,8 +323,9 @@ class Prune(Recipe):
                        positions=_positions(parent.spec, model, data.input_shape))
         metrics = {"sparsity": result.report.sparsity, "layers": {l.name: l.sparsity for l in result.report.layers},
                    "kept_flops": result.report.kept_flops, "flops": result.report.flops}
+        # result.masks: every mask of the model, as get_masks would read them back off it
         return Snapshot.capture(model, parent.spec, parent.dataset, optimizer=parent.optimizer,
-                                iteration=parent.iteration, metrics=metrics, previous=parent)
+                                iteration=parent.iteration, metrics=metrics, previous=parent, masks=result.masks)
 
 
 _POSITIONS: dict = {}  # (architecture, input shape) → the output positions its FLOPs count needs
