@@ -24,6 +24,7 @@ JSON; every blob is re-hashed when read.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -195,7 +196,18 @@ def manifest_digest(manifest: dict) -> str:
 
 
 def _canonical_json(value) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return _CANONICAL.encode(value)
+
+
+# what json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=True) builds on every call
+# (json.dumps makes a new encoder for any non-default argument: ~40 calls a state)
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=True)
+
+
+@functools.lru_cache(maxsize=256)
+def _json_key(key: str) -> str:
+    """A manifest's top-level key as JSON (the same twenty-odd keys in every manifest)."""
+    return _CANONICAL.encode(key)
 
 
 def identity_of(manifest: dict) -> str:
@@ -676,7 +688,7 @@ class Store:
         manifest.pop("digest", None)
         # encoded once: hashed, then written with its digest added; its metrics go to the index as they are
         parts = {key: _canonical_json(value) for key, value in manifest.items()}
-        body = "{" + ",".join(f"{_canonical_json(key)}:{parts[key]}" for key in sorted(parts)) + "}"
+        body = "{" + ",".join(f"{_json_key(key)}:{parts[key]}" for key in sorted(parts)) + "}"
         manifest["digest"] = hashlib.sha256(body.encode()).hexdigest()
         text = body[:-1] + f',"digest":"{manifest["digest"]}"}}'
         path = self.manifest_path(manifest["hash"])
