@@ -288,8 +288,8 @@ def test_output_positions_found_once_give_every_prune_the_same_flops():
     give the report of another model of it, pruned twice, exactly what its own forward pass gives."""
     positions = output_positions(build_model("conv2", (1, 8, 8), 10, seed=1), (1, 8, 8))
     assert positions["0.weight"] == 64 and positions[next(reversed(positions))] == 1  # 8·8 (padded 3x3); a Linear
-    for step in range(2):
-        own, given = (build_model("conv2", (1, 8, 8), 10, seed=0) for _ in range(2)) if step == 0 else (own, given)
+    own, given = (build_model("conv2", (1, 8, 8), 10, seed=0) for _ in range(2))
+    for _ in range(2):
         a = prune(own, amount=0.4, input_shape=(1, 8, 8))
         b = prune(given, amount=0.4, input_shape=(1, 8, 8), positions=positions)
         assert a.report == b.report and a.report.kept_flops < a.report.flops

@@ -7,6 +7,7 @@ it is in place; a failure stops the run and leaves no temporary file and no half
 
 import errno
 import threading
+import time
 
 import pytest
 import torch
@@ -87,7 +88,11 @@ def test_deferred_states_wait_for_their_packs_keep_their_lock_and_land_on_leavin
         t.start()
         t.join()
         assert other == {"manifest": None, "locked": True}
-        gate.set()
+        threading.Timer(0.3, gate.set).start()
+        began = time.monotonic()
+        store.wait_published()  # everything this thread submitted is in place when it returns
+        assert time.monotonic() - began > 0.25
+        assert all(store.manifest_path(m["hash"]).exists() for m in (first, second))
         assert store.manifest(first["hash"])["digest"] == first["digest"]  # this thread waits for its own
     for m in (first, second):
         assert store.manifest(m["hash"]) == m

@@ -151,6 +151,12 @@ class Publisher:
             while state in self._pending:
                 self._cv.wait()
 
+    def flush(self) -> None:
+        """Return once every job submitted so far is published (or publishing failed)."""
+        with self._cv:
+            while self._pending:
+                self._cv.wait()
+
     def hand_over(self, state: str, lock) -> bool:
         """Keep ``lock`` (an object with ``release()``) until ``state`` is published; False when it is
         not pending (then the caller releases it)."""

@@ -730,6 +730,13 @@ class Store:
         del _PUBLISHERS[key]
         publisher.close()
 
+    def wait_published(self) -> None:
+        """Return once this thread's deferred writes to this store are in place (at once outside
+        :meth:`deferred_publishing`): what another process reads from here on includes them."""
+        publisher = self._publisher()
+        if publisher is not None:
+            publisher.flush()
+
     def add_tags(self, state_hash: str, tags: set[str], *, locked: bool = False) -> None:
         """Labels are not identity: they can be added to a finished state (not to a read-only store,
         where they are left as they are)."""
