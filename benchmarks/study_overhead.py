@@ -25,7 +25,10 @@ first in turn:
   study's deferred writes before each replay (reported: counted in, they give
   an upper bound).
 
-The verdict takes the two figures the drift cannot move: interleaved and inside.
+The target is met when all three medians are within it. Interleaved and inside
+cannot be moved by the drift; only the separate replay sees what the study's
+other work costs its trainings themselves (its writing thread, caches left cold
+between them): 1-3 % on this machine.
 
     python benchmarks/study_overhead.py [--repeats 3]
 
@@ -262,18 +265,21 @@ def main() -> None:
     interleaved = [a / b for a, b in zip(wall["interleaved"], interleaved_replays)]
     with_waits = [(a + w) / b for a, b, w in zip(wall["interleaved"], interleaved_replays, interleaved_waits)]
     overhead_ms = [(a - b) / n_states * 1000 for a, b in zip(wall["study"], inside)]
-    # Both figures the verdict takes are immune to the host drifting between a study and its
-    # replay: the interleaved ratio (baseline timed between the study's own steps) and the inside
-    # ratio (a lower bound). The separate replay, minutes away from the study, is reported beside them.
-    met = statistics.median(interleaved) <= 1.05 and statistics.median(inside_ratios) <= 1.05
+    # The interleaved ratio (baseline timed between the study's own steps) and the inside ratio (a
+    # lower bound) are immune to the host drifting between a study and its replay; the separate
+    # replay is not, but it is the only one that sees what the study's other work (its writing
+    # thread, the work between trainings) costs the trainings themselves. The target is met when
+    # all three medians are within it.
+    met_each = {"interleaved": statistics.median(interleaved) <= 1.05,
+                "inside": statistics.median(inside_ratios) <= 1.05, "separate_replay": ratio <= 1.05}
+    met = all(met_each.values())
     print(f"study {median['study']:.2f} s vs trainings alone {median['replay']:.2f} s -> {ratio:.3f}x "
           f"({n_states} states; repeats {', '.join(f'{x:.3f}' for x in paired)})")
     print(f"interleaved: study {statistics.median(interleaved):.3f}x its trainings replayed in between "
           f"(repeats {', '.join(f'{x:.3f}' for x in interleaved)}); {statistics.median(with_waits):.3f}x with the "
           f"waits for its writes counted in ({statistics.median(interleaved_waits):.2f} s)")
     print(f"study / its trainings inside it {statistics.median(inside_ratios):.3f}x, "
-          f"{statistics.median(overhead_ms):.1f} ms a state besides training; target <= 1.05 (interleaved and "
-          f"inside): {met}")
+          f"{statistics.median(overhead_ms):.1f} ms a state besides training; target <= 1.05: {met_each}")
     large = args.seeds > 1 or args.iterations is not None
     write_result("study_overhead_large" if large else "study_overhead", {
         "study": f"examples/lottery_mnist1d.toml, seeds 0..{args.seeds - 1}, 5 rounds, "
@@ -293,8 +299,8 @@ def main() -> None:
         "seconds_inside_trainings": inside, "wall_over_inside": inside_ratios,
         "inside_ratio": statistics.median(inside_ratios),
         "ms_a_state_besides_training": overhead_ms,
-        "target": "<= 1.05: the study against its trainings replayed in between (interleaved), and against "
-                  "its trainings timed inside it", "met": met,
+        "target": "<= 1.05: the study against its trainings replayed in between (interleaved), timed inside it, "
+                  "and replayed separately", "met_each": met_each, "met": met,
     })
 
 
