@@ -91,16 +91,7 @@ def replay_trainings(tree) -> tuple[float, int]:
         parent = store.load(state.parent.hash)
         if isinstance(recipe, Finetune):
             parent = parent.evolve(iteration=0, optimizer=None)
-        data = dataset_cache(parent.dataset)
-        config = recipe.config
-        model = parent.model()
-        start = time.perf_counter()
-        train_masked(model, data, config, seed=0, start=parent.iteration,
-                     stop=recipe.stop if isinstance(recipe, Train) else None, optimizer_state=parent.optimizer)
-        if recipe.evaluate:
-            for split in ("validation", "test"):
-                evaluate(model, data.split(split), data.class_names)
-        total += time.perf_counter() - start
+        total += replay_one(recipe, parent, seed=0)
         count += 1
     return total, count
 
@@ -179,11 +170,12 @@ class InterleavedReplay:
 
 
 def replay_one(recipe, parent, seed: int) -> float:
-    """Seconds of one training (and its final evaluations) replayed alone from ``parent``."""
+    """Seconds of one training (a Train's or a Finetune's) and its final evaluations, replayed
+    alone from ``parent`` (for a Finetune: the parent restarted at iteration 0)."""
     data = dataset_cache(parent.dataset)
     model = parent.model()
     start = time.perf_counter()
-    train_masked(model, data, recipe.config, seed=seed, start=parent.iteration, stop=recipe.stop,
+    train_masked(model, data, recipe.config, seed=seed, start=parent.iteration, stop=getattr(recipe, "stop", None),
                  optimizer_state=parent.optimizer)
     if recipe.evaluate:
         for split in ("validation", "test"):
@@ -194,24 +186,27 @@ def replay_one(recipe, parent, seed: int) -> float:
 def run_interleaved(spec, folder: Path):
     """(the study's own seconds, its trainings' seconds replayed in between, replay count, seconds
     waited for its writes before the replays)."""
-    tree = build_study(spec, folder / "store")
-    with InterleavedReplay() as replays:
-        start = time.perf_counter()
-        summary = tree.experiment.run()
-        seconds = time.perf_counter() - start
-    assert summary.ok
+    replays = InterleavedReplay()
+    seconds, _ = timed_run(spec, folder, replays)
     return seconds - replays.excluded - replays.waited, replays.seconds, replays.count, replays.waited
 
 
 def run_study(spec, folder: Path):
     """(wall seconds, seconds inside its trainings, the finished tree) of one run into a fresh store."""
+    inside = InsideTimer()
+    seconds, tree = timed_run(spec, folder, inside)
+    return seconds, inside.seconds, tree
+
+
+def timed_run(spec, folder: Path, watch):
+    """(wall seconds, the finished tree) of one run of the study into a fresh store, inside ``watch``."""
     tree = build_study(spec, folder / "store")
-    with InsideTimer() as inside:
+    with watch:
         start = time.perf_counter()
         summary = tree.experiment.run()
         seconds = time.perf_counter() - start
     assert summary.ok
-    return seconds, inside.seconds, tree
+    return seconds, tree
 
 
 def main() -> None:
