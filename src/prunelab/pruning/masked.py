@@ -66,7 +66,7 @@ def train_masked(
     if masks is not None:
         if mode != "reapply":
             raise ValueError("train_masked: masks= is for mode='reapply' (mode='hook' trains through torch's pruning)")
-        if any(True for _ in pruned_targets(model)):
+        if pruned_targets(model):
             raise ValueError("train_masked: masks= is for a model without torch's pruning attached; this one has it")
         model.to(training_device(config))
         hook = MaskReapplier(model, masks)

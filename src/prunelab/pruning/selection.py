@@ -9,7 +9,7 @@ histogram of the high 16 bits, then of the low 16 bits inside the one bucket
 that holds the k-th value, gives it exactly. Tensors are visited in chunks, so
 temporaries stay at a few chunk sizes regardless of model size. Models of up to
 16 M weights take a shorter path: their keys are concatenated and one
-``kthvalue`` finds the same threshold.
+k-th value (:func:`_kth_smallest`) finds the same threshold.
 
 Ties at the threshold are broken by flat position (tensor order, then
 row-major), the order a stable sort of the concatenated scores would give.
@@ -26,7 +26,7 @@ import torch
 CHUNK = 1 << 22  # 4 M entries: 16 MB of float32 per temporary
 _BUCKETS = 1 << 16
 # Up to this many eligible scores in all, the keys are concatenated (int32: 4 bytes each, 64 MB at
-# most) and one kthvalue finds the threshold: the radix passes cost two 65,536-bucket histograms
+# most) and one k-th value finds the threshold: the radix passes cost two 65,536-bucket histograms
 # per tensor, which dominates on models of many small tensors (resnet20: 22 tensors, 0.27 M weights).
 SMALL = 1 << 24
 PARTITION_FROM = 1 << 16  # from this many eligible keys up, numpy's partition finds the k-th (see _kth_smallest)
@@ -121,7 +121,7 @@ def lowest_k_masks(sources: Sequence[ScoreSource], k: int) -> list[torch.Tensor]
 
 
 def _lowest_k_concatenated(sources: Sequence[ScoreSource], k: int) -> list[torch.Tensor]:
-    """The small-model path: every key in one vector, one kthvalue, one comparison, split back.
+    """The small-model path: every key in one vector, one k-th value, one comparison, split back.
     Same threshold and the same tie rule (first ties in flat order) as the radix path."""
     keys, eligible = [], []
     for s in sources:
