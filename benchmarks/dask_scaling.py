@@ -52,17 +52,22 @@ def child(store: str, iterations: int, executor: str, seeds: int) -> None:
     exp = two_branches(store, iterations, seeds)
     summary = exp.run(executor, workers=2 if executor == "local" else None)
     assert summary.ok and len(summary.computed) == len(exp.states), summary
-    print(json.dumps({h: exp.store.manifest(h)["weights"] for h in exp.states}))
+    print(json.dumps({"weights": {h: exp.store.manifest(h)["weights"] for h in exp.states}, "note": summary.note}))
 
 
-def fresh_process_run(iterations: int, executor: str, seeds: int) -> tuple[float, dict]:
+def fresh_process_run(iterations: int, executor: str, seeds: int, note: list | None = None) -> tuple[float, dict]:
+    """Seconds of one run in a fresh process, and its weights; ``note`` gets the run's note (why
+    ``local`` ran in process, or "")."""
     with tempfile.TemporaryDirectory() as store:
         start = time.perf_counter()
         out = subprocess.run([sys.executable, __file__, "--child", executor, "--store", store,
                               "--iterations", str(iterations), "--seeds", str(seeds)],
                              capture_output=True, text=True, check=True)
         seconds = time.perf_counter() - start
-    return seconds, json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if note is not None:
+        note.append(result["note"])
+    return seconds, result["weights"]
 
 
 def main() -> None:
@@ -79,10 +84,11 @@ def main() -> None:
 
     fresh_process_run(10, "serial", 1)  # fills the dataset cache
     times = {"serial": [], "local": [], "local_warm": []}
-    reference, same_bits = None, True
+    reference, same_bits, notes = None, True, []
     for _ in range(args.repeats):
         t_serial, bits_serial = fresh_process_run(args.iterations, "serial", args.seeds)
-        t_local, bits_local = fresh_process_run(args.iterations, "local", args.seeds)
+        t_local, bits_local = fresh_process_run(args.iterations, "local", args.seeds, notes)
+        assert not notes[-1], f"local did not start its cluster: {notes[-1]}"
         reference = reference or bits_serial
         same_bits &= bits_serial == bits_local == reference
         times["serial"].append(t_serial)

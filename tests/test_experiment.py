@@ -184,7 +184,7 @@ def test_a_skipped_state_stops_the_rest_of_its_fused_chain_and_counts_are_exact(
     chain.append(chain[-1].then(Train(CONFIG)))
     chain.append(chain[-1].then(Prune(technique("l1_unstructured", amount=0.5))))
     chain[-1].probe(Evaluate())
-    summary = exp.run(executor, workers=2 if executor == "local" else None)
+    summary = exp.run(executor, workers=2 if executor == "local" else None, fallback=False)
     assert list(summary.failed) == [bad.hash]
     assert set(summary.skipped) >= {s.hash for s in chain}
     assert all(exp.store.manifest(s.hash) is None for s in chain)  # no failed manifest below a failure
@@ -237,8 +237,8 @@ def test_serial_and_dask_give_bitwise_identical_stores(tmp_path):
     serial, *_ = small_tree(tmp_path / "serial")
     serial.run("serial")
     dask, *_ = small_tree(tmp_path / "dask")
-    summary = dask.run("local", workers=2)
-    assert summary.ok and len(summary.computed) == len(dask.states)
+    summary = dask.run("local", workers=2, fallback=False)  # a cluster, small as the tree is
+    assert summary.ok and len(summary.computed) == len(dask.states) and not summary.note
     for h in serial.states:
         a, b = serial.store.manifest(h), dask.store.manifest(h)
         assert a["weights"] == b["weights"] and a["masks"] == b["masks"] and a["optimizer"] == b["optimizer"]

@@ -236,7 +236,7 @@ def test_dask_workers_run_lockstep_groups_with_the_same_bits(tmp_path):
     assert serial.run().ok
     dask, _ = imp_tree(tmp_path / "dask", 2, seeds=(0, 1, 2))
     assert len(executors.plan(dask)[0]) == 2  # three chains, two lanes a task
-    assert dask.run("local", workers=2).ok
+    assert dask.run("local", workers=2, fallback=False).ok
     a, b = Store(tmp_path / "serial"), Store(tmp_path / "dask")
     for h in serial.states:
         sa, sb = a.load(h), b.load(h)

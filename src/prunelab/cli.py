@@ -210,6 +210,8 @@ def run(
     store: Optional[Path] = typer.Option(None, help="store directory (overrides [study].store)"),
     executor: str = typer.Option("serial", help="serial, local, or a Dask scheduler address (tcp://host:8786)"),
     workers: Optional[int] = typer.Option(None, help="worker processes for --executor local"),
+    fallback: bool = typer.Option(True, help="--executor local: run in this process when a cluster cannot gain "
+                                             "(no two tasks can run at once, or too little work for its start-up)"),
     threads: int = typer.Option(1, help="torch threads per task (results are bitwise reproducible per value)"),
     csv: Optional[Path] = typer.Option(None, help="also write the summary table here"),
     interval: str = typer.Option("auto", help="intervals over seeds: auto (t below 30 seeds, bootstrap from 30), "
@@ -236,7 +238,7 @@ def run(
     pending = sum(len(t.states) + len(t.probes) for t in tasks)
     console.print(f"[bold]{spec.study.name}[/]: {len(tree.experiment.states)} states, {len(done)} already stored, "
                   f"{pending} to run on {executor} → {tree.experiment.store.root}")
-    summary = tree.experiment.run(executor, workers=workers, threads=threads)
+    summary = tree.experiment.run(executor, workers=workers, threads=threads, fallback=fallback)
     console.print(str(summary))
     rows = summarize(tree, interval=interval)
     swept = any(r.config is not None for r in rows)

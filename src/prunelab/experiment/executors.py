@@ -574,7 +574,8 @@ DEFAULT_THREADS = 1
 
 
 def run_experiment(experiment: "Experiment", *, executor: str = "serial", workers: int | None = None,
-                   threads: int | None = None, progress: bool | None = None, fuse: bool = True) -> RunSummary:
+                   threads: int | None = None, progress: bool | None = None, fuse: bool = True,
+                   fallback: bool = True) -> RunSummary:
     threads = DEFAULT_THREADS if threads is None else threads
     if threads < 1:
         raise PrunelabError(f"threads must be at least 1, got {threads}")
@@ -582,11 +583,25 @@ def run_experiment(experiment: "Experiment", *, executor: str = "serial", worker
         raise PrunelabError(f"workers must be at least 1, got {workers}")
     began = time.perf_counter()
     with frozen_heap():  # planning a large study allocates enough to start full collections
-        return _run_planned(experiment, began, executor, workers, threads, progress, fuse)
+        return _run_planned(experiment, began, executor, workers, threads, progress, fuse, fallback)
+
+
+def _in_process_reason(experiment: "Experiment", tasks: list[Task], workers: int | None, threads: int) -> str:
+    """Why a ``local`` run should not start a cluster ("" when it should): its tasks can only run one
+    after the other, or too little work to gain back the cluster's start-up (see :mod:`.scheduling`)."""
+    from .scheduling import estimate
+
+    if max_parallel(tasks) < 2:
+        # one chain of dependent tasks: workers could only take turns, and a cluster costs ~3 s to start
+        return "ran in this process: no two tasks of the plan can run at the same time"
+    predicted = estimate(experiment, tasks, workers or _default_workers(tasks, threads), threads)
+    if predicted is not None and not predicted.cluster_pays:
+        return f"ran in this process: {predicted.describe()}"
+    return ""
 
 
 def _run_planned(experiment: "Experiment", began: float, executor: str, workers: int | None, threads: int,
-                 progress: bool | None, fuse: bool) -> RunSummary:
+                 progress: bool | None, fuse: bool, fallback: bool = True) -> RunSummary:
     tasks, total, already = plan(experiment, fuse)
     if executor in ("serial", "local"):
         _check_devices(tasks)
@@ -604,9 +619,9 @@ def _run_planned(experiment: "Experiment", began: float, executor: str, workers:
     pending = [st.hash for t in tasks for st in t.states]
     with progress_bar(n_items, "states", progress) as bar, experiment.store.locks_prepared(pending):
         note = ""
-        if executor == "local" and tasks and max_parallel(tasks) < 2:
-            # one chain of dependent tasks: workers could only take turns, and a cluster costs ~3 s to start
-            executor, note = "serial", "ran in this process: no two tasks of the plan can run at the same time"
+        if executor == "local" and tasks and fallback:
+            note = _in_process_reason(experiment, tasks, workers, threads)
+            executor = "serial" if note else executor
         if executor == "serial" or not tasks:  # nothing to run: no cluster to start
             by_task: list[list[dict]] = []
             # one publisher for the whole run: a task's last state is stored while the next task computes

@@ -172,7 +172,7 @@ class Experiment:
         return self.probes.setdefault(probe.hash, probe)
 
     def run(self, executor: str = "serial", *, workers: int | None = None, threads: int | None = None,
-            progress: bool | None = None, fuse: bool = True):
+            progress: bool | None = None, fuse: bool = True, fallback: bool = True):
         """Run every state not yet in the store; returns a :class:`RunSummary`.
 
         ``executor``: ``"serial"`` (this process), ``"local"`` (a Dask
@@ -181,11 +181,15 @@ class Experiment:
         (default 1) whatever the executor, so results are bitwise identical
         across executors; parallelism comes from running branches at once.
         Scripts using ``"local"`` need the ``if __name__ == "__main__":`` guard
-        (worker processes are spawned).
+        (worker processes are spawned). With ``fallback`` (the default), ``"local"`` runs in this
+        process when a cluster cannot gain: no two tasks can run at once, or the work predicted
+        from the plan is too small to pay for the cluster's start-up (the summary's ``note`` says
+        which; :mod:`prunelab.experiment.scheduling`).
         """
         from .executors import run_experiment
 
-        return run_experiment(self, executor=executor, workers=workers, threads=threads, progress=progress, fuse=fuse)
+        return run_experiment(self, executor=executor, workers=workers, threads=threads, progress=progress, fuse=fuse,
+                              fallback=fallback)
 
     def find(self, prefix: str) -> State:
         hits = [s for h, s in self.states.items() if h.startswith(prefix)]
