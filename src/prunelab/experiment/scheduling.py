@@ -229,7 +229,10 @@ def estimate(experiment: "Experiment", tasks: list["Task"], workers: int, thread
             if key not in costs:
                 if len(costs) == MAX_PROBES:
                     return None
-                costs[key] = probe_step_cost(root, dataset_cache(root.dataset), config, threads)
+                try:
+                    costs[key] = probe_step_cost(root, dataset_cache(root.dataset), config, threads)
+                except Exception:  # noqa: BLE001 - only advice: the run itself reports what is wrong
+                    return None
             cost = costs[key]
             evaluations = (math.ceil(steps / config.eval_every) if config.eval_every else 1) \
                 + (2 if state.recipe.evaluate else 0)  # validation and test sets at the end
