@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from prunelab import TrainConfig
-from prunelab.experiment import Experiment, Finetune, Prune, Rewind, Train, executors
+from prunelab.experiment import (Experiment, Finetune, Prune, RandomReinit, Rewind, Train, Transfer,
+                                 executors)
 from prunelab.experiment import scheduling
 from prunelab.experiment.context import dataset_cache
 from prunelab.experiment.executors import Task, plan
@@ -47,6 +48,24 @@ def test_static_iterations_and_steps_are_what_the_run_records(tmp_path):
             assert steps in (4, 8, 12 - 4)  # 0→4, 4→12, and the rewound 4→12
         else:
             assert steps == 0
+
+
+def test_controls_that_restart_training_are_counted_from_zero(tmp_path):
+    """Planted: a random re-init and a transferred ticket start again at iteration 0, so the full
+    training after each is counted (a re-init control counted from its parent's iteration would
+    have looked free); predictions equal the stored iterations after the run."""
+    exp = Experiment(tmp_path / "s")
+    root = exp.root(dataset="digits", model="lenet_300_100", seed=0)
+    ticket = root.then(Train(SHORT)).then(Prune(technique("l1_unstructured", amount=0.3)))
+    reinit_trained = ticket.then(RandomReinit()).then(Train(SHORT))
+    other = exp.root(dataset="digits", model="lenet_300_100", seed=1)
+    transfer_trained = other.then(Transfer(source=ticket)).then(Train(SHORT))
+    n_train = len(dataset_cache("digits").train)
+    ends = scheduling.end_iterations(exp.states, lambda state: n_train)
+    assert scheduling.training_steps(reinit_trained, ends) == 12
+    assert scheduling.training_steps(transfer_trained, ends) == 12
+    assert exp.run().ok
+    assert ends == {h: exp.store.manifest(h)["iteration"] for h in exp.states}
 
 
 def test_makespan_lists_ready_tasks_onto_the_first_free_worker():

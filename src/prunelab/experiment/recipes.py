@@ -163,6 +163,12 @@ class Recipe:
         """Recipes that can compute several states in one pass return a key here (see Train)."""
         return None
 
+    def end_iteration(self, parent_end: int, train_size: int, end_of) -> int:
+        """The training iteration the state this recipe makes is at, known before it runs (what a
+        plan's work is estimated from, :mod:`.scheduling`): by default its parent's. ``train_size``:
+        examples in the training split its model trains on; ``end_of(state)``: another state's."""
+        return parent_end
+
     def run(self, ctx: "RunContext", parent: Snapshot | None) -> Snapshot:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -187,6 +193,9 @@ class Init(Recipe):
 
     def spec(self) -> ModelSpec:
         return ModelSpec(self.model, tuple(self.input_shape), self.num_classes, self.init, tuple(self.model_options))
+
+    def end_iteration(self, parent_end: int, train_size: int, end_of) -> int:
+        return 0
 
     def run(self, ctx, parent):
         if self.data_fingerprint is not None:
@@ -220,6 +229,9 @@ class Train(Recipe):
         c = self.config
         end = self.stop if self.stop is not None else (c.iterations or f"{c.epochs} ep")
         return f"train→{end} ({c.optimizer} lr {c.lr:g})"
+
+    def end_iteration(self, parent_end: int, train_size: int, end_of) -> int:
+        return self.stop if self.stop is not None else self.config.total_iterations(train_size)
 
     def run(self, ctx, parent):
         data = ctx.dataset(parent.dataset)
@@ -355,6 +367,9 @@ class Rewind(Recipe):
     def describe(self) -> str:
         return f"rewind→{self.to.hash[:8]}"
 
+    def end_iteration(self, parent_end: int, train_size: int, end_of) -> int:
+        return end_of(self.to)
+
     def run(self, ctx, parent):
         target = ctx.load(self.to)
         if target.spec != parent.spec:
@@ -376,6 +391,9 @@ class Finetune(Recipe):
 
     def describe(self) -> str:
         return f"finetune→{self.config.iterations} (lr {self.config.lr:g})"
+
+    def end_iteration(self, parent_end: int, train_size: int, end_of) -> int:
+        return self.config.total_iterations(train_size)  # from 0
 
     def run(self, ctx, parent):
         return self._train().run(ctx, self._restart(parent))
@@ -401,6 +419,9 @@ class RandomReinit(Recipe):
 
     def describe(self) -> str:
         return "random reinit"
+
+    def end_iteration(self, parent_end: int, train_size: int, end_of) -> int:
+        return 0  # a fresh initialisation
 
     def run(self, ctx, parent):
         fresh = parent.spec.build(seed=ctx.seed % (2**63))
@@ -491,6 +512,9 @@ class Transfer(Recipe):
 
     def describe(self) -> str:
         return f"transfer from {self.source.hash[:8]}"
+
+    def end_iteration(self, parent_end: int, train_size: int, end_of) -> int:
+        return 0  # the ticket's weights start the target's training afresh
 
     def run(self, ctx, parent):
         ticket = ctx.load(self.source)

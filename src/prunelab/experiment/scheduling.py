@@ -6,9 +6,9 @@ cores each run ~15 % slower than one process alone. A small study therefore ran 
 ``--executor local`` than in one process (issue #13: 1.14x wall in every pair). Before starting
 a cluster, the run predicts both ways from the plan:
 
-- **work**: each training state's iterations, found statically along the tree (a Train runs
-  from its parent's iteration to its stop; a Rewind takes its target's iteration; a Finetune
-  restarts at 0), times the seconds a training step takes, measured here on the study's own
+- **work**: each training state's iterations, found statically along the tree (each recipe's
+  ``end_iteration``: a Train runs from its parent's iteration to its stop; a Rewind takes its
+  target's iteration; a Finetune, a random re-init and a transfer restart at 0), times the seconds a training step takes, measured here on the study's own
   model, data and batch size (a probe of a few dozen steps, ~50 ms for a small model), plus
   its evaluations and a fixed cost per state;
 - **serial**: the sum; **local**: the cluster's start-up plus the makespan of the task graph
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..pruning.methods import PruningConfig
-from .recipes import Finetune, Init, Rewind, Train
+from .recipes import Finetune, Init, Train
 
 if TYPE_CHECKING:
     from .executors import Task
@@ -84,39 +84,25 @@ def roots_of(states: dict[str, "State"]) -> dict[str, "State"]:
         while node.hash not in roots and node.parent is not None:
             chain.append(node)
             node = node.parent
-        root = roots.setdefault(node.hash, node) if node.parent is None else roots[node.hash]
+        root = roots.setdefault(node.hash, node)  # node: a root, or a state whose root is known
         for n in chain:
             roots[n.hash] = root
     return roots
 
 
 def end_iterations(states: dict[str, "State"], train_size) -> dict[str, int]:
-    """The iteration every state of the tree ends at, found from the recipes alone.
+    """The iteration every state of the tree ends at, from its recipe's ``end_iteration`` alone.
     ``train_size(state)``: the size of the training split the state's model trains on."""
     ends: dict[str, int] = {}
 
     def end(state: "State") -> int:
-        known = ends.get(state.hash)
-        if known is not None:
-            return known
-        chain = []  # iterative along the parent chain: IMP trees are deep
-        node = state
+        chain, node = [], state  # iterative along the parent chain: IMP trees are deep
         while node is not None and node.hash not in ends:
             chain.append(node)
             node = node.parent
         for node in reversed(chain):
-            recipe = node.recipe
-            if isinstance(recipe, Init):
-                value = 0
-            elif isinstance(recipe, Train):
-                value = recipe.stop if recipe.stop is not None else recipe.config.total_iterations(train_size(node))
-            elif isinstance(recipe, Finetune):
-                value = recipe.config.total_iterations(train_size(node))
-            elif isinstance(recipe, Rewind):
-                value = end(recipe.to)
-            else:
-                value = 0 if node.parent is None else ends[node.parent.hash]
-            ends[node.hash] = value
+            parent_end = 0 if node.parent is None else ends[node.parent.hash]
+            ends[node.hash] = node.recipe.end_iteration(parent_end, train_size(node), end)
         return ends[state.hash]
 
     for s in states.values():
@@ -201,12 +187,12 @@ def estimate(experiment: "Experiment", tasks: list["Task"], workers: int, thread
     for task in tasks:
         for st in task.states:
             recipe, root = states[st.hash].recipe, root_state[st.hash].recipe
-            if isinstance(getattr(recipe, "config", None), PruningConfig):
-                pass
-            elif hasattr(recipe, "config") and not isinstance(recipe, (Train, Finetune)):
+            config = getattr(recipe, "config", None)
+            if isinstance(recipe, (Train, Finetune)):
+                if config.device != "cpu":
+                    return None
+            elif config is not None and not isinstance(config, PruningConfig):
                 return None  # a training this estimate does not know (a GAN's)
-            elif isinstance(recipe, (Train, Finetune)) and recipe.config.device != "cpu":
-                return None
             if not isinstance(root, Init):
                 return None
             roots[st.hash] = root
