@@ -155,7 +155,9 @@ def test_stores_of_one_tensor_files_are_still_read_verified_and_extended(tmp_pat
     assert len(new_files) == 1
     packed = [e for e in _entries(written) if "pack" in e]
     assert [e["blob"] for e in packed] == [written["weights"]["1.weight"]["blob"]]
-    why, members = store._check_pack(packed[0]["pack"])
+    from prunelab.experiment.maintenance import check_pack
+
+    why, members = check_pack(store, packed[0]["pack"])
     assert why is None and members == {packed[0]["blob"]}
     # the hand-made child has no recipe behind its hash; that is all verify finds
     assert [p.state for p in store.verify()] == ["1" * 64]

@@ -552,10 +552,14 @@ def gc(
     store: Path = typer.Argument(..., help="store directory"),
     dry_run: bool = typer.Option(False, help="only report what would be removed"),
 ) -> None:
-    """Remove blobs no manifest references (left by interrupted runs)."""
+    """Remove blobs no manifest references (left by interrupted runs); waits for runs writing to STORE."""
     from .experiment import open_store
 
-    files, size = open_store(store, writable=True).store.gc(dry_run=dry_run)
+    results = open_store(store, writable=True)
+    waiting = lambda: console.print("waiting for the runs writing to this store to finish …")  # noqa: E731
+    from .experiment.maintenance import collect_garbage
+
+    files, size = collect_garbage(results.store, dry_run=dry_run, on_wait=waiting)
     verb = "would remove" if dry_run else "removed"
     console.print(f"{verb} {files} unreferenced files ({size / 1e6:.2f} MB)")
 
@@ -565,62 +569,76 @@ def verify(
     store: Path = typer.Argument(..., help="store directory"),
     repair: bool = typer.Option(False, help="move everything damaged into STORE/quarantine/<time>/ and rebuild "
                                             "the index; the next `prunelab run` recomputes exactly that"),
-    recompute: int = typer.Option(0, help="also re-execute this many randomly chosen finished states and check "
-                                          "each is bit-identical to what is stored (nothing is written)"),
+    recompute: int = typer.Option(0, min=0, help="also re-execute this many randomly chosen finished states and "
+                                                 "check each is bit-identical to what is stored (nothing is written)"),
     state: Optional[list[str]] = typer.Option(None, help="re-execute this state (hash or prefix; repeatable)"),
     seed: int = typer.Option(0, help="seed of the random choice of --recompute"),
 ) -> None:
-    """Check every manifest (content digest, identity, references) and re-hash every blob; optionally
-    re-execute states to audit that the store is what its recipes compute."""
+    """Check every file that can change what prunelab prints (manifests, packs, documents, probes, the
+    index) and that nothing in STORE is a link; optionally re-execute states to audit that the store is
+    what its recipes compute. Exit status 1 when anything is wrong or could not be checked."""
     from .experiment import open_store
 
-    results = open_store(store, writable=repair)
+    results = open_store(store, writable=repair, maintenance=True)
     problems = results.store.verify()
     for problem in problems:  # full paths, never wrapped or truncated
         console.print(problem.message, style="red", soft_wrap=True, markup=False)
     states = len(results) + len(results.damaged)
+    unaudited = []
     if recompute or state:
-        problems = problems + _recompute(results, recompute, state or [], seed)
+        found, unaudited = _recompute(results, recompute, state or [], seed)
+        problems = problems + found
+    unchecked = (f"; {len(unaudited)} states could not be recomputed, so they are not audited (see the table)"
+                 if unaudited else "")
     if not repair:
-        console.print(f"{states} manifests checked, {len(problems)} problems"
-                      + ("; `prunelab verify --repair` moves them aside" if problems else ""))
-        if problems:
+        console.print(f"{states} manifests checked, {len(problems)} problems{unchecked}"
+                      + ("; `prunelab verify --repair` moves them aside" if problems else ""), soft_wrap=True)
+        if problems or unaudited:
             raise typer.Exit(1)
         return
     folder, moved = results.store.repair(problems)
-    lost = len({p.state for p in problems})
-    console.print(f"{states} manifests checked, {len(problems)} problems; "
+    lost = sum(1 for path in moved if path.parent.name == "states" and path.suffix == ".json")
+    console.print(f"{states} manifests checked, {len(problems)} problems{unchecked}; "
                   + (f"moved {len(moved)} files to {folder}; {lost} states will be recomputed by the next "
                      "`prunelab run`; " if moved else "") + "index rebuilt", soft_wrap=True)
+    if unaudited:
+        raise typer.Exit(1)
 
 
-def _recompute(results, count: int, chosen: list[str], seed: int) -> list:
-    """Re-execute states and compare them bit for bit; the mismatches as verify problems."""
+def _recompute(results, count: int, chosen: list[str], seed: int) -> tuple[list, list[str]]:
+    """Re-execute states and compare them bit for bit: (the mismatches as verify problems, which
+    moves them and every state computed from them on --repair; the states that could not be
+    recomputed, which are not audited and make verify fail)."""
     import random
 
-    from .experiment.audit import BUILTIN, recompute
-    from .experiment.store import Problem
+    from .experiment.audit import recompute, recomputable
+    from .experiment.maintenance import Problem
 
     hashes = [results.get(prefix)["hash"] for prefix in chosen]
-    candidates = sorted(m["hash"] for m in results.states(status="done")
-                        if m["recipe"]["type"] in BUILTIN and m["hash"] not in hashes)
+    candidates = sorted(r["hash"] for r in results.rows(status="done") if r["hash"] not in hashes)
     hashes += random.Random(seed).sample(candidates, min(count, len(candidates)))
     table = Table("state", "recipe", "seconds", "result", title="recomputed (nothing written)")
-    problems = []
+    problems, unaudited = [], []
     for h in hashes:
+        why = recomputable(results.store, h)
         try:
+            if why:
+                raise PrunelabError(why)
             outcome = recompute(results.store, h)
         except PrunelabError as exc:
             table.add_row(h[:12], "", "", f"could not recompute: {exc}", style="yellow")
+            unaudited.append(h)
             continue
         verdict = "bit-identical" if outcome.identical else "; ".join(outcome.differences[:4])
         table.add_row(h[:12], escape(outcome.recipe), f"{outcome.seconds:.2f}", verdict,
                       style=None if outcome.identical else "red")
         if not outcome.identical:
-            problems.append(Problem(h, f"state {h[:12]}: recomputed result differs from the store "
-                                       f"({'; '.join(outcome.differences)})", ()))
+            path = results.store.manifest_path(h)
+            problems.append(Problem((h,), f"{path}: recomputed result differs from the store "
+                                          f"({'; '.join(outcome.differences)}); --repair moves it and every state "
+                                          "computed from it", (path,), below=True))
     console.print(table)
-    return problems
+    return problems, unaudited
 
 
 def _print_regression(ev, title: str) -> None:
@@ -658,6 +676,13 @@ def main() -> None:
     except PrunelabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except Exception as exc:  # a full disk is the machine's state, not a bug: one line too
+        from .files import disk_full
+
+        if disk_full(exc) or "disk is full" in str(exc):
+            print(f"error: disk full ({exc}); free space and rerun — what finished is kept", file=sys.stderr)
+            sys.exit(2)
+        raise
 
 
 if __name__ == "__main__":

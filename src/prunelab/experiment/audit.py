@@ -63,6 +63,17 @@ def recipe_from_manifest(manifest: dict) -> Recipe:
     return rebuilt
 
 
+def recomputable(store: Store, state_hash: str) -> str | None:
+    """Why a stored state cannot be re-executed here (None: it can be tried): a failed state, or a
+    recipe that is not prunelab's own (a store never names code to run)."""
+    m = store.manifest(state_hash)
+    if m is None or m.get("status") != "done":
+        return f"no finished state {state_hash[:12]}"
+    if m["recipe"]["type"] not in BUILTIN and m["recipe"]["type"] not in _physics_recipes():
+        return f"recipe {m['recipe']['type']!r} is not built in (a store never names code to run)"
+    return None
+
+
 def _physics_recipes() -> dict:
     """prunelab's own recipes outside this package (the shower GAN's), by name; imported on demand."""
     from ..hep.gan_recipes import RECIPES

@@ -204,7 +204,8 @@ def _execute_task(store_root: str | Store, task: Task, *dependency_results: list
     trust(*task.trusted)  # a worker process trusts what the process that planned the run trusts
     blocked = {r["hash"]: r for results in dependency_results for r in results if r["status"] in ("failed", "skipped")}
     store = store_root if isinstance(store_root, Store) else Store(store_root)
-    with store.deferred_publishing():  # the task's results are returned once its states are in place
+    # the store's lock, shared: gc and repair wait until no task writes (see Store.writing)
+    with store.writing(), store.deferred_publishing():  # results are returned once the states are in place
         return _execute_states(store, task, blocked)
 
 
@@ -381,8 +382,16 @@ def _run_group(store: Store, members: list[tuple[StateTask, "object"]]) -> list[
         return out
 
 
+def _probe_present(store: Store, state_hash: str, probe_hash: str) -> bool:
+    """Whether a probe's result is stored and sound (a damaged one is measured again and replaced)."""
+    try:
+        return store.probe(state_hash, probe_hash) is not None
+    except StoreError:
+        return False
+
+
 def _run_probe(store: Store, pt: ProbeTask) -> dict:
-    if store.probe(pt.state, pt.hash) is not None:
+    if _probe_present(store, pt.state, pt.hash):
         return {"hash": pt.hash, "status": "reused", "probe": True}
     t0 = time.perf_counter()
     try:
@@ -495,7 +504,7 @@ def plan(experiment: "Experiment", fuse: bool = True) -> tuple[list[Task], int, 
     for s in pending:
         if s.parent is not None:
             pending_children[s.parent.hash] = pending_children.get(s.parent.hash, 0) + 1
-    probes = [p for p in experiment.probes.values() if store.probe(p.state.hash, p.hash) is None]
+    probes = [p for p in experiment.probes.values() if not _probe_present(store, p.state.hash, p.hash)]
     probes_on = {}
     for p in probes:
         probes_on.setdefault(p.state.hash, []).append(p)
@@ -520,9 +529,9 @@ def plan(experiment: "Experiment", fuse: bool = True) -> tuple[list[Task], int, 
             tasks.append(Task(states=[st], deps=sorted({task_of[d] for d in deps})))
         task_of[s.hash] = index
         for p in probes_on.pop(s.hash, []):
-            tasks[index].probes.append(ProbeTask(p.hash, s.hash, p.recipe.detached(), {"state": s.hash, "probe": p.recipe.type_name, "params": p.recipe.params()}))
+            tasks[index].probes.append(ProbeTask(p.hash, s.hash, p.recipe.detached(), {"state": s.hash, "probe": p.recipe.type_name, "version": p.recipe.version, "params": p.recipe.params()}))
     for state_hash, plist in probes_on.items():  # probes on states already done
-        tasks.append(Task(probes=[ProbeTask(p.hash, state_hash, p.recipe.detached(), {"state": state_hash, "probe": p.recipe.type_name, "params": p.recipe.params()}) for p in plist]))
+        tasks.append(Task(probes=[ProbeTask(p.hash, state_hash, p.recipe.detached(), {"state": state_hash, "probe": p.recipe.type_name, "version": p.recipe.version, "params": p.recipe.params()}) for p in plist]))
     tasks = _lockstep(tasks)
     from ..registry import trusted_modules
 
@@ -582,7 +591,8 @@ def run_experiment(experiment: "Experiment", *, executor: str = "serial", worker
     if workers is not None and workers < 1:
         raise PrunelabError(f"workers must be at least 1, got {workers}")
     began = time.perf_counter()
-    with frozen_heap():  # planning a large study allocates enough to start full collections
+    # planning reads which states are done and a run references them: gc waits until the run ends
+    with experiment.store.writing(), frozen_heap():  # planning a large study allocates enough to start full collections
         return _run_planned(experiment, began, executor, workers, threads, progress, fuse, fallback)
 
 
@@ -613,7 +623,7 @@ def _run_planned(experiment: "Experiment", began: float, executor: str, workers:
         if not experiment.store.read_only:  # a no-op run on a read-only store records nothing
             experiment.store.write_document(name, document)
     done_probes = [p.hash for p in experiment.probes.values()
-                   if experiment.store.probe(p.state.hash, p.hash) is not None]
+                   if _probe_present(experiment.store, p.state.hash, p.hash)]
     n_items = sum(len(t.states) + len(t.probes) for t in tasks)
     results = _Results()
     pending = [st.hash for t in tasks for st in t.states]

@@ -29,13 +29,15 @@ class Results:
 
     CACHE = 4096  # full manifests kept in memory (a report walks each state about once)
 
-    def __init__(self, path: str | Path, *, writable: bool = False):
+    def __init__(self, path: str | Path, *, writable: bool = False, maintenance: bool = False):
         path = Path(path)
-        if not (path / "states").is_dir():
+        if not (path / "states").is_dir() and not (maintenance and os.path.islink(path / "states")):
             raise StoreError(f"{path}: not a prunelab store (no states/ folder)")
         # reading writes no state, lock or tensor (a read-only or another user's store works); where
-        # the directory is writable, the listing cache in the index is brought up to date
-        self.store = Store(path, create=False, read_only=None) if writable else _reader(path)
+        # the directory is writable, the listing cache in the index is brought up to date.
+        # ``maintenance`` (verify, repair): opened even when links sit where prunelab keeps its folders.
+        self.store = Store(path, create=False, read_only=None, maintenance=maintenance) if writable \
+            else _reader(path, maintenance)
         # a damaged manifest is left out (and listed) rather than making the whole store unreadable
         self.damaged: dict[Path, str] = {}
         self._rows = self.store.listing(damaged=self.damaged)
@@ -144,7 +146,8 @@ class Results:
         return self.snapshot(state_hash).model()
 
     def probes(self, state_hash: str) -> list[dict]:
-        return self.store.probes(self.get(state_hash)["hash"])
+        """The state's verified probe results; a damaged one is left out (and listed in ``damaged``)."""
+        return self.store.probes(self.get(state_hash)["hash"], damaged=self.damaged)
 
     def to_frame(self, **filters):
         """One row per state (those matching the filters of :meth:`rows`): identity, lineage root,
@@ -166,7 +169,7 @@ class Results:
             }
             row.update({f"param.{k}": v for k, v in flatten(r["params"]).items()})
             row.update({f"metric.{k}": v for k, v in s["scalars"].items()})
-            for probe in self.store.probes(r["hash"]):
+            for probe in self.store.probes(r["hash"], damaged=self.damaged):
                 label = probe.get("label", "probe").replace(" ", "_")
                 row.update({f"probe.{label}.{k}": v for k, v in flatten(probe.get("result") or {}).items()})
             rows.append(row)
@@ -296,12 +299,13 @@ class Results:
         return "\n".join(lines)
 
 
-def _reader(path: Path) -> Store:
+def _reader(path: Path, maintenance: bool = False) -> Store:
     """The store opened for reading: no state, lock or tensor is written, but where the directory
     and its index are writable the index's listing cache is kept current."""
-    store = Store(path, create=False, read_only=True)
+    store = Store(path, create=False, read_only=True, maintenance=maintenance)
     index = path / "index.sqlite"
-    store.cache_writable = os.access(path, os.W_OK) and index.is_file() and os.access(index, os.W_OK)
+    store.cache_writable = store.index_usable and os.access(path, os.W_OK) and index.is_file() \
+        and os.access(index, os.W_OK)
     return store
 
 
@@ -323,6 +327,7 @@ def list_states(path: str | Path, *, tag: str | None = None, recipe: str | None 
     return (rows if limit <= 0 else rows[:limit]), len(rows), results.damaged
 
 
-def open_store(path: str | Path, *, writable: bool = False) -> Results:
-    """A :class:`Results` view of a store; ``writable`` only for maintenance (gc, verify --repair)."""
-    return Results(path, writable=writable)
+def open_store(path: str | Path, *, writable: bool = False, maintenance: bool = False) -> Results:
+    """A :class:`Results` view of a store; ``writable`` only for maintenance (gc, verify --repair);
+    ``maintenance`` opens a store even with links where its folders belong (verify reports them)."""
+    return Results(path, writable=writable, maintenance=maintenance)

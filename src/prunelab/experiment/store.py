@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import os
 import sqlite3
 import tempfile
@@ -48,7 +49,10 @@ except ImportError:  # Windows
     fcntl = None
 
 from ..errors import PrunelabError, StoreError  # noqa: F401 (StoreError: its home was here)
-from ..files import publish
+from ..files import disk_full, publish
+from .containment import (DTYPES, INDEX_FILES, TORCH_DTYPE_NAMES, UnsafeFile, check_directory, is_hash, is_link_or_special,
+                          open_regular, pack_header, read_json, top_level_problems)
+from .maintenance import Problem  # noqa: F401 (re-exported: verify's findings)
 from .publishing import Job, Publisher, temp_file, write_parts
 from .summary import SUMMARY_KEYS, SUMMARY_VERSION, state_summary
 
@@ -123,9 +127,6 @@ def safetensors_parts(tensors: dict[str, "torch.Tensor"]) -> list | None:
     return [len(text).to_bytes(8, "little") + text, *views]
 
 
-# safetensors dtype codes → torch's names, for hashing a blob without torch
-_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
-           "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
 
 
 class _TorchCodes(dict):
@@ -135,7 +136,7 @@ class _TorchCodes(dict):
         if not self:
             import torch
 
-            self.update({getattr(torch, name): code for code, name in _DTYPES.items()})
+            self.update({getattr(torch, name): code for code, (name, _) in DTYPES.items()})
         return super().get(dtype, default)
 
 
@@ -144,29 +145,27 @@ _CODES = _TorchCodes()
 
 def file_tensor_digests(path: Path) -> dict[str, str]:
     """The :func:`tensor_digest` of every tensor in a safetensors file, by key, read straight from its
-    bytes (no torch): the same sha256 over ``torch.<dtype>|[shape]|`` and the raw data."""
-    data = path.read_bytes()
-    if len(data) < 8:
-        raise ValueError("shorter than a safetensors header")
-    size = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8:8 + size])
-    if not isinstance(header, dict):
-        raise ValueError("header is not a JSON object")
-    digests = {}
-    for key, entry in header.items():
-        if key == "__metadata__":
-            continue
-        if not isinstance(entry, dict) or entry.get("dtype") not in _DTYPES:
-            raise ValueError(f"tensor {key[:12]}: unknown dtype")
-        start, end = entry["data_offsets"]
-        body = data[8 + size + start:8 + size + end]
-        if len(body) != end - start:
-            raise ValueError("truncated")
-        digest = hashlib.sha256(f"torch.{_DTYPES[entry['dtype']]}|{list(entry['shape'])}|".encode())
-        if body:
-            digest.update(body)
-        digests[key] = digest.hexdigest()
-    return digests
+    bytes (no torch): the same sha256 over ``torch.<dtype>|[shape]|`` and the raw data.
+
+    The header is checked first (:func:`~.containment.pack_header`: bounded, exact byte coverage),
+    then each tensor is hashed in chunks: memory stays bounded whatever the file's size."""
+    fd, st = open_regular(path)
+    try:
+        base, entries = pack_header(fd, st.st_size, path)
+        digests = {}
+        for key, (code, shape, start, end) in entries.items():
+            digest = hashlib.sha256(f"torch.{DTYPES[code][0]}|{list(shape)}|".encode())
+            position = start
+            while position < end:
+                chunk = os.pread(fd, min(end - position, 1 << 22), base + position)
+                if not chunk:
+                    raise ValueError("truncated")
+                digest.update(chunk)
+                position += len(chunk)
+            digests[key] = digest.hexdigest()
+        return digests
+    finally:
+        os.close(fd)
 
 
 def blob_file_digest(path: Path) -> str:
@@ -221,8 +220,10 @@ def identity_of(manifest: dict) -> str:
 
 def manifest_problem(path: Path, manifest) -> str | None:
     """Why a manifest read from ``path`` cannot be trusted, or None: not an object, fields missing,
-    a name that is not its hash, an identity that its recipe does not give, content that does not
-    match its digest (edited or corrupted)."""
+    a name that is not its hash, an identity that its recipe does not give, no digest or content
+    that does not match it (edited or corrupted), or a structure prunelab never writes (names that
+    are not hashes, which would make paths outside the store; dtypes, shapes and counts that
+    loading would choke on)."""
     if not isinstance(manifest, dict):
         return "not a JSON object"
     recipe = manifest.get("recipe")
@@ -232,18 +233,101 @@ def manifest_problem(path: Path, manifest) -> str | None:
         return "fields hash/recipe missing or malformed"
     if manifest["hash"] != path.stem:
         return f"names state {manifest['hash'][:12]} but is stored as {path.stem[:12]}"
+    if not is_hash(manifest["hash"]):
+        return "its hash is not 64 hexadecimal characters"
     try:
         identity = identity_of(manifest)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         return f"recipe parameters cannot be hashed ({exc})"
     if identity != manifest["hash"]:
         return "its parent, recipe and parameters do not give its hash (edited)"
-    if "digest" in manifest:
-        if manifest_digest(manifest) != manifest["digest"]:
-            return "content does not match its digest (edited or corrupted)"
-    elif manifest.get("format", 1) >= 2:
-        return "digest missing"
+    # Every manifest since store format 2 carries its digest; one without it was either written
+    # before 2026-11-26 or had it removed (with its format set back), which must not be a way
+    # around the check.
+    if "digest" not in manifest:
+        return "digest missing (a manifest without one is either older than store format 2 or edited)"
+    if manifest_digest(manifest) != manifest["digest"]:
+        return "content does not match its digest (edited or corrupted)"
+    return structure_problem(manifest)
+
+
+def structure_problem(m: dict) -> str | None:
+    """What in a (digest-valid) manifest prunelab never writes and readers must not act on, or None."""
+    if type(m.get("format")) is not int or not 2 <= m["format"] <= FORMAT:
+        return f"format {str(m.get('format'))[:20]!r} is not one this version reads (2 to {FORMAT})"
+    parent = m.get("parent")
+    if parent is not None and not is_hash(parent):
+        return "its parent is not a state hash"
+    if type(m["recipe"]["version"]) is not int:
+        return "its recipe version is not an integer"
+    try:
+        refs = state_refs(m["recipe"]["params"])
+    except (TypeError, AttributeError):
+        return "its references to other states are malformed"
+    if not all(is_hash(r) for r in refs):
+        return "it refers to a state by something other than a state hash"
+    if m.get("status") not in ("done", "failed"):
+        return f"status {str(m.get('status'))[:20]!r} is neither done nor failed"
+    if not isinstance(m.get("tags", []), list) or not all(isinstance(t, str) for t in m.get("tags", [])):
+        return "tags must be a list of strings"
+    if m["status"] != "done":
+        return None
+    if type(m.get("iteration")) is not int or m["iteration"] < 0:
+        return "its iteration is not a non-negative integer"
+    if not isinstance(m.get("dataset"), str) or not isinstance(m.get("spec"), dict):
+        return "dataset or model spec missing"
+    groups = [("weights", m.get("weights")), ("masks", m.get("masks"))]
+    optimizer = m.get("optimizer")
+    if optimizer is not None:
+        if not isinstance(optimizer, dict) or not isinstance(optimizer.get("tensors"), dict) or \
+                not isinstance(optimizer.get("values"), dict) or not isinstance(optimizer.get("param_groups"), list):
+            return "its optimizer state is malformed"
+        groups.append(("optimizer", optimizer["tensors"]))
+        for key, value in list(optimizer["tensors"].items()) + list(optimizer["values"].items()):
+            index, dot, name = key.partition(".")
+            if not dot or not index.isdigit() or not name:
+                return f"optimizer key {key[:40]!r} is not <parameter index>.<name>"
+        for key, value in optimizer["values"].items():
+            if isinstance(value, dict) and (set(value) != {"scalar", "dtype"} or value["dtype"] not in TORCH_DTYPE_NAMES
+                                            or not isinstance(value["scalar"], (int, float, bool))):
+                return f"optimizer value {key[:40]!r} is malformed"
+    for group, entries in groups:
+        if not isinstance(entries, dict):
+            return f"its {group} are not a table of tensors"
+        for key, entry in entries.items():
+            why = _entry_problem(entry, mask=group == "masks")
+            if why:
+                return f"{group} entry {key[:40]!r}: {why}"
     return None
+
+
+def _entry_problem(entry, mask: bool) -> str | None:
+    if not isinstance(entry, dict):
+        return "not an object"
+    if not is_hash(entry.get("blob")):
+        return "its blob is not a content hash (a path outside the store?)"
+    if "pack" in entry and not is_hash(entry["pack"]):
+        return "its pack is not a content hash (a path outside the store?)"
+    shape = entry.get("shape")
+    if not isinstance(shape, list) or len(shape) > 8 or not all(type(d) is int and d >= 0 for d in shape):
+        return "malformed shape"
+    if mask:
+        if entry.get("packed") is not True or type(entry.get("kept")) is not int or \
+                not 0 <= entry["kept"] <= math.prod(shape):
+            return "malformed mask entry"
+    elif entry.get("dtype") not in TORCH_DTYPE_NAMES:
+        return f"unknown dtype {str(entry.get('dtype'))[:20]!r}"
+    return None
+
+
+def probe_identity(identity: dict) -> str:
+    """The hash a probe's identity gives (what its file is named): its state, recipe, version, parameters."""
+    from .hashing import canonical_json, sha256_hex
+
+    try:
+        return sha256_hex(canonical_json({key: identity.get(key) for key in ("state", "probe", "version", "params")}))
+    except (TypeError, ValueError, RecursionError):
+        return ""
 
 
 def _damage(path: Path, exc: Exception) -> str:
@@ -307,6 +391,23 @@ def tensor_bytes(tensor: "torch.Tensor") -> memoryview:
     return memoryview(tensor.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy())
 
 
+def _read_tensor(fd: int, base: int, entry: tuple, path) -> "torch.Tensor":
+    """One tensor of a checked safetensors header (``pack_header``), read into its own memory."""
+    import torch
+
+    code, shape, start, end = entry
+    raw = torch.empty(end - start, dtype=torch.uint8)
+    if end > start:
+        view = memoryview(raw.numpy())
+        done = 0
+        while done < end - start:
+            got = os.preadv(fd, [view[done:]], base + start + done)
+            if got <= 0:
+                raise ValueError("truncated")
+            done += got
+    return raw.view(getattr(torch, DTYPES[code][0])).reshape(shape)
+
+
 def _pack_mask(mask: "torch.Tensor") -> tuple["torch.Tensor", int]:
     import torch
 
@@ -335,9 +436,6 @@ def remembered(memo: dict, tensor: "torch.Tensor", compute):
     return value
 
 
-# gc leaves younger temporary files alone: a run publishing beside it would lose them (a state is
-# published within seconds of being written; an interrupted run's leftovers are old)
-STALE_TEMPORARY_SECONDS = 3600
 _DIGESTS: dict[int, tuple] = {}  # id(tensor) → (weak reference, version, digest): see tensor_digest
 _PACKED_MASKS: dict[int, tuple] = {}  # id(mask) → (weak reference, version, (packed mask, kept)): see _mask_entry
 # Indexes this process created or checked (path, device, inode, size, mtime): opening a store per
@@ -411,15 +509,37 @@ class ListingRow(dict):
         raise KeyError(key)
 
 
+_STATES_COLUMNS = ("hash", "parent", "depth", "recipe", "version", "status", "tags", "params", "metrics", "seconds",
+                   "finished")
+_STATES_TABLE = ("CREATE TABLE IF NOT EXISTS states (hash TEXT PRIMARY KEY, parent TEXT, depth INTEGER, "
+                 "recipe TEXT, version INTEGER, status TEXT, tags TEXT, params TEXT, metrics TEXT, "
+                 "seconds REAL, finished REAL)")
 _LISTING_TABLE = f"CREATE TABLE IF NOT EXISTS listing ({', '.join(LISTING_COLUMNS)}, PRIMARY KEY (hash))"
 _LISTING_INSERT = f"INSERT OR REPLACE INTO listing VALUES ({','.join('?' * len(LISTING_COLUMNS))})"
 _SUMMARY_TABLE = "CREATE TABLE IF NOT EXISTS summaries (hash TEXT PRIMARY KEY, stamp TEXT, summary TEXT)"
 _SUMMARY_INSERT = "INSERT OR REPLACE INTO summaries VALUES (?,?,?)"
+_INDEX_TABLES = {"states": _STATES_TABLE, "listing": _LISTING_TABLE, "summaries": _SUMMARY_TABLE}
+_INDEX_COLUMNS = {"states": list(_STATES_COLUMNS), "listing": list(LISTING_COLUMNS),
+                  "summaries": ["hash", "stamp", "summary"]}
 _LISTING_NAMES = tuple(f"{c}_json" if c in ("tags", "params") else c for c in LISTING_COLUMNS)  # ListingRow keys
 
 
 def _listing_values(row: dict) -> tuple:
     return tuple(json.dumps(row[c], allow_nan=True) if c in ("tags", "params") else row[c] for c in LISTING_COLUMNS)
+
+
+def _raise_disk_full(where: Path, exc: BaseException) -> None:
+    """A full disk met by SQLite, as one line (it says "database or disk is full")."""
+    if "disk is full" in str(exc) or disk_full(exc):
+        raise StoreError(f"{where}: disk full ({exc}); free space and rerun — finished states are kept") from None
+
+
+def expected_index_rows(m: dict, stamp: str) -> dict[str, tuple]:
+    """The rows a verified manifest whose file has ``stamp`` gives in each table of the index, as
+    SQLite returns them (what ``verify`` compares the index with)."""
+    rows = index_rows(m)
+    return {"states": rows.row, "listing": rows.short[:1] + (stamp,) + rows.short[2:],
+            "summaries": (m["hash"], stamp, rows.summary)}
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -434,13 +554,19 @@ def _atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
 class _Flock:
     """An exclusive ``flock`` on ``path`` (the lock filelock takes on POSIX, so processes using either
     exclude each other), without filelock's bookkeeping: taking and releasing a state's new lock cost
     1.07 ms with filelock and 0.30 ms this way on this project's machine, once or twice per state."""
 
     def __init__(self, path: Path, timeout: float):
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # mode: as the umask allows, like filelock
+        try:  # mode: as the umask allows, like filelock; never through a link planted in the store
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o666)
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot take this lock ({is_link_or_special(path) or exc.strerror or exc})") from None
         try:
             if timeout < 0:
                 fcntl.flock(self.fd, fcntl.LOCK_EX)
@@ -462,22 +588,13 @@ class _Flock:
         os.close(self.fd)  # closing the only descriptor drops the flock
 
 
-@dataclass(frozen=True)
-class Problem:
-    """Something ``verify`` found: the state concerned, one line saying what and where, and the files
-    ``verify --repair`` moves into quarantine."""
-
-    state: str
-    message: str
-    files: tuple[Path, ...]
-
-
 class Store:
     """A store directory. ``read_only`` (default: when the directory is not writable by this process)
     opens it without writing anything — no index, no lock files — so a store on a read-only mount, or
     another user's, can be listed, reported and verified; writing methods then raise StoreError."""
 
-    def __init__(self, root: str | Path, *, create: bool = True, read_only: bool | None = None):
+    def __init__(self, root: str | Path, *, create: bool = True, read_only: bool | None = None,
+                 maintenance: bool = False):
         self.root = Path(root)
         if not self.root.exists():
             if not create or read_only:
@@ -490,14 +607,28 @@ class Store:
             raise StoreError(f"{self.root}: not a directory")
         self.read_only = (not os.access(self.root, os.W_OK)) if read_only is None else read_only
         self._index_path = self.root / "index.sqlite"
+        # Links and special files where prunelab keeps its folders and index: nothing is written
+        # through them (a run refuses to start), and readers do without what they replace.
+        self.tampered = top_level_problems(self.root)
+        self.unusable = {path.name for path, _ in self.tampered}
+        self.index_usable = not any(name.startswith("index.sqlite") for name in self.unusable)
+        if "states" in self.unusable and not maintenance:
+            path, why = next((p, w) for p, w in self.tampered if p.name == "states")
+            raise UnsafeFile(f"{path}: {why}; `prunelab verify --repair` moves it aside")
         # A reader (Results) opens the store read-only but may keep the index's listing cache
         # current where the directory and an index exist and are writable (see listing).
-        self.cache_writable = not self.read_only
+        self.cache_writable = not self.read_only and self.index_usable
         if self.read_only:
             return
+        if self.tampered and not maintenance:
+            path, why = self.tampered[0]
+            raise UnsafeFile(f"{path}: {why}; nothing is written to this store until `prunelab verify --repair` "
+                             "moves it aside")
         for sub in ("blobs", "states", "probes", "locks"):
-            (self.root / sub).mkdir(exist_ok=True)
-        self._init_index()
+            if not os.path.lexists(self.root / sub):
+                (self.root / sub).mkdir(exist_ok=True)
+        if self.index_usable:
+            self._init_index()
 
     def _check_writable(self, what: str) -> None:
         if self.read_only:
@@ -506,6 +637,8 @@ class Store:
     # ------------------------------------------------------------ blobs
 
     def blob_path(self, digest: str) -> Path:
+        if not is_hash(digest):  # what a manifest names only becomes a path inside the store
+            raise StoreError(f"{self.root}: {str(digest)[:80]!r} is not a blob name (64 hexadecimal characters)")
         return self.root / "blobs" / digest[:2] / f"{digest}.safetensors"
 
     def get_tensor(self, digest: str, pack: str | None = None) -> "torch.Tensor":
@@ -517,9 +650,9 @@ class Store:
         return self.blob_path(entry.get("pack") or entry["blob"])
 
     def _read_entries(self, entries: dict[str, dict]) -> dict[str, "torch.Tensor"]:
-        """Tensors of manifest entries by key, each file opened once, every tensor re-hashed."""
-        from safetensors import safe_open
-
+        """Tensors of manifest entries by key, each file opened once (never through a link), its
+        header checked (:func:`~.containment.pack_header`), each tensor read straight into its
+        memory and re-hashed."""
         by_file: dict[str, list[str]] = {}
         for key, entry in entries.items():
             by_file.setdefault(entry.get("pack") or entry["blob"], []).append(key)
@@ -527,21 +660,25 @@ class Store:
         homes = self._homes()
         for name, keys in by_file.items():
             path = self.blob_path(name)
-            if not path.is_file():
-                raise StoreError(f"{path}: blob missing (referenced by a manifest)")
             packed = "pack" in entries[keys[0]]
             try:
-                with safe_open(str(path), framework="pt") as fh:
-                    members = set(fh.keys())
-                    for key in keys:
-                        member = entries[key]["blob"] if packed else "t"
-                        if member not in members:
-                            raise StoreError(f"{path}: tensor {entries[key]['blob'][:12]} missing from this pack")
-                        out[key] = fh.get_tensor(member)
+                check_directory(path.parent)
+                fd, st = open_regular(path)
+            except FileNotFoundError:
+                raise StoreError(f"{path}: blob missing (referenced by a manifest)") from None
+            try:
+                base, header = pack_header(fd, st.st_size, path)
+                for key in keys:
+                    member = entries[key]["blob"] if packed else "t"
+                    if member not in header:
+                        raise StoreError(f"{path}: tensor {entries[key]['blob'][:12]} missing from this pack")
+                    out[key] = _read_tensor(fd, base, header[member], path)
             except StoreError:
                 raise
-            except Exception as exc:
-                raise StoreError(f"{path}: unreadable blob ({exc})") from exc
+            except (OSError, ValueError) as exc:
+                raise StoreError(f"{path}: unreadable blob ({exc})") from None
+            finally:
+                os.close(fd)
             for key in keys:
                 if tensor_digest(out[key]) != entries[key]["blob"]:
                     raise StoreError(f"{path}: blob is corrupted (content does not match its hash)")
@@ -618,6 +755,8 @@ class Store:
     # ------------------------------------------------------------ manifests
 
     def manifest_path(self, state_hash: str) -> Path:
+        if not is_hash(state_hash):  # names become paths only when they are hashes
+            raise StoreError(f"{self.root}: {str(state_hash)[:80]!r} is not a state hash")
         return self.root / "states" / f"{state_hash}.json"
 
     def manifest(self, state_hash: str) -> dict | None:
@@ -636,11 +775,13 @@ class Store:
 
     def _read_manifest(self, path: Path) -> dict:
         try:
-            m = json.loads(path.read_bytes())
+            m = read_json(path)
         except FileNotFoundError:
             raise
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise StoreError(f"{path}: damaged manifest: not valid JSON ({exc}); `prunelab verify --repair` "
+        except (OSError, StoreError, ValueError) as exc:
+            why = str(exc).removeprefix(f"{path}: ")
+            why = why if isinstance(exc, UnsafeFile) else f"not valid JSON ({why})"
+            raise StoreError(f"{path}: damaged manifest: {why}; `prunelab verify --repair` "
                              "moves it aside and the next run recomputes the state") from None
         problem = manifest_problem(path, m)
         if problem:
@@ -784,16 +925,25 @@ class Store:
     # ------------------------------------------------------------ loading
 
     def load(self, state_hash: str) -> "Snapshot":
-        import torch
-
-        from ..pruning.masks import unpack
-        from .snapshot import ModelSpec, Snapshot
-
         m = self.manifest(state_hash)
         if m is None:
             raise StoreError(f"{self.root}: no state {state_hash}")
         if m.get("status") != "done":
             raise StoreError(f"state {state_hash[:12]} did not finish ({m.get('status')}): {(m.get('error') or {}).get('message')}")
+        try:
+            return self._snapshot(m)
+        except (KeyError, TypeError, ValueError, AttributeError, PrunelabError) as exc:
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(f"{self.manifest_path(state_hash)}: cannot be loaded ({type(exc).__name__}: "
+                             f"{str(exc)[:200]})") from None
+
+    def _snapshot(self, m: dict) -> "Snapshot":
+        import torch
+
+        from ..pruning.masks import unpack
+        from .snapshot import ModelSpec, Snapshot
+
         o = m.get("optimizer")
         tensors = self._read_entries({**{("w", k): e for k, e in m["weights"].items()},
                                       **{("m", k): e for k, e in m["masks"].items()},
@@ -818,23 +968,56 @@ class Store:
     # ------------------------------------------------------------ probes
 
     def probe_path(self, state_hash: str, probe_hash: str) -> Path:
+        if not (is_hash(state_hash) and is_hash(probe_hash)):
+            raise StoreError(f"{self.root}: probe names must be hashes, got {state_hash[:80]!r}/{probe_hash[:80]!r}")
         return self.root / "probes" / state_hash / f"{probe_hash}.json"
 
     def probe(self, state_hash: str, probe_hash: str) -> dict | None:
+        """A probe's verified record; None when there is none; StoreError when it is damaged."""
         try:
-            return json.loads(self.probe_path(state_hash, probe_hash).read_text())
+            return self.read_probe(self.probe_path(state_hash, probe_hash))
         except FileNotFoundError:
             return None
 
+    def read_probe(self, path: Path) -> dict:
+        """The probe record at ``path``, checked: a JSON object under the limits, its digest, and the
+        identity its file name says (the probe of the state its folder names)."""
+        try:
+            record = read_json(path)
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"{path}: damaged probe result ({str(exc).removeprefix(f'{path}: ')})") from None
+        identity = record.get("probe") if isinstance(record, dict) else None
+        if not isinstance(identity, dict) or "digest" not in record:
+            why = "no digest or identity (written before 2026-12-06, or edited)"
+        elif record["digest"] != manifest_digest(record):
+            why = "content does not match its digest (edited or corrupted)"
+        elif identity.get("state") != path.parent.name or probe_identity(identity) != path.stem:
+            why = "its identity does not give its name (edited)"
+        else:
+            return record
+        raise StoreError(f"{path}: damaged probe result: {why}; the next run measures it again")
+
     def write_probe(self, state_hash: str, probe_hash: str, record: dict) -> None:
         self._check_writable(f"write a probe of {state_hash[:10]}")
+        record = {k: v for k, v in record.items() if k != "digest"}
+        record["digest"] = manifest_digest(record)
         _atomic_write_text(self.probe_path(state_hash, probe_hash), json.dumps(record, indent=1, allow_nan=True))
 
-    def probes(self, state_hash: str) -> list[dict]:
+    def probes(self, state_hash: str, damaged: dict | None = None) -> list[dict]:
+        """The verified probe records of a state; a damaged one is left out and recorded in
+        ``damaged`` (path → why) when given, else it raises StoreError."""
         folder = self.root / "probes" / state_hash
-        if not folder.is_dir():
+        if not is_hash(state_hash) or is_link_or_special(folder) or not folder.is_dir():
             return []
-        return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+        out = []
+        for path in sorted(folder.glob("*.json")):
+            try:
+                out.append(self.read_probe(path))
+            except StoreError as exc:
+                if damaged is None:
+                    raise
+                damaged[path] = str(exc).removeprefix(f"{path}: ")
+        return out
 
     # ------------------------------------------------------------ locking
 
@@ -858,6 +1041,56 @@ class Store:
                 held.release()
 
     @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the store's lock shared while this process writes states (a run, a worker's task).
+
+        ``gc`` and ``repair`` take it exclusively, so they wait until no run is writing: a pack is
+        published before the manifest that references it, and gc between the two would remove it
+        (tests/test_adversarial.py races them). Shared holders never wait for each other. A lock
+        rather than a grace period, because a grace period is a guess about how long a state takes
+        to publish, which a slow disk or a paused process can exceed."""
+        if self.read_only or fcntl is None:
+            yield
+            return
+        fd = self._store_lock_fd()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
+
+    @contextmanager
+    def exclusive(self, what: str, on_wait=None) -> Iterator[None]:
+        """Hold the store's lock exclusively (no run writing, no other gc or repair) for ``what``,
+        waiting for the runs that hold it; ``on_wait()`` is called once if it has to wait."""
+        self._check_writable(what)
+        if fcntl is None:  # Windows: filelock's exclusive lock (runs do not take the shared one there)
+            with self.lock("__store__"):
+                yield
+            return
+        fd = self._store_lock_fd()
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait is not None:
+                    on_wait()
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _store_lock_fd(self) -> int:
+        folder = self.root / "locks"
+        check_directory(folder)
+        folder.mkdir(exist_ok=True)
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            return os.open(folder / "__store__.lock", flags, 0o666)
+        except OSError as exc:
+            raise StoreError(f"{folder / '__store__.lock'}: cannot take the store's lock ({exc.strerror or exc})") from None
+
+    @contextmanager
     def locks_prepared(self, keys: list[str]) -> Iterator[None]:
         """Within it, a thread creates the lock files of ``keys`` (in order) ahead of their use.
 
@@ -876,7 +1109,7 @@ class Store:
                 if stop.is_set():
                     return
                 try:
-                    os.close(os.open(folder / f"{key}.lock", os.O_RDWR | os.O_CREAT, mode))
+                    os.close(os.open(folder / f"{key}.lock", os.O_RDWR | os.O_CREAT | _NOFOLLOW, mode))
                 except OSError:  # the store moved or went: lock() says so when it matters
                     return
 
@@ -891,6 +1124,23 @@ class Store:
     # ------------------------------------------------------------ index
 
     def _connect(self) -> sqlite3.Connection:
+        """A connection to the index for writing. The file is made here when missing, so that it
+        follows the umask like every other file (SQLite makes it 0644, and its -wal and -shm files
+        copy that mode): under umask 002 a second member of the group can run the study."""
+        if not self.index_usable:
+            raise UnsafeFile(f"{self._index_path}: not a plain file of this store; `prunelab verify --repair` moves "
+                             "it aside")
+        try:
+            os.close(os.open(self._index_path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o666))
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise StoreError(f"{self._index_path}: cannot create the index ({exc.strerror or exc})") from None
+        why = top_level_problems(self.root)
+        if any(path.name.startswith("index.sqlite") for path, _ in why):  # replaced since the store was opened
+            self.index_usable = False
+            raise UnsafeFile(f"{self._index_path}: not a plain file of this store; `prunelab verify --repair` moves "
+                             "it aside")
         con = sqlite3.connect(self._index_path, timeout=60)
         for attempt in range(50):
             # Switching a new index to WAL needs it alone, and SQLite answers "locked" at once
@@ -944,11 +1194,13 @@ class Store:
     def _make_index(self) -> None:
         try:
             self._create_index()
-        except sqlite3.OperationalError:  # locked, read-only, …: not the file's fault
+        except sqlite3.OperationalError as exc:  # locked, read-only, …: not the file's fault
+            _raise_disk_full(self._index_path, exc)
             raise
         except sqlite3.DatabaseError:
-            # Garbage or truncated: the index is only a cache of the manifests (the source of
-            # truth), so it is moved aside — kept for a post-mortem, never deleted — and rebuilt.
+            # Garbage, truncated or of another schema: the index is only a cache of the manifests
+            # (the source of truth), so it is moved aside — kept for a post-mortem, never deleted —
+            # and rebuilt.
             with self.lock("index-rebuild"):
                 try:
                     self._create_index()  # another process may have rebuilt it meanwhile
@@ -957,22 +1209,84 @@ class Store:
                     raise
                 except sqlite3.DatabaseError:
                     pass
-                aside = self._index_path.with_name(f"index.sqlite.unreadable-{time.strftime('%Y%m%dT%H%M%S')}")
-                os.replace(self._index_path, aside)
-                for suffix in ("-wal", "-shm"):
-                    Path(str(self._index_path) + suffix).unlink(missing_ok=True)
+                self._move_index_aside(None)
                 self._create_index()
                 self.reindex()
 
     def _create_index(self) -> None:
         with self._connect() as con:
-            con.execute(
-                "CREATE TABLE IF NOT EXISTS states (hash TEXT PRIMARY KEY, parent TEXT, depth INTEGER, "
-                "recipe TEXT, version INTEGER, status TEXT, tags TEXT, params TEXT, metrics TEXT, "
-                "seconds REAL, finished REAL)"
-            )
-            con.execute(_LISTING_TABLE)
-            con.execute(_SUMMARY_TABLE)
+            for table, create in _INDEX_TABLES.items():
+                con.execute(create)
+                columns = [c[1] for c in con.execute(f"PRAGMA table_info({table})")]
+                if columns != _INDEX_COLUMNS[table]:  # another program's table, or a future version's
+                    raise sqlite3.DatabaseError(f"table {table} has columns {columns[:12]}")
+        con.close()
+
+    def index_schema(self) -> dict[str, list[str]]:
+        """The columns of each table of the index (what ``verify`` expects to find)."""
+        return {table: list(columns) for table, columns in _INDEX_COLUMNS.items()}
+
+    def index_reader(self) -> sqlite3.Connection:
+        """A connection that only reads the index: nothing is written where the store is read-only
+        (there SQLite's WAL is not read either; what it misses is a cache's newest rows)."""
+        uri = self._index_path.resolve().as_uri()
+        return sqlite3.connect(f"{uri}?mode=ro" if self.cache_writable else f"{uri}?immutable=1", uri=True)
+
+    def _index_sound(self) -> bool:
+        """Whether the index file is missing (made on demand) or a plain, sound SQLite file of this schema."""
+        if not self.index_usable or any(p.name.startswith("index.sqlite") for p, _ in top_level_problems(self.root)):
+            return False
+        if not self._index_path.exists():
+            return True
+        try:
+            con = self.index_reader()
+            try:
+                if con.execute("PRAGMA quick_check").fetchall() != [("ok",)]:
+                    return False
+                return all([c[1] for c in con.execute(f"PRAGMA table_info({table})")] in ([], columns)
+                           for table, columns in _INDEX_COLUMNS.items())
+            finally:
+                con.close()
+        except sqlite3.Error:
+            return False
+
+    def _move_index_aside(self, folder: Path | None) -> list[Path]:
+        """Move the index and its SQLite side files into ``folder`` (a repair's quarantine), or beside
+        it as ``index.sqlite*.unreadable-<time>``; links are moved, never followed."""
+        moved, stamp = [], time.strftime("%Y%m%dT%H%M%S")
+        for name in INDEX_FILES:
+            path = self.root / name
+            if not os.path.lexists(path):
+                continue
+            target = folder / name if folder is not None else path.with_name(f"{name}.unreadable-{stamp}")
+            if os.path.lexists(target):
+                target = target.with_name(f"{target.name}-{os.getpid()}-{time.monotonic_ns()}")
+            os.replace(path, target)
+            moved.append(target)
+        self.tampered = top_level_problems(self.root)
+        self.unusable = {path.name for path, _ in self.tampered}
+        self.index_usable = not any(name.startswith("index.sqlite") for name in self.unusable)
+        self.cache_writable = not self.read_only and self.index_usable
+        _READY_INDEXES.clear()
+        from ..files import fsync_path
+
+        fsync_path(self.root)
+        return moved
+
+    def rebuild_index(self, folder: Path | None = None) -> list[Path]:
+        """Rebuild the index from the manifests. One that is damaged, of another schema, or not a plain
+        file of this store is first moved into ``folder`` (or beside itself). Returns what was moved."""
+        self._check_writable("rebuild the index")
+        moved = [] if self._index_sound() else self._move_index_aside(folder)
+        try:
+            self._create_index()
+            self.reindex()
+        except sqlite3.DatabaseError as exc:  # damaged while it was rebuilt: once more, from nothing
+            _raise_disk_full(self._index_path, exc)
+            moved += self._move_index_aside(folder)
+            self._create_index()
+            self.reindex()
+        return moved
 
     def _index(self, manifests: list[dict]) -> None:
         """Index rows of published manifests, in one transaction."""
@@ -990,66 +1304,131 @@ class Store:
                 continue
             shorts.append(entry.short[:1] + (stamp,) + entry.short[2:])
             summaries.append((entry.row[0], stamp, entry.summary))
-        for attempt in range(5):
+        if not self.index_usable:
+            return  # a link or special file in its place: nothing is written through it (a cache)
+        for attempt in range(6):
             try:
                 with self._writer_connection() as con:
                     con.executemany("INSERT OR REPLACE INTO states VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
                     con.executemany(_LISTING_INSERT, shorts)
                     con.executemany(_SUMMARY_INSERT, summaries)  # the table: made when the store was opened
                 return
-            except sqlite3.OperationalError:
-                time.sleep(0.2 * (attempt + 1))
+            except sqlite3.OperationalError as exc:
+                _raise_disk_full(self._index_path, exc)
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    damage = exc  # e.g. a table of another schema: the cache is rebuilt
+                else:
+                    time.sleep(0.2 * (attempt + 1))
+                    continue
+            except sqlite3.DatabaseError as exc:  # "database disk image is malformed"
+                damage = exc
+            if attempt:
+                raise StoreError(f"{self._index_path}: the index stays damaged after a rebuild ({damage}); "
+                                 "`prunelab verify --repair` moves it aside")
+            self._drop_writer_connection()
+            with self.lock("index-rebuild"):  # moved aside (kept) and rebuilt from the manifests, once
+                if not self._index_sound():
+                    self._move_index_aside(None)
+                    self._create_index()
+                    self.reindex()
         raise StoreError(f"{self._index_path}: index is locked; run 'prunelab verify' to rebuild it")
+
+    def _drop_writer_connection(self) -> None:
+        held = getattr(self.__dict__.get("_connections"), "held", None)
+        if held is not None:
+            held[1].close()
+            self._connections.held = None
 
     def reindex(self) -> int:
         """Rebuild the SQLite index from the manifests (the source of truth)."""
         self._check_writable("rebuild the index")
-        with self._connect() as con:
-            con.execute("DELETE FROM states")
-            con.execute("DELETE FROM listing")
-            con.execute("DELETE FROM summaries")
-        count = 0
-        for m in self.manifests(damaged={}):  # damaged manifests stay out of the index
-            self._index([m])
-            count += 1
-        return count
+        con = self._connect()
+        try:
+            with con:
+                con.execute("DELETE FROM states")
+                con.execute("DELETE FROM listing")
+                con.execute("DELETE FROM summaries")
+            count, batch = 0, []
+            for m in self.manifests(damaged={}):  # damaged manifests stay out of the index
+                batch.append(m)
+                if len(batch) == 1000:
+                    count += self._insert_batch(con, batch)
+                    batch = []
+            return count + self._insert_batch(con, batch)
+        finally:
+            con.close()
+
+    def _insert_batch(self, con: sqlite3.Connection, manifests: list[dict]) -> int:
+        rows, shorts, summaries = [], [], []
+        for m in manifests:
+            try:
+                stamp = file_stamp(self.manifest_path(m["hash"]).stat())
+            except OSError:
+                continue
+            want = expected_index_rows(m, stamp)
+            rows.append(want["states"])
+            shorts.append(want["listing"])
+            summaries.append(want["summaries"])
+        with con:
+            con.executemany("INSERT OR REPLACE INTO states VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+            con.executemany(_LISTING_INSERT, shorts)
+            con.executemany(_SUMMARY_INSERT, summaries)
+        return len(rows)
 
     # ------------------------------------------------------------ documents (JSON data beside the states)
 
     def document_path(self, name: str) -> Path:
-        if not name or "/" in name or "\\" in name or name.startswith("."):
+        if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith(".") \
+                or "\0" in name:
             raise StoreError(f"document name {name!r} must be a plain file name")
         return self.root / "documents" / f"{name}.json"
 
     def write_document(self, name: str, payload: dict) -> None:
-        """Write ``payload`` as documents/NAME.json (atomically); an identical file is left untouched,
-        so a no-op rerun writes nothing."""
+        """Write ``payload`` as documents/NAME.json (atomically) with the digest of its content; an
+        identical file is left untouched, so a no-op rerun writes nothing."""
         path = self.document_path(name)
-        text = json.dumps(payload, indent=1, sort_keys=True)
+        payload = {k: v for k, v in payload.items() if k != "digest"}
+        text = json.dumps({**payload, "digest": manifest_digest(payload)}, indent=1, sort_keys=True)
         try:
-            if path.read_text() == text:
+            if not is_link_or_special(path) and path.read_text() == text:
                 return
         except (OSError, UnicodeDecodeError):
             pass
         self._check_writable(f"write {path.name}")
         _atomic_write_text(path, text)
 
+    def read_document(self, path: Path) -> dict:
+        """The document at ``path`` without its digest, checked: a JSON object under the limits whose
+        content matches its digest (a study record decides which state plays which role, so an edit
+        that swaps two roles would flip the sign of a comparison)."""
+        try:
+            payload = read_json(path)
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"{path}: unreadable document ({str(exc).removeprefix(f'{path}: ')})") from None
+        if not isinstance(payload, dict):
+            raise StoreError(f"{path}: a document must be a JSON object")
+        if "digest" not in payload:
+            raise StoreError(f"{path}: damaged document: no digest (written before 2026-12-06, or edited); rerunning "
+                             "the study's spec writes it again")
+        if payload["digest"] != manifest_digest(payload):
+            raise StoreError(f"{path}: damaged document: content does not match its digest (edited or corrupted); "
+                             "rerunning the study's spec writes it again")
+        return {k: v for k, v in payload.items() if k != "digest"}
+
     def documents(self) -> dict[str, dict]:
-        """Every document by name; one that is not a JSON object is an error naming the file."""
-        out = {}
-        for path in sorted((self.root / "documents").glob("*.json")):
-            try:
-                payload = json.loads(path.read_text())
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise StoreError(f"{path}: unreadable document ({exc})") from None
-            if not isinstance(payload, dict):
-                raise StoreError(f"{path}: a document must be a JSON object")
-            out[path.stem] = payload
-        return out
+        """Every document by name, checked (:meth:`read_document`); a damaged one is an error naming the file."""
+        folder = self.root / "documents"
+        if is_link_or_special(folder):
+            raise UnsafeFile(f"{folder}: is {is_link_or_special(folder)}; prunelab never makes one here")
+        if not folder.is_dir():
+            return {}
+        return {path.stem: self.read_document(path) for path in sorted(folder.glob("*.json"))}
 
     def manifests(self, damaged: dict | None = None) -> Iterator[dict]:
         """Every verified manifest. A damaged one is left out and recorded in ``damaged`` (path → why)
         when given, else it raises StoreError: one bad file never makes a whole store unreadable."""
+        if "states" in self.unusable:
+            return  # a link or special file: verify reports it, nothing is read through it
         for path in sorted((self.root / "states").glob("*.json")):
             try:
                 yield self._read_manifest(path)
@@ -1158,7 +1537,7 @@ class Store:
                     con.execute(_SUMMARY_TABLE)
                     con.executemany(_SUMMARY_INSERT, fresh)
                 con.close()
-            except sqlite3.Error:
+            except (sqlite3.Error, StoreError):
                 pass
         return out
 
@@ -1191,6 +1570,8 @@ class Store:
         manifest was new or changed). Only stamps are compared; unchanged manifests are not opened."""
         damaged = {} if damaged is None else damaged
         files: dict[str, str] = {}
+        if "states" in self.unusable:
+            return None
         try:
             with os.scandir(self.root / "states") as entries:
                 for entry in entries:
@@ -1236,18 +1617,18 @@ class Store:
                         con.execute(_SUMMARY_TABLE)
                         con.executemany("DELETE FROM summaries WHERE hash = ?", [(h,) for h in gone])
                 con.close()
-            except sqlite3.Error:
+            except (sqlite3.Error, StoreError):
                 self.cache_writable = False  # answer from the files this time
         return current, fresh
 
     def _listing_connection(self, writable: bool) -> sqlite3.Connection | None:
-        if not self._index_path.is_file():
-            return None
+        if not self.index_usable or is_link_or_special(self._index_path) or not self._index_path.is_file():
+            return None  # a link or special file is never read: the manifests answer instead
         try:
             if not writable:  # nothing may be written, not even SQLite's shared-memory file
                 return sqlite3.connect(f"{self._index_path.resolve().as_uri()}?immutable=1", uri=True)
             return self._connect()
-        except (sqlite3.Error, ValueError):
+        except (sqlite3.Error, ValueError, StoreError):
             return None
 
     def _select_listing(self, writable: bool) -> dict[str, dict]:
@@ -1267,166 +1648,35 @@ class Store:
             con.row_factory = sqlite3.Row
             return [dict(r) for r in con.execute("SELECT * FROM states ORDER BY depth, finished")]
 
-    # ------------------------------------------------------------ maintenance
+    # ------------------------------------------------------------ maintenance (experiment/maintenance.py)
 
     def referenced_blobs(self) -> set[str]:
-        refs = set()
-        for m in self.manifests():  # raises on a damaged manifest: its blobs must not look unreferenced
-            refs.update(e.get("pack") or e["blob"] for e in tensor_entries(m))
-        return refs
+        """The packs and blobs that manifests reference; StoreError when a manifest is damaged."""
+        from .maintenance import referenced_pack_names
+
+        return referenced_pack_names(self)
 
     def all_blobs(self) -> dict[str, Path]:
-        return {p.name.removesuffix(".safetensors"): p for p in (self.root / "blobs").glob("*/*.safetensors")}
+        """Every pack or blob file by name (through real folders only)."""
+        from .maintenance import stored_files
+
+        return stored_files(self)
 
     def gc(self, dry_run: bool = False) -> tuple[int, int]:
-        """Remove blobs no manifest references, and temporary files older than an hour (a younger one
-        may be a running process's state on its way into place). Returns (files, bytes)."""
-        self._check_writable("collect garbage")
-        with self.lock("__gc__"):
-            try:
-                keep = self.referenced_blobs()
-            except StoreError as exc:
-                raise StoreError(f"{exc}; gc removes nothing while a manifest is damaged") from None
-            files = n_bytes = 0
-            for digest, path in self.all_blobs().items():
-                if digest not in keep:
-                    files += 1
-                    n_bytes += path.stat().st_size
-                    if not dry_run:
-                        path.unlink()
-            for tmp in list((self.root / "blobs").glob("*/*.tmp")) + list((self.root / "states").glob("*.tmp")):
-                try:
-                    stat = tmp.stat()
-                except FileNotFoundError:  # published or removed meanwhile
-                    continue
-                if time.time() - stat.st_mtime < STALE_TEMPORARY_SECONDS:
-                    continue  # a running process's state on its way into place: not garbage yet
-                files += 1
-                n_bytes += stat.st_size
-                if not dry_run:
-                    tmp.unlink(missing_ok=True)
-        return files, n_bytes
+        """Remove blobs no manifest references and stale temporary files, never beside a run: see
+        :func:`~.maintenance.collect_garbage`. Returns (files, bytes)."""
+        from .maintenance import collect_garbage
+
+        return collect_garbage(self, dry_run)
 
     def verify(self) -> list["Problem"]:
-        """Check every manifest (JSON, digest, identity, references) and re-hash every referenced blob.
+        """Every problem of the store: see :func:`~.maintenance.verify`."""
+        from .maintenance import verify
 
-        Returns one :class:`Problem` per damaged thing, with the files ``repair`` would move aside.
-        """
-        damaged: dict[Path, str] = {}
-        good = {m["hash"]: m for m in self.manifests(damaged=damaged)}
-        problems = [Problem(path.stem, f"{path}: {why}", (path,)) for path, why in damaged.items()]
-        damaged_hashes = {path.stem for path in damaged}
-        checked: dict[str, str | None] = {}
-        packs: dict[str, tuple[str | None, set[str]]] = {}
-        for h, m in good.items():
-            path = self.manifest_path(h)
-            refs = [m.get("parent")] + state_refs(m["recipe"]["params"])
-            for ref in filter(None, refs):
-                if ref not in good and ref not in damaged_hashes:
-                    problems.append(Problem(h, f"{path}: refers to state {ref[:12]}, which is not in the store",
-                                            (path,)))
-            if m.get("status") != "done":
-                continue
-            for entry in tensor_entries(m):
-                digest = entry.get("blob") if isinstance(entry, dict) else None
-                pack = entry.get("pack") if isinstance(entry, dict) else None
-                if not isinstance(digest, str) or not isinstance(pack, (str, type(None))):
-                    problems.append(Problem(h, f"{path}: a tensor entry has no blob digest", (path,)))
-                    continue
-                if pack is not None:
-                    if pack not in packs:
-                        packs[pack] = self._check_pack(pack)
-                    why, members = packs[pack]
-                    if why is None and digest not in members:
-                        why = f"{self.blob_path(pack)}: tensor {digest[:12]} missing from this pack"
-                else:
-                    if digest not in checked:
-                        checked[digest] = self._check_blob(digest)
-                    why = checked[digest]
-                if why is not None:
-                    blob = self.blob_path(pack or digest)
-                    problems.append(Problem(h, f"state {h[:12]}: {why}", (path, blob) if blob.exists() else (path,)))
-        problems += self._stale_rewinds(good)
-        return sorted(problems, key=lambda p: p.message)
-
-    def _stale_rewinds(self, good: dict[str, dict]) -> list["Problem"]:
-        """Rewinds that do not hold their target's weights and optimizer state, and every state below them.
-
-        A Rewind copies its target's tensors, so their content hashes must be the target's: checked
-        from the manifests alone. Before 2026-11-27 a training changed, in place, the optimizer state
-        of a parent still held in memory; a rewind computed from it in the same process then stored
-        the target's *final* optimizer state (its identity is unchanged, so a rerun would reuse it).
-        """
-        def tensors(m: dict) -> tuple:
-            o = m.get("optimizer") or {}
-            return ({k: e.get("blob") for k, e in m.get("weights", {}).items()},
-                    {k: e.get("blob") for k, e in o.get("tensors", {}).items()}, o.get("values"))
-
-        stale: dict[str, str] = {}
-        for h, m in good.items():
-            to = (m.get("recipe", {}).get("params") or {}).get("to")
-            target = good.get(to.get("$state")) if m.get("recipe", {}).get("type") == "Rewind" and isinstance(to, dict) else None
-            if m.get("status") == "done" and target is not None and target.get("status") == "done" \
-                    and tensors(m) != tensors(target):
-                stale[h] = (f"{self.manifest_path(h)}: rewound to state {to['$state'][:12]} but holds other weights or "
-                            "optimizer state than it (computed before the fix of 2026-11-27); `prunelab verify "
-                            "--repair` moves it and the states below it aside and the next run recomputes them")
-        if not stale:
-            return []
-        refs = {h: [m.get("parent")] + state_refs(m["recipe"]["params"]) for h, m in good.items()}
-        grew = True
-        while grew:  # until no state computed from a stale one is left unmarked (references may point deeper)
-            grew = False
-            for h, used in refs.items():
-                bad = next((r for r in used if r in stale), None)
-                if h not in stale and bad is not None:
-                    stale[h] = f"{self.manifest_path(h)}: computed from state {bad[:12]}, which is stale (see that state)"
-                    grew = True
-        return [Problem(h, why, (self.manifest_path(h),)) for h, why in stale.items()]
-
-    def _check_pack(self, name: str) -> tuple[str | None, set[str]]:
-        """(Why a pack cannot be trusted or None, the content hashes it holds); no torch."""
-        path = self.blob_path(name)
-        if not path.is_file():
-            return f"{path}: blob missing (referenced by a manifest)", set()
-        try:
-            digests = file_tensor_digests(path)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            return f"{path}: unreadable blob ({exc})", set()
-        if any(key != digest for key, digest in digests.items()) or pack_name(digests) != name:
-            return f"{path}: blob is corrupted (content does not match its hash)", set()
-        return None, set(digests)
-
-    def _check_blob(self, digest: str) -> str | None:
-        """Why a blob cannot be trusted (missing, unreadable, content not its name), or None; no torch."""
-        path = self.blob_path(digest)
-        if not path.is_file():
-            return f"{path}: blob missing (referenced by a manifest)"
-        try:
-            actual = blob_file_digest(path)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            return f"{path}: unreadable blob ({exc})"
-        if actual != digest:
-            return f"{path}: blob is corrupted (content does not match its hash)"
-        return None
+        return verify(self)
 
     def repair(self, problems: list["Problem"]) -> tuple[Path, list[Path]]:
-        """Move every file of ``problems`` into quarantine/<time>/ (same relative path; nothing is deleted)
-        and rebuild the index. The next run recomputes exactly the states whose manifests moved."""
-        self._check_writable("repair")
-        folder = self.root / "quarantine" / time.strftime("%Y%m%dT%H%M%S")
-        moved = []
-        with self.lock("__gc__"):
-            for path in dict.fromkeys(p for problem in problems for p in problem.files):
-                if not path.exists():
-                    continue
-                target = folder / path.relative_to(self.root)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(path, target)
-                moved.append(target)
-            self.reindex()
-        return folder, moved
+        """Move what ``problems`` name into quarantine and rebuild the index: see :func:`~.maintenance.repair`."""
+        from .maintenance import repair
 
-    def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".json"))
-
+        return repair(self, problems)
