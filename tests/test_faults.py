@@ -72,7 +72,7 @@ def test_an_edited_metric_is_detected_refused_and_repaired(study):
     run = run_cli("run", str(spec))
     assert run.returncode == 2 and "damaged manifest" in run.stderr and "0.999" not in run.stdout
     listing = run_cli("ls", str(store))  # the rest of the store stays readable
-    assert listing.returncode == 0 and "damaged manifest left out" in listing.stdout
+    assert listing.returncode == 2 and "damaged, left out" in listing.stdout and "Traceback" not in listing.stderr
     fixed = run_cli("verify", str(store), "--repair")
     assert fixed.returncode == 0 and "1 states will be recomputed" in fixed.stdout
     assert (next((store / "quarantine").iterdir()) / "states" / f"{dense['hash']}.json").is_file()
@@ -109,7 +109,8 @@ def test_damage_is_found_moved_aside_and_recomputed(study, damage):
         blob.write_bytes(bytes(data))
     out = run_cli("verify", str(store))
     assert out.returncode == 1 and dense["hash"][:12] in out.stdout
-    assert run_cli("ls", str(store)).returncode == 0  # one bad file never makes the store unreadable
+    listing = run_cli("ls", str(store))  # one bad file never makes the store unreadable (exit 2: it was met)
+    assert listing.returncode == (2 if damage == "truncate" else 0) and "Traceback" not in listing.stderr
     fixed = run_cli("verify", str(store), "--repair")
     assert fixed.returncode == 0
     import re
@@ -124,7 +125,13 @@ def test_damage_is_found_moved_aside_and_recomputed(study, damage):
 def test_a_garbage_index_is_never_fatal(study):
     spec, store = study
     (store / "index.sqlite").write_bytes(b"this is not a database" * 100)
-    for args in (("ls", str(store)), ("verify", str(store)), ("run", str(spec))):
+    for side in ("index.sqlite-wal", "index.sqlite-shm"):  # (a WAL holding every page would restore it)
+        (store / side).unlink(missing_ok=True)
+    listing = run_cli("ls", str(store))  # answered from the manifests
+    assert listing.returncode == 0 and "Traceback" not in listing.stderr and "train→" in listing.stdout
+    found = run_cli("verify", str(store))  # a cache, but a damaged one is reported
+    assert found.returncode == 1 and "damaged index" in found.stdout and "Traceback" not in found.stderr
+    for args in (("run", str(spec)), ("verify", str(store))):  # a run moves it aside and rebuilds it
         out = run_cli(*args)
         assert out.returncode == 0 and "Traceback" not in out.stderr, (args, out.stderr)
 

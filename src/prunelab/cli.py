@@ -357,14 +357,31 @@ def _open(store: Path):
     from .experiment import open_store
 
     results = open_store(store)
+    _OPENED.append(results)
     _warn_damaged(results.damaged)
     return results
 
 
+# What reading commands opened, and the damaged files already reported: a reading command goes on
+# with the rest of the store and exits with status 2 when it met any (tests/test_adversarial.py).
+_OPENED: list = []
+_WARNED: set = set()
+
+
 def _warn_damaged(damaged: dict) -> None:
     for path, why in damaged.items():
-        console.print(f"warning: {path}: damaged manifest left out ({why}); `prunelab verify --repair` moves it "
-                      "aside", style="yellow", soft_wrap=True, markup=False)
+        if path in _WARNED:
+            continue
+        _WARNED.add(path)
+        console.print(f"warning: {path}: damaged, left out ({why}); `prunelab verify` lists every problem and "
+                      "`prunelab verify --repair` moves them aside", style="yellow", soft_wrap=True, markup=False)
+
+
+def _damage_seen() -> bool:
+    """Report damage met after the first warnings (while reading summaries, probes); any at all?"""
+    for results in _OPENED:
+        _warn_damaged(results.damaged)
+    return bool(_WARNED)
 
 
 @app.command()
@@ -673,6 +690,10 @@ def main() -> None:
     """
     try:
         app()
+    except SystemExit as exc:
+        if exc.code in (0, None) and _damage_seen():
+            sys.exit(2)  # the rest of the store was read; what was damaged is listed above
+        raise
     except PrunelabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -113,7 +113,7 @@ def state_predictions(results, state_hash: str, split: str = "test") -> tuple[np
     from ..tasks.evaluation import predict
 
     snapshot = results.snapshot(state_hash)
-    data = dataset_cache(snapshot.dataset).split(split)
+    data = dataset_cache(snapshot.dataset, download=False).split(split)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the thread count the stored metrics were computed at
     try:

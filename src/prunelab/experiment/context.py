@@ -73,12 +73,23 @@ _SNAPSHOTS = _SnapshotCache()
 SNAPSHOT_CACHE_BYTES = 256 * 2**20
 
 
-def dataset_cache(name: str):
-    """Datasets are loaded once per process (they are read-only)."""
+def dataset_cache(name: str, *, download: bool = True):
+    """Datasets are loaded once per process (they are read-only).
+
+    ``download=False`` where the name was read from a store by a reading command (a report): a store
+    never makes prunelab reach the network; the dataset must be in the mirror or the cache."""
     if name not in _DATASETS:
         from ..tasks.datasets import load_dataset
+        from ..tasks.download import DataSource, DataUnavailableError
 
-        _DATASETS[name] = load_dataset(name, trust_import=False)  # the name may come from a store
+        try:  # the name may come from a store: its import path is not trusted
+            _DATASETS[name] = load_dataset(name, trust_import=False, source=DataSource(download=download))
+        except DataUnavailableError as exc:
+            if download:
+                raise
+            raise DataUnavailableError(f"{exc} It is named by the store being read, and prunelab never downloads "
+                                       "what a store names: download it once (`prunelab train -d "
+                                       f"'{name}' -m lenet_300_100 --iterations 1`), or set PRUNELAB_DATA_MIRROR.") from None
     return _DATASETS[name]
 
 

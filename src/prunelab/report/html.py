@@ -149,7 +149,7 @@ def dataset_attribute(results: Results, points) -> tuple[str, Sequence] | None:
     if points.empty:
         return None
     manifest = results.get(points["hash"].iloc[0])
-    attributes = getattr(dataset_cache(manifest["dataset"]), "attributes", None) or {}
+    attributes = getattr(dataset_cache(manifest["dataset"], download=False), "attributes", None) or {}
     for name, values in attributes.items():
         return name, values
     return None

@@ -9,6 +9,8 @@ the same on every machine and every run.
 from __future__ import annotations
 
 import inspect
+import math
+import os
 import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -194,16 +196,31 @@ def parse_variant(name: str) -> tuple[str, tuple[int, ...] | None, int | None]:
         try:
             if key == "resize":
                 resize = tuple(int(v) for v in value.split("x"))
-                if not 1 <= len(resize) <= 3 or min(resize) < 1:
+                if not 1 <= len(resize) <= 3 or min(resize) < 1 or max(resize) > MAX_SIDE:
                     raise ValueError
             elif key == "channels":
                 channels = int(value)
-                if channels < 1:
+                if not 1 <= channels <= MAX_CHANNELS:
                     raise ValueError
         except ValueError:
-            raise PrunelabError(f"dataset {name!r}: bad {key} {value!r} (resize=HxW or resize=L with positive "
-                                "sizes, channels=N >= 1)") from None
+            raise PrunelabError(f"dataset {name[:120]!r}: bad {key} {value[:40]!r} (resize=HxW or resize=L with sizes "
+                                f"1..{MAX_SIDE}, channels=N in 1..{MAX_CHANNELS})") from None
+    if resize is not None and math.prod(resize) * (channels or 1) > MAX_VALUES:
+        raise PrunelabError(f"dataset {name[:120]!r}: {'x'.join(map(str, resize))} inputs of {channels or 1} channels are "
+                            f"{math.prod(resize) * (channels or 1):,} values an example (at most {MAX_VALUES:,})")
     return base, resize, channels
+
+
+# Bounds on a variant's inputs: the name may come from a store, and a spec's typo should not try to
+# allocate terabytes. 4M values an example is a 2048x2048 grey or 1182x1182 colour image.
+MAX_SIDE, MAX_CHANNELS, MAX_VALUES = 4096, 64, 4 * 2**20
+
+
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 2**40
 
 
 def reshape_inputs(name: str, x, resize: tuple[int, ...] | None, channels: int | None) -> np.ndarray:
@@ -220,6 +237,10 @@ def reshape_inputs(name: str, x, resize: tuple[int, ...] | None, channels: int |
         raise PrunelabError(f"dataset {name!r}: resize {list(resize)} has {len(resize)} sizes for "
                             f"{len(spatial)}-d inputs {tuple(spatial)}")
     c = x.shape[1]
+    size = len(x) * (channels or c) * math.prod(resize or spatial) * 4
+    if size > _memory_bytes() // 2:
+        raise PrunelabError(f"dataset {name!r}: the resized inputs would take {size / 2**30:.1f} GiB, more than half "
+                            f"of this machine's {_memory_bytes() / 2**30:.1f} GiB")
     if channels is not None and channels != c and c != 1 and channels != 1:
         raise PrunelabError(f"dataset {name!r}: cannot turn {c} channels into {channels} (replicate 1 → N or "
                             "average N → 1)")
