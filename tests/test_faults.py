@@ -127,11 +127,11 @@ def test_a_garbage_index_is_never_fatal(study):
     (store / "index.sqlite").write_bytes(b"this is not a database" * 100)
     for side in ("index.sqlite-wal", "index.sqlite-shm"):  # (a WAL holding every page would restore it)
         (store / side).unlink(missing_ok=True)
-    listing = run_cli("ls", str(store))  # answered from the manifests
-    assert listing.returncode == 0 and "Traceback" not in listing.stderr and "train→" in listing.stdout
     found = run_cli("verify", str(store))  # a cache, but a damaged one is reported
     assert found.returncode == 1 and "damaged index" in found.stdout and "Traceback" not in found.stderr
-    for args in (("run", str(spec)), ("verify", str(store))):  # a run moves it aside and rebuilds it
+    listing = run_cli("ls", str(store))  # moved aside and rebuilt from the manifests
+    assert listing.returncode == 0 and "Traceback" not in listing.stderr and "train→" in listing.stdout
+    for args in (("run", str(spec)), ("verify", str(store))):
         out = run_cli(*args)
         assert out.returncode == 0 and "Traceback" not in out.stderr, (args, out.stderr)
 

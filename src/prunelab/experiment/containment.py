@@ -129,15 +129,37 @@ def read_bytes(path: str | Path, limit: int) -> bytes:
 
 
 def parse_json(data: bytes | str, where: str | Path, depth: int = MAX_JSON_DEPTH):
-    """``json.loads`` with a bound on nesting (deep nesting made every reading command die of a
-    RecursionError); a malformed text raises ValueError, as json does."""
+    """``json.loads`` with a bound on nesting, checked on the text before parsing (a manifest nested
+    100,000 levels deep made every reading command die of a RecursionError, and one nested a few
+    hundred levels would pass json and break the code that walks it); a malformed text raises
+    ValueError, as json does."""
+    raw = data.encode() if isinstance(data, str) else data
+    if text_depth(raw) > depth:
+        raise ValueError(f"nested more than {depth} levels deep")
     try:
-        value = json.loads(data)
+        return json.loads(data)
     except RecursionError:
         raise ValueError(f"nested more than {depth} levels deep") from None
-    if nesting_depth(value) > depth:
-        raise ValueError(f"nested more than {depth} levels deep")
-    return value
+
+
+_NOT_BRACKETS = bytes(i for i in range(256) if i not in b"[]{}")
+
+
+def text_depth(data: bytes) -> int:
+    """How deeply brackets nest in a JSON text, outside its strings (C-speed byte operations and a
+    loop over the closing brackets; a manifest of 9 kB takes ~60 us, a third of parsing it)."""
+    if data.count(b"[") + data.count(b"{") <= MAX_JSON_DEPTH:
+        return 0  # cannot nest deeper than it has brackets
+    bare = data.replace(b"\\\\", b"").replace(b'\\"', b"")  # escaped backslashes and quotes: not delimiters
+    outside = b"".join(bare.split(b'"')[::2])
+    brackets = outside.translate(None, _NOT_BRACKETS).replace(b"[", b"{").replace(b"]", b"}")
+    deepest = level = 0
+    for opened in brackets.split(b"}"):
+        level += len(opened)
+        if level > deepest:
+            deepest = level
+        level -= 1
+    return deepest
 
 
 def nesting_depth(value) -> int:
@@ -159,10 +181,10 @@ def read_json(path: str | Path, limit: int = MAX_JSON_BYTES):
     ValueError for malformed content, FileNotFoundError when it is not there."""
     data = read_bytes(path, limit)
     try:
-        text = data.decode("utf-8")
+        data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    return parse_json(text, path)
+    return parse_json(data, path)
 
 
 def pack_header(fd: int, size: int, where: str | Path) -> tuple[int, dict[str, tuple[str, tuple, int, int]]]:

@@ -518,9 +518,11 @@ _LISTING_TABLE = f"CREATE TABLE IF NOT EXISTS listing ({', '.join(LISTING_COLUMN
 _LISTING_INSERT = f"INSERT OR REPLACE INTO listing VALUES ({','.join('?' * len(LISTING_COLUMNS))})"
 _SUMMARY_TABLE = "CREATE TABLE IF NOT EXISTS summaries (hash TEXT PRIMARY KEY, stamp TEXT, summary TEXT)"
 _SUMMARY_INSERT = "INSERT OR REPLACE INTO summaries VALUES (?,?,?)"
-_INDEX_TABLES = {"states": _STATES_TABLE, "listing": _LISTING_TABLE, "summaries": _SUMMARY_TABLE}
+_META_TABLE = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)"  # the index's id and token
+_INDEX_TABLES = {"states": _STATES_TABLE, "listing": _LISTING_TABLE, "summaries": _SUMMARY_TABLE, "meta": _META_TABLE}
 _INDEX_COLUMNS = {"states": list(_STATES_COLUMNS), "listing": list(LISTING_COLUMNS),
-                  "summaries": ["hash", "stamp", "summary"]}
+                  "summaries": ["hash", "stamp", "summary"], "meta": ["key", "value"]}
+_TRUSTED_INDEXES: set[tuple] = set()  # (path, device, inode) of indexes whose token this process checked
 _LISTING_NAMES = tuple(f"{c}_json" if c in ("tags", "params") else c for c in LISTING_COLUMNS)  # ListingRow keys
 
 
@@ -1211,15 +1213,24 @@ class Store:
                     pass
                 self._move_index_aside(None)
                 self._create_index()
-                self.reindex()
+                self._reindex()
 
     def _create_index(self) -> None:
+        from . import index_trust
+
         with self._connect() as con:
             for table, create in _INDEX_TABLES.items():
                 con.execute(create)
                 columns = [c[1] for c in con.execute(f"PRAGMA table_info({table})")]
                 if columns != _INDEX_COLUMNS[table]:  # another program's table, or a future version's
                     raise sqlite3.DatabaseError(f"table {table} has columns {columns[:12]}")
+            if not con.execute("SELECT 1 FROM meta WHERE key = 'id'").fetchone() and not any(
+                    con.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() for table in ("states", "listing",
+                                                                                           "summaries")):
+                index_id = index_trust.new_id()  # a new, empty index: what it will hold, this user writes
+                con.execute("INSERT OR REPLACE INTO meta VALUES ('id', ?)", (index_id,))
+                con.execute("INSERT OR REPLACE INTO meta VALUES ('token', ?)",
+                            (index_trust.token(self._index_path, index_id),))
         con.close()
 
     def index_schema(self) -> dict[str, list[str]]:
@@ -1268,6 +1279,7 @@ class Store:
         self.index_usable = not any(name.startswith("index.sqlite") for name in self.unusable)
         self.cache_writable = not self.read_only and self.index_usable
         _READY_INDEXES.clear()
+        _TRUSTED_INDEXES.clear()
         from ..files import fsync_path
 
         fsync_path(self.root)
@@ -1342,12 +1354,23 @@ class Store:
     def reindex(self) -> int:
         """Rebuild the SQLite index from the manifests (the source of truth)."""
         self._check_writable("rebuild the index")
+        return self._reindex()
+
+    def _reindex(self) -> int:
+        """Rebuild the index's rows from the verified manifests and give it this user's token (see
+        :mod:`.index_trust`): what a listing then serves from it, this user's prunelab wrote."""
+        from . import index_trust
+
         con = self._connect()
         try:
             with con:
                 con.execute("DELETE FROM states")
                 con.execute("DELETE FROM listing")
                 con.execute("DELETE FROM summaries")
+                index_id = index_trust.new_id()
+                con.execute("INSERT OR REPLACE INTO meta VALUES ('id', ?)", (index_id,))
+                con.execute("INSERT OR REPLACE INTO meta VALUES ('token', ?)",
+                            (index_trust.token(self._index_path, index_id),))
             count, batch = 0, []
             for m in self.manifests(damaged={}):  # damaged manifests stay out of the index
                 batch.append(m)
@@ -1622,14 +1645,51 @@ class Store:
         return current, fresh
 
     def _listing_connection(self, writable: bool) -> sqlite3.Connection | None:
+        """A connection to read the listing and summaries from, or None where the manifests must answer:
+        no index, a link or special file in its place, or an index this user did not write in this
+        file (a received or copied store's: rebuilt here from the manifests where it can be written,
+        else not read; see :mod:`.index_trust`)."""
         if not self.index_usable or is_link_or_special(self._index_path) or not self._index_path.is_file():
             return None  # a link or special file is never read: the manifests answer instead
         try:
+            if not self._index_trusted():
+                if not writable:
+                    return None
+                with self.lock("index-rebuild"):
+                    if not self._index_trusted():
+                        self._make_index()
+                        self._reindex()
             if not writable:  # nothing may be written, not even SQLite's shared-memory file
                 return sqlite3.connect(f"{self._index_path.resolve().as_uri()}?immutable=1", uri=True)
             return self._connect()
-        except (sqlite3.Error, ValueError, StoreError):
+        except (sqlite3.Error, ValueError, OSError, StoreError):
             return None
+
+    def _index_trusted(self) -> bool:
+        """Whether the index carries this user's token for this very file (:mod:`.index_trust`)."""
+        from . import index_trust
+
+        try:
+            st = os.stat(self._index_path)
+        except OSError:
+            return False
+        key = (str(self._index_path), st.st_dev, st.st_ino)
+        if key in _TRUSTED_INDEXES:
+            return True
+        try:
+            con = self.index_reader()
+            try:
+                meta = dict(con.execute("SELECT key, value FROM meta WHERE key IN ('id', 'token')"))
+            finally:
+                con.close()
+        except sqlite3.Error:
+            return False
+        if not isinstance(meta.get("id"), str) or meta.get("token") != index_trust.token(self._index_path, meta["id"]):
+            return False
+        if len(_TRUSTED_INDEXES) > 1024:
+            _TRUSTED_INDEXES.clear()
+        _TRUSTED_INDEXES.add(key)
+        return True
 
     def _select_listing(self, writable: bool) -> dict[str, dict]:
         con = self._listing_connection(writable)
