@@ -46,3 +46,10 @@ def sha256_hex(text: str | bytes) -> str:
 def state_seed(state_hash: str) -> int:
     """A 63-bit seed derived from a state's hash (for its stochastic steps)."""
     return int(state_hash[:16], 16) & 0x7FFFFFFFFFFFFFFF
+
+
+def layer_seed(seed: int, name: str) -> int:
+    """A 63-bit seed for one tensor's random draw in a state: a function of the state's seed and the
+    tensor's name alone, so a draw never depends on which tensors were drawn before it (the order of
+    a mask dict differs between a state made in memory and one loaded from the store)."""
+    return int(sha256_hex(f"{seed}|{name}")[:16], 16) & 0x7FFFFFFFFFFFFFFF

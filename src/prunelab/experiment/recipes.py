@@ -27,6 +27,7 @@ from ..pruning.masked import train_masked
 from ..pruning.methods import PruningConfig, prune
 from ..tasks.evaluation import evaluate
 from ..tasks.training import TrainConfig
+from .hashing import layer_seed
 from .snapshot import ModelSpec, Snapshot
 
 if TYPE_CHECKING:
@@ -444,6 +445,11 @@ class RandomPruneLike(Recipe):
     Applied to the parent (typically the root: original init), replacing any mask.
     """
 
+    # 2: each layer's mask comes from its own generator, seeded by the state's seed and the layer's name.
+    #    1 drew them from one generator in the order of the reference's mask dict, which differs between
+    #    a reference made in memory and one loaded from the store: a version-1 state may hold either draw
+    #    under one hash, so it must not be trusted; a new identity makes the next run recompute it.
+    version: ClassVar[int] = 2
     like: Any  # a State whose masks give the per-layer kept counts
 
     def describe(self) -> str:
@@ -451,12 +457,14 @@ class RandomPruneLike(Recipe):
 
     def run(self, ctx, parent):
         reference = ctx.load(self.like)
-        g = torch.Generator().manual_seed(ctx.seed)
         masks = {}
-        for name, keep in reference.masks.items():
+        for name in sorted(reference.masks):
+            keep = reference.masks[name]
+            g = torch.Generator().manual_seed(layer_seed(ctx.seed, name))
             masks[name] = random_mask(keep.shape, int(keep.sum()), g)
-        return parent.evolve(masks=masks, metrics={"like": self.like.hash,
-                                                   "sparsity": 1 - sum(int(m.sum()) for m in masks.values()) / max(1, sum(m.numel() for m in masks.values()))})
+        kept = sum(int(m.sum()) for m in masks.values())
+        total = sum(m.numel() for m in masks.values())
+        return parent.evolve(masks=masks, metrics={"like": self.like.hash, "sparsity": 1 - kept / max(1, total)})
 
 
 @dataclass(frozen=True)

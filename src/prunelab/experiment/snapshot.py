@@ -76,7 +76,7 @@ class Snapshot:
             if missing or unexpected:
                 raise ValueError(f"weights do not fit {self.spec.model}: missing {missing[:3]}, unexpected {unexpected[:3]}")
         if self.masks and attach_masks:
-            apply_masks(module, self.masks)
+            apply_masks(module, in_module_order(module, self.masks))
         return module
 
     def evolve(self, **changes) -> "Snapshot":
@@ -96,6 +96,36 @@ class Snapshot:
             masks[name] = _same_or(previous.masks.get(name) if previous else None, mask, copy=False)
         return cls(spec, dataset, canonical_weights(model, previous.weights if previous else None), masks,
                    optimizer, iteration, metrics or {})
+
+
+def in_module_order(module: nn.Module, masks: Masks) -> Masks:
+    """``masks`` in the order ``module`` (unpruned) holds its parameters.
+
+    torch's pruning re-registers a tensor it prunes after the module's other parameters, and runs
+    (and lists) the pruned tensors of a module in the order it was given them; a mask dict comes in
+    module order when made in memory and in text order when loaded from the store ('1.bias' before
+    '1.weight'). Attached in one order, a module's parameters and masks come out alike either way."""
+    position = {name: i for i, (name, _) in enumerate(module.named_parameters())}
+    ordered = sorted(masks, key=lambda name: position.get(name, len(position)))
+    return masks if ordered == list(masks) else {name: masks[name] for name in ordered}
+
+
+def parameter_names(spec: ModelSpec) -> tuple[str, ...]:
+    """The parameter names of ``spec``'s architecture in the order its unpruned module registers
+    them: an order that pruning a model, and how its masks were ordered, do not change."""
+    try:
+        hash(spec)
+    except TypeError:  # options that cannot be hashed: found each time
+        return _parameter_names(spec)
+    return _cached_parameter_names(spec)
+
+
+def _parameter_names(spec: ModelSpec) -> tuple[str, ...]:
+    module, _ = _fresh_module(spec)
+    return tuple(name for name, _ in module.named_parameters())
+
+
+_cached_parameter_names = functools.lru_cache(maxsize=64)(_parameter_names)
 
 
 _TEMPLATES: "OrderedDict[ModelSpec, tuple[nn.Module, _Plan | None]]" = OrderedDict()  # → (template, its copy plan)

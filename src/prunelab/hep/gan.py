@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -274,20 +275,35 @@ def _rng(seed: int, stream: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(key[0] ^ (key[1] >> np.uint64(1))) % 2**63)
 
 
-def make_optimizer(model: CaloGAN, config: GANConfig) -> torch.optim.Adam:
-    return torch.optim.Adam([{"params": list(model.generator.parameters()), "lr": config.lr_generator},
-                             {"params": list(model.critic.parameters()), "lr": config.lr_critic}],
+def make_optimizer(model: CaloGAN, config: GANConfig, order: Sequence[str] | None = None) -> torch.optim.Adam:
+    """Adam over the generator's parameters, then the critic's, each in ``order`` (parameter names of
+    the model; default: the order the modules hold them in now)."""
+    def params(part: str) -> list:
+        named = list(getattr(model, part).named_parameters(prefix=part))
+        if order is not None:
+            position = {name: i for i, name in enumerate(order)}
+            named.sort(key=lambda item: position.get(item[0].removesuffix("_orig"), len(position)))
+        return [p for _, p in named]
+
+    return torch.optim.Adam([{"params": params("generator"), "lr": config.lr_generator},
+                             {"params": params("critic"), "lr": config.lr_critic}],
                             betas=(config.beta1, config.beta2), foreach=False)
 
 
 def train_gan(model: CaloGAN, data: ShowerTensors, config: GANConfig, *, seed: int, start: int, stop: int,
-              optimizer_state: dict | None = None, progress_label: str | None = None) -> GANResult:
+              optimizer_state: dict | None = None, progress_label: str | None = None,
+              parameter_order: Sequence[str] | None = None) -> GANResult:
     """Train from iteration ``start`` to ``stop``. Batches and noise are pure functions of (seed,
     iteration), so 0 → k → n equals 0 → n bit for bit. A pruned generator stays pruned: its masks are
-    made permanent while training and pruned entries are zeroed after every generator step."""
+    made permanent while training and pruned entries are zeroed after every generator step.
+
+    ``parameter_order``: the model's parameter names in the order the optimizer state indexes them,
+    which should be the unpruned model's (``snapshot.parameter_names``). Without it the optimizer
+    takes the modules' current order, which torch's pruning changes (a pruned tensor is registered
+    again after the others): an optimizer state saved before pruning would not fit the model after."""
     from ..pruning.masked import MaskReapplier
     from ..pruning.masks import apply_masks, get_masks, remove_pruning
-    from ..tasks.training import batch_indices, deterministic
+    from ..tasks.training import batch_indices, deterministic, own_copy
 
     if not isinstance(model, CaloGAN):
         raise PrunelabError(f"GAN training needs the 'calogan' model, got {type(model).__name__}")
@@ -299,9 +315,11 @@ def train_gan(model: CaloGAN, data: ShowerTensors, config: GANConfig, *, seed: i
     reapply = MaskReapplier(model, masks) if masks else None
     generator, critic = model.generator, model.critic
     d_params = list(critic.parameters())
-    optimizer = make_optimizer(model, config)
+    optimizer = make_optimizer(model, config, parameter_order)
     if optimizer_state:
-        optimizer.load_state_dict(optimizer_state)
+        # torch keeps the given state's tensors and updates them in place: without the copy, training
+        # would change the state it started from (a parent still held in memory, or being stored)
+        optimizer.load_state_dict(own_copy(optimizer_state))
     n, batch = len(data), config.batch_size
     curve, began = [], time.perf_counter()
     try:

@@ -18,7 +18,7 @@ from typing import ClassVar
 
 from ..errors import PrunelabError
 from ..experiment.recipes import Recipe
-from ..experiment.snapshot import Snapshot
+from ..experiment.snapshot import Snapshot, parameter_names
 from .gan import GANConfig
 
 _TRAINING_DATA: dict = {}
@@ -56,7 +56,11 @@ def evaluate_generator(model, dataset: str, events: int) -> dict:
 class TrainGAN(Recipe):
     """Train the shower GAN from the parent's iteration up to ``stop`` (default: ``config.iterations``)."""
 
-    version: ClassVar[int] = 2  # 2: a layer keeps its largest cell; the critic sees log layer energies
+    # 3: the optimizer state is indexed in the unpruned model's parameter order and the parent's is copied
+    #    before training; 2 took the order pruning and the parent's mask order left (memory and disk
+    #    differed) and changed the parent's state in place, so its stored states may hold either result.
+    # 2: a layer keeps its largest cell; the critic sees log layer energies
+    version: ClassVar[int] = 3
     config: GANConfig
     stop: int | None = None
     data_seed: int | None = None
@@ -74,7 +78,7 @@ class TrainGAN(Recipe):
         model = parent.model()
         seed = ctx.root_seed if self.data_seed is None else self.data_seed
         result = train_gan(model, training_showers(parent.dataset), self.config, seed=seed, start=parent.iteration,
-                           stop=stop, optimizer_state=parent.optimizer)
+                           stop=stop, optimizer_state=parent.optimizer, parameter_order=parameter_names(parent.spec))
         metrics = {"train_seconds": result.seconds, "gan_curve": result.curve,
                    "sparsity": sparsity_report(model).sparsity}
         if self.config.evaluate_showers:
@@ -87,7 +91,7 @@ class TrainGAN(Recipe):
 class FinetuneGAN(Recipe):
     """Keep the (pruned) weights, train ``config.iterations`` more with fresh optimizers from iteration 0."""
 
-    version: ClassVar[int] = 2  # follows TrainGAN
+    version: ClassVar[int] = 3  # follows TrainGAN (3: its fresh optimizer state indexed in the unpruned order)
     config: GANConfig
 
     def describe(self) -> str:
