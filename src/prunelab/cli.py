@@ -604,6 +604,8 @@ def verify(
     unaudited = []
     if recompute or state:
         found, unaudited = _recompute(results, recompute, state or [], seed)
+        for problem in found:
+            console.print(problem.message, style="red", soft_wrap=True, markup=False)
         problems = problems + found
     unchecked = (f"; {len(unaudited)} states could not be recomputed, so they are not audited (see the table)"
                  if unaudited else "")

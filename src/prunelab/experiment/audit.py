@@ -57,7 +57,11 @@ def recipe_from_manifest(manifest: dict) -> Recipe:
     rebuilt = cls(**{name: _convert(value, hints.get(name)) for name, value in params.items()})
     from .hashing import canonical_json
 
-    if canonical_json(rebuilt.params()) != canonical_json(params) or rebuilt.version != recipe["version"]:
+    if rebuilt.version != recipe["version"]:
+        raise PrunelabError(f"made by version {recipe['version']} of recipe {recipe['type']}, and this prunelab has "
+                            f"version {rebuilt.version} (the recipe changed; docs/experiments.md says why): rerun "
+                            "the study to compute it under its new identity")
+    if canonical_json(rebuilt.params()) != canonical_json(params):
         raise PrunelabError(f"recipe {recipe['type']}: its parameters do not rebuild exactly (version "
                             f"{recipe['version']} vs {rebuilt.version})")
     return rebuilt

@@ -374,9 +374,16 @@ def repair(store: "Store", problems: list[Problem]) -> tuple[Path, list[Path]]:
     from .store import state_refs
 
     store._check_writable("repair")
+    quarantine = _quarantine(store.root)
+    folder = _new_folder(quarantine)
+    early = []
+    if "locks" in store.unusable:  # the store's lock lives there: moved first (no run writes to such a store)
+        (folder).mkdir(exist_ok=True)
+        os.replace(store.root / "locks", folder / "locks")
+        early.append(folder / "locks")
+        fsync_path(store.root)
+        store.unusable.discard("locks")
     with store.exclusive("repair"):
-        quarantine = _quarantine(store.root)
-        folder = _new_folder(quarantine)
         files = list(dict.fromkeys(p for problem in problems for p in problem.files))
         below = {s for problem in problems if problem.below for s in problem.states}
         if below:
@@ -393,9 +400,9 @@ def repair(store: "Store", problems: list[Problem]) -> tuple[Path, list[Path]]:
                         files.append(store.manifest_path(child))
         moved_states = {p.stem for p in files if p.parent == store.root / "states" and is_hash(p.stem)}
         files += [store.root / "probes" / h for h in sorted(moved_states) if os.path.lexists(store.root / "probes" / h)]
-        moved, touched = [], {folder}
+        moved, touched = early, {folder}
         for path in dict.fromkeys(files):
-            if path == quarantine or not os.path.lexists(path):
+            if path == quarantine or (early and path == store.root / "locks") or not os.path.lexists(path):
                 continue
             relative = _inside(store.root, path)
             if relative is None:

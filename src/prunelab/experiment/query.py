@@ -38,6 +38,8 @@ class Results:
         # ``maintenance`` (verify, repair): opened even when links sit where prunelab keeps its folders.
         self.store = Store(path, create=False, read_only=None, maintenance=maintenance) if writable \
             else _reader(path, maintenance)
+        if maintenance:  # verify looks at the index as it is: it never rebuilds it behind the user's back
+            self.store.cache_writable = False
         # a damaged manifest is left out (and listed) rather than making the whole store unreadable
         self.damaged: dict[Path, str] = {}
         self._rows = self.store.listing(damaged=self.damaged)

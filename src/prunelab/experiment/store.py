@@ -986,6 +986,8 @@ class Store:
         identity its file name says (the probe of the state its folder names)."""
         try:
             record = read_json(path)
+        except FileNotFoundError:
+            raise
         except (OSError, ValueError) as exc:
             raise StoreError(f"{path}: damaged probe result ({str(exc).removeprefix(f'{path}: ')})") from None
         identity = record.get("probe") if isinstance(record, dict) else None
