@@ -628,3 +628,132 @@ def test_the_index_follows_the_umask(tmp_path):
         if (store / name).exists():
             assert (store / name).stat().st_mode & 0o777 == 0o664, name
     assert all(p.stat().st_mode & 0o020 for p in (store / "states").glob("*.json"))
+
+
+# ---------------------------------------------------------------- found by trying (a second attacker's view)
+
+
+def prune_state(store: Path) -> dict:
+    """A state that no study point is (a Prune): moving it aside leaves the study's tables whole."""
+    return next(m for m in manifests(store).values() if m["recipe"]["type"] == "Prune")
+
+
+def test_a_stray_file_in_states_never_blocks_the_store(case):
+    _, store, _ = case
+    (store / "states" / "foo.json").write_text("{}")
+    (store / "states" / ("A" * 64 + ".json")).write_text("{}")
+    listing = run_cli("ls", str(store))
+    assert listing.returncode == 2 and "train→" in listing.stdout and "Traceback" not in listing.stderr
+    assert "foo.json" in one_line(run_cli("verify", str(store)), 1)
+    one_line(run_cli("verify", str(store), "--repair"), 0)
+    assert one_line(run_cli("verify", str(store)), 0)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda m: m["metrics"].__setitem__("sparsity", 10**400),
+    lambda m: m.__setitem__("depth", 10**30),
+    lambda m: m.__setitem__("depth", "x"),
+    lambda m: m.__setitem__("timings", "x"),
+    lambda m: m.__setitem__("metrics", [1]),
+    lambda m: m["metrics"].__setitem__("test", {"accuracy": "high"}),
+    lambda m: m["metrics"].__setitem__("test", {"accuracy": 0.5, "class_names": [{"a": 1}]}),
+    lambda m: m.__setitem__("tags", ["\ud800"]),
+    lambda m: m.update(status="failed", error="x"),
+    lambda m: m.update(status="failed", error={"message": "x"}, weights="x"),
+], ids=["huge-sparsity", "huge-depth", "text-depth", "text-timings", "list-metrics", "text-accuracy",
+        "object-class-names", "lone-surrogate", "text-error", "failed-with-tensors"])
+def test_digest_valid_odd_fields_are_one_damaged_manifest(case, edit):
+    _, store, _ = case
+    m = prune_state(store)
+    edit(m)
+    rewrite(store, m)
+    for command in ("ls", "tree", "compare"):
+        out = run_cli(command, str(store))
+        assert out.returncode == 2 and "Traceback" not in out.stderr, (command, out.stderr[-2000:])
+    assert m["hash"] in one_line(run_cli("verify", str(store)), 1)
+    one_line(run_cli("verify", str(store), "--repair"), 0)
+    assert one_line(run_cli("verify", str(store)), 0)
+    assert one_line(run_cli("gc", str(store)), 0)
+
+
+def test_a_missing_study_point_is_reported_not_silently_dropped(case):
+    spec, store, _ = case
+    document = json.loads(next((store / "documents").glob("study-*.json")).read_text())
+    leaf = next(p for p in document["points"] if p["kind"] == "reinit" and p["round"] == 2 and p["seed"] == 1)
+    (store / "states" / f"{leaf['hash']}.json").unlink()
+    fake = store / "quarantine" / "fake" / "states"  # a planted quarantine entry excuses nothing
+    fake.mkdir(parents=True)
+    (fake / f"{leaf['hash']}.json").write_text("{}")
+    assert "points are not in the store" in one_line(run_cli("verify", str(store)), 1)
+    compare = run_cli("compare", str(store))
+    assert compare.returncode == 2 and "that is not in the store" in compare.stdout
+    assert run_cli("run", str(spec)).returncode == 0 and one_line(run_cli("verify", str(store)), 0)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["points"][0].__setitem__("hash", "../../outside/canary"), "not a state hash"),
+    (lambda d: d["points"][0].__setitem__("hash", "0" * 64), "not in the store"),
+    (lambda d: d.__setitem__("comparisons", [["ticket"]]), "comparisons[0]"),
+    (lambda d: d.__setitem__("hypotheses", ["x"]), "hypotheses[0]"),
+    (lambda d: d["points"][0].__setitem__("branch", "\x1b]0;pwned\x07"), "control characters"),
+], ids=["path", "nothing", "comparison", "hypothesis", "escape"])
+def test_a_hostile_study_record_is_one_line(case, edit, message):
+    _, store, outside = case
+    before = snapshot(outside)
+    path = next((store / "documents").glob("study-*.json"))
+    doc = json.loads(path.read_text())
+    edit(doc)
+    doc.pop("digest")
+    doc["digest"] = manifest_digest(doc)
+    path.write_text(json.dumps(doc))
+    compare = run_cli("compare", str(store))
+    assert compare.returncode == 2 and "Traceback" not in compare.stderr and message in compare.stdout + compare.stderr
+    assert "\x1b" not in compare.stdout + compare.stderr
+    verify = run_cli("verify", str(store))
+    assert verify.returncode == 1 or message in ("comparisons[0]", "hypotheses[0]", "control characters")
+    assert snapshot(outside) == before
+
+
+def test_odd_entries_where_folders_and_lock_files_belong_are_moved(case):
+    spec, store, _ = case
+    (store / "quarantine").mkdir()
+    (store / "quarantine" / "x").write_text("not a repair")
+    (store / "blobs" / "zz").write_text("a file where a folder of packs belongs")
+    (store / "locks" / "__store__.lock").unlink(missing_ok=True)
+    (store / "locks" / "__store__.lock").mkdir()
+    found = one_line(run_cli("verify", str(store)), 1)
+    assert "blobs/zz: is a file where prunelab keeps a folder" in found and "__store__.lock" in found
+    one_line(run_cli("verify", str(store), "--repair"), 0)
+    assert one_line(run_cli("verify", str(store)), 0) and one_line(run_cli("gc", str(store)), 0)
+    assert run_cli("run", str(spec)).returncode == 0
+
+
+def test_control_characters_and_markup_from_a_store_never_reach_the_terminal(case):
+    _, store, _ = case
+    m = prune_state(store)
+    m.update(status="failed", error={"message": "\x1b]0;pwned\x07\x1b[2Jgone", "traceback": ""})
+    for group in ("weights", "masks", "optimizer"):
+        m[group] = None
+    rewrite(store, m)
+    tree = run_cli("tree", str(store))
+    assert tree.returncode == 0 and "\x1b" not in tree.stdout and "gone" in tree.stdout
+    probe = next((store / "probes").glob("*/*.json"))
+    record = json.loads(probe.read_text())
+    record["label"] = "[/bold] [link=https://evil.example]click[/link] \x1b[2J"
+    record.pop("digest")
+    record["digest"] = manifest_digest(record)
+    probe.write_text(json.dumps(record))
+    show = run_cli("show", str(store), probe.parent.name)
+    assert show.returncode == 0 and "\x1b" not in show.stdout and "[link=" in show.stdout, show.stderr[-2000:]
+
+
+def test_gc_after_a_repair_keeps_what_quarantine_needs(case):
+    _, store, _ = case
+    m = prune_state(store)
+    m["metrics"]["sparsity"] = 0.123
+    rewrite(store, m, digest=False)  # damaged: the digest no longer matches
+    one_line(run_cli("verify", str(store), "--repair"), 0)
+    quarantined_manifest = json.loads(next((store / "quarantine").glob("*/states/*.json")).read_text())
+    packs = {e.get("pack") or e["blob"] for group in ("weights", "masks") for e in quarantined_manifest[group].values()}
+    one_line(run_cli("gc", str(store)), 0)
+    assert all(pack_path(store, name).is_file() for name in packs)  # a move into quarantine can be undone

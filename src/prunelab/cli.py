@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import PrunelabError
+from .errors import PrunelabError, printable
 
 app = typer.Typer(
     add_completion=False,
@@ -373,7 +373,8 @@ def _warn_damaged(damaged: dict) -> None:
         if path in _WARNED:
             continue
         _WARNED.add(path)
-        console.print(f"warning: {path}: damaged, left out ({why}); `prunelab verify` lists every problem and "
+        console.print(f"warning: {printable(path)}: damaged, left out ({printable(why)}); `prunelab verify` lists "
+                      "every problem and "
                       "`prunelab verify --repair` moves them aside", style="yellow", soft_wrap=True, markup=False)
 
 
@@ -420,8 +421,8 @@ def list_states(
     table = Table("hash", "depth", "recipe", "status", "tags", "test", "sparsity", "seconds")
     for r in shown:
         table.add_row(
-            r["hash"][:12], str(r["depth"] or 0), escape(r["label"]), r["status"] or "?", escape(",".join(r["tags"])),
-            r["headline"] or "", "" if r["sparsity"] is None else f"{r['sparsity']:.3f}",
+            r["hash"][:12], str(r["depth"] or 0), escape(printable(r["label"])), printable(r["status"] or "?"),
+            escape(printable(",".join(r["tags"]))), printable(r["headline"] or ""), "" if r["sparsity"] is None else f"{r['sparsity']:.3f}",
             f"{r['seconds'] or 0:.2f}",
         )
     console.print(table)
@@ -440,19 +441,26 @@ def show(
 
     results = _open(store)
     m = results.get(state)
-    console.print(f"[bold]{m['hash']}[/] ({m.get('status')}) tags: {escape(', '.join(m.get('tags', []))) or '-'}")
+    tags = escape(printable(", ".join(m.get("tags", []))))
+    console.print(f"[bold]{m['hash']}[/] ({escape(printable(m.get('status')))}) tags: {tags or '-'}")
     lineage = Table("depth", "hash", "recipe", title="lineage (root → state)")
     for step in results.lineage(m["hash"]):
         lineage.add_row(str(step.get("depth", 0)), step["hash"][:12],
-                        escape(step["recipe"].get("label", step["recipe"]["type"])))
+                        escape(printable(step["recipe"].get("label", step["recipe"]["type"]))))
     console.print(lineage)
     console.print_json(data={"params": m["recipe"]["params"], "iteration": m.get("iteration"),
                              "metrics": {k: v for k, v in (m.get("metrics") or {}).items() if k not in ("curve",)},
                              "error": m.get("error"), "timings": m.get("timings"), "environment": m.get("environment")},
                        default=str)
     for probe in results.probes(m["hash"]):
-        console.print(f"probe {probe.get('label')}: " + ", ".join(
-            f"{k} {short_headline(v)}" for k, v in (probe.get("result") or {}).items() if isinstance(v, dict)))
+        measured = []
+        for k, v in (probe.get("result") or {}).items():
+            try:
+                if isinstance(v, dict):
+                    measured.append(f"{k} {short_headline(v)}")
+            except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
+                continue  # not an evaluation
+        console.print(f"probe {printable(probe.get('label'))}: " + ", ".join(map(printable, measured)), markup=False)
 
 
 @app.command()
@@ -697,7 +705,7 @@ def main() -> None:
             sys.exit(2)  # the rest of the store was read; what was damaged is listed above
         raise
     except PrunelabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(exc)}", file=sys.stderr)
         sys.exit(2)
     except Exception as exc:  # a full disk is the machine's state, not a bug: one line too
         from .files import disk_full

@@ -49,3 +49,14 @@ def validated(model_cls, data: dict, where: str = ""):
         return model_cls.model_validate(data)
     except ValidationError as exc:
         raise from_validation_error(exc, where) from None
+
+
+# C0 controls (but tab), DEL and C1 controls: what a terminal may act on (escape sequences can retitle
+# a window, clear the screen or forge output); a string read from a store is shown without them
+_CONTROLS = {c: None for c in [*range(0x00, 0x09), *range(0x0b, 0x20), 0x7f, *range(0x80, 0xa0)]}
+_CONTROLS[0x0a] = " "  # a label or message stays on its line
+
+
+def printable(text: object) -> str:
+    """``text`` as a string safe to print on a terminal (control characters removed, lines joined)."""
+    return str(text).translate(_CONTROLS)

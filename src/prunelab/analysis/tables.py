@@ -6,7 +6,8 @@ import math
 
 import numpy as np
 
-from ..errors import PrunelabError
+from ..errors import PrunelabError, printable
+from ..experiment.containment import is_hash
 from ..experiment.query import Results
 
 
@@ -82,6 +83,18 @@ def _number(value, unbounded: bool = False) -> float:
 _POINT_KEYS = {"hash": str, "branch": str, "seed": int, "round": int, "kind": str, "dataset": str}
 
 
+def _check_hypothesis(raw, where: str) -> None:
+    from pydantic import ValidationError
+
+    from ..spec import HypothesisSection
+
+    try:
+        HypothesisSection.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise PrunelabError(f"{where}: {error.get('msg', 'invalid')}") from None
+
+
 def study_records(results: Results) -> list[dict]:
     """The study records of a store (``documents/study-*.json``, written by ``prunelab run``), checked.
 
@@ -110,9 +123,20 @@ def study_records(results: Results) -> list[dict]:
             if not (p.get("config") is None or isinstance(p["config"], str)) or \
                     not (p.get("of") is None or isinstance(p["of"], str)):
                 raise PrunelabError(f"{where}: points[{i}]: config and of must be strings or null")
+            if not is_hash(p["hash"]):
+                raise PrunelabError(f"{where}: points[{i}].hash is not a state hash")
+            if any(isinstance(v, str) and printable(v) != v for v in p.values()):
+                raise PrunelabError(f"{where}: points[{i}] holds control characters")
         for key in ("comparisons", "hypotheses"):
             if not isinstance(doc.get(key, []), list):
                 raise PrunelabError(f"{where}: {key!r} must be a list")
+        for i, c in enumerate(doc.get("comparisons", [])):
+            if not (isinstance(c, list) and len(c) in (2, 3) and all(isinstance(x, str) and printable(x) == x
+                                                                      for x in c[:2])
+                    and (len(c) == 2 or (type(c[2]) is int))):
+                raise PrunelabError(f"{where}: comparisons[{i}] must be [row A, row B] or [row A, row B, round]")
+        for i, h in enumerate(doc.get("hypotheses", [])):
+            _check_hypothesis(h, f"{where}: hypotheses[{i}]")
         records.append(doc)
     if not records:
         raise PrunelabError(f"{results.store.root}: no study record (documents/study-*.json); it is written by "
@@ -143,6 +167,11 @@ def study_points(results: Results, metric: str = "test.accuracy", config: str | 
         if key in seen:
             continue
         seen.add(key)
+        if summary is None and p["hash"] not in results:
+            # named by the record, not in the store: a table without it would quietly lose a seed
+            results.damaged.setdefault(results.store.manifest_path(p["hash"]),
+                                       f"a point of the study ({p['branch']}, round {p['round']}, seed {p['seed']}) "
+                                       "that is not in the store; `prunelab run` of the study's spec computes it")
         if summary is None or summary["status"] != "done":
             continue
         value = summary["scalars"].get(metric)

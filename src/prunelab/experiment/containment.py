@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -137,9 +138,38 @@ def parse_json(data: bytes | str, where: str | Path, depth: int = MAX_JSON_DEPTH
     if text_depth(raw) > depth:
         raise ValueError(f"nested more than {depth} levels deep")
     try:
-        return json.loads(data)
+        value = json.loads(data)
     except RecursionError:
         raise ValueError(f"nested more than {depth} levels deep") from None
+    if _LONG_DIGITS.search(raw) or _SURROGATE.search(raw):  # rare: then every value is looked at
+        _check_values(value)
+    return value
+
+
+# What JSON allows and no reader of a store can use: integers beyond 64 bits (10**400 made float()
+# and SQLite raise OverflowError in every listing) and lone UTF-16 surrogates (printing one raises
+# UnicodeEncodeError). Searched for in the text first, so that ordinary files cost one regex scan.
+_LONG_DIGITS = re.compile(rb"\d{19}")
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+_INT64 = 2**63 - 1
+
+
+def _check_values(value) -> None:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, int) and not isinstance(item, bool) and abs(item) > _INT64:
+            raise ValueError("an integer beyond 64 bits")
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("a string with a lone surrogate (not text)") from None
 
 
 _NOT_BRACKETS = bytes(i for i in range(256) if i not in b"[]{}")

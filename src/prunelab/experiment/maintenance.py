@@ -76,29 +76,38 @@ def verify(store: "Store") -> list[Problem]:
                                               "not in the store", (store.manifest_path(h),), below=True))
     problems += _tensor_problems(store, good)
     problems += stale_rewinds(store, good)
-    problems += _document_problems(store)
+    problems += _document_problems(store, set(good))
     problems += _probe_problems(store, present)
     problems += _index_problems(store, good)
     return sorted(problems, key=lambda p: p.message)
 
 
 def quarantined_states(root: Path) -> set[str]:
-    """States whose manifests an earlier repair moved into quarantine (waiting to be recomputed)."""
+    """States whose manifests an earlier repair moved into quarantine, waiting for the next run to
+    recompute them: a reference to one is not a problem (what was computed from it was verified
+    when it was computed). Damaged by definition, so they are known by name only; a study point
+    that is missing is reported whatever quarantine holds (:func:`_document_problems`)."""
     folder = root / "quarantine"
+    found: set[str] = set()
     if is_link_or_special(folder) or not folder.is_dir():
-        return set()
-    found = set()
-    for moved in folder.iterdir():
-        states = moved / "states"
-        if not is_link_or_special(moved) and not is_link_or_special(states) and states.is_dir():
+        return found
+    try:
+        for repair_folder in folder.iterdir():
+            states = repair_folder / "states"
+            if is_link_or_special(repair_folder) or not repair_folder.is_dir() or is_link_or_special(states) \
+                    or not states.is_dir():
+                continue
             found.update(p.stem for p in states.iterdir() if p.suffix == ".json" and is_hash(p.stem))
+    except OSError:  # an unreadable quarantine excuses nothing more
+        pass
     return found
 
 
 def _strange_files(root: Path) -> list[Problem]:
     """Links, FIFOs, sockets and devices anywhere in the store (prunelab makes none), folders where
-    files belong and files where folders belong, and an index file with other hard links (writing
-    it would change another file). quarantine/ is looked at, not into: what repair moved is there."""
+    files belong and files where folders belong (``blobs/<xx>``, ``probes/<state>``, lock files),
+    folders that cannot be read, and an index file with other hard links (writing it would change
+    another file). quarantine/ is looked at, not into: what repair moved is there."""
     problems = []
     for name in TOP_DIRECTORIES:
         path = root / name
@@ -120,12 +129,22 @@ def _strange_files(root: Path) -> list[Problem]:
         top = root / name
         if is_link_or_special(top) or not top.is_dir():
             continue
-        for folder, dirs, files in os.walk(top, followlinks=False):
+
+        def unreadable(exc: OSError) -> None:
+            problems.append(_file_problem(Path(exc.filename), f"cannot be read ({exc.strerror}); prunelab makes "
+                                                              "every folder of a store readable by its owner"))
+
+        for folder, dirs, files in os.walk(top, onerror=unreadable, followlinks=False):
+            depth = len(Path(folder).relative_to(top).parts)
             for entry in dirs + files:
                 path = Path(folder) / entry
                 why = is_link_or_special(path)
                 if why:
                     problems.append(_file_problem(path, f"is {why}; prunelab never makes one in a store"))
+                elif name in ("blobs", "probes") and depth == 0 and entry in files:
+                    problems.append(_file_problem(path, f"is a file where prunelab keeps a folder of {name}"))
+                elif name == "locks" and entry in dirs:
+                    problems.append(_file_problem(path, "is a folder where prunelab keeps a lock file"))
     return problems
 
 
@@ -242,7 +261,7 @@ def stale_rewinds(store: "Store", good: dict[str, dict]) -> list[Problem]:
     return [Problem((h,), why, (store.manifest_path(h),), below=True) for h, why in stale.items()]
 
 
-def _document_problems(store: "Store") -> list[Problem]:
+def _document_problems(store: "Store", present: set[str]) -> list[Problem]:
     problems = []
     folder = store.root / "documents"
     if is_link_or_special(folder) or not folder.is_dir():
@@ -251,10 +270,24 @@ def _document_problems(store: "Store") -> list[Problem]:
         if path.suffix != ".json" or is_link_or_special(path):
             continue  # links are reported by _strange_files; temporary files are not documents
         try:
-            store.read_document(path)
+            document = store.read_document(path)
         except StoreError as exc:
             problems.append(_file_problem(path, str(exc).removeprefix(f"{path}: ")
                                           + "; rerun the study's spec to write it again (nothing is recomputed)"))
+            continue
+        points = document.get("points")
+        if not path.name.startswith("study-") or not isinstance(points, list):
+            continue
+        named = [p.get("hash") if isinstance(p, dict) else None for p in points]
+        if not all(is_hash(h) for h in named):
+            problems.append(_file_problem(path, "a point names something other than a state hash"))
+            continue
+        missing = sorted({h for h in named if h not in present})
+        if missing:
+            shown = ", ".join(h[:12] for h in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            problems.append(Problem(tuple(missing), f"{path}: {len(missing)} of its points are not in the store "
+                                                    f"({shown}); `prunelab run` of the study's spec computes them",
+                                    ()))
     return problems
 
 
@@ -264,16 +297,20 @@ def _probe_problems(store: "Store", present: set[str]) -> list[Problem]:
     if is_link_or_special(folder) or not folder.is_dir():
         return problems
     for state_folder in sorted(folder.iterdir()):
-        if is_link_or_special(state_folder):
-            continue
-        if not is_hash(state_folder.name) or not state_folder.is_dir():
+        if is_link_or_special(state_folder) or not state_folder.is_dir():
+            continue  # reported by _strange_files
+        if not is_hash(state_folder.name):
             problems.append(_file_problem(state_folder, "is not a state's probe folder"))
             continue
+        try:
+            entries = sorted(state_folder.iterdir())
+        except OSError:
+            continue  # an unreadable folder: reported by _strange_files
         if state_folder.name not in present and state_folder.name not in quarantined_states(store.root):
             problems.append(_file_problem(state_folder, f"probes of state {state_folder.name[:12]}, which is not in "
                                                         "the store"))
             continue
-        for path in sorted(state_folder.iterdir()):
+        for path in entries:
             if path.suffix != ".json" or is_link_or_special(path):
                 continue
             try:
@@ -377,12 +414,17 @@ def repair(store: "Store", problems: list[Problem]) -> tuple[Path, list[Path]]:
     quarantine = _quarantine(store.root)
     folder = _new_folder(quarantine)
     early = []
+    lock = store.root / "locks" / "__store__.lock"
     if "locks" in store.unusable:  # the store's lock lives there: moved first (no run writes to such a store)
-        (folder).mkdir(exist_ok=True)
         os.replace(store.root / "locks", folder / "locks")
         early.append(folder / "locks")
         fsync_path(store.root)
         store.unusable.discard("locks")
+    elif os.path.lexists(lock) and not lock.is_file() or is_link_or_special(lock):
+        (folder / "locks").mkdir()
+        os.replace(lock, folder / "locks" / lock.name)
+        early.append(folder / "locks" / lock.name)
+        fsync_path(lock.parent)
     with store.exclusive("repair"):
         files = list(dict.fromkeys(p for problem in problems for p in problem.files))
         below = {s for problem in problems if problem.below for s in problem.states}
@@ -402,7 +444,7 @@ def repair(store: "Store", problems: list[Problem]) -> tuple[Path, list[Path]]:
         files += [store.root / "probes" / h for h in sorted(moved_states) if os.path.lexists(store.root / "probes" / h)]
         moved, touched = early, {folder}
         for path in dict.fromkeys(files):
-            if path == quarantine or (early and path == store.root / "locks") or not os.path.lexists(path):
+            if path == quarantine or (early and path in (store.root / "locks", lock)) or not os.path.lexists(path):
                 continue
             relative = _inside(store.root, path)
             if relative is None:
@@ -490,6 +532,7 @@ def collect_garbage(store: "Store", dry_run: bool = False, on_wait=None) -> tupl
                 keep.update(e.get("pack") or e["blob"] for e in tensor_entries(m))
         except StoreError as exc:
             raise StoreError(f"{exc}; gc removes nothing while a manifest is damaged") from None
+        keep |= _quarantined_packs(store.root)  # repair promises to delete nothing: a move can be undone
         files = n_bytes = 0
         now = time.time()
         for path in _regular_files(store.root / "blobs", depth=2) + _regular_files(store.root / "states", depth=1):
@@ -514,14 +557,45 @@ def collect_garbage(store: "Store", dry_run: bool = False, on_wait=None) -> tupl
     return files, n_bytes
 
 
+def _quarantined_packs(root: Path) -> set[str]:
+    """The packs and blobs that manifests moved into quarantine reference (read, not verified:
+    keeping a file is always safe)."""
+    from .containment import read_json
+
+    keep = set()
+    for path in _regular_files(root / "quarantine", depth=3):
+        if path.parent.name != "states" or path.suffix != ".json":
+            continue
+        try:
+            m = read_json(path)
+            groups = [m.get("weights"), m.get("masks"), (m.get("optimizer") or {}).get("tensors")]
+            for group in groups:
+                for entry in (group or {}).values():
+                    name = entry.get("pack") or entry.get("blob")
+                    if is_hash(name):
+                        keep.add(name)
+        except (OSError, ValueError, StoreError, AttributeError, TypeError):
+            continue
+    return keep
+
+
 def _regular_files(top: Path, depth: int) -> list[Path]:
-    """Regular files ``depth`` levels below ``top``, through real folders only (links are skipped)."""
+    """Regular files ``depth`` levels below ``top``, through real folders only (links are skipped,
+    and so are folders that cannot be read)."""
     if is_link_or_special(top) or not top.is_dir():
         return []
+
+    def scan(folder: Path) -> list:
+        try:
+            with os.scandir(folder) as entries:
+                return list(entries)
+        except OSError:
+            return []
+
     level = [top]
     for _ in range(depth - 1):
-        level = [Path(e.path) for d in level for e in os.scandir(d) if e.is_dir(follow_symlinks=False)]
-    return [Path(e.path) for d in level for e in os.scandir(d) if e.is_file(follow_symlinks=False)]
+        level = [Path(e.path) for d in level for e in scan(d) if e.is_dir(follow_symlinks=False)]
+    return [Path(e.path) for d in level for e in scan(d) if e.is_file(follow_symlinks=False)]
 
 
 def referenced_pack_names(store: "Store") -> set[str]:

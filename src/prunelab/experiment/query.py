@@ -49,6 +49,9 @@ class Results:
     def __len__(self) -> int:
         return len(self._rows)
 
+    def __contains__(self, state_hash: str) -> bool:
+        return state_hash in self._rows
+
     def _manifest(self, state_hash: str) -> dict:
         m = self._full.get(state_hash)
         if m is not None:
@@ -183,8 +186,10 @@ class Results:
     def _label(r: dict, markup: bool = True) -> str:
         from rich.markup import escape
 
-        esc = escape if markup else str  # plain text: nothing to escape
-        text = f"{esc(r['label'])} [dim]{r['hash'][:10]}[/]" if markup else f"{r['label']} {r['hash'][:10]}"
+        from ..errors import printable
+
+        esc = (lambda text: escape(printable(text))) if markup else printable  # store text: no control codes
+        text = f"{esc(r['label'])} [dim]{r['hash'][:10]}[/]" if markup else f"{esc(r['label'])} {r['hash'][:10]}"
         bits = []
         if r["headline"]:
             bits.append(f"test {r['headline']}")

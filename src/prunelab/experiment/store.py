@@ -270,7 +270,12 @@ def structure_problem(m: dict) -> str | None:
         return f"status {str(m.get('status'))[:20]!r} is neither done nor failed"
     if not isinstance(m.get("tags", []), list) or not all(isinstance(t, str) for t in m.get("tags", [])):
         return "tags must be a list of strings"
+    why = _record_problem(m)
+    if why:
+        return why
     if m["status"] != "done":
+        if any(m.get(group) for group in ("weights", "masks", "optimizer")):
+            return "a failed state holds no tensors"
         return None
     if type(m.get("iteration")) is not int or m["iteration"] < 0:
         return "its iteration is not a non-negative integer"
@@ -298,6 +303,67 @@ def structure_problem(m: dict) -> str | None:
             why = _entry_problem(entry, mask=group == "masks")
             if why:
                 return f"{group} entry {key[:40]!r}: {why}"
+    return None
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# the numbers of an evaluation that listings, tables and reports compute with
+_EVALUATION_NUMBERS = ("accuracy", "loss", "rmse", "resolution", "bias", "macro_f1", "balanced_accuracy", "roc_auc",
+                       "mae", "r2")
+
+
+def _record_problem(m: dict) -> str | None:
+    """What in a manifest's bookkeeping and metrics the readers (listings, tables, reports, show)
+    could not use: types and ranges prunelab never writes."""
+    if type(m.get("depth", 0)) is not int or not 0 <= m.get("depth", 0) <= 10**6:
+        return "its depth is not an integer in 0..1,000,000"
+    if not isinstance(m["recipe"].get("label", ""), str):
+        return "its recipe label is not text"
+    timings = m.get("timings")
+    if timings is not None and (not isinstance(timings, dict) or
+                                not all(v is None or _number(v) for v in timings.values())):
+        return "its timings are not a table of numbers"
+    error = m.get("error")
+    if error is not None and (not isinstance(error, dict) or not all(isinstance(error.get(k, ""), str)
+                                                                     for k in ("message", "traceback"))):
+        return "its error is not a message and a traceback"
+    if m.get("torch_threads") is not None and (type(m["torch_threads"]) is not int or not 0 < m["torch_threads"] < 4096):
+        return "its torch thread count is not a small positive integer"
+    metrics = m.get("metrics")
+    if metrics is None:
+        return None
+    if not isinstance(metrics, dict):
+        return "its metrics are not a table"
+    if metrics.get("sparsity") is not None and not _number(metrics["sparsity"]):
+        return "metrics.sparsity is not a number"
+    for split in ("train", "validation", "test"):
+        ev = metrics.get(split)
+        if ev is None:
+            continue
+        if not isinstance(ev, dict):
+            return f"metrics.{split} is not a table"
+        for key in _EVALUATION_NUMBERS:
+            if ev.get(key) is not None and not _number(ev[key]):
+                return f"metrics.{split}.{key} is not a number"
+        if not isinstance(ev.get("task", ""), str) or not isinstance(ev.get("class_names", []), list) or \
+                not all(isinstance(c, str) for c in ev.get("class_names", [])):
+            return f"metrics.{split}: task or class names are not text"
+        for table in ("per_class", "per_bin"):
+            rows = ev.get(table, [])
+            if not isinstance(rows, list) or not all(
+                    isinstance(r, dict) and all(v is None or isinstance(v, (int, float, str)) for v in r.values())
+                    for r in rows):
+                return f"metrics.{split}.{table} is not a list of rows of numbers"
+        confusion = ev.get("confusion", [])
+        if not isinstance(confusion, list) or not all(isinstance(r, list) and all(_number(v) for v in r)
+                                                      for r in confusion):
+            return f"metrics.{split}.confusion is not a table of numbers"
+    curve = metrics.get("curve")
+    if curve is not None and not isinstance(curve, list):
+        return "metrics.curve is not a list"
     return None
 
 
@@ -1620,6 +1686,9 @@ class Store:
         stale = [h for h, stamp in files.items() if stamps.get(h) != stamp]
         for state_hash in stale:
             stamp = files[state_hash]
+            if not is_hash(state_hash):  # a stray file: reported, never a path built from its name
+                damaged[self.root / "states" / f"{state_hash}.json"] = "its name is not a state hash"
+                continue
             path = self.manifest_path(state_hash)
             try:
                 m = self._read_manifest(path)
