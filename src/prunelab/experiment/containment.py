@@ -149,7 +149,7 @@ def parse_json(data: bytes | str, where: str | Path, depth: int = MAX_JSON_DEPTH
 # What JSON allows and no reader of a store can use: integers beyond 64 bits (10**400 made float()
 # and SQLite raise OverflowError in every listing) and lone UTF-16 surrogates (printing one raises
 # UnicodeEncodeError). Searched for in the text first, so that ordinary files cost one regex scan.
-_LONG_DIGITS = re.compile(rb"\d{19}")
+_LONG_DIGITS = re.compile(rb"\d{20}")  # 19 digits: every state's 63-bit seed; 2**64 has 20
 _SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 _INT64 = 2**63 - 1
 

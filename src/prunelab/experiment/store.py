@@ -307,7 +307,10 @@ def structure_problem(m: dict) -> str | None:
 
 
 def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A JSON number a reader can compute with and SQLite can hold (integers within 64 bits)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, float) or (isinstance(value, int) and -2**63 <= value < 2**63)
 
 
 # the numbers of an evaluation that listings, tables and reports compute with
@@ -673,6 +676,15 @@ class Store:
                 raise StoreError(f"{self.root}: cannot create the store ({exc.strerror or exc})") from None
         if not self.root.is_dir():
             raise StoreError(f"{self.root}: not a directory")
+        if create and not read_only and not maintenance and not any(
+                os.path.lexists(self.root / name) for name in ("states", "blobs", "index.sqlite")):
+            try:
+                foreign = next(os.scandir(self.root), None) is not None
+            except OSError as exc:
+                raise StoreError(f"{self.root}: cannot be read ({exc.strerror or exc})") from None
+            if foreign:  # a folder of something else (/proc, a home folder): never made into a store
+                raise StoreError(f"{self.root}: a folder that holds other files and is not a prunelab store; "
+                                 "give a new or empty folder")
         self.read_only = (not os.access(self.root, os.W_OK)) if read_only is None else read_only
         self._index_path = self.root / "index.sqlite"
         # Links and special files where prunelab keeps its folders and index: nothing is written

@@ -254,15 +254,15 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
                              fig, t, "pareto",
                              "Constraints: accuracy drop ≤ 1 pp and worst-class recall drop ≤ 2 pp vs the dense mean. "
                              + choice["statement"][:1].upper() + choice["statement"][1:] + "."))
-    fig, t = plots.mask_similarity(results, sampled)
+    fig, t, unread = _from_tensors(results, lambda: plots.mask_similarity(results, sampled))
     tables["similarity"] = t
     sections.append(_section("Mask similarity between branches", fig, t, "similarity",
                              "Jaccard of the kept weights. Chance (in brackets): the expected Jaccard of two random "
                              "masks with the same kept count in every tensor (exact per tensor; overall from 4,000 "
                              "seeded hypergeometric draws), not the overall density, which understates it when "
                              "layers are pruned to different densities. z: (observed − chance) / SD of chance."
-                             + read, missing="needs two or more pruned branches"))
-    fig, t = plots.structure_plot(results, sampled, interval)
+                             + read, missing=unread or "needs two or more pruned branches"))
+    fig, t, unread = _from_tensors(results, lambda: plots.structure_plot(results, sampled, interval))
     tables["structure"] = t
     sections.append(_section("Emergent structure vs random pruning", fig, t, "structure",
                              "Fraction of groups (units, filters, input channels, kernels) with every weight pruned, "
@@ -270,11 +270,11 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
                              "random pruning of the same count in that tensor, C(m, g) / C(n, g); random_masks: the "
                              "same fraction in the study's random-pruning control of that row. p: paired t over seeds "
                              "of observed − expected; p_random: of observed − control." + read,
-                             missing="needs a pruned row"))
-    fig, t = plots.stability_plot(results, sampled)
+                             missing=unread or "needs a pruned row"))
+    fig, t, unread = _from_tensors(results, lambda: plots.stability_plot(results, sampled))
     tables["stability"] = t
     sections.append(_section("Weight stability", fig, t, "stability", read.strip(),
-                             missing="needs a pruned branch with two or more rounds, or one that rewinds"))
+                             missing=unread or "needs a pruned branch with two or more rounds, or one that rewinds"))
 
     n_seeds = points["seed"].nunique()
     shown = (f" Sweep: {len(labels)} configurations; the sections other than the variation section show "
@@ -282,6 +282,20 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
     header = (f"{html.escape(str(results.store.root))} — {len(results)} states, {len(branches)} branches, "
               f"{n_seeds} seeds. Intervals are 95 % over seeds: {_INTERVAL_TEXT[interval]}.{shown}")
     return _write_page(results, header, sections, tables, out, csv_dir)
+
+
+def _from_tensors(results: Results, make) -> tuple:
+    """(figure, table, "") of a section that reads stored tensors, or (None, None, why) when one of its
+    files cannot be read: the file is reported as damaged (the command exits 2) and the rest of the
+    report is written."""
+    from ..errors import StoreError
+
+    try:
+        return (*make(), "")
+    except StoreError as exc:
+        where, _, why = str(exc).partition(": ")
+        results.damaged.setdefault(Path(where), why or str(exc))
+        return None, None, f"a stored file could not be read ({exc})"
 
 
 def _is_regression(results: Results) -> bool:
