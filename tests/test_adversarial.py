@@ -770,3 +770,19 @@ def test_a_report_goes_on_past_a_damaged_pack(case, tmp_path):
     assert out.returncode == 2 and "Traceback" not in out.stderr and "blob is corrupted" in out.stdout
     page = (tmp_path / "r.html").read_text()
     assert "a stored file could not be read" in page and "Accuracy vs weights remaining" in page
+
+
+def test_a_prune_that_does_not_hold_its_parents_weights_is_found_with_what_came_after(case):
+    """A prune changes masks only; one holding other (valid, stored) weights was computed from a parent
+    changed in place, or forged: found from the manifests alone, moved with its subtree."""
+    _, store, _ = case
+    all_manifests = manifests(store)
+    m = prune_state(store)
+    root = all_manifests[all_manifests[m["parent"]]["parent"]]  # the dense training's parent
+    m["weights"] = root["weights"]  # the initialisation's tensors: present and sound, but not the parent's
+    rewrite(store, m)
+    found = one_line(run_cli("verify", str(store)), 1)
+    assert "holds other weights or optimizer state" in found and m["hash"][:12] in found
+    below = {h for h, c in all_manifests.items() if c.get("parent") == m["hash"]}
+    one_line(run_cli("verify", str(store), "--repair"), 0)
+    assert {m["hash"]} | below <= quarantined(store)

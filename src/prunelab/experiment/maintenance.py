@@ -224,6 +224,9 @@ def check_blob(store: "Store", digest: str) -> str | None:
     return None
 
 
+_KEEP_PARENT_TENSORS = ("Prune", "RandomPruneLike")
+
+
 def stale_rewinds(store: "Store", good: dict[str, dict]) -> list[Problem]:
     """Rewinds that do not hold their target's weights and optimizer state, and every state below them.
 
@@ -248,6 +251,15 @@ def stale_rewinds(store: "Store", good: dict[str, dict]) -> list[Problem]:
             stale[h] = (f"{store.manifest_path(h)}: rewound to state {to['$state'][:12]} but holds other weights or "
                         "optimizer state than it (computed before the fix of 2026-11-27); `prunelab verify "
                         "--repair` moves it and the states below it aside and the next run recomputes them")
+        # a prune and a random-pruning control change masks only: their weights and optimizer state are
+        # their parent's (a training that changed its parent's optimizer state in place, as the shower
+        # GAN's did until 2026-12-06, made a prune computed after it in the same process store another)
+        parent = good.get(m.get("parent"))
+        if m["recipe"]["type"] in _KEEP_PARENT_TENSORS and m.get("status") == "done" and parent is not None \
+                and parent.get("status") == "done" and tensors(m) != tensors(parent):
+            stale[h] = (f"{store.manifest_path(h)}: a {m['recipe']['type']} of state {parent['hash'][:12]} but holds "
+                        "other weights or optimizer state than it; `prunelab verify --repair` moves it and the states "
+                        "below it aside and the next run recomputes them")
     if stale:
         refs = {h: [m.get("parent")] + state_refs(m["recipe"]["params"]) for h, m in good.items()}
         grew = True
