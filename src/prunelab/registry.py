@@ -30,12 +30,21 @@ class Entry(Generic[T]):
     summary: str
 
 
-class Registry(Generic[T]):
-    """A small, typed name → factory table. ``kind`` words the errors."""
+class _Lazy:
+    """An entry loaded on first use (an installed package's entry point)."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, load: Callable[[], object]) -> None:
+        self.load = load
+
+
+class Registry(Generic[T]):
+    """A small, typed name → factory table. ``kind`` words the errors. ``discover(registry)``, when
+    given, is called once before the first lookup to add entries found elsewhere (entry points)."""
+
+    def __init__(self, kind: str, discover: Callable[["Registry"], None] | None = None) -> None:
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
+        self._discover = discover
 
     def register(self, name: str, summary: str = "") -> Callable[[T], T]:
         def decorator(factory: T) -> T:
@@ -46,18 +55,43 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def lazy(self, name: str, load: Callable[[], T], summary: str = "") -> None:
+        """Register ``name`` to be loaded by ``load()`` when first asked for."""
+        self._entries.setdefault(name, Entry(name, _Lazy(load), summary))
+
+    def _ensure(self) -> None:
+        if self._discover is not None:
+            discover, self._discover = self._discover, None
+            try:
+                discover(self)
+            except Exception as exc:  # a broken installed package must not break the built-ins
+                import warnings
+
+                warnings.warn(f"could not list installed {self.kind}s: {exc}", stacklevel=2)
+
     def __contains__(self, name: str) -> bool:
+        self._ensure()
         return name in self._entries
 
     def __iter__(self) -> Iterator[Entry[T]]:
+        self._ensure()
         return iter(sorted(self._entries.values(), key=lambda e: e.name))
 
     def names(self) -> list[str]:
+        self._ensure()
         return sorted(self._entries)
 
     def get(self, name: str) -> T:
+        self._ensure()
         if name in self._entries:
-            return self._entries[name].factory
+            entry = self._entries[name]
+            if isinstance(entry.factory, _Lazy):
+                try:
+                    loaded = entry.factory.load()
+                except Exception as exc:
+                    raise PrunelabError(f"{self.kind} {name!r} ({entry.summary}) could not be loaded: {exc}") from None
+                entry = self._entries[name] = Entry(name, loaded, entry.summary)
+            return entry.factory
         if ":" in name:
             check_trusted(name, self.kind)
             return import_object(name, self.kind)

@@ -18,7 +18,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .errors import PrunelabError, validated
-from .pruning.methods import TECHNIQUES
 from .tasks.training import TrainConfig
 
 
@@ -73,13 +72,27 @@ class TaskSection(_Strict):
 
 
 def _check_technique(name: str) -> str:
-    if name not in TECHNIQUES:
-        import difflib
+    """A named technique, a registered method or your class by import path (trusted: your spec names it)."""
+    from .pruning.methods import technique_settings
+    from .registry import trust_names
 
-        close = difflib.get_close_matches(name, TECHNIQUES, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown pruning technique {name!r}{hint} (known: {', '.join(TECHNIQUES)})")
+    try:
+        technique_settings(name)
+    except PrunelabError as exc:
+        raise ValueError(str(exc)) from None
+    trust_names(name)
     return name
+
+
+class CalibrationSection(_Strict):
+    """``calibration = { samples = 128 }``: the examples a method that looks at data (wanda,
+    sparsegpt) reads, drawn with ``seed`` (default: each pruned state's own) from ``split`` of the
+    branch's dataset or of ``dataset``."""
+
+    samples: int = Field(128, gt=0, le=1_000_000)
+    seed: int | None = Field(None, ge=0, lt=2**63)
+    split: Literal["train", "validation"] = "train"
+    dataset: str | None = None
 
 
 #: ``rates`` keys that name a kind of layer rather than a module-name pattern.
@@ -103,8 +116,20 @@ class BranchSection(_Strict):
     target: float | None = Field(None, gt=0, lt=1)  # one-shot: prune once to this sparsity
     control: Literal["reinit", "random_pruning"] | None = None
     of: str | None = None  # the branch a control follows round by round
+    pattern: str | None = None  # "N:M" (e.g. "2:4"): one prune to N of every M input weights kept
+    calibration: CalibrationSection | None = None  # the data wanda / sparsegpt read (default 128 examples)
+    method_params: dict = Field(default_factory=dict)  # the method's own parameters (sparsegpt: blocksize, ...)
 
     _technique = field_validator("technique")(classmethod(lambda cls, v: _check_technique(v)))
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern(cls, value):
+        if value is not None:
+            from .pruning.methods import parse_pattern
+
+            parse_pattern(value)
+        return value
 
     @field_validator("rates")
     @classmethod
@@ -128,6 +153,13 @@ class BranchSection(_Strict):
     def _consistent(self):
         if self.output_rate is not None and "output" in self.rates:
             raise ValueError("give the output layer's rate once: 'output_rate' or rates.output, not both")
+        if self.pattern is not None:
+            given = self.model_fields_set & {"rate", "output_rate", "rates", "target"}
+            if given:
+                raise ValueError(f"pattern {self.pattern!r} fixes the sparsity (1 − N/M): leave out "
+                                 f"{', '.join(sorted(given))}")
+            if "rounds" in self.model_fields_set and self.rounds != 1:
+                raise ValueError(f"pattern {self.pattern!r} is reached in one prune: rounds must be 1")
         if (self.control is None) != (self.of is None):
             raise ValueError("a control branch needs both 'control' and 'of' (the branch it follows)")
         if self.target is not None and self.control is not None:

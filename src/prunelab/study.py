@@ -75,20 +75,39 @@ class StudyTree:
 
 
 def _pruning(branch: BranchSection):
-    """Per-round pruning; one-shot (``target``): the rates are the layers' final sparsities."""
+    """Per-round pruning; one-shot (``target``): the rates are the layers' final sparsities; an N:M
+    ``pattern``: one prune to it."""
     extra = {"exclude": tuple(branch.exclude)} if branch.exclude else {}
+    if branch.method_params:
+        extra["method_params"] = dict(branch.method_params)
+    if branch.calibration is not None or "calibration" in _needs(branch.technique):
+        extra["calibration"] = (branch.calibration.model_dump() if branch.calibration is not None else {})
+    if branch.pattern is not None:
+        return technique(branch.technique, pattern=branch.pattern, **extra)
     if branch.target is not None:
         return technique(branch.technique, target=branch.target, overrides=branch.overrides(), **extra)
     return technique(branch.technique, amount=branch.rate, overrides=branch.overrides(), **extra)
+
+
+def _needs(name: str) -> frozenset:
+    from .pruning.method import method_class
+    from .pruning.methods import technique_settings
+
+    return method_class(technique_settings(name)["method"]).needs
 
 
 def _check_against_model(name: str, config, root: State) -> None:
     """Rate keys and exclusions must match the model's prunable layers: fail while planning."""
     from .pruning.targets import resolve_overrides, select
 
+    from .pruning.methods import check_pattern_fits
+
     model = root.recipe.spec().build(seed=0)
     try:
-        resolve_overrides(select(model, config.include, config.exclude), config.overrides)
+        config.make_method()  # your own method is imported and checked here, while planning
+        targets = select(model, config.include, config.exclude)
+        resolve_overrides(targets, config.overrides)
+        check_pattern_fits(targets, config.pattern)
     except PrunelabError as exc:
         raise PrunelabError(f"branches.{name}: {exc}") from None
 
@@ -155,7 +174,7 @@ def _build_configuration(spec: Spec, tree: StudyTree) -> None:
             for name, b in imp.items():
                 with exp.tag(name):
                     current, rounds = dense, []
-                    n_rounds = 1 if b.target is not None else b.rounds
+                    n_rounds = 1 if b.target is not None or b.pattern is not None else b.rounds
                     pruning = _pruning(b)
                     if seed == spec.study.seeds[0]:
                         _check_against_model(name, pruning, root)
@@ -176,8 +195,8 @@ def _build_configuration(spec: Spec, tree: StudyTree) -> None:
                     for r, (pruned, _, _) in enumerate(rounds_of[b.of], start=1):
                         if b.control == "reinit":
                             state = pruned.then(RandomReinit()).then(Train(cfg))
-                        else:
-                            state = root.then(RandomPruneLike(like=pruned)).then(Train(cfg))
+                        else:  # an N:M branch's control: random masks of the same pattern
+                            state = root.then(RandomPruneLike(like=pruned, pattern=imp[b.of].pattern)).then(Train(cfg))
                         tree.points.append(Point(name, seed, r, state, kind=control_kind(b.control), of=b.of,
                                                  dataset=task.dataset))
             for name, tr in spec.transfer.items():

@@ -87,7 +87,7 @@ def _identity_dump(config) -> dict:
     for name, info in type(config).model_fields.items():
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         rule, value = extra.get("identity"), getattr(config, name)
-        if rule == "omit_default" and value == info.default:
+        if rule == "omit_default" and value == info.get_default(call_default_factory=True):
             dumped.pop(name, None)
         elif rule == "device":
             backend = str(value).partition(":")[0]
@@ -319,6 +319,8 @@ class Prune(Recipe):
 
     def describe(self) -> str:
         c = self.config
+        if c.pattern is not None:
+            return f"prune {c.method} {c.pattern}"
         amount = f"{c.amount}" if c.amount is not None else f"to {c.target}"
         return f"prune {c.method} {c.structure} {c.scope} {amount}"
 
@@ -326,19 +328,38 @@ class Prune(Recipe):
         data = ctx.dataset(parent.dataset)
         model = parent.model()
         seed = ctx.seed if self.seed is None else self.seed
-        batch = None
-        if self.config.method == "snip":
+        needs = self.config.make_method().needs
+        batch = calibration = None
+        if "batch" in needs:  # SNIP, GraSP: one batch of training data, drawn with the state's seed
             g = torch.Generator().manual_seed(seed)
             idx = torch.randperm(len(data.train), generator=g)[: self.batch_size]
             batch = (data.train.x[idx], data.train.y[idx])
+        if "calibration" in needs:
+            calibration = calibration_inputs(ctx, self.config.calibration, parent.dataset, seed)
         config = self.config.model_copy(update={"seed": seed})
-        result = prune(model, config, batch=batch, input_shape=data.input_shape,
+        result = prune(model, config, batch=batch, calibration=calibration, input_shape=data.input_shape,
                        positions=_positions(parent.spec, model, data.input_shape))
         metrics = {"sparsity": result.report.sparsity, "layers": {l.name: l.sparsity for l in result.report.layers},
                    "kept_flops": result.report.kept_flops, "flops": result.report.flops}
         # result.masks: every mask of the model, as get_masks would read them back off it
         return Snapshot.capture(model, parent.spec, parent.dataset, optimizer=parent.optimizer,
                                 iteration=parent.iteration, metrics=metrics, previous=parent, masks=result.masks)
+
+
+def calibration_inputs(ctx, calibration, dataset: str, seed: int) -> torch.Tensor:
+    """The calibration examples of a prune: ``samples`` drawn without replacement with ``seed`` (the
+    calibration's own, else the state's) from a split of the state's dataset (or the one named)."""
+    from ..pruning.methods import CalibrationConfig
+
+    calibration = calibration or CalibrationConfig()
+    data = ctx.dataset(calibration.dataset or dataset)
+    split = data.split(calibration.split)
+    if calibration.samples > len(split):
+        raise PrunelabError(f"calibration: {calibration.samples} samples asked for, {calibration.dataset or dataset} "
+                            f"has {len(split)} {calibration.split} examples")
+    g = torch.Generator().manual_seed(seed if calibration.seed is None else calibration.seed)
+    idx = torch.randperm(len(split), generator=g)[: calibration.samples]
+    return split.x[idx]
 
 
 _POSITIONS: dict = {}  # (architecture, input shape) → the output positions its FLOPs count needs
@@ -430,6 +451,13 @@ class RandomReinit(Recipe):
         return Snapshot(parent.spec, parent.dataset, weights, parent.masks, None, 0, {"reinit_seed": ctx.seed})
 
 
+def random_pattern_mask(name: str, shape, pattern: str, generator: torch.Generator) -> torch.Tensor:
+    """A boolean mask of ``shape`` keeping N random entries of every M-wide group of the pattern."""
+    from ..pruning.methods import nm_keep_for_scores, parse_pattern
+
+    return nm_keep_for_scores(name, torch.rand(tuple(shape), generator=generator), parse_pattern(pattern))
+
+
 def random_mask(shape, kept: int, generator: torch.Generator) -> torch.Tensor:
     """A boolean mask of ``shape`` keeping ``kept`` entries chosen uniformly at random."""
     numel = math.prod(shape)
@@ -451,9 +479,11 @@ class RandomPruneLike(Recipe):
     #    under one hash, so it must not be trusted; a new identity makes the next run recompute it.
     version: ClassVar[int] = 2
     like: Any  # a State whose masks give the per-layer kept counts
+    # "N:M": random masks of that pattern (the control of an N:M branch) instead of random positions
+    pattern: str | None = dataclasses.field(default=None, metadata=OMIT_DEFAULT)
 
     def describe(self) -> str:
-        return f"random masks like {self.like.hash[:8]}"
+        return f"random {self.pattern + ' ' if self.pattern else ''}masks like {self.like.hash[:8]}"
 
     def run(self, ctx, parent):
         reference = ctx.load(self.like)
@@ -461,7 +491,10 @@ class RandomPruneLike(Recipe):
         for name in sorted(reference.masks):
             keep = reference.masks[name]
             g = torch.Generator().manual_seed(layer_seed(ctx.seed, name))
-            masks[name] = random_mask(keep.shape, int(keep.sum()), g)
+            if self.pattern is None:
+                masks[name] = random_mask(keep.shape, int(keep.sum()), g)
+            else:
+                masks[name] = random_pattern_mask(name, keep.shape, self.pattern, g)
         kept = sum(int(m.sum()) for m in masks.values())
         total = sum(m.numel() for m in masks.values())
         return parent.evolve(masks=masks, metrics={"like": self.like.hash, "sparsity": 1 - kept / max(1, total)})
