@@ -58,6 +58,26 @@ def models() -> None:
     console.print(table)
 
 
+@app.command()
+def methods() -> None:
+    """List the pruning methods: built in, installed (entry point prunelab.methods), and the techniques."""
+    from .pruning.method import methods_table
+    from .pruning.methods import TECHNIQUES
+
+    table = Table("method", "needs; supports", "description",
+                  title="pruning methods (or your own class as 'package.module:Class'; docs/pruning.md)")
+    for name, needs, summary in methods_table():
+        table.add_row(name, needs, escape(printable(summary)))
+    console.print(table)
+    techniques = Table("technique", "method", "structure", "scope", title="named techniques (a spec's technique =)")
+    for name, settings in TECHNIQUES.items():
+        norm = f" (L{settings['norm']})" if "norm" in settings else ""
+        techniques.add_row(name, settings["method"], settings["structure"] + norm, settings["scope"])
+    console.print(techniques)
+    console.print("Any method name is a technique too (unstructured, layer by layer); add pattern = \"2:4\" for N:M "
+                  "and calibration = { samples = 128 } for the methods that read data.")
+
+
 def _parse_options(pairs: list[str]) -> dict:
     """``key=value`` pairs; values are read as JSON when they parse, else strings."""
     options = {}

@@ -45,13 +45,28 @@ FORMAT = 1
 class GANPruning(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    method: Literal["magnitude", "random"] = "magnitude"
+    # any pruning method that needs no data (a generator's inputs are noise): magnitude, random, synflow's
+    # kind, or your own (prunelab methods)
+    method: str = "magnitude"
     scope: Literal["global", "layer"] = "global"
     rounds: int = Field(0, ge=0, le=50)
     amount: float = Field(0.5, gt=0, lt=1)
     one_shot: tuple[float, ...] = ()
     dense_control: bool = True
     finetune: GANConfig
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, name):
+        from ..pruning.method import method_class
+        from ..registry import trust_names
+
+        trust_names(name)  # named in the user's spec
+        needs = method_class(name).needs - {"input_shape"}
+        if needs:
+            raise ValueError(f"pruning method {name!r} needs {', '.join(sorted(needs))}; a generator is pruned "
+                             "without data (magnitude, random, or a method of your own that needs none)")
+        return name
 
     @field_validator("one_shot")
     @classmethod

@@ -190,7 +190,11 @@ def technique_settings(name: str) -> dict:
 
 
 def technique(name: str, **settings) -> PruningConfig:
-    """A :class:`PruningConfig` for a named technique, e.g. ``technique("l2_structured", amount=0.2)``."""
+    """A :class:`PruningConfig` for a named technique, e.g. ``technique("l2_structured", amount=0.2)``.
+    A method class named by import path here is trusted: your code names it (a store never calls this)."""
+    from ..registry import trust_names
+
+    trust_names(name)
     return PruningConfig.parse({**technique_settings(name), **settings}, where=name)
 
 
@@ -218,7 +222,10 @@ def prune(
     :func:`~prunelab.pruning.masks.output_positions` for ``input_shape``, when the caller has them
     (the report's forward pass is then skipped).
     """
-    if config is None:
+    if config is None:  # keyword settings: the caller's own code names the method
+        from ..registry import trust_names
+
+        trust_names(settings.get("method"))
         config = PruningConfig.parse(settings)
     elif settings:
         config = PruningConfig.parse({**config.model_dump(), **settings})

@@ -1,0 +1,159 @@
+"""Your own pruning method, by import path or installed under the entry-point group prunelab.methods,
+run as a whole study beside the baselines (issue #31)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from prunelab import build_model
+from prunelab.experiment import Experiment, Prune, RandomPruneLike, Train, open_store
+from prunelab.pruning import Method, prune, technique
+from prunelab.tasks.training import TrainConfig
+
+from .test_cli import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _study(tmp_path: Path) -> Path:
+    shutil.copy(ROOT / "examples" / "my_method.py", tmp_path / "my_method.py")
+    text = (ROOT / "examples" / "my_method.toml").read_text()
+    text = text.replace('store = "runs/my_method"', f'store = "{tmp_path / "store"}"')
+    text = text.replace("seeds = [0, 1, 2]", "seeds = [0, 1]").replace("iterations = 400", "iterations = 40")
+    text = text.replace("rounds = 3", "rounds = 2")
+    spec = tmp_path / "spec.toml"
+    spec.write_text(text)
+    return spec
+
+
+def test_a_method_in_a_file_outside_the_package_runs_a_whole_study(tmp_path):
+    spec = _study(tmp_path)
+    env = {"PYTHONPATH": str(tmp_path)}
+    out = run_cli("run", str(spec), env=env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "taylor" in out.stdout and "declared hypotheses" in out.stdout
+    compare = run_cli("compare", str(spec.parent / "store"), env=env)
+    assert compare.returncode == 0 and "taylor" in compare.stdout and "random" in compare.stdout
+    again = run_cli("run", str(spec), env=env)
+    assert again.returncode == 0 and " 0 computed" in again.stdout
+    # its identity is its qualified name and parameters
+    results = open_store(spec.parent / "store")
+    prunes = [m for m in results.states(recipe="Prune") if m["recipe"]["params"]["config"]["method"] != "magnitude"]
+    assert prunes and all(m["recipe"]["params"]["config"]["method"] == "my_method:Taylor" and
+                          m["recipe"]["params"]["config"]["method_params"] == {"power": 2.0} for m in prunes)
+    # a store never makes prunelab import it: the audit refuses until the user trusts the module
+    state = prunes[0]["hash"]
+    refused = run_cli("verify", str(spec.parent / "store"), "--state", state, env=env)
+    assert refused.returncode == 1 and "refusing to import module 'my_method'" in refused.stdout
+    trusted = run_cli("--trust", "my_method", "verify", str(spec.parent / "store"), "--state", state, env=env)
+    assert trusted.returncode == 0 and "bit-identical" in trusted.stdout, trusted.stdout[-2000:]
+
+
+def test_an_installed_method_is_found_through_its_entry_point(tmp_path):
+    site = tmp_path / "site"
+    (site / "labmethods-0.1.dist-info").mkdir(parents=True)
+    (site / "labmethods-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: labmethods\n"
+                                                                "Version: 0.1\n")
+    (site / "labmethods-0.1.dist-info" / "entry_points.txt").write_text(
+        "[prunelab.methods]\ntaylor = labmethods:Taylor\n")
+    shutil.copy(ROOT / "examples" / "my_method.py", site / "labmethods.py")
+    env = {"PYTHONPATH": str(site)}
+    listed = run_cli("methods", env=env)
+    assert listed.returncode == 0 and "taylor" in listed.stdout
+    code = ("import torch; from prunelab import build_model; from prunelab.pruning import prune, technique; "
+            "m = build_model('lenet_300_100', (1, 8, 8), 10, seed=0); x = torch.randn(16, 1, 8, 8); "
+            "y = torch.arange(16) % 10; r = prune(m, technique('taylor', amount=0.5), batch=(x, y)); "
+            "print(round(r.report.sparsity, 3))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, **env})
+    assert out.returncode == 0 and out.stdout.strip() == "0.5", out.stderr[-2000:]
+
+
+class HalfRows(Method):
+    """Keeps the first half of each row's columns: a method whose answer is known by construction."""
+
+    structures = frozenset({"unstructured", "nm"})
+
+    def score(self, model, targets, context):
+        out = {}
+        for t in targets:
+            columns = torch.arange(t.original[0].numel(), 0, -1, dtype=torch.float32)
+            out[t.name] = columns.expand(t.shape[0], -1).reshape(t.shape).clone()
+        return out
+
+
+def test_a_user_method_object_decides_what_is_kept(monkeypatch):
+    import prunelab.pruning.method as method_module
+
+    monkeypatch.setitem(sys.modules, "planted_methods", type(sys)("planted_methods"))
+    sys.modules["planted_methods"].HalfRows = HalfRows
+    model = build_model("lenet_300_100", (1, 8, 8), 10, seed=0)
+    result = prune(model, technique("planted_methods:HalfRows", pattern="2:4"))
+    for mask in result.masks.values():
+        groups = mask.reshape(mask.shape[0], -1, 4)
+        assert groups[..., :2].all() and not groups[..., 2:].any()  # the two highest of every four
+    assert method_module.METHODS  # registered names stay listed
+
+
+def test_calibrated_branches_and_their_n_m_controls_in_a_study(tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text(f"""
+[study]
+name = "calibrated"
+store = "{tmp_path / 'store'}"
+seeds = [0]
+[task]
+dataset = "digits"
+model = "lenet_300_100"
+[training]
+iterations = 40
+batch_size = 32
+[branches.wanda24]
+technique = "wanda"
+pattern = "2:4"
+calibration = {{ samples = 64 }}
+[branches.sparsegpt]
+technique = "sparsegpt"
+target = 0.5
+calibration = {{ samples = 64, seed = 7 }}
+[branches.random24]
+control = "random_pruning"
+of = "wanda24"
+""")
+    out = run_cli("run", str(spec))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    results = open_store(tmp_path / "store")
+    controls = [m for m in results.states(recipe="RandomPruneLike")]
+    assert controls and all(m["recipe"]["params"]["pattern"] == "2:4" for m in controls)
+    snapshot = results.snapshot(controls[0]["hash"])
+    for mask in snapshot.masks.values():
+        assert (mask.reshape(mask.shape[0], -1, 4).sum(-1) == 2).all()  # random, but of the pattern
+    prunes = {m["recipe"]["params"]["config"]["method"]: m for m in results.states(recipe="Prune")}
+    assert prunes["wanda"]["recipe"]["params"]["config"]["calibration"]["samples"] == 64
+    assert prunes["sparsegpt"]["recipe"]["params"]["config"]["calibration"]["seed"] == 7
+    assert abs(prunes["sparsegpt"]["metrics"]["sparsity"] - 0.5) < 0.01
+
+
+def test_calibration_draws_are_seeded_and_part_of_identity(tmp_path):
+    exp = Experiment(tmp_path / "s")
+    root = exp.root(dataset="digits", model="lenet_300_100", seed=0)
+    dense = root.then(Train(TrainConfig(iterations=30, batch_size=32)))
+    a = dense.then(Prune(technique("wanda", amount=0.5, calibration={"samples": 32, "seed": 1})))
+    b = dense.then(Prune(technique("wanda", amount=0.5, calibration={"samples": 32, "seed": 2})))
+    again = dense.then(Prune(technique("wanda", amount=0.5, calibration={"samples": 32, "seed": 1})))
+    assert a.hash != b.hash and a.hash == again.hash
+    assert exp.run().ok
+    ma, mb = exp.store.load(a.hash).masks, exp.store.load(b.hash).masks
+    assert any(not torch.equal(ma[k], mb[k]) for k in ma)  # other examples, other masks
+    control = root.then(RandomPruneLike(like=a, pattern="2:4"))
+    plain = root.then(RandomPruneLike(like=a))
+    assert control.hash != plain.hash
+    from prunelab.experiment.recipes import RandomPruneLike as R
+
+    assert "pattern" not in R(like=a).params()  # the control of an ordinary branch keeps its identity
