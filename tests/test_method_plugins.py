@@ -138,6 +138,10 @@ of = "wanda24"
     assert prunes["wanda"]["recipe"]["params"]["config"]["calibration"]["samples"] == 64
     assert prunes["sparsegpt"]["recipe"]["params"]["config"]["calibration"]["seed"] == 7
     assert abs(prunes["sparsegpt"]["metrics"]["sparsity"] - 0.5) < 0.01
+    compare = run_cli("compare", str(tmp_path / "store"))
+    assert compare.returncode == 0 and "wanda24" in compare.stdout and "random24" in compare.stdout
+    report = run_cli("report", str(tmp_path / "store"), "-o", str(tmp_path / "r.html"))
+    assert report.returncode == 0 and "wanda24" in (tmp_path / "r.html").read_text()
 
 
 def test_calibration_draws_are_seeded_and_part_of_identity(tmp_path):

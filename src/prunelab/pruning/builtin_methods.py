@@ -10,7 +10,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from .method import Context, Method, register
-from .scores import random_scores, snip_scores
+from .scores import random_scores, snip_scores, synflow_scores
+from .selection import ScoreSource, lowest_k_masks
 
 
 class _Params(BaseModel):
@@ -61,8 +62,6 @@ class SynFlow(Method):
     Params = _SynFlowParams
 
     def select(self, model, targets, groups, counts, context: Context):
-        from .methods import synflow_select
-
         return synflow_select(model, targets, groups, counts, context.input_shape, self.params.iterations)
 
 
@@ -130,3 +129,28 @@ class SparseGPT(Method):
                                   eligible=None if eligible is None else as_matrix(eligible))
         return from_matrix(mask, weight.shape), from_matrix(updated, weight.shape).to(weight.dtype)
 
+
+def synflow_select(model, targets, groups, counts, input_shape, iterations: int) -> dict[str, torch.Tensor]:
+    """Iterative SynFlow: prune towards the final density in exponential steps. ``counts(group,
+    eligible, total)``: how many entries the group loses in all."""
+    keeps = {t.name: (torch.ones(t.shape, dtype=torch.bool) if t.mask is None else t.mask != 0) for t in targets}
+    final_counts = {}
+    for group in groups:
+        eligible = sum(int(keeps[t.name].sum()) for t in group)
+        total = sum(t.numel() for t in group)
+        k = counts(group, eligible, total)
+        final_counts[id(group[0])] = (eligible, eligible - k)
+    n = iterations
+    for step in range(1, n + 1):
+        scores = synflow_scores(model, targets, input_shape, keeps)
+        for group in groups:
+            start, end = final_counts[id(group[0])]
+            if start == 0:
+                continue
+            goal = round(start * (end / start) ** (step / n)) if end > 0 else (0 if step == n else round(start * (1 / start) ** (step / n)))
+            current = sum(int(keeps[t.name].sum()) for t in group)
+            sources = [ScoreSource(scores[t.name], None, keeps[t.name]) for t in group]
+            new = lowest_k_masks(sources, max(0, current - goal))
+            for t, keep in zip(group, new):
+                keeps[t.name] = keep
+    return keeps

@@ -92,6 +92,13 @@ class Method:
         raise NotImplementedError(f"{type(self).__qualname__} must define score() (or score_layer for a calibration "
                                   "method)")
 
+    def select(self, model: "nn.Module", targets: list["Target"], groups: list[list["Target"]], counts,
+               context: Context) -> dict[str, torch.Tensor] | None:
+        """A method with its own selection over the whole model (SynFlow prunes in exponential steps,
+        rescoring between them) returns every target's keep mask; ``counts(group, eligible, total)``
+        is how many entries a group loses in all. None (default): the common selection of scores."""
+        return None
+
     def score_layer(self, target: "Target", statistics, context: Context) -> torch.Tensor:
         """A calibration method's scores for one layer, of the weight's shape, from ``statistics``
         (:class:`~prunelab.pruning.calibrated.InputStatistics` of its inputs)."""

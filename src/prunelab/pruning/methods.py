@@ -39,7 +39,7 @@ from torch.nn.utils import prune as torch_prune
 from ..errors import PrunelabError, validated
 from .masks import Masks, SparsityReport, get_masks, sparsity_report
 from .method import Context, Method, check_method, make_method
-from .scores import expand_slices, slice_scores, synflow_scores
+from .scores import expand_slices, slice_scores
 from .selection import ScoreSource, count_eligible, lowest_k_masks
 from .targets import Target, pruned_targets, resolve_overrides, select
 
@@ -246,7 +246,7 @@ def prune(
         keeps, installed = _prune_calibrated(model, targets, method, config, amounts, pattern, context)
     else:
         counts = lambda group, eligible, total: _count_to_prune(amounts[group[0].name], config, eligible, total, group)  # noqa: E731
-        keeps = method.select(model, targets, targets_by_group, counts, context) if hasattr(method, "select") else None
+        keeps = method.select(model, targets, targets_by_group, counts, context)
         if keeps is None:
             scores = method.score(model, targets, context)
             keeps = {}
@@ -516,27 +516,3 @@ def _count_to_prune(amount, config: PruningConfig, eligible: int, total: int, gr
     return int(amount)
 
 
-def synflow_select(model, targets, groups, counts, input_shape, iterations: int) -> dict[str, torch.Tensor]:
-    """Iterative SynFlow: prune towards the final density in exponential steps. ``counts(group,
-    eligible, total)``: how many entries the group loses in all."""
-    keeps = {t.name: (torch.ones(t.shape, dtype=torch.bool) if t.mask is None else t.mask != 0) for t in targets}
-    final_counts = {}
-    for group in groups:
-        eligible = sum(int(keeps[t.name].sum()) for t in group)
-        total = sum(t.numel() for t in group)
-        k = counts(group, eligible, total)
-        final_counts[id(group[0])] = (eligible, eligible - k)
-    n = iterations
-    for step in range(1, n + 1):
-        scores = synflow_scores(model, targets, input_shape, keeps)
-        for group in groups:
-            start, end = final_counts[id(group[0])]
-            if start == 0:
-                continue
-            goal = round(start * (end / start) ** (step / n)) if end > 0 else (0 if step == n else round(start * (1 / start) ** (step / n)))
-            current = sum(int(keeps[t.name].sum()) for t in group)
-            sources = [ScoreSource(scores[t.name], None, keeps[t.name]) for t in group]
-            new = lowest_k_masks(sources, max(0, current - goal))
-            for t, keep in zip(group, new):
-                keeps[t.name] = keep
-    return keeps
