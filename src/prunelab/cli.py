@@ -193,7 +193,8 @@ eval_every = 100                # validation curve; early-stopping iteration = i
 # vectorize = 8                 # train same-shaped models 8 at a time in one pass (pays off on a GPU)
 
 [branches.ticket]               # iterative magnitude pruning with rewinding to the original init
-technique = "l1_unstructured"   # l1/global/random_unstructured, l1/l2/linf/random_structured, snip, synflow
+technique = "l1_unstructured"   # l1/global/random_unstructured, l1/l2/linf/random_structured, snip, synflow,
+                                # grasp, wanda, sparsegpt, or your own "module:Class" (prunelab methods)
 rate = 0.3                      # of the remaining weights per round
 output_rate = 0.15              # the output layer at half the rate (Frankle & Carbin)
 rounds = 8
