@@ -53,3 +53,32 @@ def test_bad_input_is_one_line_exit_2_no_traceback(args, needle):
 def test_missing_dataset_offline_is_exit_2(tmp_path):
     proc = run_cli("train", "--dataset", "kmnist", "--model", "lenet5", "--no-download", "--data-dir", str(tmp_path))
     assert proc.returncode == 2 and "PRUNELAB_DATA_MIRROR" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_model_named_on_the_command_line_is_yours_and_a_wrong_factory_is_one_line(tmp_path):
+    (tmp_path / "mymodels.py").write_text(
+        "import torch.nn as nn\n"
+        "def build(input_shape, num_classes):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, num_classes))\n"
+        "def wrong(x):\n"
+        "    return nn.Linear(1, 1)\n"
+        "def not_a_module(input_shape, num_classes):\n"
+        "    return 42\n")
+    env = {"PYTHONPATH": str(tmp_path)}
+    ok = run_cli("train", "--dataset", "digits", "--model", "mymodels:build", "--iterations", "20", env=env)
+    assert ok.returncode == 0 and "test accuracy" in ok.stdout, ok.stderr
+    for factory, message in (("wrong", "must accept input_shape and num_classes"),
+                             ("not_a_module", "returned int, not a torch.nn.Module")):
+        out = run_cli("train", "--dataset", "digits", "--model", f"mymodels:{factory}", "--iterations", "20", env=env)
+        assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_a_run_stopped_by_a_bad_option_leaves_no_store_behind(tmp_path):
+    from .test_study import write_spec
+
+    spec = write_spec(tmp_path, "[study]\nname = 's'\nstore = 'STORE'\nseeds = [0]\n[task]\ndataset = 'digits'\n"
+                                "model = 'lenet_300_100'\n[training]\niterations = 10\n[branches.b]\nrounds = 1\n")
+    out = run_cli("run", str(spec), "--executor", "local", "--workers", "0")
+    assert out.returncode == 2 and "workers must be at least 1" in out.stderr
+    assert not (tmp_path / "store").exists()

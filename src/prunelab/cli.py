@@ -121,6 +121,9 @@ def train(
     from .tasks import DATASETS, MODELS, DataSource, TrainConfig, build_model, evaluate, load_dataset
     from .tasks import train as run_training
 
+    from .registry import trust_names
+
+    trust_names(dataset, model)  # typed on your command line: your own names, trusted like a spec's
     DATASETS.get(dataset), MODELS.get(model)  # unknown names fail before any work
 
     try:
@@ -249,17 +252,24 @@ def run(
     if device is not None:
         spec = with_device(spec, device)
     check_interval(interval)  # a bad --interval fails before anything runs
+    folder = Path(store if store is not None else spec.study.store)
+    new_store = not folder.exists()
     try:
-        tree = build_study(spec, store)
-    except PrunelabError as exc:
-        raise PrunelabError(f"{spec_path}: {exc}") from None
-    for note in tree.notes:
-        console.print(note, style="yellow")
-    tasks, total, done = plan(tree.experiment)
-    pending = sum(len(t.states) + len(t.probes) for t in tasks)
-    console.print(f"[bold]{spec.study.name}[/]: {len(tree.experiment.states)} states, {len(done)} already stored, "
-                  f"{pending} to run on {executor} → {tree.experiment.store.root}")
-    summary = tree.experiment.run(executor, workers=workers, threads=threads, fallback=fallback)
+        try:
+            tree = build_study(spec, store)
+        except PrunelabError as exc:
+            raise PrunelabError(f"{spec_path}: {exc}") from None
+        for note in tree.notes:
+            console.print(note, style="yellow")
+        tasks, total, done = plan(tree.experiment)
+        pending = sum(len(t.states) + len(t.probes) for t in tasks)
+        console.print(f"[bold]{spec.study.name}[/]: {len(tree.experiment.states)} states, {len(done)} already stored, "
+                      f"{pending} to run on {executor} → {tree.experiment.store.root}")
+        summary = tree.experiment.run(executor, workers=workers, threads=threads, fallback=fallback)
+    except PrunelabError:
+        if new_store:
+            _remove_if_nothing_stored(folder)
+        raise
     console.print(str(summary))
     rows = summarize(tree, interval=interval)
     swept = any(r.config is not None for r in rows)
@@ -301,6 +311,18 @@ def run(
                                  "" if r.early_stopping is None else f"{r.early_stopping[0]:.1f}"])
     if not summary.ok:
         raise typer.Exit(1)
+
+
+def _remove_if_nothing_stored(folder: Path) -> None:
+    """A store this command created and stopped before storing anything (a bad option found after
+    planning) is removed: an empty folder left behind looks like a study that ran."""
+    import shutil
+
+    states, blobs = folder / "states", folder / "blobs"
+    stored = any(states.glob("*.json")) if states.is_dir() else False
+    stored = stored or (blobs.is_dir() and any(p.is_file() for p in blobs.rglob("*")))
+    if not stored and folder.is_dir() and not folder.is_symlink():
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _interval(mean: float, low: float, high: float, n: int) -> str:

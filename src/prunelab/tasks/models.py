@@ -73,8 +73,16 @@ def build_model(
     scheme = init or entry.default_init
     if scheme not in INIT_SCHEMES:
         raise PrunelabError(f"unknown init {scheme!r} (known: {', '.join(INIT_SCHEMES)})")
-    accepted = inspect.signature(entry.factory).parameters
-    unknown = sorted(set(options) - set(accepted))
+    try:
+        accepted = inspect.signature(entry.factory).parameters
+    except (TypeError, ValueError):
+        raise PrunelabError(f"model {name!r} is {type(entry.factory).__name__}, not a factory function") from None
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    if not takes_any and not {"input_shape", "num_classes"} <= set(accepted):
+        raise PrunelabError(f"model {name!r}: its factory must accept input_shape and num_classes (and its options "
+                            f"as keywords): def {name.rpartition(':')[2] or 'build'}(input_shape, num_classes, **options) "
+                            f"-> torch.nn.Module; it takes ({', '.join(accepted)})")
+    unknown = sorted(set(options) - set(accepted)) if not takes_any else []
     if unknown:
         raise PrunelabError(f"model {name!r} has no option {unknown[0]!r} (options: {', '.join(p for p in accepted if p not in ('input_shape', 'num_classes')) or 'none'})")
     with torch.random.fork_rng(devices=[]):
@@ -82,6 +90,8 @@ def build_model(
         # CUDA device, lazily and for good, and record a stack trace each time CUDA is not initialised
         torch.default_generator.manual_seed(seed)
         model = entry.factory(input_shape=input_shape, num_classes=num_classes, **options)
+        if not isinstance(model, nn.Module):
+            raise PrunelabError(f"model {name!r}: its factory returned {type(model).__name__}, not a torch.nn.Module")
         initialize(model, scheme)
     try:
         with torch.no_grad():
