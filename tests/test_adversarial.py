@@ -421,8 +421,9 @@ def test_a_state_that_recomputes_differently_is_quarantined_with_what_was_comput
     _, store, _ = case
     from prunelab.experiment.store import Store, tensor_entries
 
-    m = dense(store)
-    # a forged result: another valid pack, digests recomputed (what only re-execution catches)
+    # a random re-initialisation (no state holds a copy of its fresh weights to give a forgery away):
+    # another valid pack there, digests recomputed, is what only re-execution catches
+    m = next(c for c in manifests(store).values() if c["recipe"]["type"] == "RandomReinit")
     store_obj = Store(store)
     snap = store_obj.load(m["hash"])
     weights = dict(snap.weights)
@@ -432,6 +433,7 @@ def test_a_state_that_recomputes_differently_is_quarantined_with_what_was_comput
     assert forged["weights"]["1.weight"]["blob"] != m["weights"]["1.weight"]["blob"]
     assert one_line(run_cli("verify", str(store)), 0)  # every checksum holds
     children = {h for h, c in manifests(store).items() if c.get("parent") == m["hash"]}
+    assert children  # its training
     out = run_cli("verify", str(store), "--state", m["hash"], "--repair")
     assert out.returncode == 0 and "recomputed result differs" in out.stdout
     assert {m["hash"]} | children <= quarantined(store)

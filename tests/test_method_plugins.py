@@ -161,3 +161,96 @@ def test_calibration_draws_are_seeded_and_part_of_identity(tmp_path):
     from prunelab.experiment.recipes import RandomPruneLike as R
 
     assert "pattern" not in R(like=a).params()  # the control of an ordinary branch keeps its identity
+
+
+def test_one_shot_comparisons_without_retraining_and_their_controls(tmp_path):
+    """reset = "none": the pruned model is measured as it is (Wanda's and SparseGPT's comparisons);
+    its random-pruning control puts random masks of the same pattern on the same trained weights."""
+    from prunelab.spec import load_spec
+    from prunelab.study import build_study, summarize
+
+    text = f"""
+[study]
+name = "oneshot"
+store = "{tmp_path / 'store'}"
+seeds = [0, 1]
+[task]
+dataset = "digits"
+model = "lenet_300_100"
+[training]
+iterations = 150
+batch_size = 32
+[branches.sparsegpt24]
+technique = "sparsegpt"
+pattern = "2:4"
+reset = "none"
+[branches.magnitude24]
+technique = "l1_unstructured"
+pattern = "2:4"
+reset = "none"
+[branches.random24]
+control = "random_pruning"
+of = "magnitude24"
+[branches.taylor]
+technique = "my_method:Taylor"
+scope = "global"
+target = 0.5
+reset = "none"
+"""
+    shutil.copy(ROOT / "examples" / "my_method.py", tmp_path / "my_method.py")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        spec = load_spec(_write(tmp_path / "spec.toml", text))
+        tree = build_study(spec)
+        assert tree.experiment.run().ok
+        rows = {r.branch: r for r in summarize(tree)}
+    finally:
+        sys.path.remove(str(tmp_path))
+    # untrained: every pruned point was measured right after its prune
+    assert {"sparsegpt24", "magnitude24", "random24", "taylor"} <= set(rows)
+    assert rows["sparsegpt24"].mean > rows["random24"].mean and rows["magnitude24"].mean > rows["random24"].mean
+    assert abs(rows["taylor"].remaining - 50.0) < 1.0  # global selection over the layers, as asked
+    results = open_store(tmp_path / "store")
+    control = results.states(recipe="RandomPruneLike")[0]
+    assert control["recipe"]["params"]["evaluate"] is True and "test" in control["metrics"]
+    dense = next(m for m in results.states(recipe="Train") if m["depth"] == 1)
+    assert control["parent"] == dense["hash"]  # the trained weights, not the initialisation
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_a_method_parameter_it_does_not_declare_is_refused_and_calibration_where_unread(tmp_path):
+    from prunelab.errors import PrunelabError
+    from prunelab.spec import load_spec
+
+    shutil.copy(ROOT / "examples" / "my_method.py", tmp_path / "my_method.py")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import pytest
+
+        with pytest.raises(PrunelabError, match="no parameter 'pwoer'"):
+            technique("my_method:Taylor", amount=0.5, method_params={"pwoer": 2.0}).make_method()
+        base = "[study]\nname='x'\nseeds=[0]\n[task]\ndataset='digits'\nmodel='lenet_300_100'\n[training]\niterations=10\n"
+        with pytest.raises(PrunelabError, match="reads no calibration data"):
+            load_spec(_write(tmp_path / "a.toml", base + "[branches.b]\ntechnique='l1_unstructured'\n"
+                                                        "calibration={samples=8}\n"))
+        with pytest.raises(PrunelabError, match="a reinit control trains fresh weights"):
+            load_spec(_write(tmp_path / "b.toml", base + "[branches.b]\nreset='none'\nrounds=1\n"
+                                                        "[branches.c]\ncontrol='reinit'\nof='b'\n"))
+        with pytest.raises(PrunelabError, match=r'exclude = \["0", "3"\]'):
+            prune(build_model("lenet5", (1, 28, 28), 10, seed=0), technique("l1_unstructured", pattern="2:4"))
+        with pytest.raises(PrunelabError, match="scores of '1.weight' have shape"):
+            from prunelab.pruning import Method
+
+            class Bad(Method):
+                def score(self, model, targets, context):
+                    return {t.name: torch.ones(3) for t in targets}
+
+            sys.modules["my_method"].Bad = Bad
+            prune(build_model("lenet_300_100", (1, 8, 8), 10, seed=0), technique("my_method:Bad", amount=0.5))
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("my_method", None)

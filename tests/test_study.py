@@ -223,8 +223,10 @@ EXAMPLES = sorted((__import__("pathlib").Path(__file__).resolve().parents[1] / "
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
-def test_example_specs_validate_and_expand(path, tmp_path):
+def test_example_specs_validate_and_expand(path, tmp_path, monkeypatch):
     from prunelab import DataUnavailableError
+
+    monkeypatch.syspath_prepend(str(path.parent))  # examples/my_method.toml names examples/my_method.py
 
     if "\n[gan]" in path.read_text():  # a shower-GAN study: its own spec and tree
         from prunelab.hep.gan_study import build_gan_study, load_gan_spec

@@ -27,8 +27,9 @@ console = Console()
 def _options(
     trust: Optional[list[str]] = typer.Option(
         None, "--trust", metavar="MODULE",
-        help="allow model/dataset import paths into MODULE that were read from a store (importing runs its "
-             "code; names in your own spec or command line are trusted already). Repeatable."),
+        help="allow model, dataset and pruning-method import paths into MODULE that were read from a store "
+             "(importing runs its code; names in your own spec or command line are trusted already); give it "
+             "before the command: prunelab --trust MODULE verify ... Repeatable."),
 ) -> None:
     from .registry import trust as trust_modules
 

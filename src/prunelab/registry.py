@@ -114,7 +114,9 @@ def import_object(path: str, kind: str = "object"):
     try:
         obj = importlib.import_module(module_name)
     except ImportError as exc:
-        raise PrunelabError(f"cannot import module {module_name!r} for {kind} {path!r}: {exc}") from exc
+        hint = (f" (is the folder holding {module_name.split('.')[0]} on the path? e.g. PYTHONPATH=. for a file "
+                "beside you)") if isinstance(exc, ModuleNotFoundError) and exc.name == module_name.split(".")[0] else ""
+        raise PrunelabError(f"cannot import module {module_name!r} for {kind} {path!r}: {exc}{hint}") from exc
     for part in attr_path.split("."):
         try:
             obj = getattr(obj, part)
@@ -152,5 +154,5 @@ def check_trusted(path: str, kind: str = "object") -> None:
         return
     raise PrunelabError(
         f"refusing to import module {module!r} for {kind} {path!r}: importing runs its code, and this name did not "
-        f"come from you (it was read from a store or a file). If you trust it: --trust {module} on the command line, "
+        f"come from you (it was read from a store or a file). If you trust it: prunelab --trust {module} COMMAND ..., "
         f"prunelab.trust({module!r}) in Python, or {TRUST_ENV}={module}")

@@ -110,7 +110,9 @@ class BranchSection(_Strict):
     rates: dict[str, float] = Field(default_factory=dict)
     exclude: list[str] = Field(default_factory=list)  # module-name globs never pruned
     rounds: int = Field(5, ge=1, le=100)
-    reset: Literal["rewind", "finetune"] = "rewind"
+    # rewind (the lottery ticket), finetune, or none: measure the pruned model as it is, untrained (the
+    # one-shot comparisons of Wanda and SparseGPT; a prune evaluates itself, the next round prunes it again)
+    reset: Literal["rewind", "finetune", "none"] = "rewind"
     rewind_iteration: int = Field(0, ge=0)  # 0: the original initialisation
     finetune_lr: float | None = Field(None, gt=0)
     target: float | None = Field(None, gt=0, lt=1)  # one-shot: prune once to this sparsity
@@ -119,6 +121,8 @@ class BranchSection(_Strict):
     pattern: str | None = None  # "N:M" (e.g. "2:4"): one prune to N of every M input weights kept
     calibration: CalibrationSection | None = None  # the data wanda / sparsegpt read (default 128 examples)
     method_params: dict = Field(default_factory=dict)  # the method's own parameters (sparsegpt: blocksize, ...)
+    scope: Literal["layer", "global"] | None = None  # instead of the technique's
+    structure: Literal["unstructured", "structured"] | None = None  # instead of the technique's
 
     _technique = field_validator("technique")(classmethod(lambda cls, v: _check_technique(v)))
 
@@ -160,6 +164,14 @@ class BranchSection(_Strict):
                                  f"{', '.join(sorted(given))}")
             if "rounds" in self.model_fields_set and self.rounds != 1:
                 raise ValueError(f"pattern {self.pattern!r} is reached in one prune: rounds must be 1")
+        if self.calibration is not None and self.control is None:
+            from .pruning.method import method_class
+            from .pruning.methods import technique_settings
+
+            method = technique_settings(self.technique)["method"]
+            if ":" not in method and "calibration" not in method_class(method).needs:
+                raise ValueError(f"calibration: {self.technique!r} reads no calibration data (wanda and sparsegpt "
+                                 "do); leave it out")
         if (self.control is None) != (self.of is None):
             raise ValueError("a control branch needs both 'control' and 'of' (the branch it follows)")
         if self.target is not None and self.control is not None:
@@ -409,6 +421,10 @@ class Spec(_Strict):
                     raise ValueError(f"branches.{name}.of: no branch named {branch.of!r}")
                 if self.branches[branch.of].control is not None:
                     raise ValueError(f"branches.{name}.of: {branch.of!r} is itself a control")
+                if branch.control == "reinit" and self.branches[branch.of].reset == "none":
+                    raise ValueError(f"branches.{name}: a reinit control trains fresh weights, and {branch.of!r} "
+                                     "measures its pruned models untrained (reset = \"none\"); use control = "
+                                     "\"random_pruning\" (random masks on the same trained weights)")
             if total is not None and branch.rewind_iteration >= total:
                 raise ValueError(
                     f"branches.{name}.rewind_iteration: {branch.rewind_iteration} is not before the end of "

@@ -78,6 +78,9 @@ def _pruning(branch: BranchSection):
     """Per-round pruning; one-shot (``target``): the rates are the layers' final sparsities; an N:M
     ``pattern``: one prune to it."""
     extra = {"exclude": tuple(branch.exclude)} if branch.exclude else {}
+    for key in ("scope", "structure"):
+        if getattr(branch, key) is not None:
+            extra[key] = getattr(branch, key)
     if branch.method_params:
         extra["method_params"] = dict(branch.method_params)
     if branch.calibration is not None or "calibration" in _needs(branch.technique):
@@ -179,6 +182,12 @@ def _build_configuration(spec: Spec, tree: StudyTree) -> None:
                     if seed == spec.study.seeds[0]:
                         _check_against_model(name, pruning, root)
                     for r in range(1, n_rounds + 1):
+                        if b.reset == "none":  # measured as pruned, untrained; the next round prunes it again
+                            pruned = current.then(Prune(pruning, evaluate=True))
+                            rounds.append((pruned, pruned, pruned))
+                            tree.points.append(Point(name, seed, r, pruned, dataset=task.dataset))
+                            current = pruned
+                            continue
                         pruned = current.then(Prune(pruning))
                         if b.reset == "rewind":
                             start = pruned.then(Rewind(to=starts[b.rewind_iteration]))
@@ -195,6 +204,8 @@ def _build_configuration(spec: Spec, tree: StudyTree) -> None:
                     for r, (pruned, _, _) in enumerate(rounds_of[b.of], start=1):
                         if b.control == "reinit":
                             state = pruned.then(RandomReinit()).then(Train(cfg))
+                        elif imp[b.of].reset == "none":  # random masks on the same trained weights, untrained
+                            state = dense.then(RandomPruneLike(like=pruned, pattern=imp[b.of].pattern, evaluate=True))
                         else:  # an N:M branch's control: random masks of the same pattern
                             state = root.then(RandomPruneLike(like=pruned, pattern=imp[b.of].pattern)).then(Train(cfg))
                         tree.points.append(Point(name, seed, r, state, kind=control_kind(b.control), of=b.of,

@@ -316,6 +316,9 @@ class Prune(Recipe):
     config: PruningConfig
     batch_size: int = 100
     seed: int | None = None  # None: derived from the state's hash
+    # measure the pruned model as it is (validation and test), for studies that compare methods
+    # without retraining (reset = "none")
+    evaluate: bool = dataclasses.field(default=False, metadata=OMIT_DEFAULT)
 
     def describe(self) -> str:
         c = self.config
@@ -341,6 +344,8 @@ class Prune(Recipe):
                        positions=_positions(parent.spec, model, data.input_shape))
         metrics = {"sparsity": result.report.sparsity, "layers": {l.name: l.sparsity for l in result.report.layers},
                    "kept_flops": result.report.kept_flops, "flops": result.report.flops}
+        if self.evaluate:
+            metrics.update(_evaluation_metrics(model, data, ("validation", "test")))
         # result.masks: every mask of the model, as get_masks would read them back off it
         return Snapshot.capture(model, parent.spec, parent.dataset, optimizer=parent.optimizer,
                                 iteration=parent.iteration, metrics=metrics, previous=parent, masks=result.masks)
@@ -481,6 +486,7 @@ class RandomPruneLike(Recipe):
     like: Any  # a State whose masks give the per-layer kept counts
     # "N:M": random masks of that pattern (the control of an N:M branch) instead of random positions
     pattern: str | None = dataclasses.field(default=None, metadata=OMIT_DEFAULT)
+    evaluate: bool = dataclasses.field(default=False, metadata=OMIT_DEFAULT)  # measure it as it is (see Prune)
 
     def describe(self) -> str:
         return f"random {self.pattern + ' ' if self.pattern else ''}masks like {self.like.hash[:8]}"
@@ -497,7 +503,10 @@ class RandomPruneLike(Recipe):
                 masks[name] = random_pattern_mask(name, keep.shape, self.pattern, g)
         kept = sum(int(m.sum()) for m in masks.values())
         total = sum(m.numel() for m in masks.values())
-        return parent.evolve(masks=masks, metrics={"like": self.like.hash, "sparsity": 1 - kept / max(1, total)})
+        state = parent.evolve(masks=masks, metrics={"like": self.like.hash, "sparsity": 1 - kept / max(1, total)})
+        if self.evaluate:
+            state.metrics.update(_evaluation_metrics(state.model(), ctx.dataset(parent.dataset), ("validation", "test")))
+        return state
 
 
 @dataclass(frozen=True)

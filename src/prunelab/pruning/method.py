@@ -80,6 +80,11 @@ class Method:
 
     def __init__(self, **params) -> None:
         where = f"pruning method {self.name or type(self).__qualname__}"
+        known = set(self.Params.model_fields)
+        unknown = sorted(set(params) - known)
+        if unknown and self.Params.model_config.get("extra") != "allow":  # a typo would be stored, never read
+            raise PrunelabError(f"{where}: no parameter {unknown[0]!r} (its parameters: "
+                                f"{', '.join(sorted(known)) or 'none'})")
         self.params = validated(self.Params, params, where)
 
     @property

@@ -248,7 +248,7 @@ def prune(
         counts = lambda group, eligible, total: _count_to_prune(amounts[group[0].name], config, eligible, total, group)  # noqa: E731
         keeps = method.select(model, targets, targets_by_group, counts, context)
         if keeps is None:
-            scores = method.score(model, targets, context)
+            scores = _checked_scores(method, method.score(model, targets, context), targets, config)
             keeps = {}
             if pattern is not None:
                 for t in targets:
@@ -286,13 +286,40 @@ def prune(
     return PruneResult(masks, sparsity_report(model, input_shape, kept=kept, positions=positions), pruned)
 
 
+def _checked_scores(method: Method, scores, targets: Sequence[Target], config: PruningConfig):
+    """What a method's ``score`` returned, checked: a tensor of each target's shape (structured: or one
+    value per slice) by target name, no NaN — a mistake in a method is one line naming it."""
+    if scores is None:
+        return None
+    name = method.name or type(method).__qualname__
+    if not isinstance(scores, dict):
+        raise PrunelabError(f"pruning method {name!r}: score() must return a dict of tensors by target name "
+                            f"(or None for |w|), got {type(scores).__name__}")
+    for t in targets:
+        value = scores.get(t.name)
+        if not isinstance(value, torch.Tensor):
+            raise PrunelabError(f"pruning method {name!r}: score() gave no tensor for {t.name!r} (targets: "
+                                f"{', '.join(x.name for x in targets[:4])}{' ...' if len(targets) > 4 else ''})")
+        per_slice = config.structure == "structured" and value.dim() == 1 and \
+            value.numel() == t.shape[config.dim % len(t.shape)]
+        if tuple(value.shape) != tuple(t.shape) and not per_slice:
+            raise PrunelabError(f"pruning method {name!r}: scores of {t.name!r} have shape {tuple(value.shape)}, the "
+                                f"weight {tuple(t.shape)}")
+        if value.is_floating_point() and bool(torch.isnan(value).any()):
+            raise PrunelabError(f"pruning method {name!r}: scores of {t.name!r} contain NaN")
+    return scores
+
+
 def _check_needs(method: Method, context: Context) -> None:
     name = method.name or type(method).__qualname__
     if "batch" in method.needs and context.batch is None:
         raise PrunelabError(f"{name} pruning needs a batch: prune(model, ..., batch=(inputs, labels))")
+    if "batch" in method.needs and not (isinstance(context.batch, (tuple, list)) and len(context.batch) == 2
+                                        and all(isinstance(t, torch.Tensor) for t in context.batch)):
+        raise PrunelabError(f"{name} pruning needs a batch as (inputs, labels), got {type(context.batch).__name__}")
     if "calibration" in method.needs and context.calibration is None:
         raise PrunelabError(f"{name} pruning needs calibration data: prune(model, ..., calibration=inputs), or "
-                            "calibration = {{ samples = 128 }} in a study")
+                            "calibration = { samples = 128 } in a study")
     if "input_shape" in method.needs and context.input_shape is None:
         raise PrunelabError(f"{name} pruning needs input_shape (the model's input without the batch dimension)")
 
@@ -325,11 +352,17 @@ def _from_nm_rows(rows: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 
 
 def check_pattern_fits(targets: Sequence[Target], pattern: str | None) -> None:
-    """Every target's grouped dimension is a multiple of M (one line naming the first that is not)."""
-    if pattern is not None:
-        m = parse_pattern(pattern)[1]
-        for t in targets:
-            _nm_rows(t, torch.empty(t.shape, device="meta"), m)
+    """Every target's grouped dimension is a multiple of M (one line naming every layer that is not)."""
+    if pattern is None:
+        return
+    m = parse_pattern(pattern)[1]
+    misfits = [t for t in targets if len(t.shape) < 2 or t.shape[1] % m]
+    if misfits:
+        names = ", ".join(f"{t.name} ({t.shape[1] if len(t.shape) > 1 else 0} inputs)" for t in misfits)
+        modules = ", ".join(f'"{t.module_name}"' for t in misfits)
+        raise PrunelabError(f"pattern {pattern}: the input features (a conv's input channels) of {names} are not a "
+                            f"multiple of {m}, so its {m}-wide groups do not fit; leave them out with "
+                            f"exclude = [{modules}]")
 
 
 def nm_keep_for_scores(name: str, scores: torch.Tensor, pattern: tuple[int, int]) -> torch.Tensor:
