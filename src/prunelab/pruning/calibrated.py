@@ -47,6 +47,7 @@ from torch import nn
 
 from ..errors import PrunelabError
 from ..tasks.evaluation import task_loss
+from .scores import gradients_of
 from .targets import Target
 
 __all__ = [
@@ -609,29 +610,18 @@ def grasp_scores(model: nn.Module, targets: Sequence[Target], batch: tuple[torch
     x, y = batch
     if temperature <= 0:
         raise PrunelabError(f"temperature must be > 0, got {temperature}")
-    was_training = model.training
-    model.eval()
     originals = [t.original for t in targets]
-    saved_grads = [p.grad for p in originals]
-    try:
-        for p in originals:
-            p.grad = None
-        with torch.enable_grad():
-            out = model(x)
-            if not y.is_floating_point():
-                out = out / temperature
-            loss = task_loss(out, y)
-            g = torch.autograd.grad(loss, originals, create_graph=True, allow_unused=True)
-            used = [(i, gi) for i, gi in enumerate(g) if gi is not None and gi.requires_grad]
-            hg: list[torch.Tensor | None] = [None] * len(originals)
-            if used:
-                z = sum((gi * gi.detach()).sum() for _, gi in used)
-                parts = torch.autograd.grad(z, originals, allow_unused=True)
-                hg = list(parts)
-    finally:
-        for p, saved in zip(originals, saved_grads):
-            p.grad = saved
-        model.train(was_training)
+    with gradients_of(model, originals):
+        out = model(x)
+        if not y.is_floating_point():
+            out = out / temperature
+        loss = task_loss(out, y)
+        g = torch.autograd.grad(loss, originals, create_graph=True, allow_unused=True)
+        used = [(i, gi) for i, gi in enumerate(g) if gi is not None and gi.requires_grad]
+        hg: list[torch.Tensor | None] = [None] * len(originals)
+        if used:
+            z = sum((gi * gi.detach()).sum() for _, gi in used)
+            hg = list(torch.autograd.grad(z, originals, allow_unused=True))
     scores = {}
     for t, h in zip(targets, hg):
         h = torch.zeros_like(t.original) if h is None else h

@@ -6,7 +6,8 @@ value per slice along ``dim`` (a neuron, an output or an input channel).
 
 from __future__ import annotations
 
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -22,6 +23,24 @@ def random_scores(targets: Sequence[Target], seed: int) -> dict[str, torch.Tenso
     return {t.name: torch.rand(t.shape, generator=g) for t in targets}
 
 
+@contextmanager
+def gradients_of(model: nn.Module, originals: Sequence[torch.Tensor]) -> Iterator[None]:
+    """Where a score takes gradients of the model (SNIP, GraSP): eval mode, gradients enabled and the
+    tensors' ``.grad`` cleared; the mode and the ``.grad`` the caller had are restored after."""
+    was_training = model.training
+    model.eval()
+    saved = [p.grad for p in originals]
+    try:
+        for p in originals:
+            p.grad = None
+        with torch.enable_grad():
+            yield
+    finally:
+        for p, grad in zip(originals, saved):
+            p.grad = grad
+        model.train(was_training)
+
+
 def snip_scores(model: nn.Module, targets: Sequence[Target], batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
     """SNIP connection sensitivity |dL/dw * w| on one batch (Lee et al. 2019).
 
@@ -29,20 +48,10 @@ def snip_scores(model: nn.Module, targets: Sequence[Target], batch: tuple[torch.
     already pruned weights score zero.
     """
     x, y = batch
-    was_training = model.training
-    model.eval()
     originals = [t.original for t in targets]
-    saved_grads = [p.grad for p in originals]
-    try:
-        for p in originals:
-            p.grad = None
-        with torch.enable_grad():
-            loss = task_loss(model(x), y)
-            grads = torch.autograd.grad(loss, originals, allow_unused=True)
-    finally:
-        for p, g in zip(originals, saved_grads):
-            p.grad = g
-        model.train(was_training)
+    with gradients_of(model, originals):
+        loss = task_loss(model(x), y)
+        grads = torch.autograd.grad(loss, originals, allow_unused=True)
     scores = {}
     for t, g in zip(targets, grads):
         g = torch.zeros_like(t.original) if g is None else g
