@@ -624,11 +624,8 @@ def gc(
     """Remove blobs no manifest references (left by interrupted runs); waits for runs writing to STORE."""
     from .experiment import open_store
 
-    results = open_store(store, writable=True)
-    waiting = lambda: console.print("waiting for the runs writing to this store to finish …")  # noqa: E731
-    from .experiment.maintenance import collect_garbage
-
-    files, size = collect_garbage(results.store, dry_run=dry_run, on_wait=waiting)
+    files, size = open_store(store, writable=True).store.gc(
+        dry_run=dry_run, on_wait=lambda: console.print("waiting for the runs writing to this store to finish …"))
     verb = "would remove" if dry_run else "removed"
     console.print(f"{verb} {files} unreferenced files ({size / 1e6:.2f} MB)")
 

@@ -192,20 +192,6 @@ def text_depth(data: bytes) -> int:
     return deepest
 
 
-def nesting_depth(value) -> int:
-    """How deeply lists and objects nest in a parsed JSON value (iterative: any depth is safe)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict):
-            deepest = max(deepest, level)
-            stack.extend((v, level + 1) for v in item.values())
-        elif isinstance(item, list):
-            deepest = max(deepest, level)
-            stack.extend((v, level + 1) for v in item)
-    return deepest
-
-
 def read_json(path: str | Path, limit: int = MAX_JSON_BYTES):
     """A JSON file of a store, read under the limits; UnsafeFile for a link or special file,
     ValueError for malformed content, FileNotFoundError when it is not there."""

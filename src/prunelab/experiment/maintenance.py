@@ -534,14 +534,10 @@ def collect_garbage(store: "Store", dry_run: bool = False, on_wait=None) -> tupl
     """Remove packs and blobs no manifest references, and temporary files older than an hour, under
     the store's exclusive lock (so never beside a run). Links and special files are never followed
     or removed (``verify`` reports them). Returns (files, bytes)."""
-    from .store import tensor_entries
-
     store._check_writable("collect garbage")
     with store.exclusive("collect garbage", on_wait):
-        keep = set()
-        try:
-            for m in store.manifests():  # raises on a damaged manifest: its blobs must not look unreferenced
-                keep.update(e.get("pack") or e["blob"] for e in tensor_entries(m))
+        try:  # raises on a damaged manifest: its blobs must not look unreferenced
+            keep = referenced_pack_names(store)
         except StoreError as exc:
             raise StoreError(f"{exc}; gc removes nothing while a manifest is damaged") from None
         keep |= _quarantined_packs(store.root)  # repair promises to delete nothing: a move can be undone
@@ -573,21 +569,17 @@ def _quarantined_packs(root: Path) -> set[str]:
     """The packs and blobs that manifests moved into quarantine reference (read, not verified:
     keeping a file is always safe)."""
     from .containment import read_json
+    from .store import tensor_entries
 
     keep = set()
     for path in _regular_files(root / "quarantine", depth=3):
         if path.parent.name != "states" or path.suffix != ".json":
             continue
         try:
-            m = read_json(path)
-            groups = [m.get("weights"), m.get("masks"), (m.get("optimizer") or {}).get("tensors")]
-            for group in groups:
-                for entry in (group or {}).values():
-                    name = entry.get("pack") or entry.get("blob")
-                    if is_hash(name):
-                        keep.add(name)
-        except (OSError, ValueError, StoreError, AttributeError, TypeError):
+            names = [e.get("pack") or e.get("blob") for e in tensor_entries(read_json(path))]
+        except (OSError, ValueError, StoreError, AttributeError, TypeError, KeyError):
             continue
+        keep.update(name for name in names if is_hash(name))
     return keep
 
 

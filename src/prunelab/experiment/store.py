@@ -1805,12 +1805,13 @@ class Store:
 
         return stored_files(self)
 
-    def gc(self, dry_run: bool = False) -> tuple[int, int]:
-        """Remove blobs no manifest references and stale temporary files, never beside a run: see
-        :func:`~.maintenance.collect_garbage`. Returns (files, bytes)."""
+    def gc(self, dry_run: bool = False, on_wait=None) -> tuple[int, int]:
+        """Remove blobs no manifest references and stale temporary files, never beside a run (``on_wait()``
+        is called once if it has to wait for one): see :func:`~.maintenance.collect_garbage`. Returns
+        (files, bytes)."""
         from .maintenance import collect_garbage
 
-        return collect_garbage(self, dry_run)
+        return collect_garbage(self, dry_run, on_wait)
 
     def verify(self) -> list["Problem"]:
         """Every problem of the store: see :func:`~.maintenance.verify`."""

@@ -155,9 +155,9 @@ def make_method(name: str, params: dict | None = None) -> Method:
     return method_class(name)(**(params or {}))
 
 
-def check_method(name: str, params: dict, structure: str, scope: str, pattern) -> None:
-    """Whether method ``name`` can do what a configuration asks (one line naming what it supports)."""
-    method = make_method(name, params)
+def check_method(method: Method, structure: str, scope: str, pattern) -> Method:
+    """``method``, when it can do what a configuration asks (else one line naming what it supports)."""
+    name = method.name or type(method).__qualname__
     granularity = "nm" if pattern is not None else structure
     if granularity not in method.structures:
         supported = ", ".join("N:M patterns" if s == "nm" else s for s in sorted(method.structures))
@@ -166,6 +166,7 @@ def check_method(name: str, params: dict, structure: str, scope: str, pattern) -
     if scope not in method.scopes:
         raise PrunelabError(f"pruning method {name!r} prunes with scope {' or '.join(sorted(method.scopes))}, not "
                             f"{scope} (it compares weights {'within each output row' if method.rowwise else 'per layer'})")
+    return method
 
 
 def _builtins() -> None:

@@ -111,7 +111,7 @@ class PruningConfig(BaseModel):
         if isinstance(self.norm, (int, float)) and self.norm <= 0:
             raise ValueError("norm must be positive or 'inf'")
         if ":" not in self.method:  # a class by import path is checked where it is trusted: when pruning
-            check_method(self.method, self.params(), self.structure, self.scope, self.pattern)
+            self.make_method()
         return self
 
     def params(self) -> dict:
@@ -121,9 +121,7 @@ class PruningConfig(BaseModel):
         return dict(self.method_params)
 
     def make_method(self) -> Method:
-        method = make_method(self.method, self.params())
-        check_method(self.method, self.params(), self.structure, self.scope, self.pattern)
-        return method
+        return check_method(make_method(self.method, self.params()), self.structure, self.scope, self.pattern)
 
     @classmethod
     def parse(cls, data: dict, where: str = "pruning") -> "PruningConfig":
@@ -327,7 +325,7 @@ def _check_needs(method: Method, context: Context) -> None:
 # ---------------------------------------------------------------- N:M patterns and per-row selection
 
 
-def _nm_rows(t: Target, values: torch.Tensor, m: int) -> torch.Tensor:
+def _nm_rows(name: str, values: torch.Tensor, m: int) -> torch.Tensor:
     """``values`` (the weight's shape) as rows whose consecutive columns are the pattern's groups: a
     Linear weight's input features; a conv weight's input channels at each kernel position (the
     layout sparse tensor cores read)."""
@@ -336,9 +334,9 @@ def _nm_rows(t: Target, values: torch.Tensor, m: int) -> torch.Tensor:
     elif values.dim() > 2:
         rows = values.movedim(1, -1).reshape(values.shape[0], -1)
     else:
-        raise PrunelabError(f"{t.name}: an N:M pattern needs a weight with input features, got shape {tuple(values.shape)}")
+        raise PrunelabError(f"{name}: an N:M pattern needs a weight with input features, got shape {tuple(values.shape)}")
     if values.shape[1] % m:
-        raise PrunelabError(f"{t.name}: {values.shape[1]} input {'features' if values.dim() == 2 else 'channels'} are "
+        raise PrunelabError(f"{name}: {values.shape[1]} input {'features' if values.dim() == 2 else 'channels'} are "
                             f"not a multiple of {m}, so the {m}-wide groups of the pattern do not fit (leave the layer "
                             "out with exclude)")
     return rows
@@ -370,8 +368,7 @@ def nm_keep_for_scores(name: str, scores: torch.Tensor, pattern: tuple[int, int]
     from .calibrated import nm_mask
 
     n, m = pattern
-    holder = Target(name, "", None)
-    return _from_nm_rows(nm_mask(_nm_rows(holder, scores, m), n, m), scores.shape)
+    return _from_nm_rows(nm_mask(_nm_rows(name, scores, m), n, m), scores.shape)
 
 
 def _nm_keep(t: Target, scores: torch.Tensor | None, pattern: tuple[int, int]) -> torch.Tensor:
@@ -379,8 +376,8 @@ def _nm_keep(t: Target, scores: torch.Tensor | None, pattern: tuple[int, int]) -
 
     n, m = pattern
     values = t.original.detach().abs() if scores is None else scores
-    eligible = None if t.mask is None else _nm_rows(t, t.mask != 0, m)
-    keep = nm_mask(_nm_rows(t, values, m), n, m, eligible=eligible)
+    eligible = None if t.mask is None else _nm_rows(t.name, t.mask != 0, m)
+    keep = nm_mask(_nm_rows(t.name, values, m), n, m, eligible=eligible)
     return _from_nm_rows(keep, t.shape)
 
 
