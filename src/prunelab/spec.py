@@ -260,8 +260,9 @@ _CLAIM = re.compile(r"^\s*(.+?)\s+(>=|<=|>|<)\s+(.+?)\s*$")
 class HypothesisSection(_Strict):
     """A claim declared before the run (arXiv 1904.10922), tested after it as one family.
 
-    ``claim = "ticket > reinit"``: the paired difference (ticket − reinit, same
-    seed) is positive, averaged over the selected levels of ``ticket`` (its
+    ``claim = "ticket > reinit"``: ticket is better than reinit — the paired difference
+    (ticket − reinit, same seed; its sign flipped for a lower-is-better metric such as perplexity)
+    is positive, averaged over the selected levels of ``ticket`` (its
     ``rounds``, or those whose weights remaining lie in ``remaining_at_least``
     ..``remaining_at_most`` percent; default every level). Against a dense
     reference the comparison is with its round 0. ``>=`` / ``<=`` claim

@@ -30,7 +30,7 @@ from .experiment.store import file_stamp
 from .experiment.summary import remaining_percent  # noqa: F401 (re-exported)
 from .pruning.methods import technique
 from .spec import BranchSection, Spec, consensus_sources, control_kind, duplicate_taus, effective_taus
-from .tasks.evaluation import headline
+from .headline import headline, metric_info
 from .tasks.training import TrainConfig
 
 
@@ -466,8 +466,7 @@ def summarize(tree: StudyTree, split: str = "test", interval: str = "auto") -> l
     rows = []
     for (config, branch, rnd), items in groups.items():
         values = [i["value"] for i in items]
-        bounded = (0.0, 1.0) if names[0] == "accuracy" else None
-        mean, lo, hi = mean_ci(values, method=interval, bounds=bounded)
+        mean, lo, hi = mean_ci(values, method=interval, bounds=metric_info(names[0]).bounds)
         aucs = [i["auc"] for i in items if i["auc"] is not None]
         early = [float(i["early"]) for i in items if i["early"] is not None]
         rows.append(SummaryRow(branch, rnd, sum(i["remaining"] for i in items) / len(items), len(values), mean, lo,
@@ -570,7 +569,8 @@ def hypothesis_results(spec: Spec, rows: list[SummaryRow]):
                            "round": r.round, "seed": s, "remaining": r.remaining, "value": v}
                           for r in rows for s, v in zip(r.seeds, r.values)],
                          columns=["config", "branch", "kind", "round", "seed", "remaining", "value"])
-    return evaluate_hypotheses(frame, [h.model_dump() for h in spec.hypotheses])
+    return evaluate_hypotheses(frame, [h.model_dump() for h in spec.hypotheses],
+                               metric=rows[0].metric if rows else "accuracy")
 
 
 # ---------------------------------------------------------------- instability

@@ -224,13 +224,21 @@ class HypothesisResult:
         return self.verdict == "supported"
 
 
-def evaluate_hypotheses(frame, hypotheses: list[dict], value: str = "value", alpha: float = ALPHA
-                    ) -> list[HypothesisResult]:
+def evaluate_hypotheses(frame, hypotheses: list[dict], value: str = "value", alpha: float = ALPHA,
+                        metric: str | None = None) -> list[HypothesisResult]:
     """Test declared hypotheses (``[[hypotheses]]``, as dicts) on a table with columns config, branch, kind,
     round, seed, remaining and ``value``: per seed, A − B averaged over A's selected levels (B at the same
     round, or round 0 when B is a dense reference); a one-sided paired test in the claim's direction; Holm
-    over all hypotheses × configurations (one pre-declared family); supported when the adjusted p < alpha."""
+    over all hypotheses × configurations (one pre-declared family); supported when the adjusted p < alpha.
+
+    ``A > B`` claims that A is *better* than B on ``metric`` (default: the ``value`` column's name): higher
+    accuracy, lower perplexity or RMSE (:func:`prunelab.headline.metric_info`). The reported effect is
+    A − B in the metric's own units, so for a lower-is-better metric a supported ``A > B`` has a negative
+    mean."""
+    from ..headline import metric_info
     from ..spec import HypothesisSection
+
+    orientation = metric_info(metric or value).sign
 
     pending = []
     labels = frame["config"].fillna("").astype(str)
@@ -238,7 +246,7 @@ def evaluate_hypotheses(frame, hypotheses: list[dict], value: str = "value", alp
     for raw in hypotheses:
         h = HypothesisSection.model_validate(raw)
         a, op, b = h.parts
-        sign = 1.0 if op in (">", ">=") else -1.0
+        sign = (1.0 if op in (">", ">=") else -1.0) * orientation
         for config in configs:
             part = frame[labels == config]
             pa, pb = part[part.branch == a], part[part.branch == b]
