@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .headline import metric_info
 from .errors import PrunelabError, printable
 
 app = typer.Typer(
@@ -275,8 +276,7 @@ def run(
     rows = summarize(tree, interval=interval)
     swept = any(r.config is not None for r in rows)
     binary = all(r.auc is not None for r in rows)  # two-class task: the ROC AUC beside the accuracy
-    metric = {"accuracy": "test accuracy", "resolution": "test resolution σ(pred/target)",
-              "rmse": "test RMSE"}[rows[0].metric if rows else "accuracy"]
+    metric = "test " + metric_info(rows[0].metric if rows else "accuracy").label
     early = any(r.early_stopping is not None for r in rows)  # a validation curve was recorded
     table = Table(*(["configuration"] if swept else []), "branch", "round", "weights remaining",
                   f"{metric} (mean ± 95% CI)", *(["ROC AUC (mean ± 95% CI)"] if binary else []),

@@ -315,7 +315,7 @@ def _number(value) -> bool:
 
 # the numbers of an evaluation that listings, tables and reports compute with
 _EVALUATION_NUMBERS = ("accuracy", "loss", "rmse", "resolution", "bias", "macro_f1", "balanced_accuracy", "roc_auc",
-                       "mae", "r2")
+                       "mae", "r2", "perplexity", "bits_per_token")
 
 
 def _record_problem(m: dict) -> str | None:

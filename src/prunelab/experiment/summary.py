@@ -24,16 +24,23 @@ def flatten(data: Any, prefix: str = "", out: dict | None = None) -> dict:
     return out
 
 
+# Token and position embeddings of language models (GPT-2's and Hugging Face's names): 2-D weights
+# that no pruning method of the field counts; the papers' "50 % sparsity" is of the Linear layers.
+EMBEDDINGS = ("wte.weight", "wpe.weight", "embed_tokens.weight", "embed_positions.weight",
+              "word_embeddings.weight", "position_embeddings.weight")
+
+
 def remaining_percent(manifest: dict) -> float:
     """Percent of prunable weights kept: masked tensors by their masks, and every
-    other Linear/Conv weight (ndim >= 2) in full — e.g. a layer a transfer re-initialised."""
+    other Linear/Conv weight (ndim >= 2, embeddings excepted) in full — e.g. a layer a transfer
+    re-initialised."""
     masks = manifest.get("masks") or {}
     kept = total = 0
     for name, entry in (manifest.get("weights") or {}).items():
         if name in masks:
             kept += masks[name]["kept"]
             total += math.prod(masks[name]["shape"])
-        elif name.endswith("weight") and len(entry["shape"]) >= 2:
+        elif name.endswith("weight") and len(entry["shape"]) >= 2 and not name.endswith(EMBEDDINGS):
             kept += math.prod(entry["shape"])
             total += math.prod(entry["shape"])
     return 100.0 * kept / total if total else 100.0

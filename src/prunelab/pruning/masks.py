@@ -189,10 +189,13 @@ def output_positions(model: nn.Module, input_shape: Sequence[int], types: Sequen
 
 
 def _output_positions(model: nn.Module, targets: Sequence[Target], input_shape: Sequence[int]) -> dict[str, int]:
-    """Number of output positions per layer (1 for Linear, H*W for Conv2d…).
+    """Number of output positions per layer (1 for Linear, H*W for Conv2d…; T for a Linear of a
+    language model's (T, width) activations).
 
     A conv weight's numel already divides by ``groups``, so MACs = numel × positions.
     """
+    from ..tasks.models import example_input
+
     found: dict[str, int] = {}
     hooks = []
     for t in targets:
@@ -206,7 +209,7 @@ def _output_positions(model: nn.Module, targets: Sequence[Target], input_shape: 
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
+            model(example_input(model, input_shape))
     finally:
         model.train(was_training)
         for h in hooks:

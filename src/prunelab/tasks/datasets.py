@@ -139,7 +139,8 @@ def load_dataset(
     factory = DATASETS.get(base)
     source = source or DataSource()
     params = inspect.signature(factory).parameters
-    produced = factory(source=source) if "source" in params else factory()
+    options = variant_options(name)
+    produced = factory(source=source, **options) if "source" in params else factory(**options)
     if isinstance(produced, Dataset):
         if resize is not None or channels is not None:
             raise PrunelabError(f"dataset {base!r}: its factory returns a finished Dataset, which cannot be resized; "
@@ -192,7 +193,8 @@ def parse_variant(name: str) -> tuple[str, tuple[int, ...] | None, int | None]:
     for option in filter(None, options.split(",")):
         key, _, value = option.partition("=")
         if key not in ("resize", "channels"):
-            raise PrunelabError(f"dataset {name!r}: unknown option {key!r} (resize=HxW, channels=N)")
+            _factory_option(name, base, key, value)  # an option of the dataset's own factory (block=128)
+            continue
         try:
             if key == "resize":
                 resize = tuple(int(v) for v in value.split("x"))
@@ -209,6 +211,38 @@ def parse_variant(name: str) -> tuple[str, tuple[int, ...] | None, int | None]:
         raise PrunelabError(f"dataset {name[:120]!r}: {'x'.join(map(str, resize))} inputs of {channels or 1} channels are "
                             f"{math.prod(resize) * (channels or 1):,} values an example (at most {MAX_VALUES:,})")
     return base, resize, channels
+
+
+def variant_options(name: str) -> dict:
+    """The options of a variant name that its dataset's factory takes itself, typed by the factory's
+    annotations: ``"tinyshakespeare[block=128]"`` → ``{"block": 128}``."""
+    if not name.endswith("]") or "[" not in name:
+        return {}
+    base, _, options = name[:-1].partition("[")
+    out = {}
+    for option in filter(None, options.split(",")):
+        key, _, value = option.partition("=")
+        if key not in ("resize", "channels"):
+            out[key] = _factory_option(name, base, key, value)
+    return out
+
+
+def _factory_option(name: str, base: str, key: str, value: str):
+    """``value`` converted for the factory's keyword ``key``, or a clear error naming the options there are."""
+    params = {}
+    if ":" not in base and base in DATASETS:  # an import path is never imported just to parse its name
+        params = {k: p for k, p in inspect.signature(DATASETS.get(base)).parameters.items()
+                  if k != "source" and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                  inspect.Parameter.KEYWORD_ONLY)}
+    if key not in params:
+        known = ", ".join(["resize=HxW", "channels=N"] + [f"{k}=…" for k in params])
+        raise PrunelabError(f"dataset {name[:120]!r}: unknown option {key[:40]!r} ({known})")
+    kind = params[key].annotation
+    kind = {"int": int, "float": float, "str": str}.get(kind, kind) if isinstance(kind, str) else kind
+    try:
+        return kind(value) if kind in (int, float) else value
+    except ValueError:
+        raise PrunelabError(f"dataset {name[:120]!r}: option {key} needs a number, got {value[:40]!r}") from None
 
 
 # Bounds on a variant's inputs: the name may come from a store, and a spec's typo should not try to

@@ -53,9 +53,10 @@ class RemoteFile:
 
     def alternatives(self) -> list[str]:
         """File names a copy may have: the original, then uncompressed and recompressed forms."""
-        if self.raw_md5 is None or self.stem == self.filename:
+        if self.raw_md5 is None:
             return [self.filename]
-        return [self.filename, self.stem, self.stem + ".xz", self.stem + ".bz2"]
+        names = [self.filename, self.stem, self.stem + ".xz", self.stem + ".bz2", self.stem + ".gz"]
+        return list(dict.fromkeys(names))
 
 
 #: Decompressors by suffix; anything else is read as it is.

@@ -93,10 +93,104 @@ from ..headline import SHORT, headline, short_headline  # noqa: E402,F401  (re-e
 
 
 def task_loss(output: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy for class labels; mean squared error for (standardised) real targets."""
+    """Cross-entropy for class labels (per position for a language model's (B, T) targets: the mean
+    over every predicted token); mean squared error for (standardised) real targets."""
     if target.is_floating_point():
         return F.mse_loss(output.reshape(len(target), -1)[:, 0], target, reduction=reduction)
+    if target.dim() == 2:
+        return F.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1), reduction=reduction)
     return F.cross_entropy(output, target, reduction=reduction)
+
+
+@dataclass(frozen=True)
+class LanguageEvaluation:
+    """Next-token metrics of a language model on a split of token blocks. ``loss`` is the mean
+    cross-entropy in nats per token (per character for a character-level task); perplexity is
+    exp(loss). Per class (the token predicted *at*): how often it is predicted correctly (recall),
+    how often a prediction of it is right (precision), and its mean loss — which characters pay."""
+
+    loss: float
+    accuracy: float  # top-1 next-token accuracy
+    class_names: tuple[str, ...]
+    support: np.ndarray  # targets per class
+    hits: np.ndarray  # correct top-1 predictions per class
+    predicted: np.ndarray  # top-1 predictions per class
+    class_loss: np.ndarray  # mean loss (nats) of the targets of each class (NaN where absent)
+    top_k: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def perplexity(self) -> float:
+        return float(np.exp(self.loss))
+
+    @property
+    def bits_per_token(self) -> float:
+        return float(self.loss / np.log(2.0))
+
+    @property
+    def recall(self) -> np.ndarray:
+        return _safe_div(self.hits, self.support)
+
+    @property
+    def precision(self) -> np.ndarray:
+        return _safe_div(self.hits, self.predicted)
+
+    @property
+    def f1(self) -> np.ndarray:
+        p, r = self.precision, self.recall
+        return _safe_div(2 * p * r, p + r)
+
+    def per_class(self) -> list[dict]:
+        return [{"class": name, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s),
+                 "loss": None if s == 0 else float(lo)}
+                for name, p, r, f, s, lo in zip(self.class_names, self.precision, self.recall, self.f1, self.support,
+                                                self.class_loss)]
+
+    def to_dict(self) -> dict:
+        present = self.support > 0
+        return {"task": "language", "loss": self.loss, "perplexity": self.perplexity,
+                "bits_per_token": self.bits_per_token, "accuracy": self.accuracy,
+                "balanced_accuracy": float(self.recall[present].mean()) if present.any() else 0.0,
+                "macro_f1": float(self.f1.mean()), "tokens": int(self.support.sum()),
+                "top_k": {str(k): v for k, v in self.top_k.items()},
+                "class_names": list(self.class_names), "per_class": self.per_class()}
+
+
+@torch.no_grad()
+def evaluate_language(model: nn.Module, split: Split, class_names: tuple[str, ...],
+                      batch_size: int = 64) -> LanguageEvaluation:
+    """Streamed over batches of blocks: memory stays at one batch's logits whatever the vocabulary."""
+    was_training = model.training
+    model.eval()
+    first = next(iter(model.parameters()), None)
+    device = first.device if first is not None else split.x.device
+    v = len(class_names)
+    support, hits, predicted = (torch.zeros(v, dtype=torch.float64) for _ in range(3))
+    loss_sum = torch.zeros(v, dtype=torch.float64)
+    top5 = 0.0
+    try:
+        for i in range(0, len(split), batch_size):
+            logits = model(split.x[i:i + batch_size].to(device)).cpu()
+            logits = logits.reshape(-1, logits.shape[-1]).float()
+            target = split.y[i:i + batch_size].reshape(-1)
+            losses = F.cross_entropy(logits, target, reduction="none").double()
+            pred = logits.argmax(dim=1)
+            support += torch.bincount(target, minlength=v).double()
+            hits += torch.bincount(target[pred == target], minlength=v).double()
+            predicted += torch.bincount(pred, minlength=v).double()
+            loss_sum += torch.bincount(target, weights=losses, minlength=v)
+            if v > 10:
+                top5 += float((logits.topk(5, dim=1).indices == target[:, None]).any(dim=1).sum())
+    finally:
+        model.train(was_training)
+    tokens = float(support.sum())
+    if tokens == 0:
+        raise ValueError("an empty split has no next-token metrics")
+    return LanguageEvaluation(
+        loss=float(loss_sum.sum() / tokens), accuracy=float(hits.sum() / tokens), class_names=tuple(class_names),
+        support=support.numpy().astype(np.int64), hits=hits.numpy().astype(np.int64),
+        predicted=predicted.numpy().astype(np.int64),
+        class_loss=np.where(support.numpy() > 0, loss_sum.numpy() / np.maximum(support.numpy(), 1), np.nan),
+        top_k={5: top5 / tokens} if v > 10 else {})
 
 
 @dataclass(frozen=True)
@@ -166,9 +260,11 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.
 
 
 def evaluate(model: nn.Module, split: Split, class_names: tuple[str, ...],
-             batch_size: int = 1024) -> "Evaluation | RegressionEvaluation":
+             batch_size: int = 1024) -> "Evaluation | RegressionEvaluation | LanguageEvaluation":
     if split.regression:
         return evaluate_regression(model, split, batch_size)
+    if split.y.dim() == 2:  # blocks of next tokens: a language model
+        return evaluate_language(model, split, class_names)
     num_classes = len(class_names)
     logits = predict(model, split.x, batch_size)
     loss = float(F.cross_entropy(logits, split.y, reduction="mean"))

@@ -29,15 +29,17 @@ class ModelInfo:
     factory: Callable[..., nn.Module]
     default_init: str
     input_shape: tuple[int, ...] | None = None  # a model made for one input layout (None: adapts to any)
+    tokens: bool = False  # takes integer token ids (B, T) and gives logits (B, T, classes): a language model
 
 
 MODELS: Registry[ModelInfo] = Registry("model")
-INIT_SCHEMES = ("default", "glorot_normal", "kaiming_normal")
+INIT_SCHEMES = ("default", "glorot_normal", "kaiming_normal", "gpt2")
 
 
-def register(name: str, summary: str, default_init: str, input_shape: tuple[int, ...] | None = None):
+def register(name: str, summary: str, default_init: str, input_shape: tuple[int, ...] | None = None,
+             tokens: bool = False):
     def decorator(factory):
-        MODELS.register(name, summary)(ModelInfo(factory, default_init, input_shape))
+        MODELS.register(name, summary)(ModelInfo(factory, default_init, input_shape, tokens))
         return factory
 
     return decorator
@@ -65,8 +67,8 @@ def build_model(
 
         trust_names(name)
     entry = MODELS.get(name)
-    if not isinstance(entry, ModelInfo):  # a user factory given by import path
-        entry = ModelInfo(entry, "default")
+    if not isinstance(entry, ModelInfo):  # a user factory given by import path (``factory.tokens = True``:
+        entry = ModelInfo(entry, "default", tokens=bool(getattr(entry, "tokens", False)))  # a language model)
     input_shape = tuple(int(d) for d in input_shape)
     if num_classes < 1:  # 1: a regression target's single output
         raise PrunelabError(f"model {name!r}: needs at least one output (class or regression target), got {num_classes}")
@@ -93,20 +95,43 @@ def build_model(
         if not isinstance(model, nn.Module):
             raise PrunelabError(f"model {name!r}: its factory returned {type(model).__name__}, not a torch.nn.Module")
         initialize(model, scheme)
+    model.takes_tokens = entry.tokens  # what example_input reads (not a parameter or buffer: never stored)
+    probe = torch.zeros(2, *input_shape, dtype=torch.long if entry.tokens else torch.float32)
+    expected = (*input_shape, num_classes) if entry.tokens else (num_classes,)
     try:
         with torch.no_grad():
             model.eval()
-            out = model(torch.zeros(2, *input_shape))
+            out = model(probe)
             model.train()
-    except RuntimeError as exc:
-        raise PrunelabError(f"model {name!r} cannot take inputs of shape {input_shape}: {exc}") from exc
-    if tuple(out.shape) != (2, num_classes):
-        raise PrunelabError(f"model {name!r} gives outputs of shape {tuple(out.shape[1:])}, expected ({num_classes},)")
+    except (RuntimeError, ValueError, IndexError) as exc:
+        raise PrunelabError(f"model {name!r} cannot take {'token ids' if entry.tokens else 'inputs'} of shape "
+                            f"{input_shape}: {exc}") from exc
+    if tuple(out.shape) != (2, *expected):
+        raise PrunelabError(f"model {name!r} gives outputs of shape {tuple(out.shape[1:])}, expected {expected}")
     return model
+
+
+def example_input(model: nn.Module, input_shape: Sequence[int], batch: int = 1) -> torch.Tensor:
+    """Zeros the model can take: token ids for a language model (built by :func:`build_model`), floats
+    otherwise; on the model's device."""
+    first = next(iter(model.parameters()), None)
+    dtype = torch.long if getattr(model, "takes_tokens", False) else torch.float32
+    return torch.zeros(batch, *input_shape, dtype=dtype, device=first.device if first is not None else "cpu")
+
+
+def takes_tokens(name: str) -> bool:
+    """Whether registered model ``name`` is a language model (token ids in, per-position logits out)."""
+    entry = MODELS.get(name) if name in MODELS else None
+    return bool(getattr(entry, "tokens", False))
 
 
 def initialize(model: nn.Module, scheme: str) -> None:
     """(Re-)initialise ``model`` in place using the current torch RNG."""
+    if scheme == "gpt2":
+        from .gpt import init_gpt2
+
+        init_gpt2(model)
+        return
     for module in model.modules():
         if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
             if scheme == "glorot_normal":

@@ -64,7 +64,7 @@ class TrainConfig(BaseModel):
     # after a run (the bounds are far beyond any working setting).
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    optimizer: Literal["sgd", "momentum", "adam"] = "adam"
+    optimizer: Literal["sgd", "momentum", "adam", "adamw"] = "adam"
     lr: float = Field(1.2e-3, gt=0, le=10)
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = False
@@ -77,6 +77,12 @@ class TrainConfig(BaseModel):
     milestones: tuple[int, ...] = ()  # iterations at which "step" multiplies lr by gamma
     gamma: float = Field(0.1, gt=0, le=10)
     eval_every: int = Field(0, ge=0)  # 0: evaluate only at the end
+    # Adam / AdamW's second-moment decay (nanoGPT's small models use 0.99).
+    beta2: float = Field(0.999, gt=0, lt=1, json_schema_extra=_OMIT_DEFAULT)
+    # Clip the global gradient norm to this value before each step (0: no clipping; GPT-2 and nanoGPT: 1.0).
+    grad_clip: float = Field(0.0, ge=0, le=1e6, json_schema_extra=_OMIT_DEFAULT)
+    # "cosine" decays to lr × lr_floor instead of 0 (nanoGPT: 0.1).
+    lr_floor: float = Field(0.0, ge=0, le=1, json_schema_extra=_OMIT_DEFAULT)
     # Where to train. "auto" is resolved when the config is read (on the machine that plans the
     # run). The backend (cpu / cuda) is part of a state's identity, the index (cuda:1) is not:
     # CPU and GPU bits differ, two GPUs of one model do not.
@@ -102,6 +108,9 @@ class TrainConfig(BaseModel):
             raise ValueError("give exactly one of 'iterations' or 'epochs'")
         if any(m <= 0 for m in self.milestones):
             raise ValueError("milestones must be positive iterations")
+        if self.vectorize and (self.grad_clip or self.optimizer == "adamw"):
+            raise ValueError("vectorize trains models with elementwise optimizers only: gradient clipping (a norm "
+                             "over each model) and AdamW's per-tensor decay groups need vectorize = 0")
         return self
 
     @classmethod
@@ -121,7 +130,7 @@ class TrainConfig(BaseModel):
         elif self.schedule == "cosine":
             span = max(1, total - self.warmup_iterations)
             progress = min(1.0, max(0.0, (iteration - self.warmup_iterations) / span))
-            factor = 0.5 * (1.0 + math.cos(math.pi * progress))
+            factor = self.lr_floor + (1.0 - self.lr_floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
         if iteration < self.warmup_iterations:
             factor *= (iteration + 1) / self.warmup_iterations
         return self.lr * factor
@@ -181,7 +190,13 @@ def make_optimizer(config: TrainConfig, params, fused: bool | None = None) -> to
     params = list(params)
     fused = {"fused": True} if (bool(params) and params[0].is_cuda if fused is None else fused) else {}
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, **fused)
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay,
+                                betas=(0.9, config.beta2), **fused)
+    if config.optimizer == "adamw":  # decoupled decay of matrices only (GPT-2, nanoGPT): not of biases, norms
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, betas=(0.9, config.beta2),
+                                 **fused)
     momentum = config.momentum if config.optimizer == "momentum" else 0.0
     return torch.optim.SGD(
         params, lr=config.lr, momentum=momentum, weight_decay=config.weight_decay,
@@ -191,15 +206,23 @@ def make_optimizer(config: TrainConfig, params, fused: bool | None = None) -> to
 
 @contextmanager
 def deterministic(tf32: bool = False) -> Iterator[None]:
+    import torch.utils.deterministic
+
     previous = torch.are_deterministic_algorithms_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
     flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
     torch.use_deterministic_algorithms(True)
+    # Deterministic mode also fills every new tensor with NaN, to expose kernels that read memory they
+    # never wrote. No kernel used here does (bits are the same either way, tests/test_same_bits.py), and
+    # the fills cost a third of a transformer's step on a CPU (docs/benchmarks/llm_study.md).
+    torch.utils.deterministic.fill_uninitialized_memory = False
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
     torch.backends.cudnn.benchmark = False  # the autotuner may pick another algorithm per run
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(previous)
+        torch.utils.deterministic.fill_uninitialized_memory = fill
         (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark) = flags
 
 
@@ -377,6 +400,8 @@ def train(
         loss = task_loss(model(x_all[idx]), y_all[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if config.grad_clip:
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.grad_clip)
         optimizer.step()
         for hook in after_step:
             hook(model, now)
