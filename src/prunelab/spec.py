@@ -115,6 +115,8 @@ class BranchSection(_Strict):
     reset: Literal["rewind", "finetune", "none"] = "rewind"
     rewind_iteration: int = Field(0, ge=0)  # 0: the original initialisation
     finetune_lr: float | None = Field(None, gt=0)
+    # reset = "finetune": train this many iterations after each prune (default: as long as [training])
+    finetune_iterations: int | None = Field(None, gt=0, le=10**9)
     target: float | None = Field(None, gt=0, lt=1)  # one-shot: prune once to this sparsity
     control: Literal["reinit", "random_pruning"] | None = None
     of: str | None = None  # the branch a control follows round by round
@@ -172,6 +174,8 @@ class BranchSection(_Strict):
             if ":" not in method and "calibration" not in method_class(method).needs:
                 raise ValueError(f"calibration: {self.technique!r} reads no calibration data (wanda and sparsegpt "
                                  "do); leave it out")
+        if self.reset != "finetune" and ({"finetune_lr", "finetune_iterations"} & self.model_fields_set):
+            raise ValueError("finetune_lr / finetune_iterations apply to reset = \"finetune\" only")
         if (self.control is None) != (self.of is None):
             raise ValueError("a control branch needs both 'control' and 'of' (the branch it follows)")
         if self.target is not None and self.control is not None:

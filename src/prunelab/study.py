@@ -193,7 +193,7 @@ def _build_configuration(spec: Spec, tree: StudyTree) -> None:
                             start = pruned.then(Rewind(to=starts[b.rewind_iteration]))
                             trained = start.then(Train(cfg))
                         else:
-                            ft = cfg.model_copy(update={"lr": b.finetune_lr}) if b.finetune_lr else cfg
+                            ft = finetune_config(cfg, b)
                             start, trained = pruned, pruned.then(Finetune(ft))
                         rounds.append((pruned, start, trained))
                         tree.points.append(Point(name, seed, r, trained, dataset=task.dataset))
@@ -219,6 +219,20 @@ def _build_configuration(spec: Spec, tree: StudyTree) -> None:
                     tree.pairs.append(CopyPair(seed, k, copies))
     if spec.consensus is not None:
         _build_consensus(spec, tree)
+
+
+def finetune_config(cfg: TrainConfig, branch: BranchSection) -> TrainConfig:
+    """[training] with the branch's ``finetune_lr`` and ``finetune_iterations`` (a warm-up longer than
+    the fine-tuning is cut to a tenth of it)."""
+    update = {}
+    if branch.finetune_lr:
+        update["lr"] = branch.finetune_lr
+    if branch.finetune_iterations:
+        update.update(iterations=branch.finetune_iterations, epochs=None,
+                      warmup_iterations=min(cfg.warmup_iterations, branch.finetune_iterations // 10))
+        if cfg.milestones:
+            update["milestones"] = tuple(m for m in cfg.milestones if m < branch.finetune_iterations)
+    return cfg.model_copy(update=update) if update else cfg
 
 
 def _check_batch(cfg: TrainConfig, dataset: str, where: str) -> None:
