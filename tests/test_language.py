@@ -194,3 +194,74 @@ def test_a_language_model_refuses_image_inputs_and_a_short_context():
         build_model("gpt", (1, 8, 8), 10)
     with pytest.raises(PrunelabError, match="context 8 is shorter"):
         build_model("gpt", (16,), 10, context=8)
+
+
+@needs_text
+def test_a_language_study_prunes_to_patterns_and_tests_claims_on_perplexity(tmp_path, monkeypatch):
+    """The example's design at toy size: one-shot magnitude / Wanda / SparseGPT, a 2:4 pattern, a random
+    control and fine-tuning, through build_study; every pruned state is checked against its definition."""
+    from prunelab.spec import load_spec
+    from prunelab.study import build_study, hypothesis_results, summarize
+
+    monkeypatch.setenv("PRUNELAB_DATA_MIRROR", str(MIRROR))
+    monkeypatch.setenv("PRUNELAB_DATA", str(tmp_path / "cache"))
+    spec_path = tmp_path / "spec.toml"
+    spec_path.write_text(f"""
+[study]
+name = "toy_llm"
+store = "{tmp_path / 'store'}"
+seeds = [0, 1]
+[task]
+dataset = "tinyshakespeare[block=16]"
+model = "gpt"
+model_options = {{ layers = 1, heads = 2, width = 16 }}
+[training]
+optimizer = "adamw"
+lr = 1e-2
+batch_size = 16
+iterations = 60
+grad_clip = 1.0
+[branches.magnitude]
+technique = "l1_unstructured"
+target = 0.5
+reset = "none"
+[branches.wanda]
+technique = "wanda"
+target = 0.5
+reset = "none"
+calibration = {{ samples = 32 }}
+[branches.sparsegpt_2of4]
+technique = "sparsegpt"
+pattern = "2:4"
+reset = "none"
+calibration = {{ samples = 32 }}
+[branches.random]
+control = "random_pruning"
+of = "wanda"
+[branches.tuned]
+technique = "wanda"
+target = 0.5
+reset = "finetune"
+finetune_iterations = 20
+[[hypotheses]]
+claim = "wanda > random"
+""")
+    spec = load_spec(spec_path)
+    tree = build_study(spec)
+    assert tree.experiment.run().ok
+    rows = summarize(tree)
+    assert {r.metric for r in rows} == {"perplexity"}
+    by = {(r.branch, r.round): r for r in rows}
+    for name in ("magnitude", "wanda", "sparsegpt_2of4", "random", "tuned"):
+        assert by[(name, 1)].remaining == pytest.approx(50.0, abs=0.01)  # of the Linear layers: embeddings aside
+        assert all(v >= 1.0 for v in by[(name, 1)].values)
+    store = tree.experiment.store
+    for p in tree.points:
+        if p.branch == "sparsegpt_2of4":
+            masks = store.load(p.state.hash).masks
+            for name, mask in masks.items():  # at most 2 of every 4 consecutive input weights kept
+                assert int(mask.reshape(mask.shape[0], -1, 4).sum(-1).max()) <= 2, name
+        if p.branch == "tuned":
+            assert store.manifest(p.state.hash)["iteration"] == 20
+    (result,) = hypothesis_results(spec, rows)
+    assert result.claim == "wanda > random" and result.n == 2

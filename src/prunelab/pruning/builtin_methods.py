@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..errors import PrunelabError
 from .method import Context, Method, register
 from .scores import random_scores, snip_scores, synflow_scores
 from .selection import ScoreSource, lowest_k_masks
@@ -62,6 +63,9 @@ class SynFlow(Method):
     Params = _SynFlowParams
 
     def select(self, model, targets, groups, counts, context: Context):
+        if getattr(model, "takes_tokens", False):  # R = 1ᵀ f(1) needs an input of ones; token ids have none
+            raise PrunelabError("synflow feeds the model an input of ones and has no meaning for a language model "
+                                "(token ids): use magnitude, wanda or sparsegpt")
         return synflow_select(model, targets, groups, counts, context.input_shape, self.params.iterations)
 
 
