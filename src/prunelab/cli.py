@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -12,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .headline import metric_info
+from .headline import metric_info, short_headline
 from .errors import PrunelabError, printable
 
 app = typer.Typer(
@@ -22,6 +23,113 @@ app = typer.Typer(
     help="Reproducible neural-network pruning research on PyTorch.",
 )
 console = Console()
+
+
+# ---------------------------------------------------------------- tables that fit the terminal
+
+
+@dataclass(frozen=True)
+class Col:
+    """A column of :func:`print_table`.
+
+    ``fit``: ``num`` is never wrapped or cut (numbers, intervals, hashes); ``wrap`` wraps at spaces
+    (names); ``cut`` stays on one line and is cut with "…" when narrow (labels of a listing).
+    ``drop``: 0 is always shown; on a narrow terminal the columns with the highest ``drop`` are left
+    out first. ``width``: the narrowest a ``wrap`` or ``cut`` column is made before columns are left out.
+    """
+
+    header: str
+    fit: str = "num"
+    drop: int = 0
+    width: int = 8
+    justify: str = "left"
+
+
+_BOXED_EXTRA = (3, 1)  # rich's default box: 3 characters a column (padding and a rule) + 1
+_COMPACT_EXTRA = (2, -2)  # no box, padding collapsed: 2 characters between columns
+
+
+def _layout(cols: list[Col], cells: list[list[str]], width: int):
+    """(indices of the columns shown, their widths, compact?) for a table of ``cells`` in ``width``
+    characters: boxed where everything fits whole, else without its box, else without the columns
+    of highest ``drop`` until every number fits whole; names then wrap and labels are cut."""
+    from rich.cells import cell_len
+
+    n = len(cols)
+    longest = [max([cell_len(row[i]) for row in cells], default=0) for i in range(n)]
+    header_word = [max(cell_len(w) for w in c.header.split() or [""]) for c in cols]
+    word = [max([header_word[i]] + [cell_len(w) for row in cells for w in row[i].split()]) for i in range(n)]
+    natural = [max(longest[i], header_word[i]) for i in range(n)]  # whole cells, headers may wrap
+    full = [max(longest[i], cell_len(c.header)) for i, c in enumerate(cols)]  # headers on one line too
+
+    def floor(i: int) -> int:
+        c = cols[i]
+        if c.fit == "num":
+            return natural[i]
+        if c.fit == "wrap":
+            return max(word[i], min(natural[i], c.width))
+        return max(cell_len(c.header), min(natural[i], c.width))  # cut: its header whole
+
+    def extra(k: int, compact: bool) -> int:
+        per, plus = _COMPACT_EXTRA if compact else _BOXED_EXTRA
+        return per * k + plus
+
+    def spread(widths: dict[int, int], spare: int) -> list[int]:
+        """Give what is left to names and labels, then to headers of numbers (which wrap meanwhile)."""
+        for kinds, goal in ((("wrap", "cut"), natural), (("num",), full)):
+            while spare > 0:
+                wanting = [i for i in widths if cols[i].fit in kinds and widths[i] < goal[i]]
+                if not wanting:
+                    break
+                for i in wanting[:spare]:
+                    widths[i] += 1
+                    spare -= 1
+        return list(widths.values())
+
+    shown = list(range(n))
+    for compact in (False, True):
+        if sum(natural) + extra(n, compact) <= width:
+            return shown, spread(dict(enumerate(natural)), width - sum(natural) - extra(n, compact)), compact
+    floors = {i: floor(i) for i in shown}
+    while sum(floors[i] for i in shown) + extra(len(shown), True) > width:
+        droppable = [i for i in shown if cols[i].drop > 0]
+        if not droppable:
+            break
+        shown.remove(max(droppable, key=lambda i: (cols[i].drop, i)))
+    if sum(floors[i] for i in shown) + extra(len(shown), True) > width:  # very narrow: labels to their
+        for i in shown:  # headers, long names folded inside words; numbers stay whole
+            if cols[i].fit == "cut":
+                floors[i] = min(floors[i], max(4, cell_len(cols[i].header)))
+            elif cols[i].fit == "wrap":
+                floors[i] = min(floors[i], max(4, cols[i].width))
+    widths = {i: floors[i] for i in shown}
+    return shown, spread(widths, width - sum(widths.values()) - extra(len(shown), True)), True
+
+
+def print_table(cols: list[Col], rows: list[list[str]], *, title: str | None = None,
+                styles: list[str | None] | None = None, out: Console | None = None) -> list[str]:
+    """Print rows of plain text (never read as markup) as a table that fits the terminal (see
+    :func:`_layout`); returns the headers of the columns left out, after saying which."""
+    from rich import box
+    from rich.table import Column
+    from rich.text import Text
+
+    out = out or console
+    shown, widths, compact = _layout(cols, rows, out.width)
+    columns = []
+    for i, w in zip(shown, widths):
+        c = cols[i]
+        columns.append(Column(c.header, width=w, justify=c.justify, no_wrap=c.fit == "cut",
+                              overflow="ellipsis" if c.fit == "cut" else "fold"))
+    table = Table(*columns, title=title, **(dict(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                                                 collapse_padding=True) if compact else {}))
+    for r, row in enumerate(rows):
+        table.add_row(*(Text(row[i]) for i in shown), style=(styles or [None] * len(rows))[r])
+    out.print(table)
+    left_out = [cols[i].header for i in range(len(cols)) if i not in shown]
+    if left_out:
+        out.print(f"({', '.join(left_out)}: left out to fit {out.width} columns)", style="dim")
+    return left_out
 
 
 @app.callback()
@@ -126,7 +234,9 @@ def train(
     from .registry import trust_names
 
     trust_names(dataset, model)  # typed on your command line: your own names, trusted like a spec's
-    DATASETS.get(dataset), MODELS.get(model)  # unknown names fail before any work
+    from .tasks.datasets import parse_variant
+
+    DATASETS.get(parse_variant(dataset)[0]), MODELS.get(model)  # unknown names fail before any work
 
     try:
         steps = tuple(int(m) for m in milestones.split(",") if m.strip())
@@ -158,6 +268,9 @@ def train(
         _print_regression(test, f"test set after {result.iterations} iterations")
         console.print(f"test RMSE [bold]{test.rmse:.4g}[/], R² {test.r2:.4f}, bias {test.bias:+.4f}, resolution "
                       f"{test.resolution:.4f}; {timing}")
+    elif data.task == "language":
+        console.print(f"test perplexity [bold]{test.perplexity:.3f}[/] ({test.loss:.4f} nats, {test.bits_per_token:.3f} "
+                      f"bits per token), next-token accuracy {test.accuracy:.4f}; {timing}")
     else:
         _print_evaluation(test, f"test set after {result.iterations} iterations")
         console.print(f"test accuracy [bold]{test.accuracy:.4f}[/], loss {test.loss:.4f}, balanced accuracy "
@@ -278,10 +391,11 @@ def run(
     binary = all(r.auc is not None for r in rows)  # two-class task: the ROC AUC beside the accuracy
     metric = "test " + metric_info(rows[0].metric if rows else "accuracy").label
     early = any(r.early_stopping is not None for r in rows)  # a validation curve was recorded
-    table = Table(*(["configuration"] if swept else []), "branch", "round", "weights remaining",
-                  f"{metric} (mean ± 95% CI)", *(["ROC AUC (mean ± 95% CI)"] if binary else []),
-                  *(["early-stop iteration"] if early else []), "seeds",
-                  title=f"{spec.study.name}: {metric} over seeds")
+    cols = [*([Col("configuration", "wrap", width=14)] if swept else []), Col("branch", "wrap"), Col("round"),
+            Col("weights remaining"), Col(f"{metric} (mean ± 95% CI)"),
+            *([Col("ROC AUC (mean ± 95% CI)", drop=2)] if binary else []),
+            *([Col("early-stop iteration", drop=1)] if early else []), Col("seeds", drop=3)]
+    table = []
     for r in rows:
         ci = _interval(r.mean, r.ci_low, r.ci_high, r.n)
         auc = [f"{r.auc[0]:.4f}" + _interval(*r.auc, r.n)] if binary else []
@@ -289,9 +403,9 @@ def run(
         if early:
             e = r.early_stopping
             stop = ["" if e is None else f"{e[0]:.0f}" + ("" if r.n < 2 else f" ± {(e[2] - e[1]) / 2:.0f}")]
-        table.add_row(*([escape(r.config)] if swept else []), escape(r.branch), str(r.round), f"{r.remaining:.1f} %",
-                      f"{r.mean:.4f}{ci}", *auc, *stop, str(r.n))
-    console.print(table)
+        table.append([*([printable(r.config)] if swept else []), printable(r.branch), str(r.round),
+                      f"{r.remaining:.1f} %", f"{r.mean:.4f}{ci}", *auc, *stop, str(r.n)])
+    print_table(cols, table, title=f"{spec.study.name}: {metric} over seeds")
     _print_paired_effects(rows, comparison_pairs(spec), metric)
     if spec.hypotheses:
         _hypothesis_table(hypothesis_results(spec, rows), metric)
@@ -342,14 +456,15 @@ def _print_instability(tree, interval: str) -> None:
     if not rows:
         return
     swept = any(r.config is not None for r in rows)
-    out = Table(*(["configuration"] if swept else []), "copies from iteration", "seeds",
-                "error barrier (mean ± 95% CI)", "endpoint error",
-                title="instability: test-error barrier between two copies trained with different data orders")
+    cols = [*([Col("configuration", "wrap", width=14)] if swept else []), Col("copies from iteration"),
+            Col("seeds", drop=1), Col("error barrier (mean ± 95% CI)"), Col("endpoint error", drop=2)]
+    table = []
     for r in rows:
         ci = "" if r.n < 2 else f" ± {(r.ci_high - r.ci_low) / 2:.4f}"
-        out.add_row(*([escape(r.config or "")] if swept else []), str(r.iteration), str(r.n), f"{r.mean:.4f}{ci}",
-                    f"{r.endpoint_error:.4f}")
-    console.print(out)
+        table.append([*([printable(r.config or "")] if swept else []), str(r.iteration), str(r.n),
+                      f"{r.mean:.4f}{ci}", f"{r.endpoint_error:.4f}"])
+    print_table(cols, table,
+                title="instability: test-error barrier between two copies trained with different data orders")
     console.print("barrier: the highest test error on the straight line between the copies minus the mean of their "
                   "own errors (Frankle et al. 2020); near 0: stable to the data order from that iteration.")
 
@@ -361,16 +476,19 @@ def _print_paired_effects(rows, pairs, metric: str) -> None:
     if not effects:
         return
     swept = any(e.config is not None for e in effects)
-    out = Table(*(["configuration"] if swept else []), "A", "B", "round", "weights remaining", "seeds",
-                "A − B (mean, 95% CI)", "d_z",
-                title=f"paired by seed: {metric} of A minus B (bold: the interval excludes 0)")
+    seeds = _seeds(e.n for e in effects)
+    cols = [*([Col("configuration", "wrap", width=14)] if swept else []), Col("A", "wrap"), Col("B", "wrap"),
+            Col("round"), Col("weights remaining", drop=1), *([] if seeds else [Col("seeds", drop=3)]),
+            Col("A − B (mean, 95% CI)"), Col("d_z", drop=2)]
+    table = []
     for e in effects:
         ci = "" if e.n < 2 else f" [{e.ci_low:+.4f}, {e.ci_high:+.4f}]"
-        out.add_row(*([escape(e.config or "")] if swept else []), escape(e.a), escape(e.b), str(e.round),
-                    f"{e.remaining:.1f} %", str(e.n), f"{e.mean:+.4f}{ci}",
-                    "" if e.effect_size != e.effect_size else f"{e.effect_size:+.2f}",
-                    style="bold" if e.excludes_zero else None)
-    console.print(out)
+        table.append([*([printable(e.config or "")] if swept else []), printable(e.a), printable(e.b), str(e.round),
+                      f"{e.remaining:.1f} %", *([] if seeds else [str(e.n)]), f"{e.mean:+.4f}{ci}",
+                      "" if e.effect_size != e.effect_size else f"{e.effect_size:+.2f}"])
+    print_table(cols, table, styles=["bold" if e.excludes_zero else None for e in effects],
+                title=f"paired by seed{f' ({seeds})' if seeds else ''}: {metric} of A minus B (bold: the interval "
+                      "excludes 0)")
     console.print("d_z: mean paired difference / SD of the differences. Intervals are per row (not corrected "
                   "for the number of rows); `prunelab compare` gives p-values with a multiple-comparison correction.")
 
@@ -386,13 +504,15 @@ def _print_variation(rows, name: str) -> None:
     table = seed_vs_systematic(frame, "accuracy")
     if table.empty:
         return
-    out = Table("branch", "round", "configs", "seed SD", "SD of config means", "systematic SD", "ANOVA p",
-                "best configuration", title=f"{name}: seed variation vs systematic variation (test accuracy)")
+    cols = [Col("branch", "wrap"), Col("round"), Col("configs", drop=2), Col("seed SD"),
+            Col("SD of config means", drop=1), Col("systematic SD"), Col("ANOVA p"),
+            Col("best configuration", "wrap", width=16)]
+    out = []
     for t in table.itertuples():
         p = "" if t.anova_p != t.anova_p else f"{t.anova_p:.3g}"
-        out.add_row(escape(t.branch), str(t.round), str(t.configs), f"{t.seed_sd:.4f}", f"{t.config_sd:.4f}",
-                    f"{t.systematic_sd:.4f}", p, f"{t.best_config} ({t.best_mean:.4f})")
-    console.print(out)
+        out.append([printable(t.branch), str(t.round), str(t.configs), f"{t.seed_sd:.4f}", f"{t.config_sd:.4f}",
+                    f"{t.systematic_sd:.4f}", p, printable(f"{t.best_config} ({t.best_mean:.4f})")])
+    print_table(cols, out, title=f"{name}: seed variation vs systematic variation (test accuracy)")
     console.print("systematic SD: the spread of the configuration means with the seed noise they carry removed "
                   "(one-way random effects); ANOVA p: do the configurations differ more than seeds explain?")
 
@@ -462,40 +582,99 @@ def list_states(
 
     shown, total, damaged = query_states(store, tag=tag, recipe=recipe, depth=depth, status=status, limit=limit)
     _warn_damaged(damaged)
-    table = Table("hash", "depth", "recipe", "status", "tags", "test", "sparsity", "seconds")
-    for r in shown:
-        table.add_row(
-            r["hash"][:12], str(r["depth"] or 0), escape(printable(r["label"])), printable(r["status"] or "?"),
-            escape(printable(",".join(r["tags"]))), printable(r["headline"] or ""), "" if r["sparsity"] is None else f"{r['sparsity']:.3f}",
-            f"{r['seconds'] or 0:.2f}",
-        )
-    console.print(table)
+    all_done = all(r["status"] == "done" for r in shown)
+    cols = [Col("hash"), Col("depth", drop=3, justify="right"), Col("recipe", "cut", width=24),
+            Col("status", drop=5 if all_done else 0), Col("tags", "cut", drop=1, width=13), Col("test"),
+            Col("sparsity", drop=2, justify="right"), Col("seconds", drop=4, justify="right")]
+    rows = [[r["hash"][:HASH_CHARS], str(r["depth"] or 0), printable(r["label"]), printable(r["status"] or "?"),
+             printable(",".join(r["tags"])), printable(r["headline"] or ""),
+             "" if r["sparsity"] is None else f"{r['sparsity']:.3f}", f"{r['seconds'] or 0:.2f}"] for r in shown]
+    print_table(cols, rows)
     if len(shown) < total:
         console.print(f"{len(shown):,} of {total:,} states shown (--limit 0 lists all; --tag, --recipe, "
                       "--depth and --status filter)")
+
+
+HASH_CHARS = 12  # of a hash in listings: unique in any store (show takes any unique prefix)
 
 
 @app.command()
 def show(
     store: Path = typer.Argument(..., help="store directory"),
     state: str = typer.Argument(..., help="state hash or a unique prefix of it"),
+    json_out: bool = typer.Option(False, "--json", help="print the state's manifest as stored (JSON): every "
+                                                        "metric, tensor entry, timing and a failure's traceback"),
+    all_steps: bool = typer.Option(False, "--lineage", help="list every step of the lineage (default: the root "
+                                                             "and the last steps)"),
 ) -> None:
-    """Show one state: its lineage, recipe, metrics and provenance."""
-    from .headline import short_headline
-
+    """Show one state: what it is, its lineage, metrics, sparsity, timings and where its tensors are
+    (--json: its whole manifest)."""
     results = _open(store)
     m = results.get(state)
-    tags = escape(printable(", ".join(m.get("tags", []))))
-    console.print(f"[bold]{m['hash']}[/] ({escape(printable(m.get('status')))}) tags: {tags or '-'}")
-    lineage = Table("depth", "hash", "recipe", title="lineage (root → state)")
-    for step in results.lineage(m["hash"]):
-        lineage.add_row(str(step.get("depth", 0)), step["hash"][:12],
-                        escape(printable(step["recipe"].get("label", step["recipe"]["type"]))))
-    console.print(lineage)
-    console.print_json(data={"params": m["recipe"]["params"], "iteration": m.get("iteration"),
-                             "metrics": {k: v for k, v in (m.get("metrics") or {}).items() if k not in ("curve",)},
-                             "error": m.get("error"), "timings": m.get("timings"), "environment": m.get("environment")},
-                       default=str)
+    if json_out:  # the manifest as stored (verified), escaped to ASCII: no control code reaches a terminal
+        sys.stdout.write(json.dumps(m, indent=2, ensure_ascii=True) + "\n")
+        return
+    _show_state(results, m, all_steps)
+
+
+LINEAGE_STEPS = 8  # a longer lineage shows its root, "⋮", and its last steps (--lineage: all)
+
+
+def _show_state(results, m: dict, all_steps: bool) -> None:
+    """The human summary of one state (``show``)."""
+    from rich.text import Text
+
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+
+    def row(key: str, *lines: str, style: str | None = None) -> None:
+        grid.add_row(key, Text("\n".join(printable(line) for line in lines), style=style or ""))
+
+    recipe = m.get("recipe") or {}
+    status = printable(m.get("status"))
+    row("state", m["hash"])
+    label, kind = recipe.get("label") or recipe.get("type"), f"{recipe.get('type')}, version {recipe.get('version')}"
+    row("recipe", kind if label == recipe.get("type") else f"{label} · {kind}")
+    row("status", status, style=None if status == "done" else "red")
+    error = m.get("error")
+    if error:
+        message = error.get("message") if isinstance(error, dict) else error
+        row("error", str(message), "the traceback: prunelab show STORE HASH --json", style="red")
+    row("tags", ", ".join(m.get("tags") or []) or "-")
+    chain = results.lineage(m["hash"])
+    row("lineage", *_lineage_lines(chain, all_steps))
+    params = _param_text(recipe.get("params") or {})
+    if params:
+        row("parameters", " · ".join(params))
+    metrics = m.get("metrics") if isinstance(m.get("metrics"), dict) else {}
+    shown = set()
+    for split, lines in _evaluations(metrics):
+        row(split, *lines)
+        shown.add(split)
+    sparsity = _sparsity_lines(m, metrics)
+    if sparsity:
+        row("sparsity", *sparsity)
+        shown |= {"sparsity", "layers"}
+    training = []
+    if m.get("iteration") is not None:
+        training.append(f"iteration {m['iteration']}")
+    if isinstance(metrics.get("early_stopping_iteration"), (int, float)):
+        training.append(f"early stopping at {metrics['early_stopping_iteration']:g} (lowest validation loss)")
+    if isinstance(metrics.get("curve"), list) and metrics["curve"]:
+        points = len(metrics["curve"])
+        training.append(f"{points} validation point{'s' if points > 1 else ''} (--json: the curve)")
+    if training:
+        row("training", "; ".join(training))
+    shown |= {"early_stopping_iteration", "curve", "train_seconds"}
+    other = _other_metrics(metrics, shown)
+    if other:
+        row("other", " · ".join(other))
+    row("time", *_time_lines(m.get("timings"), metrics.get("train_seconds")))
+    env = m.get("environment") if isinstance(m.get("environment"), dict) else {}
+    row("made with", _environment(env, m.get("torch_threads")))
+    console.print(grid)
+    _print_tensors(results, m, chain)
     for probe in results.probes(m["hash"]):
         measured = []
         for k, v in (probe.get("result") or {}).items():
@@ -505,6 +684,230 @@ def show(
             except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
                 continue  # not an evaluation
         console.print(f"probe {printable(probe.get('label'))}: " + ", ".join(map(printable, measured)), markup=False)
+    console.print("(prunelab show STORE HASH --json: the whole manifest)", style="dim")
+
+
+def _lineage_lines(chain: list[dict], all_steps: bool) -> list[str]:
+    """``depth hash label · headline`` from the root to the state; a long one shortened."""
+    def line(step: dict) -> str:
+        recipe = step.get("recipe") or {}
+        text = f"{step.get('depth', 0):>2} {step['hash'][:HASH_CHARS]} {recipe.get('label') or recipe.get('type')}"
+        test = (step.get("metrics") or {}).get("test") if isinstance(step.get("metrics"), dict) else None
+        try:
+            if isinstance(test, dict):
+                text += f" · {short_headline(test)}"
+        except (KeyError, TypeError, ValueError):
+            pass
+        return text
+
+    if all_steps or len(chain) <= LINEAGE_STEPS + 2:  # hiding one or two steps would save nothing
+        return [line(step) for step in chain]
+    tail = LINEAGE_STEPS - 2
+    return [line(chain[0]), f"   ⋮ {len(chain) - 1 - tail} steps (--lineage lists them)"] + \
+        [line(step) for step in chain[-tail:]]
+
+
+def _param_text(params: dict, prefix: str = "") -> list[str]:
+    """A recipe's parameters as ``key value``: nested keys dotted (a training's ``config.`` left
+    out), references to states as short hashes, empty and unset values left out."""
+    out = []
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and "$state" in value:
+            out.append(f"{name} {str(value['$state'])[:HASH_CHARS]}")
+        elif isinstance(value, dict):
+            out += _param_text(value, "" if name == "config" else f"{name}.")
+        elif value is None or value is False or value == [] or value == "":
+            continue
+        elif isinstance(value, list):
+            items = [str(v["$state"])[:HASH_CHARS] if isinstance(v, dict) and "$state" in v else _number(v)
+                     for v in value]
+            out.append(f"{name} {','.join(items)}")
+        else:
+            out.append(f"{name} {_number(value)}")
+    return out
+
+
+def _number(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if not isinstance(value, (int, float)):
+        text = str(value)
+        return text[:HASH_CHARS] if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else text
+    if isinstance(value, int):
+        return f"{value:,}" if abs(value) >= 10_000 else str(value)
+    return f"{value:.4g}"
+
+
+def _evaluations(metrics: dict) -> list[tuple[str, list[str]]]:
+    """Each evaluation among the metrics (test first): its headline, which way is better, the
+    other scores, and the class of lowest recall."""
+    from .headline import METRICS, headline, metric_info
+
+    found = []
+    for split in sorted(metrics, key=lambda k: (k != "test", k != "validation", k)):
+        ev = metrics[split]
+        if not isinstance(ev, dict):
+            continue
+        try:
+            name, value = headline(ev)
+            value = float(value)
+        except (KeyError, TypeError, ValueError):
+            continue
+        info = metric_info(name)
+        first = f"{info.label} {value:.4f} ({'higher' if info.higher_is_better else 'lower'} is better)"
+        scores = [(k, v) for k, v in ev.items() if k != name and isinstance(v, (int, float))
+                  and not isinstance(v, bool)]
+        scores.sort(key=lambda kv: (kv[0] not in METRICS, list(METRICS).index(kv[0]) if kv[0] in METRICS else 0,
+                                    kv[0]))
+        lines = [first]
+        if scores:
+            lines.append(" · ".join(f"{metric_info(k).label} {_number(v)}" for k, v in scores))
+        per_class = ev.get("per_class")
+        if isinstance(per_class, list) and len(per_class) > 1:
+            try:
+                worst = min(per_class, key=lambda c: float(c["recall"]))
+                lines.append(f"lowest recall: class {worst['class']} ({float(worst['recall']):.3f}; "
+                             f"{len(per_class)} classes, --json: all)")
+            except (KeyError, TypeError, ValueError):
+                pass
+        found.append((split, lines))
+    return found
+
+
+def _sparsity_lines(m: dict, metrics: dict) -> list[str]:
+    from .experiment.summary import remaining_percent
+
+    masks = m.get("masks") or {}
+    try:
+        remaining = remaining_percent(m)
+    except (KeyError, TypeError, ValueError):
+        remaining = None
+    sparsity = metrics.get("sparsity")
+    if not masks and not isinstance(sparsity, (int, float)):
+        return ["none: no masks (dense)"] if m.get("weights") else []
+    lines = []
+    head = []
+    if isinstance(sparsity, (int, float)) and not isinstance(sparsity, bool):
+        head.append(f"{100 * sparsity:.1f} % of the prunable weights pruned")
+    if remaining is not None:
+        head.append(f"{remaining:.1f} % remain")
+    head.append(f"{len(masks)} masked tensors")
+    lines.append(", ".join(head))
+    layers = metrics.get("layers")
+    if isinstance(layers, dict) and layers:
+        parts = [f"{name} {100 * v:.1f}%" for name, v in list(layers.items())[:8] if isinstance(v, (int, float))]
+        more = len(layers) - 8
+        lines.append("pruned per layer: " + ", ".join(parts) + (f" and {more} more" if more > 0 else ""))
+    return lines
+
+
+def _other_metrics(metrics: dict, shown: set) -> list[str]:
+    out = []
+    for key, value in metrics.items():
+        if key in shown or isinstance(value, (dict, list)) or value is None:
+            continue
+        out.append(f"{key.replace('_', ' ')} {_number(value)}")
+    for key, value in metrics.items():  # small records (a device, a vectorised group): flat
+        if key not in shown and isinstance(value, dict) and all(not isinstance(v, (dict, list)) for v in value.values()) \
+                and len(value) <= 6 and not _evaluation_like(value):
+            out.append(f"{key.replace('_', ' ')}: " + ", ".join(f"{k} {_number(v)}" for k, v in value.items()))
+    return out
+
+
+def _evaluation_like(value: dict) -> bool:
+    return "accuracy" in value or "task" in value
+
+
+def _when(stamp) -> str:
+    """A Unix time as local date and time, with how long ago."""
+    import datetime
+
+    try:
+        moment = datetime.datetime.fromtimestamp(float(stamp)).astimezone()
+    except (TypeError, ValueError, OverflowError, OSError):
+        return str(stamp)
+    ago = (datetime.datetime.now().astimezone() - moment).total_seconds()
+    when = moment.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
+    return f"{when} ({_duration(ago)} ago)" if ago >= 0 else when
+
+
+def _duration(seconds) -> str:
+    """``"0.42 s"``, ``"4.0 s"``, ``"2 min 05 s"``, ``"3 h 12 min"``, ``"2 days 4 h"``."""
+    try:
+        s = float(seconds)
+    except (TypeError, ValueError):
+        return str(seconds)
+    if s != s:
+        return "?"
+    if s < 1:
+        return f"{s:.2f} s"
+    if s < 60:
+        return f"{s:.1f} s"
+    s = int(round(s))
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    return f"{s // 86400} days {s % 86400 // 3600} h"
+
+
+def _time_lines(timings, train_seconds) -> list[str]:
+    if not isinstance(timings, dict):
+        return ["not recorded"]
+    took = f"took {_duration(timings.get('seconds'))}"
+    if isinstance(train_seconds, (int, float)) and not isinstance(train_seconds, bool):
+        took += f" ({_duration(train_seconds)} of it training)"
+    lines = [took]
+    if timings.get("finished") is not None:
+        lines.append(f"finished {_when(timings['finished'])}")
+    return lines
+
+
+def _environment(env: dict, threads) -> str:
+    parts = [f"{name} {env[key]}" for key, name in (("prunelab", "prunelab"), ("torch", "torch"),
+                                                    ("python", "Python")) if env.get(key)]
+    if threads:
+        parts.append(f"{threads} torch thread{'s' if threads != 1 else ''}")
+    if env.get("git_commit"):
+        parts.append(f"git {str(env['git_commit'])[:HASH_CHARS]}" + (" (uncommitted changes)" if env.get("git_dirty")
+                                                                      else ""))
+    if env.get("platform"):
+        parts.append(str(env["platform"]))
+    return " · ".join(parts) or "not recorded"
+
+
+def _print_tensors(results, m: dict, chain: list[dict]) -> None:
+    """Where the state's tensors are: each pack file, how many of them it holds, and whether this
+    state wrote it or an ancestor did."""
+    import os
+
+    from .experiment.store import StoreError, tensor_entries
+
+    kinds = {"weights": len(m.get("weights") or {}), "masks": len(m.get("masks") or {}),
+             "optimizer tensors": len(((m.get("optimizer") or {}).get("tensors")) or {})}
+    packs: dict[str, int] = {}
+    for entry in tensor_entries(m):
+        name = entry.get("pack") or entry.get("blob")
+        packs[name] = packs.get(name, 0) + 1
+    if not packs:
+        return
+    inherited = set()
+    if len(chain) > 1:
+        inherited = {e.get("pack") or e.get("blob") for e in tensor_entries(chain[-2])}
+    what = ", ".join(f"{n} {k}" for k, n in kinds.items() if n)
+    console.print(f"[bold]{'tensors':<12}[/]{what}, in {len(packs)} pack file{'s' if len(packs) > 1 else ''}:",
+                  highlight=False)
+    for name, count in packs.items():
+        try:
+            path = results.store.blob_path(name)
+            info = os.lstat(path)
+            size = f"{info.st_size / 1e3:,.0f} kB" if info.st_size < 1e7 else f"{info.st_size / 1e6:,.1f} MB"
+        except (StoreError, OSError):
+            path, size = name, "missing"
+        origin = "from an ancestor" if name in inherited else "written by this state"
+        console.print(f"  {printable(str(path))}", soft_wrap=True, markup=False, highlight=False)
+        console.print(f"    {count} tensor{'s' if count > 1 else ''}, {size}, {origin}", markup=False, highlight=False)
 
 
 @app.command()
@@ -561,17 +964,21 @@ def compare(
     swept = table["config"].notna().any()
     for planned, part in table.groupby("planned", sort=False):
         kind = "planned comparisons" if planned else "exploratory comparisons (not planned; corrected apart)"
-        out = Table(*(["configuration"] if swept else []), "A", "B", "round", "remaining A", "seeds",
-                    "A − B (mean, 95% CI)", "d_z", "p", f"p (Holm, {family})",
-                    title=f"{metric}: {kind}, paired over seeds ({test} test; bold: adjusted p < 0.05)")
+        seeds = _seeds(part["seeds"])
+        cols = [*([Col("configuration", "wrap", width=14)] if swept else []), Col("A", "wrap"), Col("B", "wrap"),
+                Col("round"), Col("remaining A", drop=1), *([] if seeds else [Col("seeds", drop=4)]),
+                Col("A − B (mean, 95% CI)"), Col("d_z", drop=2), Col("p", drop=3), Col(f"p (Holm, {family})")]
+        rows = []
         for r in part.itertuples():
             ci = "" if r.seeds < 2 else f" [{r.ci_low:+.4f}, {r.ci_high:+.4f}]"
-            out.add_row(*([escape(r.config or "")] if swept else []), escape(r.a), escape(r.b), str(r.round),
-                        f"{r.remaining_a:.1f} %", str(r.seeds), f"{r.difference:+.4f}{ci}",
-                        "" if r.d_z != r.d_z else f"{r.d_z:+.2f}", "" if r.p != r.p else f"{r.p:.3g}",
-                        "" if r.p_adjusted != r.p_adjusted else f"{r.p_adjusted:.3g}",
-                        style="bold" if r.p_adjusted < 0.05 else None)
-        console.print(out)
+            rows.append([*([printable(r.config or "")] if swept else []), printable(r.a), printable(r.b),
+                         str(r.round), f"{r.remaining_a:.1f} %", *([] if seeds else [str(r.seeds)]),
+                         f"{r.difference:+.4f}{ci}", "" if r.d_z != r.d_z else f"{r.d_z:+.2f}",
+                         "" if r.p != r.p else f"{r.p:.3g}",
+                         "" if r.p_adjusted != r.p_adjusted else f"{r.p_adjusted:.3g}"])
+        print_table(cols, rows, styles=["bold" if r.p_adjusted < 0.05 else None for r in part.itertuples()],
+                    title=f"{metric}: {kind}, paired over {seeds or 'seeds'} ({test} test; bold: adjusted "
+                          "p < 0.05)")
     console.print(f"family ({family}): Holm within {FAMILIES[family]}. d_z: mean paired difference / SD of the "
                   "differences. Intervals are per row (Student t over seeds).")
     note = power_note(table, test)
@@ -594,12 +1001,13 @@ def _print_hypotheses(points, metric: str) -> list:
 
 
 def _hypothesis_table(results, metric: str) -> None:
-    from rich.table import Column
-
     swept = any(r.config for r in results)
-    out = Table("claim", *(["configuration"] if swept else []), "rounds (remaining)", "seeds",
-                "A − B (mean, 95% CI)", "p (one-sided)", "p (Holm)", Column("verdict", no_wrap=True),
-                title=f"declared hypotheses ({metric}; one family, Holm)")
+    seeds = _seeds(r.n for r in results)
+    cols = [Col("claim", "wrap", width=10), *([Col("configuration", "wrap", width=14)] if swept else []),
+            Col("rounds (remaining)", drop=1), *([] if seeds else [Col("seeds", drop=3)]),
+            Col("A − B (mean, 95% CI)"), Col("p (one-sided)", drop=2), Col("p (Holm)"),
+            Col("verdict", "wrap", width=13)]
+    rows, styles = [], []
     for r in results:
         if r.rounds:
             span = f"{r.rounds[0]}" if len(r.rounds) == 1 else f"{r.rounds[0]}–{r.rounds[-1]}"
@@ -608,12 +1016,18 @@ def _hypothesis_table(results, metric: str) -> None:
         else:
             levels = "-"
         ci = "" if r.n < 2 else f" [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
-        out.add_row(escape(r.claim), *([escape(r.config or "")] if swept else []), levels, str(r.n),
-                    "" if r.mean != r.mean else f"{r.mean:+.3f}{ci}",
-                    "" if r.p != r.p else f"{r.p:.3g} ({r.test})", "" if r.p_adjusted != r.p_adjusted
-                    else f"{r.p_adjusted:.3g}", r.verdict,
-                    style="green" if r.supported else ("yellow" if r.verdict.startswith("not testable") else None))
-    console.print(out)
+        rows.append([printable(r.claim), *([printable(r.config or "")] if swept else []), levels,
+                     *([] if seeds else [str(r.n)]), "" if r.mean != r.mean else f"{r.mean:+.3f}{ci}",
+                     "" if r.p != r.p else f"{r.p:.3g} ({r.test})",
+                     "" if r.p_adjusted != r.p_adjusted else f"{r.p_adjusted:.3g}", printable(r.verdict)])
+        styles.append("green" if r.supported else ("yellow" if r.verdict.startswith("not testable") else None))
+    print_table(cols, rows, styles=styles, title=f"declared hypotheses ({metric}; {seeds + ', ' if seeds else ''}one family, Holm)")
+
+
+def _seeds(counts) -> str:
+    """"N seeds" where every row has N seeds (a title says so; no column), else ""."""
+    found = {int(n) for n in counts}
+    return f"{found.pop()} seeds" if len(found) == 1 else ""
 
 
 @app.command()
