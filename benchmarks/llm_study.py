@@ -166,6 +166,24 @@ def study_table(store: Path) -> list[dict]:
     return rows
 
 
+def token_table(store: Path, top: int = 5) -> dict:
+    """The characters whose loss rises most (share of the rise) for magnitude and Wanda at 50 % and 2:4."""
+    from prunelab.analysis.tables import study_points
+    from prunelab.analysis.text import study_token_costs
+    from prunelab.experiment.query import open_store
+
+    results = open_store(store)
+    points = study_points(results, metric="test.perplexity")
+    out = {}
+    for branch in ("magnitude_50", "wanda_50", "magnitude_2of4", "wanda_2of4"):
+        table = study_token_costs(results, points, branch).head(top)
+        out[branch] = table.to_dict("records")
+        shown = ", ".join(f"{c!r} {s:.0%} (+{d:.2f} nats)" for c, s, d in zip(table["class"], table["share"],
+                                                                                 table["delta"]))
+        print(f"  who pays, {branch}: {shown}")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the quick variant only (CI-sized)")
@@ -206,6 +224,7 @@ def main() -> None:
         for row in table:
             print(f"  {row['branch']:15s} r{row['round']} {row['remaining']:5.1f} %  ppl {row['perplexity']:.3f} "
                   f"[{row['ci'][0]:.3f}, {row['ci'][1]:.3f}]  ({row['seeds']} seeds)")
+        who_pays = token_table(store)
         print(f"part 3: {args.draws} calibration draws of 128 blocks per dense model")
         spread = calibration_spread(store, data, args.draws, 128)
     limit = TARGETS["quick_minutes" if args.quick else "study_minutes"] * 60
@@ -216,6 +235,7 @@ def main() -> None:
                   "seconds_median": statistics.median(walls), "seconds_range": [min(walls), max(walls)],
                   "table": table},
         "calibration_draws": spread,
+        "who_pays": who_pays,
         "targets": {"loop_ratio": TARGETS["loop_ratio"], "study_seconds": limit},
         "met": {"loop_ratio": loop["ratio_median"] <= TARGETS["loop_ratio"],
                 "study_seconds": statistics.median(walls) <= limit},

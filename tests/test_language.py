@@ -265,3 +265,31 @@ claim = "wanda > random"
             assert store.manifest(p.state.hash)["iteration"] == 20
     (result,) = hypothesis_results(spec, rows)
     assert result.claim == "wanda > random" and result.n == 2
+
+
+def test_token_costs_find_the_planted_character():
+    """Planted: pruning raises the loss of 'e' by 0.5 nats and of nothing else; 'e' carries the whole rise."""
+    from prunelab.analysis.text import token_costs
+
+    names = list("abe")
+    support = [100, 50, 30]
+
+    def evaluation(losses):
+        return {"task": "language", "class_names": names,
+                "per_class": [{"class": c, "support": s, "loss": lo} for c, s, lo in zip(names, support, losses)]}
+
+    rng = np.random.default_rng(0)
+    dense, pruned = [], []
+    for wobble in (0.01, -0.01, 0.02, -0.02):  # seeds; the null classes' changes average exactly 0
+        base = rng.uniform(1.0, 2.0, 3)
+        noise = np.array([wobble, -wobble / 2, 0.0])
+        dense.append(evaluation(base.tolist()))
+        pruned.append(evaluation((base + noise + [0, 0, 0.5]).tolist()))
+    table = token_costs(dense, pruned)
+    top = table.iloc[0]
+    assert top["class"] == "e" and top["delta"] == pytest.approx(0.5) and top["share"] == pytest.approx(1.0, abs=0.05)
+    assert top["ci_low"] == pytest.approx(0.5) and top["ci_high"] == pytest.approx(0.5)  # no noise on 'e'
+    others = table[table["class"] != "e"]
+    assert (others["ci_low"] < 0).all() and (others["ci_high"] > 0).all()  # the null classes: intervals hold 0
+    with pytest.raises(PrunelabError, match="pairs"):
+        token_costs(dense, pruned[:2])
