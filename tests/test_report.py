@@ -18,10 +18,24 @@ from .test_cli import run_cli
 from .test_study import TINY, write_spec
 
 
+HYPOTHESES = """
+[[hypotheses]]
+claim = "ticket > reinit"
+
+[[hypotheses]]
+claim = "ticket >= dense"
+margin = 0.01
+
+[[hypotheses]]
+claim = "ticket > random"
+test = "permutation"
+"""
+
+
 @pytest.fixture(scope="module")
 def study_store(tmp_path_factory):
     folder = tmp_path_factory.mktemp("report")
-    text = TINY.split("[transfer.sgd]")[0]  # ticket, late, tuned, reinit, random; 2 seeds
+    text = TINY.split("[transfer.sgd]")[0] + HYPOTHESES  # ticket, late, tuned, reinit, random; 2 seeds
     tree = build_study(load_spec(write_spec(folder, text)))
     assert tree.experiment.run().ok
     return folder / "store"
@@ -38,7 +52,8 @@ def test_report_embeds_every_plot_and_writes_csvs(study_store, tmp_path):
     assert "http" not in page.replace("http-equiv", "")  # nothing fetched from outside: opens offline
     assert {p.name for p in (tmp_path / "csv").iterdir()} >= {"accuracy.csv", "pareto.csv", "similarity.csv"}
     low = page.lower()
-    assert "adding the fairness constraint" in low or "does not change" in low or "no candidate" in low
+    assert ("adding the worst-class limit changes it to" in low or "does not change the choice" in low
+            or "no point also meets" in low or "no branch and level meets" in low)
     # the planned comparisons (paired effects) and the per-tensor chance level are explained on the page
     assert "Planned comparisons: paired effects over seeds" in page and "same kept count in every tensor" in page
     assert {"comparisons.csv", "structure.csv"} <= {p.name for p in (tmp_path / "csv").iterdir()}
@@ -70,9 +85,10 @@ def test_report_renders_in_headless_chromium(study_store, tmp_path):
     flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run(flags + ["--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+    dom = subprocess.run(flags + ["--window-size=1200,2000", "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
                          capture_output=True, text=True, timeout=120).stdout
     assert "<title>report: 7/7 images loaded</title>" in dom
+    assert 'data-scaled="0"' in dom  # every figure is shown at its drawn size (100 % zoom) in a 1200 px window
     shot = tmp_path / "shot.png"
     subprocess.run(flags + ["--window-size=1200,2000", f"--screenshot={shot}", page.as_uri()],
                    capture_output=True, timeout=120)
@@ -317,3 +333,261 @@ def test_study_points_equal_the_manifests(study_store):
     assert list(points["test.accuracy"]) == [
         json.loads((study_store / "states" / f"{h}.json").read_text())["metrics"]["test"]["accuracy"]
         for h in points["hash"]]
+
+
+# ---------------------------------------------------------------- the report leads with the finding (issue #33)
+
+
+def _summary_text(page: str) -> str:
+    """The summary section's text, tags removed, whitespace collapsed."""
+    summary = page.split("<section class=summary id=summary>")[1].split("</section>")[0]
+    return " ".join(re.sub(r"<[^>]+>", " ", summary).split()).replace("&lt;", "<").replace("&gt;", ">")
+
+
+def _tables(page: str) -> list[tuple[list[str], list[list[str]]]]:
+    """Every rendered table as (headers, rows of cell texts)."""
+    import html as html_module
+
+    out = []
+    for table in re.findall(r"<table>(.*?)</table>", page, flags=re.S):
+        headers = [html_module.unescape(re.sub(r"<[^>]+>", "", h)) for h in re.findall(r"<th[^>]*>(.*?)</th>", table)]
+        rows = [[html_module.unescape(re.sub(r"<[^>]+>", "", c)) for c in re.findall(r"<td[^>]*>(.*?)</td>", row)]
+                for row in re.findall(r"<tr>(.*?)</tr>", table.split("<tbody>")[1])]
+        out.append((headers, rows))
+    return out
+
+
+def test_summary_leads_and_states_each_hypothesis_verdict_with_its_numbers(study_store, tmp_path):
+    from prunelab.analysis.effects import evaluate_hypotheses
+    from prunelab.report.html import _interval, _p
+
+    page = build_report(study_store, tmp_path / "r.html").read_text()
+    # the summary comes first: before the first figure and before every statistical table
+    assert page.index("id=summary") < page.index("data:image/png") < page.index("<h2>Declared hypotheses</h2>")
+    text = _summary_text(page)
+    points = study_points(open_store(study_store))
+    results = evaluate_hypotheses(points, points.attrs["hypotheses"], value="test.accuracy")
+    assert len(results) == 3
+    assert f"{sum(r.verdict == 'supported' for r in results)} of 3 declared hypotheses supported" in text
+    assert "Does ticket beat reinit? Is ticket no worse than dense (within 0.01)? Does ticket beat random?" in text
+    items = [" ".join(re.sub(r"<[^>]+>", " ", li).split()).replace("&lt;", "<")
+             for li in re.findall(r"<li>(.*?)</li>", page.split("id=summary>")[1].split("</section>")[0])]
+    assert len(items) == 3
+    for r, line, words in zip(results, items, ("ticket has better accuracy than reinit",
+                                               "ticket is no worse than dense by more than 0.01 accuracy",
+                                               "ticket has better accuracy than random")):
+        assert line.startswith(f"{r.verdict} {words} at ")  # the verdict badge, then the claim in words
+        number = _interval(r.mean, r.ci_low, r.ci_high, signed=True)
+        assert number.startswith(("+", "−")) and "[" in number
+        assert f"{r.claim.split()[0]} − {r.claim.split()[-1]} = {number} accuracy (95 % CI over 2 seeds)" in line
+        assert f"p = {_p(r.p)}" in line and f"Holm-adjusted over the 3 declared hypotheses p = {_p(r.p_adjusted)}" in line
+    assert "one-sided paired t test" in text and "one-sided exact sign-flip permutation test" in text
+    # the caveat that matters most with 2 seeds, and why the hypotheses' p can still be small
+    caveat = text.split("Caveat :")[1].strip()
+    assert caveat.startswith("2 seeds: no planned comparison can reach p < 0.05 with the exact permutation test")
+    assert "its smallest two-sided p is 0.5" in caveat and "which has no such floor" in caveat
+    assert "rows dense, " in text and "lenet_300_100 on digits" in text
+
+
+def test_statistical_sections_say_which_test_and_why_they_differ(study_store, tmp_path):
+    page = build_report(study_store, tmp_path / "r.html").read_text()
+    hypotheses = page.split("<h2>Declared hypotheses</h2>")[1].split("</section>")[0]
+    comparisons = page.split("<h2>Planned comparisons: paired effects over seeds</h2>")[1].split("</section>")[0]
+    assert "one-sided paired t test" in hypotheses and "has no floor with few seeds" in hypotheses
+    assert "exact two-sided sign-flip permutation test" in comparisons
+    assert "hence their smaller p-values" in comparisons  # the difference is explained where it shows
+    assert "With 2 seeds the exact test cannot give p below 0.5 (2 / 2²)" in comparisons
+    assert "nothing can reach" not in page  # the old, unqualified sentence
+
+
+def test_rendered_tables_are_for_people(study_store, tmp_path):
+    """No None/nan/True, no tuples, no internal columns (hash, config, planned, family, p_adjusted) in any
+    rendered table; intervals as 'mean [low, high]', percentages with their unit; the CSVs stay raw."""
+    page = build_report(study_store, tmp_path / "r.html", tmp_path / "csv").read_text()
+    tables = _tables(page)
+    assert len(tables) >= 9
+    for headers, rows in tables:
+        assert not {"config", "planned", "family", "hash", "parent", "p_adjusted", "ci_low", "class_names"} & set(headers)
+        for row in rows:
+            for cell in row:
+                assert cell.strip() not in ("None", "nan", "NaN", "True", "False"), headers
+                assert not re.search(r"\bNone\b|\bnan\b|\(\d+(\.\d+)?, \d", cell), cell
+                assert not cell.startswith("| ") and not re.fullmatch(r"[0-9a-f]{16,}", cell)
+    by_title = {h[0]: (h, r) for h, r in tables}
+    headers, rows = next((h, r) for h, r in tables if "comparison (A − B)" in h)
+    assert headers[-2:] == ["p (exact, two-sided)", "Holm p"]
+    assert all(re.fullmatch(r"[+−]\d\.\d{3} \[[+−]\d\.\d{3}, [+−]\d\.\d{3}\]", r[headers.index("A − B [95 % CI]")])
+               for r in rows)
+    assert all(r[headers.index("weights remaining")].endswith("%") for r in rows)
+    headers, rows = next((h, r) for h, r in tables if "claim" in h)
+    assert [r[0] for r in rows] == ["ticket > reinit", "ticket >= dense (margin 0.01)", "ticket > random"]
+    assert all(re.fullmatch(r"[\d.]+(, [\d.]+)* %", r[headers.index("weights remaining")]) for r in rows)
+    assert by_title  # the raw CSVs keep every column
+    import pandas as pd
+
+    raw = pd.read_csv(tmp_path / "csv" / "comparisons.csv")
+    assert {"config", "planned", "family", "p_adjusted", "ci_low", "ci_high"} <= set(raw.columns)
+
+
+def test_structure_rows_are_in_numeric_layer_order(study_store):
+    import pandas as pd
+
+    results = open_store(study_store)
+    points = study_points(results)
+    fig, table = plots.structure_plot(results, points)
+    for _, group in table.groupby(["branch", "round"], sort=False):
+        tensors = list(dict.fromkeys(group["tensor"]))
+        assert tensors == sorted(tensors, key=plots.natural_key)
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    shown = [label.split(" · ")[0] for label in labels]
+    assert list(dict.fromkeys(shown)) == sorted(dict.fromkeys(shown), key=plots.natural_key)
+    # the order the issue saw (0, 11, 3, 7, 9) becomes 0, 3, 7, 9, 11, groups kept in their order
+    names = ["features.0.weight", "features.11.weight", "features.3.weight", "features.7.weight", "features.9.weight"]
+    synthetic = pd.DataFrame([{"config": None, "branch": "ticket", "round": 1, "tensor": n, "group": g}
+                              for n in names for g in ("filters", "input channels")])
+    ordered = plots._structure_order(synthetic)
+    assert list(dict.fromkeys(ordered["tensor"])) == [names[i] for i in (0, 2, 3, 4, 1)]
+    assert list(ordered["group"][:2]) == ["filters", "input channels"]
+
+
+def _texts(fig):
+    return [t for t in fig.findobj(lambda o: hasattr(o, "get_fontsize") and hasattr(o, "get_text"))
+            if t.get_text().strip() and t.get_visible()]
+
+
+def test_figures_are_legible_at_100_percent(study_store):
+    """Every figure fits the report's column unscaled, no text below 7.5 pt (11 px at 110 dpi), every axes
+    with data has both axis labels, no empty panel; the issue's defects one by one."""
+    results = open_store(study_store)
+    points = study_points(results)
+    branches = plots.branches_by_merit(points)
+    figures = {"accuracy": plots.accuracy_vs_remaining(points)[0],
+               "per_class": plots.per_class_heatmaps(points, branches)[0],
+               "disparity": plots.disparity_vs_remaining(points)[0],
+               "pareto": plots.pareto_plot(points)[0],
+               "similarity": plots.mask_similarity(results, points)[0],
+               "structure": plots.structure_plot(results, points)[0],
+               "stability": plots.stability_plot(results, points)[0]}
+    for name, fig in figures.items():
+        assert fig.get_figwidth() * 110 <= 1000, name
+        small = [t.get_text() for t in _texts(fig) if t.get_fontsize() < 7.5]
+        assert not small, (name, small[:5])
+        for ax in fig.axes:
+            if ax.get_label() == "<colorbar>" or not ax.get_visible() or not ax.axison:
+                continue
+            assert ax.get_ylabel() or name in ("similarity",), (name, ax.get_title())
+    # per-class: one panel per branch (no empty panel), tick labels horizontal
+    heat = [ax for ax in figures["per_class"].axes if ax.get_label() != "<colorbar>"]
+    assert len(heat) == min(len(branches), plots.MAX_PANELS) and all(ax.axison for ax in heat)
+    assert all(t.get_rotation() == 0 for ax in heat for t in ax.get_xticklabels())
+    # disparity: every panel has its y label, and says which way is better
+    assert all("is better" in ax.get_ylabel() for ax in figures["disparity"].axes)
+    # Pareto: weights remaining like every other plot, one legend entry per branch, one star when one point
+    pareto = figures["pareto"].axes
+    assert pareto[-1].get_xlabel() == "weights remaining (%)"
+    legend = [t.get_text() for t in pareto[0].get_legend().get_texts()]
+    assert set(branches) <= set(legend) and sum(t.startswith("chosen") for t in legend) in (1, 2)
+    # similarity: no value or chance drawn on the diagonal, no black-and-yellow colour map
+    for ax in figures["similarity"].axes:
+        if ax.get_label() == "<colorbar>":
+            continue
+        assert ax.images[0].get_cmap().name == "Blues"
+        assert not any("(1.00)" in t.get_text() for t in ax.texts)
+        rows = [t.get_text() for t in ax.get_yticklabels()]
+        columns = [t.get_text() for t in ax.get_xticklabels()]
+        assert not set(rows[:1]) & set(columns[:1]) and len(ax.texts) >= len(rows)
+    # stability: intervals (bands) and the number of seeds
+    assert "95 % CI over 2 seeds" in figures["stability"].get_suptitle()
+    assert all(ax.collections for ax in figures["stability"].axes)
+
+
+def test_pareto_draws_one_star_when_both_choices_are_one_point():
+    import pandas as pd
+
+    rows = []
+    for seed in (0, 1, 2):
+        rows.append({"branch": "dense", "kind": "dense", "remaining": 100.0, "seed": seed, "test.accuracy": 0.90,
+                     "worst_recall": 0.80})
+        for level, acc in ((50.0, 0.905), (20.0, 0.895), (5.0, 0.80)):
+            rows.append({"branch": "ticket", "kind": "imp", "remaining": level, "seed": seed,
+                         "test.accuracy": acc + 0.001 * seed, "worst_recall": 0.80 + 0.001 * seed})
+    fig, candidates, choice = plots.pareto_plot(pd.DataFrame(rows))
+    assert choice["with_fairness"] is choice["without_fairness"] and choice["without_fairness"]["remaining"] == 20.0
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert [t for t in legend if t.startswith("chosen")] == ["chosen (the same with\nor without worst-class limit)"]
+
+
+def _synthetic_points(metric: str, branches: int, levels: int, seeds: int = 3, classes: int = 10,
+                      configs: int = 0):
+    """A study table as study_points gives it: ``branches`` pruned rows over ``levels`` levels."""
+    import pandas as pd
+
+    lower = metric.endswith("perplexity")
+    rows = []
+    for c in range(max(1, configs)):
+        config = f"lr={c}" if configs else None
+        for seed in range(seeds):
+            rec = [0.9 - 0.002 * k - 0.01 * seed for k in range(classes)]
+            rows.append({"config": config, "branch": "dense", "kind": "dense", "round": 0, "remaining": 100.0,
+                         "seed": seed, metric: 4.3 if lower else 0.9, "recall": rec, "precision": rec, "f1": rec,
+                         "class_names": tuple(str(k) for k in range(classes)), "worst_recall": min(rec),
+                         "dataset": "digits", "of": None})
+            for b in range(branches):
+                for r in range(1, levels + 1):
+                    quality = b / branches + r / levels  # larger: worse
+                    rec = [0.9 - 0.002 * k - 0.01 * seed - 0.02 * quality * (1 + k % 7) for k in range(classes)]
+                    rows.append({"config": config, "branch": f"row{b}", "kind": "imp", "round": r,
+                                 "remaining": round(100 * 0.8 ** r, 1), "seed": seed,
+                                 metric: (4.0 + quality + 0.01 * c) if lower else (0.9 - 0.1 * quality - 0.01 * c),
+                                 "recall": rec, "precision": rec, "f1": rec,
+                                 "class_names": tuple(str(k) for k in range(classes)), "worst_recall": min(rec),
+                                 "dataset": "digits", "of": None})
+    frame = pd.DataFrame(rows)
+    for name in ("gap", "recall_std", "min_max_ratio"):
+        frame[name] = 0.1
+    return frame
+
+
+def test_a_lower_is_better_metric_ranks_labels_and_selects_the_right_way():
+    """A perplexity study: best first is the lowest, axes say 'lower is better', the Pareto front and the
+    operating point prefer low perplexity, the limit is above the dense value."""
+    points = _synthetic_points("test.perplexity", branches=3, levels=4)
+    assert plots.branches_by_merit(points, "test.perplexity") == ["row0", "row1", "row2"]
+    fig, table = plots.accuracy_vs_remaining(points, metric="test.perplexity")
+    assert fig.axes[0].get_ylabel() == "test perplexity (lower is better)"
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()][:3] == ["row0", "row1", "row2"]
+    assert table["ci_low"].min() >= 1.0  # clipped to perplexity's range, not accuracy's
+    fig, candidates, choice = plots.pareto_plot(points, metric="test.perplexity")
+    on = candidates[candidates.pareto]
+    assert set(on.branch) == {"row0"}  # the lowest perplexity at every level dominates
+    chosen = choice["without_fairness"]
+    assert chosen["branch"] == "row0" and chosen["mean"] <= 4.3 * 1.01 and "above the dense mean" in choice["limits"][0]
+    limit = [line for line in fig.axes[0].get_lines() if line.get_linestyle() == ":"][0]
+    assert limit.get_ydata()[0] == pytest.approx(4.3 * 1.01)
+    assert fig.axes[0].get_ylabel() == "test perplexity (lower is better)"
+
+
+def test_a_study_of_a_thousand_models_and_fourteen_rounds_stays_readable():
+    """20 branches x 14 levels x 3 seeds (and a 40-configuration sweep, 100 classes): legends, heatmaps and
+    matrices are capped and say what they left out."""
+    points = _synthetic_points("test.accuracy", branches=20, levels=14, classes=100)
+    assert len(points) > 800
+    fig, _ = plots.accuracy_vs_remaining(points)
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert len(legend) <= plots.MAX_LINES + 2 and legend[-1] == "12 more branches (grey; all in the table)"
+    branches = plots.branches_by_merit(points)
+    fig, table = plots.per_class_heatmaps(points, branches)
+    heat = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(heat) == plots.MAX_PANELS and all(len(ax.get_yticklabels()) == plots.MAX_CLASSES for ax in heat)
+    assert "the best 4 of 20 branches" in fig.get_suptitle() and "the 20 of 100 classes" in fig.get_suptitle()
+    assert set(table.branch) == set(branches)  # the table keeps everything
+    fig, _ = plots.disparity_vs_remaining(points)
+    assert len(fig.legends[0].get_texts()) <= plots.MAX_LINES + 2
+    fig, _, _ = plots.pareto_plot(points)
+    assert len(fig.axes[0].get_legend().get_texts()) <= plots.MAX_LINES + 7
+    swept = _synthetic_points("test.accuracy", branches=1, levels=14, configs=40, classes=10)
+    fig = plots.variation_plot(swept)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert len(labels) == plots.MAX_LINES + 1 and labels[-1] == "32 more configurations (grey)"
+    for fig_ in (fig,):
+        assert fig_.get_figwidth() * 110 <= 1000

@@ -1,14 +1,22 @@
-"""One self-contained HTML file for a study store: images and CSVs embedded, opens offline."""
+"""One self-contained HTML file for a study store: images and CSVs embedded, opens offline.
+
+The page leads with what the study found (its question, each declared hypothesis's answer with
+effect, interval and p, the caveat that matters most), then the headline figure, then the
+statistics and the other figures. Tables are formatted for reading (rounded numbers, units,
+intervals as ``mean [low, high]``); each keeps its raw CSV as a download.
+"""
 
 from __future__ import annotations
 
 import base64
 import html
 import io
+import math
 from pathlib import Path
 from typing import Sequence
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from ..analysis.fairness import group_impact, load_groups
@@ -17,6 +25,7 @@ from ..analysis.tables import (check_efficiency, configurations, first_seeds, se
 from ..analysis.variation import seed_vs_systematic
 from ..errors import PrunelabError
 from ..experiment.query import Results, open_store
+from ..headline import headline, metric_info
 from ..study import check_interval
 from . import plots
 
@@ -25,12 +34,22 @@ _INTERVAL_TEXT = {"auto": "Student t below 30 seeds, bootstrap (BCa) from 30", "
                                "(docs/analysis.md)"}
 
 _STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
-color:#222;padding:0 1em}h1{margin-bottom:0}.sub{color:#666;margin-top:.3em}section{margin:2.2em 0}
-img{max-width:100%;border:1px solid #eee}table{border-collapse:collapse;font-size:12px;margin-top:.6em}
-td,th{border:1px solid #ddd;padding:2px 6px;text-align:right}th{background:#f5f5f5}
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1040px;margin:2em auto;
+color:#222;padding:0 1em;line-height:1.45}h1{margin-bottom:0;font-size:1.7em}h2{font-size:1.3em;margin-bottom:.4em}
+.sub{color:#666;margin-top:.3em;font-size:14px}section{margin:2.2em 0}
+img{max-width:100%;height:auto;border:1px solid #eee}
+table{border-collapse:collapse;font-size:13px;margin-top:.6em;font-variant-numeric:tabular-nums}
+td,th{border-bottom:1px solid #e3e3e3;padding:3px 8px;text-align:right;vertical-align:top}
+th{background:#f3f4f6;border-bottom:1px solid #ccc;font-weight:600}td.t,th.t{text-align:left}td.n{white-space:nowrap}
+tbody tr:nth-child(even){background:#fafafa}
 pre{background:#fafafa;border:1px solid #eee;padding:.6em;font-size:11px;overflow-x:auto;max-height:420px}
-details summary{cursor:pointer;color:#357}.note{color:#555;font-size:13px}
+details summary{cursor:pointer;color:#357}.note{color:#444;font-size:14px;max-width:62em}
+.summary{background:#f6f8fb;border:1px solid #d9e1ec;border-radius:6px;padding:.4em 1.2em .8em}
+.summary h2{margin-top:.6em}.summary li{margin:.35em 0}.summary ul{padding-left:1.2em}
+.verdict{display:inline-block;border-radius:3px;padding:0 .45em;font-size:12px;font-weight:600;color:#fff}
+.v-supported{background:#1a7f37}.v-not{background:#b35900}.v-untestable{background:#777}
+.caveat{border-left:4px solid #d29922;padding:.2em .8em;background:#fff8e6}
+nav{font-size:13px;color:#555}nav a{color:#357;margin-right:.9em;white-space:nowrap}
 """
 
 # Sets the page title to "report: N/M images loaded" once every image has decoded,
@@ -40,82 +59,415 @@ window.addEventListener('load', () => {
   const imgs = [...document.images];
   const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
   document.title = `report: ${ok}/${imgs.length} images loaded`;
+  // images the browser had to shrink to fit the column (their text is then below its drawn size)
+  document.body.dataset.scaled = imgs.filter(i => i.naturalWidth > 0 && i.width < i.naturalWidth - 1).length;
 });
 </script>"""
 
 
 TENSOR_SEEDS = 30  # the seeds whose tensors the report reads by default (build_report's tensor_seeds)
 TREE_LINES = 400  # lines of the experiment tree shown in the page
+DPI = 110  # the figures' resolution: plots.WIDTH inches are shown at 100 % zoom
 
 _LISTS = ("recall", "precision", "f1", "class_names")  # per-class lists: in the per-class table instead
+_INTERNAL = _LISTS + ("hash", "parent", "state")  # never shown in a table (the CSV keeps what it had)
 
 
-def _png(fig) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode()
+# ---------------------------------------------------------------- numbers and tables for people
 
 
-def _table(frame: pd.DataFrame, name: str, max_rows: int = 60) -> str:
+class _Raw(str):
+    """Table cell text that is already HTML (e.g. bold)."""
+
+
+def _missing(value) -> bool:
+    if value is None:
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _decimals(*values) -> int | None:
+    """Decimals for numbers of this size read together: 3 below 10, 2 below 100, 1 below 1,000, else 0;
+    None (two significant digits) when every value is below 0.01."""
+    finite = [abs(float(v)) for v in values if not _missing(v) and math.isfinite(float(v))]
+    top = max(finite, default=0.0)
+    if 0 < top < 0.01:
+        return None
+    return 3 if top < 10 else 2 if top < 100 else 1 if top < 1000 else 0
+
+
+def _num(value, signed: bool = False, decimals: int | None | str = "auto") -> str:
+    """A number for reading: 3 decimals in the usual range, fewer for large values, a true minus sign."""
+    if _missing(value):
+        return "–"
+    v = float(value)
+    if math.isinf(v):
+        return "∞" if v > 0 else "−∞"
+    if decimals == "auto":
+        decimals = _decimals(v)
+    if v == 0:
+        text = "0" if decimals is None else f"{0:.{decimals}f}"
+    elif decimals is None:
+        text = f"{v:.2g}"
+    else:
+        text = f"{v:,.{decimals}f}"
+    if signed and v > 0:
+        text = "+" + text
+    return text.replace("-", "−")
+
+
+def _p(value) -> str:
+    """A p-value: two significant digits, '< 0.0001' below that."""
+    if _missing(value):
+        return "–"
+    v = float(value)
+    if v < 1e-4:
+        return "< 0.0001"
+    return f"{v:.2g}" if v < 1 else "1"
+
+
+def _pct(value) -> str:
+    return "–" if _missing(value) else f"{float(value):.1f} %"
+
+
+def _interval(mean, low, high, signed: bool = False) -> str:
+    if _missing(mean):
+        return "–"
+    if _missing(low) or _missing(high):
+        return _num(mean, signed)
+    d = _decimals(mean, low, high)
+    return f"{_num(mean, signed, d)} [{_num(low, signed, d)}, {_num(high, signed, d)}]"
+
+
+def _levels(values) -> str:
+    """(13.3, 6.9, 3.7) → '13.3, 6.9, 3.7 %'; a long run as its range."""
+    values = [float(v) for v in values]
+    if not values:
+        return "–"
+    if len(values) > 4:
+        return f"{values[0]:g}–{values[-1]:g} % ({len(values)} levels)"
+    return ", ".join(f"{v:g}" for v in values) + " %"
+
+
+_HEADERS = {"branch": "branch", "remaining": "weights remaining", "seeds": "seeds", "round": "round",
+            "config": "configuration", "p_adjusted": "Holm p", "d_z": "d_z", "kind": "kind", "seed": "seed",
+            "anova_p": "ANOVA p", "p_random": "p vs random masks", "remaining_seed": "weights remaining (this seed)",
+            "flops_removed": "FLOPs removed", "params_removed": "parameters removed",
+            "rejection_90_unbounded": "seeds with unbounded rejection", "roc_auc": "ROC AUC",
+            "rejection_90": "rejection at 90 % eff.", "worst_recall": "worst-class recall",
+            "gap": "max − min class recall", "recall_std": "std of class recall",
+            "min_max_ratio": "min / max class recall", "delta_vs_dense": "Δ vs dense", "ci_low": "95 % CI"}
+_PERCENT_WORDS = ("remaining", "removed", "sparsity")
+_P_COLUMNS = ("p", "p_adjusted", "p_random", "anova_p", "p_value", "pvalue")
+
+
+def _header(name) -> str:
+    if isinstance(name, (float, np.floating)):  # a weights-remaining level as a column (per-class table)
+        return f"{float(name):g} %"
+    name = str(name)
+    return _HEADERS.get(name, name.replace("test.", "").replace("_", " "))
+
+
+def _format_column(name, values: pd.Series) -> list[str]:
+    """Generic cells of one column: no None/nan, no tuples, units on percentages, p-values as p-values."""
+    key = str(name)
+    present = [v for v in values if not _missing(v) if not isinstance(v, (tuple, list))]
+    numeric = [v for v in present if isinstance(v, (int, float, np.integer, np.floating))
+               and not isinstance(v, (bool, np.bool_))]
+    integral = bool(numeric) and all(float(v).is_integer() for v in numeric)
+    out = []
+    for v in values:
+        if isinstance(v, (tuple, list, np.ndarray)):
+            items = list(v)
+            out.append(", ".join(_num(x) if isinstance(x, (float, np.floating)) else str(x) for x in items) or "–")
+        elif _missing(v):
+            out.append("–")
+        elif isinstance(v, (bool, np.bool_)):
+            out.append("yes" if v else "no")
+        elif isinstance(v, (int, np.integer)) or (isinstance(v, (float, np.floating)) and integral
+                                                  and key not in _P_COLUMNS and len(numeric) == len(present)
+                                                  and not any(w in key for w in _PERCENT_WORDS)):
+            out.append(f"{int(v):,}" if abs(float(v)) >= 1e4 else str(int(v)))
+        elif isinstance(v, (float, np.floating)):
+            if key in _P_COLUMNS or key.startswith("p_"):
+                out.append(_p(v))
+            elif isinstance(name, (float, np.floating)):  # a change at one level (per-class table)
+                out.append(_num(v, signed=True, decimals=3))
+            elif any(w in key for w in _PERCENT_WORDS):
+                out.append(_pct(v))
+            else:
+                out.append(_num(v))
+        else:
+            out.append(str(v))
+    return out
+
+
+def _display(frame: pd.DataFrame) -> pd.DataFrame:
+    """Any table as text for people: internal columns dropped (hash, parent, per-class lists, a
+    configuration column that is empty, a 'planned' column that is always true), ``x`` with ``x_low``
+    and ``x_high`` (or ``ci_low``/``ci_high`` after the mean or difference) as one ``x [low, high]``
+    column, numbers rounded, percentages with their unit."""
+    frame = frame.drop(columns=[c for c in _INTERNAL if c in frame], errors="ignore")
+    drop = [c for c in frame.columns if frame[c].map(_missing).all()]
+    if "planned" in frame and frame["planned"].astype(bool).all():
+        drop.append("planned")
+    frame = frame.drop(columns=drop)
+    columns, out = list(frame.columns), {}
+    for name in columns:
+        key = str(name)
+        if key.endswith(("_low", "_high")) and (key.rsplit("_", 1)[0] in frame or key.startswith("ci_")):
+            continue
+        low, high = f"{key}_low", f"{key}_high"
+        if low not in frame and "ci_low" in frame and key in ("mean", "difference", "accuracy", "value"):
+            low, high = "ci_low", "ci_high"
+        if low in frame and high in frame:
+            signed = key in ("difference", "delta", "bias")
+            out[f"{_header(name)} [95 % CI]"] = [_interval(m, lo, hi, signed) for m, lo, hi
+                                                in zip(frame[name], frame[low], frame[high])]
+        else:
+            out[_header(name)] = _format_column(name, frame[name])
+    return pd.DataFrame(out)
+
+
+import re  # noqa: E402
+
+_NUMBER = re.compile(r"^(< )?[+−-]?(\d[\d,]*(\.\d+)?(e[+−-]?\d+)?|∞)( %)?( vs .+)?( \[.+\])?$")
+
+
+def _html_table(shown: pd.DataFrame, max_rows: int) -> str:
+    """``shown`` (text cells; a :class:`_Raw` cell is HTML) as an HTML table of its first ``max_rows`` rows;
+    text columns left-aligned, numbers right-aligned."""
+    head = shown.head(max_rows)
+    text_columns = {c for c in head.columns
+                    if not all(_NUMBER.match(str(v)) for v in head[c] if str(v) not in ("–", ""))}
+    cls = {c: ' class=t' if c in text_columns else " class=n" for c in head.columns}
+    rows = "".join("<tr>" + "".join(f"<td{cls[c]}>{v if isinstance(v, _Raw) else html.escape(str(v))}</td>"
+                                    for c, v in zip(head.columns, row)) + "</tr>"
+                   for row in head.itertuples(index=False))
+    header = "".join(f"<th{cls[c]}>{html.escape(str(c))}</th>" for c in head.columns)
+    return f"<table><thead><tr>{header}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def _csv_link(frame: pd.DataFrame, name: str) -> str:
+    raw = frame.drop(columns=[c for c in _LISTS + ("hash", "parent") if c in frame], errors="ignore")
+    csv = base64.b64encode(raw.to_csv(index=False).encode()).decode()
+    return f'<a download="{name}.csv" href="data:text/csv;base64,{csv}">download CSV (every column, unrounded)</a>'
+
+
+def _table(frame: pd.DataFrame, name: str, max_rows: int = 60, shown: pd.DataFrame | None = None) -> str:
+    """The table behind a plot, folded: formatted for reading (``shown``, default :func:`_display`), the raw
+    CSV as a download."""
     if frame is None or frame.empty:
         return ""
-    shown = frame.drop(columns=[c for c in _LISTS + ("hash", "parent") if c in frame], errors="ignore")
-    csv = base64.b64encode(shown.to_csv(index=False).encode()).decode()
-    body = shown.head(max_rows).to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0)
+    shown = _display(frame) if shown is None else shown
     more = f" (first {max_rows} of {len(shown)} rows)" if len(shown) > max_rows else ""
-    return (f'<details><summary>table behind the plot{more} — '
-            f'<a download="{name}.csv" href="data:text/csv;base64,{csv}">download CSV</a></summary>{body}</details>')
+    return (f'<details><summary>table behind the plot{more}</summary>{_html_table(shown, max_rows)}'
+            f'<p class=note>{_csv_link(frame, name)}</p></details>')
 
 
-def _section(title: str, fig, table: pd.DataFrame | None, name: str, note: str = "", missing: str = "") -> str:
+def _anchor(title: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in title.lower()).strip("-")[:40]
+
+
+def _section(title: str, fig, table: pd.DataFrame | None, name: str, note: str = "", missing: str = "",
+             shown: pd.DataFrame | None = None) -> str:
     if fig is None:
-        return f"<section><h2>{html.escape(title)}</h2><p class=note>not available for this store: {html.escape(missing)}</p></section>"
-    return (f"<section><h2>{html.escape(title)}</h2>"
-            f'<img alt="{html.escape(title)}" src="data:image/png;base64,{_png(fig)}">'
-            + (f"<p class=note>{html.escape(note)}</p>" if note else "") + _table(table, name) + "</section>")
+        return (f"<section id={_anchor(title)}><h2>{html.escape(title)}</h2><p class=note>not available for this "
+                f"store: {html.escape(missing)}</p></section>")
+    data, width = _png(fig)
+    return (f"<section id={_anchor(title)}><h2>{html.escape(title)}</h2>"
+            f'<img alt="{html.escape(title)}" width={width} src="data:image/png;base64,{data}">'
+            + (f"<p class=note>{html.escape(note)}</p>" if note else "") + _table(table, name, shown=shown)
+            + "</section>")
 
 
-def _table_section(title: str, frame: pd.DataFrame, name: str, note: str = "", max_rows: int = 40) -> str:
+def _table_section(title: str, frame: pd.DataFrame, name: str, note: str = "", max_rows: int = 40,
+                   shown: pd.DataFrame | None = None, note_html: str = "") -> str:
     """A section whose content is a table (shown open, not behind a plot)."""
     if frame is None or frame.empty:
         return ""
-    shown = frame.drop(columns=[c for c in _LISTS + ("hash", "parent") if c in frame], errors="ignore")
-    body = shown.head(max_rows).to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0)
-    return (f"<section><h2>{html.escape(title)}</h2>" + (f"<p class=note>{html.escape(note)}</p>" if note else "")
-            + body + f'<p class=note><a download="{name}.csv" href="data:text/csv;base64,'
-            + base64.b64encode(shown.to_csv(index=False).encode()).decode() + '">download CSV</a>'
-            + (f" (first {max_rows} of {len(shown)} rows shown)" if len(shown) > max_rows else "") + "</p></section>")
+    shown = _display(frame) if shown is None else shown
+    more = f" (first {max_rows} of {len(shown)} rows shown)" if len(shown) > max_rows else ""
+    return (f"<section id={_anchor(title)}><h2>{html.escape(title)}</h2>"
+            + (f"<p class=note>{html.escape(note)}</p>" if note else "") + note_html
+            + _html_table(shown, max_rows) + f"<p class=note>{_csv_link(frame, name)}{more}</p></section>")
 
 
-def _effects_sections(points: pd.DataFrame, tables: dict) -> list[str]:
-    """Declared hypotheses (one family) and the planned comparisons (Holm within each comparison)."""
-    from ..analysis.effects import compare_points, evaluate_hypotheses, power_note
+def _png(fig) -> tuple[str, int]:
+    """The figure as base64 PNG at :data:`DPI`, and its width in pixels (the page shows it at that width)."""
+    buffer = io.BytesIO()
+    with plt.rc_context(plots.RC):
+        fig.savefig(buffer, format="png", dpi=DPI, facecolor="white")
+    plt.close(fig)
+    data = buffer.getvalue()
+    width = int.from_bytes(data[16:20], "big")  # the PNG's IHDR width
+    return base64.b64encode(data).decode(), width
 
-    sections = []
+
+# ---------------------------------------------------------------- the study's statistics, in words
+
+
+def _claim_words(claim: str, margin: float, info) -> tuple[str, str, str, str]:
+    """(A, B, the claim as a question, the claim as a statement)."""
+    a, op, b = claim.split(" ")[0], None, None
+    for candidate in (" >= ", " <= ", " > ", " < "):
+        if candidate in claim:
+            a, b = claim.split(candidate, 1)
+            op = candidate.strip()
+            break
+    metric = info.label
+    if op == ">":
+        return a, b, f"does {a} beat {b}", f"{a} has better {metric} than {b}"
+    if op == "<":
+        return a, b, f"is {a} worse than {b}", f"{a} has worse {metric} than {b}"
+    if op == ">=":
+        return (a, b, f"is {a} no worse than {b} (within {margin:g})",
+                f"{a} is no worse than {b} by more than {margin:g} {metric}")
+    return (a, b, f"is {a} no better than {b} (within {margin:g})",
+            f"{a} is no better than {b} by more than {margin:g} {metric}")
+
+
+COMPARISONS = "Planned comparisons: paired effects over seeds"
+_TEST_WORDS = {"t": "one-sided paired t test", "permutation": "one-sided exact sign-flip permutation test"}
+
+
+def _verdict_badge(verdict: str) -> str:
+    cls = ("v-supported" if verdict == "supported" else "v-not" if verdict == "not supported" else "v-untestable")
+    return f"<span class='verdict {cls}'>{html.escape(verdict.split(':')[0])}</span>"
+
+
+def _hypothesis_line(r, info, family: int, margins: dict) -> str:
+    a, b, _, statement = _claim_words(r.claim, margins.get(r.claim, 0.0), info)
+    where = f" ({html.escape(r.config)})" if r.config else ""
+    if r.verdict.startswith("not testable"):
+        return (f"<li>{_verdict_badge(r.verdict)} <b>{html.escape(statement)}</b>{where}: "
+                f"{html.escape(r.verdict.split(': ', 1)[-1])}.</li>")
+    direction = "" if info.higher_is_better else f" ({info.label}: lower is better, so a negative difference favours {a})"
+    levels = _levels(r.remaining)
+    return (f"<li>{_verdict_badge(r.verdict)} <b>{html.escape(statement)}</b>{where} "
+            f"at {html.escape(levels)} of the weights remaining: {html.escape(a)} − {html.escape(b)} = "
+            f"<b>{_interval(r.mean, r.ci_low, r.ci_high, signed=True)}</b> {html.escape(info.label)} "
+            f"(95 % CI over {r.n} seeds){html.escape(direction)}; {_TEST_WORDS.get(r.test, r.test)} "
+            f"p = {_p(r.p)}, Holm-adjusted over the {family} declared hypotheses p = <b>{_p(r.p_adjusted)}</b>.</li>")
+
+
+def _hypotheses_shown(results, info, margins: dict) -> pd.DataFrame:
+    rows = []
+    for r in results:
+        margin = margins.get(r.claim, 0.0)
+        row = {"claim": r.claim + (f" (margin {margin:g})" if margin else "")}
+        if any(x.config for x in results):
+            row["configuration"] = r.config or "–"
+        row |= {"weights remaining": _levels(r.remaining), "seeds": str(r.n),
+                "A − B [95 % CI]": _interval(r.mean, r.ci_low, r.ci_high, signed=True),
+                "d_z": _num(r.d_z, decimals=2), "test": _TEST_WORDS.get(r.test, r.test).replace("one-sided ", ""),
+                "p (one-sided)": _p(r.p), "Holm p": _p(r.p_adjusted),
+                "verdict": _Raw(_verdict_badge(r.verdict) + (html.escape(": " + r.verdict.split(": ", 1)[1])
+                                                            if ": " in r.verdict else ""))}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _comparisons_shown(table: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    configs = table["config"].notna().any()
+    for r in table.itertuples():
+        level = _pct(r.remaining_a) + ("" if abs(r.remaining_a - r.remaining_b) < 0.05
+                                       else f" vs {_pct(r.remaining_b)}")
+        excludes = not _missing(r.ci_low) and (r.ci_low > 0 or r.ci_high < 0)
+        diff = _interval(r.difference, r.ci_low, r.ci_high, signed=True)
+        row = {"comparison (A − B)": f"{r.a} − {r.b}"}
+        if configs:
+            row["configuration"] = r.config or "–"
+        if "planned" in table and not table["planned"].all():
+            row["planned"] = "planned" if r.planned else "exploratory"
+        row |= {"weights remaining": level, "seeds": str(r.seeds), "A": _num(r.mean_a), "B": _num(r.mean_b),
+                "A − B [95 % CI]": _Raw(f"<b>{html.escape(diff)}</b>") if excludes else diff,
+                "d_z": _num(r.d_z, decimals=2), "p (exact, two-sided)": _p(r.p), "Holm p": _p(r.p_adjusted)}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _family_floor(table: pd.DataFrame) -> tuple[int, float, int, float] | None:
+    """(seeds, the exact test's smallest two-sided p, the largest Holm family, its smallest adjusted p),
+    or None when every family of the table can reach p < 0.05."""
+    from ..analysis.effects import ALPHA, min_attainable_p
+
+    worst = None
+    for _, rows in table.groupby("family", sort=False):
+        n, m = int(rows["seeds"].min()), len(rows)
+        floor = min_attainable_p(n, "permutation")
+        if min(1.0, m * floor) >= ALPHA and (worst is None or m * floor > worst[1] * worst[2]):
+            worst = (n, floor, m, min(1.0, m * floor))
+    return worst
+
+
+def _effects(points: pd.DataFrame, metric: str):
+    """(hypothesis results, each claim's margin, planned comparisons table or None)."""
+    from ..analysis.effects import compare_points, evaluate_hypotheses
+
     declared = points.attrs.get("hypotheses") or []
-    if declared:
-        results = evaluate_hypotheses(points, declared, value=plots.METRIC)
+    margins = {h["claim"]: float(h.get("margin") or 0.0) for h in declared}
+    results = evaluate_hypotheses(points, declared, value=metric, metric=metric) if declared else []
+    try:
+        table = compare_points(points, metric, test="permutation", family="pair")
+    except PrunelabError:
+        table = None
+    return results, margins, table
+
+
+def _superscript(n: int) -> str:
+    return str(n).translate(str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹"))
+
+
+def _effects_sections(results, margins: dict, table, tables: dict, info) -> list[str]:
+    """Declared hypotheses (one family) and the planned comparisons (Holm within each comparison), each
+    saying which test it uses and why their p-values differ."""
+    sections = []
+    if results:
         frame = pd.DataFrame([vars(r) for r in results])
         tables["hypotheses"] = frame
-        verdicts = "; ".join(f"{r.claim}{' (' + r.config + ')' if r.config else ''}: {r.verdict}" for r in results)
+        tests = sorted({r.test for r in results})
         sections.append(_table_section(
             "Declared hypotheses", frame, "hypotheses",
-            "Declared in the spec before the run and tested as one family: per seed, A − B averaged over the "
-            "selected levels; one-sided test in the claim's direction; Holm over all hypotheses. " + verdicts + "."))
-    try:
-        table = compare_points(points, plots.METRIC, test="permutation", family="pair")
-    except PrunelabError:
+            f"Declared in the spec before the run and tested as one family. Per seed, A − B ({info.label}) is "
+            "averaged over the listed levels of A (B at the same round, or the dense model); the test runs in the "
+            "claim's direction: " + " and ".join(_TEST_WORDS[t] for t in tests) + ". "
+            + ("The t test has no floor with few seeds (it assumes the per-seed differences are roughly normal), "
+               "which is why these p-values can be small where the exact test of the next table cannot go below "
+               f"its floor. " if "t" in tests else "")
+            + f"Holm's correction runs over all {len(results)} hypotheses; supported: Holm p < 0.05.",
+            shown=_hypotheses_shown(results, info, margins)))
+    if table is None:
         return sections
     tables["comparisons"] = table
-    note = power_note(table, "permutation")
+    floor = _family_floor(table)
+    power = ""
+    if floor is not None:
+        from ..analysis.effects import RANDOM_FLIPS_FROM, seeds_needed
+
+        n, p_min, m, adjusted = floor
+        need = seeds_needed(m, "permutation")
+        why = (f"2 / 2{_superscript(n)}" if n < RANDOM_FLIPS_FROM else "it draws 9,999 random sign flips")
+        power = (f" With {n} seeds the exact test cannot give p below {_p(p_min)} ({why}), and Holm over a "
+                 f"comparison's {m} levels no adjusted p below {_p(adjusted)}: no row of this table can reach "
+                 f"p < 0.05 here" + (f" ({need} seeds would be needed)" if need else "") + ".")
     sections.append(_table_section(
-        "Planned comparisons: paired effects over seeds", table, "comparisons",
-        "Each pruned branch vs the dense model and its controls, each consensus vs its random masks, each "
-        "transferred ticket vs the target's dense model and random masks. difference: mean of A − B over shared "
-        "seeds with its 95 % t interval (ci_low, ci_high); d_z: difference / SD of the differences; p: exact "
-        "two-sided sign-flip test; p_adjusted: Holm within each comparison's levels (family)."
-        + (" " + note if note else "")))
+        COMPARISONS, table, "comparisons",
+        "Every planned pair at every level, as a description of the effect sizes: each pruned branch vs the dense "
+        "model and its controls, each consensus vs its random masks, each transferred ticket vs the target's dense "
+        "model and random masks. A − B: mean over shared seeds with its 95 % t interval (bold where it excludes 0); "
+        "d_z: A − B / SD of the per-seed differences. p: exact two-sided sign-flip permutation test "
+        "(distribution-free, but an exact test over n seeds cannot go below 2/2ⁿ); Holm p: Holm's correction "
+        "over the levels of that comparison. This table tests every level, two-sided, with the exact test; the "
+        + ("declared hypotheses above test one claim each, one-sided, averaged over a range of levels, "
+           "mostly with the t test — hence their smaller p-values." if results else
+           "study declared no hypotheses, so no p-value here is a confirmatory test.") + power
+        + " The intervals show the size of each effect whatever p says.",
+        shown=_comparisons_shown(table)))
     return sections
 
 
@@ -124,7 +476,7 @@ def _variation_note(table: pd.DataFrame, labels: list[str]) -> str:
         return f"{len(labels)} configurations, but no branch was run in two distinct ones."
     deepest = table.sort_values("round").groupby("branch", sort=False).tail(1)
     parts = [f"{r.branch} round {r.round}: seed SD {r.seed_sd:.3f}, systematic SD {r.systematic_sd:.3f}, "
-             f"best {r.best_config} ({r.best_mean:.3f}), ANOVA p {r.anova_p:.2g}" for r in deepest.itertuples()]
+             f"best {r.best_config} ({r.best_mean:.3f}), ANOVA p {_p(r.anova_p)}" for r in deepest.itertuples()]
     return ("Seed SD: the spread between seeds within a configuration (pooled). Systematic SD: the spread of the "
             "configuration means with their seed noise removed (one-way random effects). At each branch's last round — "
             + "; ".join(parts) + ".")
@@ -153,6 +505,202 @@ def dataset_attribute(results: Results, points) -> tuple[str, Sequence] | None:
     for name, values in attributes.items():
         return name, values
     return None
+
+
+def _headline_metric(results: Results) -> str:
+    """The study's headline column (``test.accuracy``, ``test.perplexity``, ...): what
+    :func:`prunelab.headline.headline` names for the first finished trained point."""
+    hashes = (p["hash"] for record in study_records(results) for p in record["points"])
+    for summary in results.each_summary(hashes, chunk=64):
+        if summary is not None and summary["status"] == "done":
+            evaluation = {k[5:]: v for k, v in summary["scalars"].items() if k.startswith("test.")}
+            try:
+                return "test." + headline(evaluation)[0]
+            except KeyError:
+                break
+    return plots.METRIC
+
+
+# ---------------------------------------------------------------- the summary at the top
+
+
+def _curve_sentence(table: pd.DataFrame, order: list[str], metric: str, tolerance: float) -> str:
+    """Dense value; how far down the best branch stays within the tolerance of it; the sparsest level."""
+    info = metric_info(metric)
+    label = info.label
+    dense = table[table.branch == "dense"]
+    if dense.empty or not order:
+        return ""
+    d = dense.iloc[0]
+    best = order[0]
+    mine = table[table.branch == best].sort_values("remaining", ascending=False)
+    within = mine[info.sign * (mine["mean"] - d["mean"]) >= -tolerance - 1e-12]
+    sparsest = mine.iloc[-1]
+    parts = [f"The dense model reaches {label} {_interval(d['mean'], d['ci_low'], d['ci_high'])}."]
+    if len(within):
+        # the sparsest level down to which every level stays within the tolerance
+        ok = (info.sign * (mine["mean"] - d["mean"]) >= -tolerance - 1e-12).tolist()
+        run = next((i for i, good in enumerate(ok) if not good), len(ok))
+        if run:
+            keep = mine.iloc[run - 1]
+            parts.append(f"The best pruned branch, <b>{html.escape(best)}</b>, stays within {tolerance:.3g} of it down "
+                         f"to <b>{keep['remaining']:g} %</b> of the weights ({_num(keep['mean'])}).")
+        else:
+            parts.append(f"No level of the best pruned branch, <b>{html.escape(best)}</b>, stays within "
+                         f"{tolerance:.3g} of it.")
+    at = [f"{html.escape(b)} {_interval(r['mean'], r['ci_low'], r['ci_high'])}"
+          for b in order[:5] for r in [table[(table.branch == b)].sort_values("remaining").iloc[0]]
+          if abs(r["remaining"] - sparsest["remaining"]) < 0.05]
+    if at:
+        parts.append(f"At {sparsest['remaining']:g} % of the weights: " + "; ".join(at)
+                     + (f" (and {len(order) - 5} more branches)" if len(order) > 5 else "") + ".")
+    return " ".join(parts)
+
+
+def _summary(results_h, margins: dict, comparisons, accuracy: pd.DataFrame, order: list[str], info, metric: str, *,
+             name: str, model: str, dataset: str, n_seeds: int, branches: list[str], config_note: str,
+             tensor_note: str, damaged: int, tolerance: float) -> str:
+    """The report's abstract: the question, each declared hypothesis's answer with its numbers, the
+    headline curve in one or two sentences, and the caveats, most important first."""
+    rows = ", ".join(html.escape(b) for b in (["dense"] + branches)[:8]) + (
+        f" and {len(branches) - 7} more" if len(branches) > 7 else "")
+    setting = (f"<b>{html.escape(name)}</b>: {html.escape(model)} on {html.escape(dataset)}, {n_seeds} seed"
+               f"{'s' if n_seeds != 1 else ''}, rows {rows}; headline metric {html.escape(plots.metric_label(metric))}.")
+    parts = [f"<p>{setting}</p>"]
+    if results_h:
+        questions = list(dict.fromkeys(_claim_words(r.claim, margins.get(r.claim, 0.0), info)[2] for r in results_h))
+        parts.append("<p><b>Question</b> (declared before the run): "
+                     + html.escape(" ".join(q[:1].upper() + q[1:] + "?" for q in questions)) + "</p>")
+        supported = sum(r.verdict == "supported" for r in results_h)
+        parts.append(f"<p><b>Answer</b>: {supported} of {len(results_h)} declared hypotheses supported.</p><ul>"
+                     + "".join(_hypothesis_line(r, info, len(results_h), margins) for r in results_h) + "</ul>")
+    else:
+        parts.append(f"<p><b>Question</b>: how does {html.escape(info.label)} change as weights are removed, and how do "
+                     "the pruned branches compare with their controls? The spec declares no hypothesis, so the "
+                     "numbers below describe effects; none is a confirmatory test (declare <code>[[hypotheses]]</code>"
+                     " before a run for that).</p>")
+        if comparisons is not None and len(comparisons):
+            deepest = comparisons.loc[comparisons.groupby(["a", "b"], sort=False)["remaining_a"].idxmin()]
+            lines = [f"{html.escape(r.a)} − {html.escape(r.b)} at {r.remaining_a:g} %: "
+                     f"{_interval(r.difference, r.ci_low, r.ci_high, signed=True)}" for r in deepest.head(6).itertuples()]
+            parts.append("<p><b>Planned comparisons at each one's sparsest level</b> (95 % CI over seeds): "
+                         + "; ".join(lines) + ".</p>")
+    curve = _curve_sentence(accuracy, order, metric, tolerance)
+    if curve:
+        parts.append(f"<p><b>Curve</b> (figure 1): {curve}</p>")
+    caveats = []
+    floor = _family_floor(comparisons) if comparisons is not None else None
+    uses_t = any(r.test == "t" for r in results_h)
+    if floor is not None:
+        n, p_min, m, adjusted = floor
+        caveats.append(f"{n} seeds: no planned comparison can reach p &lt; 0.05 with the exact permutation test "
+                       f"(its smallest two-sided p is {_p(p_min)}; Holm over a comparison's {m} levels: {_p(adjusted)})"
+                       f" — see <a href='#{_anchor(COMPARISONS)}'>Planned comparisons</a>."
+                       + (" The declared hypotheses use the one-sided t test, which has no such floor but assumes "
+                          "the per-seed differences are roughly normal." if uses_t else ""))
+    elif n_seeds < 5:
+        caveats.append(f"Only {n_seeds} seeds: every interval is wide and rests on a t distribution with "
+                       f"{n_seeds - 1} degrees of freedom.")
+    untestable = [r for r in results_h if r.verdict.startswith("not testable")]
+    if untestable:
+        caveats.append(f"{len(untestable)} declared hypothes{'is' if len(untestable) == 1 else 'es'} could not be "
+                       "tested (see the list above).")
+    if damaged:
+        caveats.append(f"{damaged} stored file{'s' if damaged != 1 else ''} could not be read; the sections that "
+                       "needed them say so.")
+    if config_note:
+        caveats.append(config_note)
+    if tensor_note:
+        caveats.append(tensor_note)
+    if caveats:
+        parts.append(f"<p class=caveat><b>Caveat</b>: {caveats[0]}</p>")
+        if len(caveats) > 1:
+            parts.append("<p class=note>Also: " + " ".join(caveats[1:]) + "</p>")
+    return "<section class=summary id=summary><h2>Summary</h2>" + "".join(parts) + "</section>"
+
+
+# ---------------------------------------------------------------- the formatted tables behind the figures
+
+
+def _levels_shown(table: pd.DataFrame, order: list[str], info) -> pd.DataFrame:
+    keyed = {b: i for i, b in enumerate(["dense"] + order)}
+    ranked = table.assign(_o=table["branch"].map(lambda b: keyed.get(b, len(keyed)))).sort_values(
+        ["_o", "remaining"], ascending=[True, False])
+    return pd.DataFrame({"branch": ranked["branch"].tolist(), "weights remaining": [_pct(v) for v in ranked["remaining"]],
+                         "seeds": ranked["seeds"].astype(int).astype(str).tolist(),
+                         f"{info.label} [95 % CI]": [_interval(m, lo, hi) for m, lo, hi
+                                                     in zip(ranked["mean"], ranked["ci_low"], ranked["ci_high"])]})
+
+
+def _pareto_shown(candidates: pd.DataFrame, choice: dict, efficiency: str, info) -> pd.DataFrame:
+    chosen = {key: (row["branch"], row["remaining"]) if row is not None else None
+              for key, row in (("a", choice["without_fairness"]), ("b", choice["with_fairness"]))}
+    rows = []
+    for r in candidates.sort_values([efficiency, "mean"], ascending=[True, not info.higher_is_better]).itertuples():
+        mark = []
+        if chosen["a"] == (r.branch, r.remaining):
+            mark.append("chosen" + ("" if chosen["a"] == chosen["b"] or not choice["limits"][1:]
+                                    else f" ({info.label} limit only)"))
+        if chosen["b"] == (r.branch, r.remaining) and chosen["a"] != chosen["b"] and choice["limits"][1:]:
+            mark.append("chosen (+ worst-class limit)")
+        row = {"branch": r.branch, "weights remaining": _pct(r.remaining)}
+        if efficiency != "sparsity":
+            row[plots.EFFICIENCY_REMAINING[efficiency].split(" (")[0]] = _pct(100 - getattr(r, efficiency))
+        row |= {f"{info.label} [95 % CI]": _interval(r.mean, r.ci_low, r.ci_high),
+                "worst-class recall [95 % CI]": _interval(r.worst_recall, r.worst_recall_low, r.worst_recall_high),
+                "Pareto-optimal": "yes" if r.pareto else "", "chosen": "; ".join(mark)}
+        rows.append(row)
+    shown = pd.DataFrame(rows)
+    if candidates["worst_recall"].isna().all():
+        shown = shown.drop(columns="worst-class recall [95 % CI]")
+    return shown
+
+
+def _structure_shown(table: pd.DataFrame) -> pd.DataFrame:
+    shown = pd.DataFrame({"branch": table["branch"], "round": table["round"].astype(str),
+                          "weights remaining": table["remaining"].map(_pct), "tensor": table["tensor"],
+                          "group": table["group"], "group size": table["size"].astype(str),
+                          "seeds": table["seeds"].astype(str),
+                          "fully pruned [95 % CI]": [_interval(m, lo, hi) for m, lo, hi in
+                                                     zip(table["fraction"], table["fraction_low"],
+                                                         table["fraction_high"])],
+                          "chance (exact)": table["expected"].map(lambda v: "< 0.001" if 0 < v < 1e-3 else _num(v)),
+                          "p": table["p"].map(_p)})
+    if "config" in table and table["config"].notna().any():
+        shown.insert(0, "configuration", table["config"].fillna("–"))
+    if "random_masks" in table and table["random_masks"].notna().any():
+        shown["random masks [95 % CI]"] = [_interval(m, lo, hi) for m, lo, hi in
+                                           zip(table["random_masks"], table["random_masks_low"],
+                                               table["random_masks_high"])]
+        shown["p vs random masks"] = table["p_random"].map(_p)
+    return shown
+
+
+def _choice_sentence(choice: dict, efficiency: str, info) -> str:
+    """The operating point chosen, in weights (or FLOPs, parameters) remaining, and what the worst-class
+    limit changed."""
+    what = plots.EFFICIENCY_REMAINING[efficiency].split(" (")[0]
+    a, b = choice["without_fairness"], choice["with_fairness"]
+
+    def point(row):
+        return (f"{row['branch']} at {100 - row[efficiency]:.1f} % {what} ({info.label} {_num(row['mean'])}"
+                + (f", worst-class recall {_num(row['worst_recall'])}" if row.get("worst_recall") == row.get("worst_recall")
+                   else "") + ")")
+
+    if a is None:
+        return f"No branch and level meets the limit ({choice['limits'][0]})."
+    text = f"Within the {info.label} limit the most efficient point is {point(a)}."
+    if len(choice["limits"]) > 1:
+        if b is None:
+            text += " No point also meets the worst-class limit."
+        elif b is a:
+            text += " Adding the worst-class limit does not change the choice."
+        else:
+            text += f" Adding the worst-class limit changes it to {point(b)}."
+    return text
+
+
+# ---------------------------------------------------------------- the report
 
 
 def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Path | None = None, *,
@@ -184,7 +732,9 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
     check_efficiency(efficiency)
     if _is_regression(results):
         return _regression_report(results, out, csv_dir, interval)
-    everything = study_points(results)
+    metric = _headline_metric(results)
+    info = metric_info(metric)
+    everything = study_points(results, metric=metric)
     labels = configurations(everything)
     if labels and config is None:
         config = labels[0]
@@ -192,6 +742,7 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
     main = everything.attrs.get("main_dataset")
     points = selected[selected["dataset"] == main] if main in set(selected["dataset"]) else selected
     points.attrs.update(everything.attrs)
+    selected.attrs.update(everything.attrs)
     targets = [d for d in dict.fromkeys(selected["dataset"]) if d != main]
     if efficiency != "sparsity":
         points = with_efficiency(results, points)
@@ -205,34 +756,46 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
             impact = group_impact(results, first_seeds(points, tensor_seeds), group_values)
         except PrunelabError as exc:
             raise PrunelabError(f"{groups if isinstance(groups, (str, Path)) else 'groups'}: {exc}") from None
-    branches = plots.branches_by_merit(points)
+    branches = plots.branches_by_merit(points, metric)
     sections, tables = [], {}
     sampled = first_seeds(points, tensor_seeds)  # what the sections reading tensors read
     read = _tensor_note(points, sampled)
+    n_seeds = int(points["seed"].nunique())
+    hypotheses, margins, comparisons = _effects(selected, metric)
 
-    fig, t = plots.accuracy_vs_remaining(points, interval)
+    levels = [x for r in hypotheses for x in r.remaining]
+    fig, t = plots.accuracy_vs_remaining(points, interval, metric=metric,
+                                         highlight=(min(levels), max(levels)) if levels else None)
     tables["accuracy"] = t
-    sections.append(_section("Accuracy vs weights remaining" + (f" on {main}" if targets else ""), fig, t, "accuracy"))
+    title = f"Figure 1: {info.label} vs weights remaining" + (f" on {main}" if targets else "")
+    sections.append(_section(title, fig, t, "accuracy",
+                             f"Mean over seeds with its 95 % interval (band) per branch; dense: dashed, with its band"
+                             + ("; shaded: the levels the declared hypotheses average over" if levels else "")
+                             + f". Branches are listed best first (mean {info.label} at their sparsest level).",
+                             shown=_levels_shown(t, branches, info)))
     for i, target in enumerate(targets, start=1):  # consensus and transfer targets: their own axes
         on = selected[selected["dataset"] == target]
-        fig, t = plots.accuracy_vs_remaining(on, interval)
+        fig, t = plots.accuracy_vs_remaining(on, interval, metric=metric)
         tables[f"accuracy_target{i}"] = t
-        sections.append(_section(f"Accuracy vs weights remaining on {target}", fig, t, f"accuracy_target{i}",
+        sections.append(_section(f"{info.label[:1].upper() + info.label[1:]} vs weights remaining on {target}", fig, t,
+                                 f"accuracy_target{i}",
                                  f"Rows trained and evaluated on {target} (a transfer or consensus target), each "
-                                 "beside that task's own dense model and random masks."))
-    sections += _effects_sections(selected, tables)
+                                 "beside that task's own dense model and random masks.",
+                                 shown=_levels_shown(t, plots.branches_by_merit(on, metric), info)))
+    sections += _effects_sections(hypotheses, margins, comparisons, tables, info)
     if labels:
-        table = seed_vs_systematic(everything.rename(columns={"hash": "state"}), plots.METRIC)
+        table = seed_vs_systematic(everything.rename(columns={"hash": "state"}), metric)
         tables["variation"] = table
-        sections.append(_section("Seed variation vs systematic variation (the sweep)", plots.variation_plot(everything),
+        sections.append(_section("Seed variation vs systematic variation (the sweep)",
+                                 plots.variation_plot(everything, metric=metric),
                                  table, "variation", _variation_note(table, labels)))
-    if branches:
+    if branches and points["recall"].map(lambda r: bool(len(r)) if isinstance(r, (list, tuple)) else False).any():
         fig, t = plots.per_class_heatmaps(points, branches)
         tables["per_class"] = t
         sections.append(_section("Who pays for sparsity: per-class recall change", fig, t, "per_class",
-                                 "One panel per branch, best first (mean accuracy at its sparsest level), on one colour "
-                                 "scale; blue: the class gained, red: it lost recall against the dense model of the "
-                                 "same seed."))
+                                 "One panel per branch, best first, on one colour scale; each cell is the mean over "
+                                 "seeds of the class's recall minus the dense model's (same seed). Blue: the class "
+                                 "gained recall, red: it lost."))
     if "roc_auc" in points and points["roc_auc"].notna().any():
         fig, t = plots.binary_metrics_vs_remaining(points, interval)
         tables["binary"] = t
@@ -240,48 +803,73 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
                                  "Two classes: class 1 is the signal. Rejection = 1/FPR at the threshold keeping 90 % "
                                  "of the signal; where no background event passes it is unbounded and left out of the "
                                  "mean (column rejection_90_unbounded counts those seeds)."))
-    fig, t = plots.disparity_vs_remaining(points, interval)
+    fig, t = plots.disparity_vs_remaining(points, interval, metric=metric)
     tables["disparity"] = t
-    sections.append(_section("Disparity vs weights remaining", fig, t, "disparity"))
+    sections.append(_section("Disparity vs weights remaining", fig, t, "disparity",
+                             "Four summaries of the per-class recalls of each model, mean and 95 % interval over seeds.",
+                             missing="the study stores no per-class recall"))
     if impact is not None:
         fig, t = plots.group_plot(impact, branches[0] if branches else "dense", attribute, interval)
         tables["groups"] = impact
         sections.append(_section(f"Group fairness: accuracy by {attribute}", fig, impact, "groups",
                                  _group_note(impact, attribute) + read))
-    fig, t, choice = plots.pareto_plot(points, interval=interval, efficiency=efficiency)
+    fig, t, choice = plots.pareto_plot(points, interval=interval, efficiency=efficiency, metric=metric)
     tables["pareto"] = t
-    sections.append(_section(f"Pareto operating points ({efficiency.replace('_', ' ')}, accuracy, worst-class recall)",
+    limits = " and ".join(choice["limits"])
+    sections.append(_section(f"Pareto operating points ({efficiency.replace('_', ' ')}, {info.label}"
+                             + (", worst-class recall)" if len(choice["limits"]) > 1 else ")"),
                              fig, t, "pareto",
-                             "Constraints: accuracy drop ≤ 1 pp and worst-class recall drop ≤ 2 pp vs the dense mean. "
-                             + choice["statement"][:1].upper() + choice["statement"][1:] + "."))
-    fig, t, unread = _from_tensors(results, lambda: plots.mask_similarity(results, sampled))
+                             f"Each branch at each level (mean over seeds). Constraints: {limits}. "
+                             + _choice_sentence(choice, efficiency, info),
+                             shown=_pareto_shown(t, choice, efficiency, info)))
+    fig, t, unread = _from_tensors(results, lambda: plots.mask_similarity(results, sampled, metric=metric))
     tables["similarity"] = t
     sections.append(_section("Mask similarity between branches", fig, t, "similarity",
-                             "Jaccard of the kept weights. Chance (in brackets): the expected Jaccard of two random "
-                             "masks with the same kept count in every tensor (exact per tensor; overall from 4,000 "
-                             "seeded hypergeometric draws), not the overall density, which understates it when "
-                             "layers are pruned to different densities. z: (observed − chance) / SD of chance."
+                             "Jaccard of the kept weights (1: the same mask). Chance: the expected Jaccard of two "
+                             "random masks with the same kept count in every tensor (exact per tensor; overall from "
+                             "4,000 seeded hypergeometric draws), not the overall density, which understates it when "
+                             "layers are pruned to different densities. z (table): (observed − chance) / SD of chance."
                              + read, missing=unread or "needs two or more pruned branches"))
-    fig, t, unread = _from_tensors(results, lambda: plots.structure_plot(results, sampled, interval))
+    fig, t, unread = _from_tensors(results, lambda: plots.structure_plot(results, sampled, interval, metric=metric))
     tables["structure"] = t
     sections.append(_section("Emergent structure vs random pruning", fig, t, "structure",
                              "Fraction of groups (units, filters, input channels, kernels) with every weight pruned, "
-                             "over seeds, for every masked row and round (table). Expected: the exact chance for "
-                             "random pruning of the same count in that tensor, C(m, g) / C(n, g); random_masks: the "
-                             "same fraction in the study's random-pruning control of that row. p: paired t over seeds "
-                             "of observed − expected; p_random: of observed − control." + read,
-                             missing=unread or "needs a pruned row"))
-    fig, t, unread = _from_tensors(results, lambda: plots.stability_plot(results, sampled))
+                             "over seeds, for every masked row and round (table), in layer order. Chance: the exact "
+                             "expectation for random pruning of the same count in that tensor, C(m, g) / C(n, g); "
+                             "random masks: the same fraction in the study's random-pruning control of that row. "
+                             "p: paired t over seeds of observed − chance; p vs random masks: of observed − control."
+                             + read, missing=unread or "needs a pruned row",
+                             shown=_structure_shown(t) if t is not None and not t.empty else None))
+    fig, t, unread = _from_tensors(results, lambda: plots.stability_plot(results, sampled, interval, metric=metric))
     tables["stability"] = t
-    sections.append(_section("Weight stability", fig, t, "stability", read.strip(),
-                             missing=unread or "needs a pruned branch with two or more rounds, or one that rewinds"))
+    summary_t = plots.stability_summary(t, interval) if t is not None and not t.empty else None
+    sections.append(_section("Weight stability", fig, t, "stability",
+                             "Over the weights each mask keeps: sign agreement and relative distance between the "
+                             "rewind point and the trained weights (rewinding branches), and the cosine similarity "
+                             "of the trained weights of consecutive rounds (every pruned branch). The table: mean "
+                             "and 95 % interval over seeds per branch and level (the CSV has one row per state)." + read,
+                             missing=unread or "needs a pruned branch with two or more rounds, or one that rewinds",
+                             shown=None if summary_t is None else _display(summary_t)))
 
-    n_seeds = points["seed"].nunique()
-    shown = (f" Sweep: {len(labels)} configurations; the sections other than the variation section show "
-             f"<b>{html.escape(config)}</b>.") if labels else ""
-    header = (f"{html.escape(str(results.store.root))} — {len(results)} states, {len(branches)} branches, "
-              f"{n_seeds} seeds. Intervals are 95 % over seeds: {_INTERVAL_TEXT[interval]}.{shown}")
-    return _write_page(results, header, sections, tables, out, csv_dir)
+    first = points[points.branch != "dense"] if (points.branch != "dense").any() else points
+    manifest = results.get(first["hash"].iloc[0])
+    record = study_records(results)[0]
+    config_note = (f"Sweep: {len(labels)} configurations; every section but the variation section shows "
+                   f"<b>{html.escape(config)}</b> (<code>prunelab report --config</code> picks another)."
+                   if labels else "")
+    tolerance, _ = plots.operating_tolerance(metric, choice.get("dense", float("nan")), 0.01)
+    summary = _summary(hypotheses, margins, comparisons, tables["accuracy"], branches, info, metric,
+                       name=str(record.get("name", "study")), model=str((manifest.get("spec") or {}).get("model", "")),
+                       dataset=str(main or manifest.get("dataset", "")), n_seeds=n_seeds, branches=branches,
+                       config_note=config_note, damaged=len(results.damaged),
+                       tensor_note=(f"The sections that read stored tensors (mask similarity, emergent structure, "
+                                    f"weight stability{', group fairness' if impact is not None else ''}) use the "
+                                    f"first {sampled['seed'].nunique()} of {n_seeds} seeds." if read else ""),
+                       tolerance=tolerance)
+    title = f"{record.get('name', 'study')}: study report"
+    header = (f"{html.escape(str(results.store.root))} · {len(results):,} stored states · {n_seeds} seeds · "
+              f"intervals are 95 % over seeds ({_INTERVAL_TEXT[interval]})")
+    return _write_page(results, header, [summary] + sections, tables, out, csv_dir, title=title)
 
 
 def _from_tensors(results: Results, make) -> tuple:
@@ -327,13 +915,22 @@ def _tree_text(results: Results) -> str:
     return "\n".join(lines)
 
 
-def _write_page(results: Results, header: str, sections: list[str], tables: dict, out, csv_dir) -> Path:
+def _nav(sections: list[str]) -> str:
+    import re
+
+    links = re.findall(r"<section[^>]* id=([\w-]+)[^>]*><h2>(.*?)</h2>", "".join(sections))
+    return ("<nav>Contents: " + " ".join(f"<a href='#{a}'>{t}</a>" for a, t in links)
+            + " <a href='#experiment-tree'>Experiment tree</a></nav>") if links else ""
+
+
+def _write_page(results: Results, header: str, sections: list[str], tables: dict, out, csv_dir,
+                title: str = "prunelab report") -> Path:
     """The HTML page (sections, then the experiment tree), written atomically; each table as CSV."""
     tree_text = html.escape(_tree_text(results))
     page = (f"<!doctype html><html><head><meta charset=utf-8><title>report</title><style>{_STYLE}</style></head><body>"
-            f"<h1>prunelab report</h1><p class=sub>{header}</p>"
+            f"<h1>{html.escape(title)}</h1><p class=sub>{header}</p>{_nav(sections)}"
             + "".join(sections)
-            + f"<section><h2>Experiment tree</h2><pre>{tree_text}</pre></section>{_CHECK}</body></html>")
+            + f"<section id=experiment-tree><h2>Experiment tree</h2><pre>{tree_text}</pre></section>{_CHECK}</body></html>")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".part")
