@@ -261,3 +261,32 @@ def test_concurrent_cache_writers_never_fail_or_leave_partial_files(tmp_path):
     with np.load(path) as data:
         assert data["x"].shape == (200_000,) and len(set(data["x"][:10].tolist())) == 1
     assert [p.name for p in path.parent.iterdir()] == ["d.npz"]
+
+
+def test_a_class_can_be_under_represented_by_name(tmp_path):
+    """keep=3:0.1 keeps 10 % of class 3's training examples (seeded, the same every time), nothing else
+    changes, and the test split is untouched; longtail follows ρ^(c/(C−1))."""
+    from prunelab.tasks.datasets import sampling_options
+
+    source = DataSource(data_dir=tmp_path)
+    full = load_dataset("digits", source=source, validation=0)
+    thin = load_dataset("digits[keep=3:0.1]", source=source, validation=0)
+    again = load_dataset("digits[keep=3:0.1]", source=source, validation=0)
+    counts_full = np.bincount(full.train.y.numpy(), minlength=10)
+    counts = np.bincount(thin.train.y.numpy(), minlength=10)
+    assert counts[3] == round(0.1 * counts_full[3])
+    assert (np.delete(counts, 3) == np.delete(counts_full, 3)).all()
+    assert torch.equal(thin.test.y, full.test.y) and thin.test.x.shape == full.test.x.shape
+    assert torch.equal(thin.train.y, again.train.y) and torch.equal(thin.train.x, again.train.x)
+    two = load_dataset("digits[keep=3:0.1+7:0.5]", source=source, validation=0)
+    a, b = two.train.x[two.train.y == 3], thin.train.x[thin.train.y == 3]  # class 3's draw is its own
+    assert torch.allclose((a - a.mean()) / a.std(), (b - b.mean()) / b.std(), atol=1e-5)  # (scaled differently)
+    tail = load_dataset("digits[longtail=0.1]", source=source, validation=0)
+    tail_counts = np.bincount(tail.train.y.numpy(), minlength=10)
+    expected = [max(1, round(counts_full[c] * 0.1 ** (c / 9))) for c in range(10)]
+    assert tail_counts.tolist() == expected
+    assert sampling_options("mnist[resize=14x14,keep=1:0.5]") == {"keep": {1: 0.5}}
+    for bad in ("digits[keep=3]", "digits[keep=3:1.5]", "digits[keep=12:0.5]", "digits[longtail=0]",
+                "digits[keep=1:0.5,longtail=0.1]"):
+        with pytest.raises(PrunelabError, match="keep|longtail"):
+            load_dataset(bad, source=source)

@@ -141,10 +141,11 @@ def load_dataset(
     params = inspect.signature(factory).parameters
     options = variant_options(name)
     produced = factory(source=source, **options) if "source" in params else factory(**options)
+    keep = sampling_options(name)
     if isinstance(produced, Dataset):
-        if resize is not None or channels is not None:
-            raise PrunelabError(f"dataset {base!r}: its factory returns a finished Dataset, which cannot be resized; "
-                                "return prunelab.RawData to allow resize / channels")
+        if resize is not None or channels is not None or keep:
+            raise PrunelabError(f"dataset {base!r}: its factory returns a finished Dataset, which cannot be resized or "
+                                "subsampled; return prunelab.RawData to allow resize / channels / keep / longtail")
         return produced
     if isinstance(produced, tuple) and len(produced) == 4:
         produced = RawData(*produced)
@@ -153,10 +154,84 @@ def load_dataset(
             f"dataset factory {name!r} returned {type(produced).__name__}; expected prunelab.RawData, "
             "prunelab.Dataset or a tuple (x_train, y_train, x_test, y_test)"
         )
+    if keep:
+        produced = under_represent(name, produced, keep)
     if resize is not None or channels is not None:
         produced = replace(produced, x_train=reshape_inputs(name, produced.x_train, resize, channels),
                            x_test=reshape_inputs(name, produced.x_test, resize, channels))
     return build_dataset(name, produced, validation)
+
+
+# --------------------------------------------------------------------------
+# Under-represented classes: fewer training examples of chosen classes
+# --------------------------------------------------------------------------
+
+#: Variant options that thin out classes of the training data (the test split is never touched).
+SAMPLING = ("keep", "longtail")
+SAMPLING_SEED = 1  # which examples stay is fixed by the name: the same on every machine and run
+
+
+def sampling_options(name: str) -> dict:
+    """``"mnist[keep=3:0.1]"`` → ``{"keep": {3: 0.1}}`` (several classes: ``keep=3:0.1+7:0.5``);
+    ``"mnist[longtail=0.01]"`` → ``{"longtail": 0.01}``: class c keeps the fraction ρ^(c/(C−1)) of its
+    training examples, ρ the ratio of the rarest class to the most common (the long-tailed profile of
+    Cao et al. 2019, arXiv 1906.07413)."""
+    if not name.endswith("]") or "[" not in name:
+        return {}
+    out: dict = {}
+    for option in filter(None, name[:-1].partition("[")[2].split(",")):
+        key, _, value = option.partition("=")
+        if key not in SAMPLING:
+            continue
+        if key in out:
+            raise PrunelabError(f"dataset {name[:120]!r}: give {key} once")
+        try:
+            if key == "longtail":
+                ratio = float(value)
+                if not 0 < ratio <= 1:
+                    raise ValueError
+                out[key] = ratio
+            else:
+                fractions = {}
+                for part in value.split("+"):
+                    label, _, fraction = part.partition(":")
+                    label_, fraction_ = int(label), float(fraction)
+                    if label_ < 0 or not 0 < fraction_ <= 1 or label_ in fractions:
+                        raise ValueError
+                    fractions[label_] = fraction_
+                out[key] = fractions
+        except ValueError:
+            raise PrunelabError(f"dataset {name[:120]!r}: bad {key} {value[:40]!r} (keep=CLASS:FRACTION, several "
+                                "joined by '+', e.g. keep=3:0.1+7:0.5, fractions in (0, 1]; longtail=RATIO in "
+                                "(0, 1])") from None
+    if len(out) > 1:
+        raise PrunelabError(f"dataset {name[:120]!r}: give keep or longtail, not both")
+    return out
+
+
+def under_represent(name: str, raw: RawData, options: dict) -> RawData:
+    """``raw`` with only a seeded fraction of the training examples of some classes (at least one each)."""
+    if raw.task != "classification":
+        raise PrunelabError(f"dataset {name!r}: keep / longtail thin out classes; a {raw.task} task has none")
+    y = np.asarray(raw.y_train)
+    classes = int(max(y.max(), np.asarray(raw.y_test).max())) + 1
+    if "longtail" in options:
+        ratio = options["longtail"]
+        fractions = {c: ratio ** (c / max(classes - 1, 1)) for c in range(classes)}
+    else:
+        fractions = options["keep"]
+        missing = sorted(c for c in fractions if c >= classes)
+        if missing:
+            raise PrunelabError(f"dataset {name!r}: keep names class {missing[0]}, but the labels are 0..{classes - 1}")
+    rng = np.random.default_rng(SAMPLING_SEED)
+    chosen = np.ones(len(y), dtype=bool)
+    for c in range(classes):  # every class draws, kept or not: a class's sample never depends on another's
+        where = np.flatnonzero(y == c)
+        order = rng.permutation(len(where))
+        if c in fractions and len(where):
+            n = max(1, int(round(fractions[c] * len(where))))
+            chosen[where[np.sort(order[n:])]] = False
+    return replace(raw, x_train=np.asarray(raw.x_train)[chosen], y_train=y[chosen])
 
 
 # --------------------------------------------------------------------------
@@ -192,6 +267,8 @@ def parse_variant(name: str) -> tuple[str, tuple[int, ...] | None, int | None]:
     resize = channels = None
     for option in filter(None, options.split(",")):
         key, _, value = option.partition("=")
+        if key in SAMPLING:
+            continue  # read by sampling_options
         if key not in ("resize", "channels"):
             _factory_option(name, base, key, value)  # an option of the dataset's own factory (block=128)
             continue
@@ -222,7 +299,7 @@ def variant_options(name: str) -> dict:
     out = {}
     for option in filter(None, options.split(",")):
         key, _, value = option.partition("=")
-        if key not in ("resize", "channels"):
+        if key not in ("resize", "channels") and key not in SAMPLING:
             out[key] = _factory_option(name, base, key, value)
     return out
 
