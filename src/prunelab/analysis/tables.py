@@ -145,6 +145,23 @@ def study_records(results: Results) -> list[dict]:
     return records
 
 
+def headline_metric(results: Results, split: str = "test") -> str:
+    """The dotted headline metric of a study's trained states (``test.accuracy``; ``test.perplexity``
+    for a language model; ``test.resolution`` / ``test.rmse`` for a regression): what ``compare`` and
+    the report show unless asked for another."""
+    from ..headline import headline
+
+    wanted = [p["hash"] for record in study_records(results) for p in record["points"]]
+    for summary in results.each_summary(wanted):
+        if summary is None or summary["status"] != "done":
+            continue
+        prefix = f"{split}."
+        evaluation = {k[len(prefix):]: v for k, v in summary["scalars"].items() if k.startswith(prefix)}
+        if evaluation:
+            return prefix + headline(evaluation)[0]
+    return f"{split}.accuracy"
+
+
 def study_points(results: Results, metric: str = "test.accuracy", config: str | None = None,
                  study: str | None = None):
     """One row per finished trained point of the study record(s): its row label (``branch``), kind, round,
