@@ -66,6 +66,10 @@ def build_model(
         from ..registry import trust_names
 
         trust_names(name)
+    if name.startswith("hf:"):  # your own causal LM from a local Hugging Face directory (trusted as module "hf")
+        from .hf import build_hf_model
+
+        return build_hf_model(name, input_shape, num_classes, init=init, pin_required=not trust_import, **options)
     entry = MODELS.get(name)
     if not isinstance(entry, ModelInfo):  # a user factory given by import path (``factory.tokens = True``:
         entry = ModelInfo(entry, "default", tokens=bool(getattr(entry, "tokens", False)))  # a language model)
@@ -121,6 +125,8 @@ def example_input(model: nn.Module, input_shape: Sequence[int], batch: int = 1) 
 
 def takes_tokens(name: str) -> bool:
     """Whether registered model ``name`` is a language model (token ids in, per-position logits out)."""
+    if name.startswith("hf:"):
+        return True
     entry = MODELS.get(name) if name in MODELS else None
     return bool(getattr(entry, "tokens", False))
 
