@@ -236,7 +236,9 @@ def train(
     trust_names(dataset, model)  # typed on your command line: your own names, trusted like a spec's
     from .tasks.datasets import parse_variant
 
-    DATASETS.get(parse_variant(dataset)[0]), MODELS.get(model)  # unknown names fail before any work
+    DATASETS.get(parse_variant(dataset)[0])  # unknown names fail before any work
+    if not model.startswith("hf:"):  # a Hugging Face directory is checked when it is opened
+        MODELS.get(model)
 
     try:
         steps = tuple(int(m) for m in milestones.split(",") if m.strip())
@@ -1145,6 +1147,11 @@ def _print_evaluation(ev, title: str) -> None:
 from .hep.cli import calo_app  # noqa: E402
 
 app.add_typer(calo_app, name="calo")
+
+from .hf_cli import export_hf, hf_fingerprint  # noqa: E402
+
+app.command("export-hf")(export_hf)
+app.command("hf-fingerprint")(hf_fingerprint)
 
 
 def main() -> None:

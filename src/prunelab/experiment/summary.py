@@ -24,10 +24,11 @@ def flatten(data: Any, prefix: str = "", out: dict | None = None) -> dict:
     return out
 
 
-# Token and position embeddings of language models (GPT-2's and Hugging Face's names): 2-D weights
-# that no pruning method of the field counts; the papers' "50 % sparsity" is of the Linear layers.
+# Token and position embeddings and the output head of language models (GPT-2's and Hugging Face's
+# names): 2-D weights that no pruning method of the field counts; the papers' "50 % sparsity" is of the
+# Linear layers of the attention and MLP blocks.
 EMBEDDINGS = ("wte.weight", "wpe.weight", "embed_tokens.weight", "embed_positions.weight",
-              "word_embeddings.weight", "position_embeddings.weight")
+              "word_embeddings.weight", "position_embeddings.weight", "lm_head.weight")
 
 
 def remaining_percent(manifest: dict) -> float:

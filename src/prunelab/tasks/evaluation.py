@@ -102,6 +102,9 @@ def task_loss(output: torch.Tensor, target: torch.Tensor, reduction: str = "mean
     return F.cross_entropy(output, target, reduction=reduction)
 
 
+PER_CLASS_LIMIT = 4096  # vocabularies up to this size store a row per token (characters, bytes)
+
+
 @dataclass(frozen=True)
 class LanguageEvaluation:
     """Next-token metrics of a language model on a split of token blocks. ``loss`` is the mean
@@ -147,18 +150,27 @@ class LanguageEvaluation:
 
     def to_dict(self) -> dict:
         present = self.support > 0
+        # a word-piece vocabulary of 50,000 tokens would make every stored state megabytes of per-class rows
+        per_class = self.per_class() if len(self.class_names) <= PER_CLASS_LIMIT else []
         return {"task": "language", "loss": self.loss, "perplexity": self.perplexity,
                 "bits_per_token": self.bits_per_token, "accuracy": self.accuracy,
                 "balanced_accuracy": float(self.recall[present].mean()) if present.any() else 0.0,
                 "macro_f1": float(self.f1.mean()), "tokens": int(self.support.sum()),
                 "top_k": {str(k): v for k, v in self.top_k.items()},
-                "class_names": list(self.class_names), "per_class": self.per_class()}
+                "class_names": list(self.class_names) if per_class else [], "per_class": per_class}
+
+
+LOGITS_PER_BATCH = 1 << 25  # 128 MB of float32 logits: a batch of blocks is sized to stay below it
 
 
 @torch.no_grad()
 def evaluate_language(model: nn.Module, split: Split, class_names: tuple[str, ...],
-                      batch_size: int = 64) -> LanguageEvaluation:
-    """Streamed over batches of blocks: memory stays at one batch's logits whatever the vocabulary."""
+                      batch_size: int | None = None) -> LanguageEvaluation:
+    """Streamed over batches of blocks: memory stays at one batch's logits whatever the vocabulary
+    (64 blocks of 64 characters, or 1 block of 2048 tokens of a 50,000-token vocabulary)."""
+    if batch_size is None:
+        per_block = max(1, split.x.shape[1] * len(class_names))
+        batch_size = max(1, min(64, LOGITS_PER_BATCH // per_block))
     was_training = model.training
     model.eval()
     first = next(iter(model.parameters()), None)
