@@ -89,13 +89,13 @@ def _missing(value) -> bool:
         return False
 
 
-def _decimals(*values) -> int | None:
+def _decimals(*values, small: int | None = None) -> int | None:
     """Decimals for numbers of this size read together: 3 below 10, 2 below 100, 1 below 1,000, else 0;
-    None (two significant digits) when every value is below 0.01."""
+    below 0.01 ``small`` decimals (None: two significant digits)."""
     finite = [abs(float(v)) for v in values if not _missing(v) and math.isfinite(float(v))]
     top = max(finite, default=0.0)
     if 0 < top < 0.01:
-        return None
+        return small
     return 3 if top < 10 else 2 if top < 100 else 1 if top < 1000 else 0
 
 
@@ -129,16 +129,24 @@ def _p(value) -> str:
     return f"{v:.2g}" if v < 1 else "1"
 
 
+def _p_is(value) -> str:
+    """'= 0.0012' or '< 0.0001': a p-value after 'p'."""
+    text = _p(value)
+    return text if text.startswith("<") else f"= {text}"
+
+
 def _pct(value) -> str:
     return "–" if _missing(value) else f"{float(value):.1f} %"
 
 
-def _interval(mean, low, high, signed: bool = False) -> str:
+def _interval(mean, low, high, signed: bool = False, decimals: int | None | str = "auto") -> str:
+    """``mean [low, high]`` with one number of decimals for the three (``decimals``: given, e.g. one for a
+    whole column)."""
     if _missing(mean):
         return "–"
     if _missing(low) or _missing(high):
-        return _num(mean, signed)
-    d = _decimals(mean, low, high)
+        return _num(mean, signed, decimals)
+    d = _decimals(mean, low, high, small=4) if decimals == "auto" else decimals
     return f"{_num(mean, signed, d)} [{_num(low, signed, d)}, {_num(high, signed, d)}]"
 
 
@@ -159,7 +167,9 @@ _HEADERS = {"branch": "branch", "remaining": "weights remaining", "seeds": "seed
             "rejection_90_unbounded": "seeds with unbounded rejection", "roc_auc": "ROC AUC",
             "rejection_90": "rejection at 90 % eff.", "worst_recall": "worst-class recall",
             "gap": "max − min class recall", "recall_std": "std of class recall",
-            "min_max_ratio": "min / max class recall", "delta_vs_dense": "Δ vs dense", "ci_low": "95 % CI"}
+            "min_max_ratio": "min / max class recall", "delta_vs_dense": "Δ vs dense", "ci_low": "95 % CI",
+            "jaccard": "Jaccard", "chance": "chance", "a": "A", "b": "B", "sign_agreement": "sign agreement",
+            "distance": "relative distance", "cosine": "cosine"}
 _PERCENT_WORDS = ("remaining", "removed", "sparsity")
 _P_COLUMNS = ("p", "p_adjusted", "p_random", "anova_p", "p_value", "pvalue")
 
@@ -178,6 +188,7 @@ def _format_column(name, values: pd.Series) -> list[str]:
     numeric = [v for v in present if isinstance(v, (int, float, np.integer, np.floating))
                and not isinstance(v, (bool, np.bool_))]
     integral = bool(numeric) and all(float(v).is_integer() for v in numeric)
+    column = _decimals(*numeric, small=4)  # one number of decimals for the whole column
     out = []
     for v in values:
         if isinstance(v, (tuple, list, np.ndarray)):
@@ -199,7 +210,7 @@ def _format_column(name, values: pd.Series) -> list[str]:
             elif any(w in key for w in _PERCENT_WORDS):
                 out.append(_pct(v))
             else:
-                out.append(_num(v))
+                out.append(_num(v, decimals=column))
         else:
             out.append(str(v))
     return out
@@ -212,6 +223,8 @@ def _display(frame: pd.DataFrame) -> pd.DataFrame:
     column, numbers rounded, percentages with their unit."""
     frame = frame.drop(columns=[c for c in _INTERNAL if c in frame], errors="ignore")
     drop = [c for c in frame.columns if frame[c].map(_missing).all()]
+    if "config" in frame and frame["config"].fillna("").nunique() <= 1:
+        drop.append("config")
     if "planned" in frame and frame["planned"].astype(bool).all():
         drop.append("planned")
     frame = frame.drop(columns=drop)
@@ -225,7 +238,8 @@ def _display(frame: pd.DataFrame) -> pd.DataFrame:
             low, high = "ci_low", "ci_high"
         if low in frame and high in frame:
             signed = key in ("difference", "delta", "bias")
-            out[f"{_header(name)} [95 % CI]"] = [_interval(m, lo, hi, signed) for m, lo, hi
+            d = _decimals(*frame[name], *frame[low], *frame[high], small=4)
+            out[f"{_header(name)} [95 % CI]"] = [_interval(m, lo, hi, signed, d) for m, lo, hi
                                                 in zip(frame[name], frame[low], frame[high])]
         else:
             out[_header(name)] = _format_column(name, frame[name])
@@ -242,7 +256,7 @@ def _html_table(shown: pd.DataFrame, max_rows: int) -> str:
     text columns left-aligned, numbers right-aligned."""
     head = shown.head(max_rows)
     text_columns = {c for c in head.columns
-                    if not all(_NUMBER.match(str(v)) for v in head[c] if str(v) not in ("–", ""))}
+                    if not all(_NUMBER.match(re.sub(r"<[^>]+>", "", str(v))) for v in head[c] if str(v) not in ("–", ""))}
     cls = {c: ' class=t' if c in text_columns else " class=n" for c in head.columns}
     rows = "".join("<tr>" + "".join(f"<td{cls[c]}>{v if isinstance(v, _Raw) else html.escape(str(v))}</td>"
                                     for c, v in zip(head.columns, row)) + "</tr>"
@@ -351,18 +365,20 @@ def _hypothesis_line(r, info, family: int, margins: dict) -> str:
             f"at {html.escape(levels)} of the weights remaining: {html.escape(a)} − {html.escape(b)} = "
             f"<b>{_interval(r.mean, r.ci_low, r.ci_high, signed=True)}</b> {html.escape(info.label)} "
             f"(95 % CI over {r.n} seeds){html.escape(direction)}; {_TEST_WORDS.get(r.test, r.test)} "
-            f"p = {_p(r.p)}, Holm-adjusted over the {family} declared hypotheses p = <b>{_p(r.p_adjusted)}</b>.</li>")
+            f"p {html.escape(_p_is(r.p))}, Holm-adjusted over the {family} declared hypotheses "
+            f"p <b>{html.escape(_p_is(r.p_adjusted))}</b>.</li>")
 
 
 def _hypotheses_shown(results, info, margins: dict) -> pd.DataFrame:
     rows = []
+    d = _decimals(*[x for r in results for x in (r.mean, r.ci_low, r.ci_high)], small=4)
     for r in results:
         margin = margins.get(r.claim, 0.0)
         row = {"claim": r.claim + (f" (margin {margin:g})" if margin else "")}
-        if any(x.config for x in results):
+        if len({x.config for x in results}) > 1:
             row["configuration"] = r.config or "–"
         row |= {"weights remaining": _levels(r.remaining), "seeds": str(r.n),
-                "A − B [95 % CI]": _interval(r.mean, r.ci_low, r.ci_high, signed=True),
+                "A − B [95 % CI]": _interval(r.mean, r.ci_low, r.ci_high, signed=True, decimals=d),
                 "d_z": _num(r.d_z, decimals=2), "test": _TEST_WORDS.get(r.test, r.test).replace("one-sided ", ""),
                 "p (one-sided)": _p(r.p), "Holm p": _p(r.p_adjusted),
                 "verdict": _Raw(_verdict_badge(r.verdict) + (html.escape(": " + r.verdict.split(": ", 1)[1])
@@ -373,12 +389,13 @@ def _hypotheses_shown(results, info, margins: dict) -> pd.DataFrame:
 
 def _comparisons_shown(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
-    configs = table["config"].notna().any()
+    configs = table["config"].fillna("").nunique() > 1  # one configuration: the summary names it
+    d = _decimals(*table["difference"], *table["ci_low"], *table["ci_high"], small=4)
     for r in table.itertuples():
         level = _pct(r.remaining_a) + ("" if abs(r.remaining_a - r.remaining_b) < 0.05
                                        else f" vs {_pct(r.remaining_b)}")
         excludes = not _missing(r.ci_low) and (r.ci_low > 0 or r.ci_high < 0)
-        diff = _interval(r.difference, r.ci_low, r.ci_high, signed=True)
+        diff = _interval(r.difference, r.ci_low, r.ci_high, signed=True, decimals=d)
         row = {"comparison (A − B)": f"{r.a} − {r.b}"}
         if configs:
             row["configuration"] = r.config or "–"
@@ -452,9 +469,10 @@ def _effects_sections(results, margins: dict, table, tables: dict, info) -> list
         n, p_min, m, adjusted = floor
         need = seeds_needed(m, "permutation")
         why = (f"2 / 2{_superscript(n)}" if n < RANDOM_FLIPS_FROM else "it draws 9,999 random sign flips")
-        power = (f" With {n} seeds the exact test cannot give p below {_p(p_min)} ({why}), and Holm over a "
-                 f"comparison's {m} levels no adjusted p below {_p(adjusted)}: no row of this table can reach "
-                 f"p < 0.05 here" + (f" ({need} seeds would be needed)" if need else "") + ".")
+        power = (f" With {n} seeds the exact test cannot give p below {_p(p_min)} ({why})"
+                 + (f", and Holm over a comparison's {m} levels no adjusted p below {_p(adjusted)}" if m > 1 else "")
+                 + ": no row of this table can reach p < 0.05 here"
+                 + (f" ({need} seeds would be needed)" if need else "") + ".")
     sections.append(_table_section(
         COMPARISONS, table, "comparisons",
         "Every planned pair at every level, as a description of the effect sizes: each pruned branch vs the dense "
@@ -524,36 +542,45 @@ def _headline_metric(results: Results) -> str:
 # ---------------------------------------------------------------- the summary at the top
 
 
-def _curve_sentence(table: pd.DataFrame, order: list[str], metric: str, tolerance: float) -> str:
-    """Dense value; how far down the best branch stays within the tolerance of it; the sparsest level."""
+def _within(metric: str, tolerance: float, dense: float) -> str:
+    """'within 0.01' for a metric in [0, 1]; 'within 1 % (0.222)' for one whose limit is relative."""
     info = metric_info(metric)
-    label = info.label
+    if info.bounds == (0.0, 1.0) or not dense:
+        return f"within {tolerance:.3g}"
+    return f"within {100 * tolerance / abs(dense):.3g} % ({tolerance:.3g})"
+
+
+def _curve_sentence(table: pd.DataFrame, order: list[str], metric: str, tolerance: float) -> str:
+    """The dense value; the pruned branch that stays within ``tolerance`` of it to the fewest weights
+    (every level down to there within it); the branches at the sparsest level any branch reached."""
+    info = metric_info(metric)
     dense = table[table.branch == "dense"]
     if dense.empty or not order:
         return ""
     d = dense.iloc[0]
-    best = order[0]
-    mine = table[table.branch == best].sort_values("remaining", ascending=False)
-    within = mine[info.sign * (mine["mean"] - d["mean"]) >= -tolerance - 1e-12]
-    sparsest = mine.iloc[-1]
-    parts = [f"The dense model reaches {label} {_interval(d['mean'], d['ci_low'], d['ci_high'])}."]
-    if len(within):
-        # the sparsest level down to which every level stays within the tolerance
+    parts = [f"The dense model reaches {html.escape(info.label)} {_interval(d['mean'], d['ci_low'], d['ci_high'])}."]
+    reach = {}  # branch → its last level of a run within the tolerance, from its densest level down
+    for branch in order:
+        mine = table[table.branch == branch].sort_values("remaining", ascending=False)
         ok = (info.sign * (mine["mean"] - d["mean"]) >= -tolerance - 1e-12).tolist()
         run = next((i for i, good in enumerate(ok) if not good), len(ok))
         if run:
-            keep = mine.iloc[run - 1]
-            parts.append(f"The best pruned branch, <b>{html.escape(best)}</b>, stays within {tolerance:.3g} of it down "
-                         f"to <b>{keep['remaining']:g} %</b> of the weights ({_num(keep['mean'])}).")
-        else:
-            parts.append(f"No level of the best pruned branch, <b>{html.escape(best)}</b>, stays within "
-                         f"{tolerance:.3g} of it.")
-    at = [f"{html.escape(b)} {_interval(r['mean'], r['ci_low'], r['ci_high'])}"
-          for b in order[:5] for r in [table[(table.branch == b)].sort_values("remaining").iloc[0]]
-          if abs(r["remaining"] - sparsest["remaining"]) < 0.05]
-    if at:
-        parts.append(f"At {sparsest['remaining']:g} % of the weights: " + "; ".join(at)
-                     + (f" (and {len(order) - 5} more branches)" if len(order) > 5 else "") + ".")
+            reach[branch] = mine.iloc[run - 1]
+    if reach:
+        best = min(reach, key=lambda b: (reach[b]["remaining"], -info.sign * reach[b]["mean"]))
+        row = reach[best]
+        parts.append(f"<b>{html.escape(best)}</b> stays {_within(metric, tolerance, d['mean'])} of it down to "
+                     f"<b>{row['remaining']:g} %</b> "
+                     f"of the weights ({_num(row['mean'])}), the fewest of any branch.")
+    else:
+        parts.append(f"No pruned branch stays {_within(metric, tolerance, d['mean'])} of it even at its densest level.")
+    pruned = table[table.branch != "dense"]
+    deepest = pruned["remaining"].min()
+    at = pruned[(pruned["remaining"] - deepest).abs() < 0.05]
+    at = at.assign(_o=info.sign * at["mean"]).sort_values("_o", ascending=False)
+    shown = [f"{html.escape(r.branch)} {_interval(r.mean, r.ci_low, r.ci_high)}" for r in at.head(5).itertuples()]
+    parts.append(f"At the sparsest level, {deepest:g} % of the weights: " + "; ".join(shown)
+                 + (f" (and {len(at) - 5} more)" if len(at) > 5 else "") + ".")
     return " ".join(parts)
 
 
@@ -594,8 +621,9 @@ def _summary(results_h, margins: dict, comparisons, accuracy: pd.DataFrame, orde
     if floor is not None:
         n, p_min, m, adjusted = floor
         caveats.append(f"{n} seeds: no planned comparison can reach p &lt; 0.05 with the exact permutation test "
-                       f"(its smallest two-sided p is {_p(p_min)}; Holm over a comparison's {m} levels: {_p(adjusted)})"
-                       f" — see <a href='#{_anchor(COMPARISONS)}'>Planned comparisons</a>."
+                       f"(its smallest two-sided p is {_p(p_min)}"
+                       + (f"; Holm over a comparison's {m} levels: {_p(adjusted)})" if m > 1 else ")")
+                       + f" — see <a href='#{_anchor(COMPARISONS)}'>Planned comparisons</a>."
                        + (" The declared hypotheses use the one-sided t test, which has no such floor but assumes "
                           "the per-seed differences are roughly normal." if uses_t else ""))
     elif n_seeds < 5:
@@ -656,7 +684,13 @@ def _pareto_shown(candidates: pd.DataFrame, choice: dict, efficiency: str, info)
     return shown
 
 
-def _structure_shown(table: pd.DataFrame) -> pd.DataFrame:
+def _structure_shown(table: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """The deepest round of each masked row, best row first, tensors in layer order (every round is in
+    the CSV)."""
+    deepest = table.groupby([table["config"].fillna(""), "branch"])["round"].transform("max")
+    rank = {b: i for i, b in enumerate(order)}
+    table = table[table["round"] == deepest]
+    table = table.assign(_r=table["branch"].map(lambda b: rank.get(b, len(rank)))).sort_values("_r", kind="stable")
     shown = pd.DataFrame({"branch": table["branch"], "round": table["round"].astype(str),
                           "weights remaining": table["remaining"].map(_pct), "tensor": table["tensor"],
                           "group": table["group"], "group size": table["size"].astype(str),
@@ -666,7 +700,7 @@ def _structure_shown(table: pd.DataFrame) -> pd.DataFrame:
                                                          table["fraction_high"])],
                           "chance (exact)": table["expected"].map(lambda v: "< 0.001" if 0 < v < 1e-3 else _num(v)),
                           "p": table["p"].map(_p)})
-    if "config" in table and table["config"].notna().any():
+    if "config" in table and table["config"].fillna("").nunique() > 1:
         shown.insert(0, "configuration", table["config"].fillna("–"))
     if "random_masks" in table and table["random_masks"].notna().any():
         shown["random masks [95 % CI]"] = [_interval(m, lo, hi) for m, lo, hi in
@@ -790,7 +824,7 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
                                  plots.variation_plot(everything, metric=metric),
                                  table, "variation", _variation_note(table, labels)))
     if branches and points["recall"].map(lambda r: bool(len(r)) if isinstance(r, (list, tuple)) else False).any():
-        fig, t = plots.per_class_heatmaps(points, branches)
+        fig, t = plots.per_class_heatmaps(points, branches, headline=metric)
         tables["per_class"] = t
         sections.append(_section("Who pays for sparsity: per-class recall change", fig, t, "per_class",
                                  "One panel per branch, best first, on one colour scale; each cell is the mean over "
@@ -820,6 +854,8 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
                              + (", worst-class recall)" if len(choice["limits"]) > 1 else ")"),
                              fig, t, "pareto",
                              f"Each branch at each level (mean over seeds). Constraints: {limits}. "
+                             + (f"Worst-class recall is {_num(choice['constant_worst'])} for every point, so it is no "
+                                "axis here. " if choice.get("constant_worst") is not None else "")
                              + _choice_sentence(choice, efficiency, info),
                              shown=_pareto_shown(t, choice, efficiency, info)))
     fig, t, unread = _from_tensors(results, lambda: plots.mask_similarity(results, sampled, metric=metric))
@@ -837,9 +873,9 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
                              "over seeds, for every masked row and round (table), in layer order. Chance: the exact "
                              "expectation for random pruning of the same count in that tensor, C(m, g) / C(n, g); "
                              "random masks: the same fraction in the study's random-pruning control of that row. "
-                             "p: paired t over seeds of observed − chance; p vs random masks: of observed − control."
-                             + read, missing=unread or "needs a pruned row",
-                             shown=_structure_shown(t) if t is not None and not t.empty else None))
+                             "p: paired t over seeds of observed − chance; p vs random masks: of observed − control. "
+                             "The table shows each row's deepest round; the CSV has every round." + read, missing=unread or "needs a pruned row",
+                             shown=_structure_shown(t, branches) if t is not None and not t.empty else None))
     fig, t, unread = _from_tensors(results, lambda: plots.stability_plot(results, sampled, interval, metric=metric))
     tables["stability"] = t
     summary_t = plots.stability_summary(t, interval) if t is not None and not t.empty else None

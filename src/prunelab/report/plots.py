@@ -30,7 +30,7 @@ from ..headline import metric_info
 from ..study import mean_ci, mean_cis
 
 METRIC = "test.accuracy"  # the default headline column of a classification study
-_TICKS = [100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1]
+_TICKS = [100, 70, 50, 30, 20, 10, 5, 3, 2, 1, 0.5, 0.3, 0.2, 0.1]
 WIDTH = 9.0  # inches: 990 px at the report's 110 dpi, shown unscaled in its 1,040 px column
 MAX_LINES = 8  # branches / configurations / groups with their own colour and legend entry
 MAX_CLASSES = 20  # rows of a per-class heatmap
@@ -74,10 +74,18 @@ def _percent_axis(ax, values, label: str = "weights remaining (%)") -> None:
     ax.set_xscale("log")
     finite = [v for v in values if v == v and v > 0]
     low = max(min(finite), 1e-3) if finite else 1.0
-    ax.xaxis.set_major_locator(FixedLocator([t for t in _TICKS if t >= low * 0.8]))
+    ticks = [t for t in _TICKS if t >= low * 0.9]
+    below = next((t for t in _TICKS if t < low * 0.9), None)
+    end = low * 0.9
+    if below is not None and below >= low / 1.6:  # the sparsest points get a tick beyond them
+        ticks.append(below)
+        end = below * 0.95
+    if len(ticks) > 8:  # a long range: the 1-2-5 ticks only
+        ticks = [t for t in ticks if f"{t:g}".strip("0.")[:1] in "125"]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.set_xlim(105, low * 0.9)
+    ax.set_xlim(105, end)
     ax.set_xlabel(label)
 
 
@@ -109,9 +117,19 @@ def _highlighted(order: list[str], cap: int = MAX_LINES) -> set[str]:
     return set(order if len(order) <= cap else order[:cap])
 
 
-def _legend_outside(ax, extra: str = "", **kwargs) -> None:
+def _legend_order(handles, labels, order: list[str] | None):
+    """Legend entries with the branches of ``order`` first, in that order (matplotlib lists error bars
+    after lines), then the rest as drawn."""
+    if not order:
+        return list(handles), list(labels)
+    rank = {name: i for i, name in enumerate(order)}
+    pairs = sorted(zip(handles, labels), key=lambda p: rank.get(p[1], len(rank)))
+    return [h for h, _ in pairs], [l for _, l in pairs]
+
+
+def _legend_outside(ax, extra: str = "", order: list[str] | None = None, **kwargs) -> None:
     """A legend right of the axes (it never hides data), with a closing line for what is grey."""
-    handles, labels = ax.get_legend_handles_labels()
+    handles, labels = _legend_order(*ax.get_legend_handles_labels(), order)
     if extra:
         handles.append(matplotlib.lines.Line2D([], [], color=GREY, lw=1.5))
         labels.append(extra)
@@ -119,13 +137,13 @@ def _legend_outside(ax, extra: str = "", **kwargs) -> None:
         ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, **kwargs)
 
 
-def _figure_legend(fig, axes, extra: str = "", ncol: int | None = None) -> None:
-    """One legend for a figure of panels, above them, from the panels' distinct entries."""
+def _figure_legend(fig, axes, extra: str = "", ncol: int | None = None, order: list[str] | None = None) -> None:
+    """One legend for a figure of panels, below them, from the panels' distinct entries."""
     seen = {}
     for ax in np.ravel(axes):
         for handle, label in zip(*ax.get_legend_handles_labels()):
             seen.setdefault(label, handle)
-    handles, labels = list(seen.values()), list(seen)
+    handles, labels = _legend_order(list(seen.values()), list(seen), order)
     if extra:
         handles.append(matplotlib.lines.Line2D([], [], color=GREY, lw=1.5))
         labels.append(extra)
@@ -146,10 +164,19 @@ def _branch_lines(ax, table: pd.DataFrame, column: str, colours: dict, alpha: fl
     order = [b for b in (order or []) if b in names] + [b for b in names if b not in (order or [])]
     shown = _highlighted(order)
     markers = markers or branch_markers(table["branch"])
-    for branch in sorted(names, key=lambda b: b in shown):  # grey first, under the coloured lines
+    single = [b for b in order if b in shown and (table.branch == b).sum() == 1]
+    for branch in [b for b in order if b not in shown] + [b for b in order if b in shown]:  # grey first, legend best first
         group = table[table.branch == branch].sort_values("remaining", ascending=False)
         if branch not in shown:
             ax.plot(group["remaining"], group[column], color=GREY, lw=0.8, zorder=1)
+            continue
+        if branch in single:  # one level (one-shot pruning): a point with its interval, nudged beside the others
+            x = group["remaining"] * 1.025 ** (single.index(branch) - (len(single) - 1) / 2)
+            low = group[f"{column}_low"] if f"{column}_low" in group else group[column]
+            high = group[f"{column}_high"] if f"{column}_high" in group else group[column]
+            err = np.nan_to_num(np.vstack([group[column] - low, high - group[column]]))
+            ax.errorbar(x, group[column], yerr=err, fmt=markers.get(branch, "o"), ms=5, capsize=3, lw=1.2,
+                        label=branch, color=colours[branch], zorder=3)
             continue
         ax.plot(group["remaining"], group[column], marker=markers.get(branch, "o"), ms=4, label=branch,
                 color=colours[branch], zorder=3)
@@ -188,7 +215,7 @@ def metric_vs_remaining(points: pd.DataFrame, metric: str, label: str | None = N
     ax.set_ylabel(label)
     ax.set_title(f"{label.split(' (')[0][:1].upper() + label.split(' (')[0][1:]} vs weights remaining "
                  f"(mean and 95 % CI over {int(table['seeds'].max())} seeds)")
-    _legend_outside(ax, _grey_note(hidden))
+    _legend_outside(ax, _grey_note(hidden), order=branches_by_merit(points, metric))
     return fig, table
 
 
@@ -258,7 +285,7 @@ def binary_metrics_vs_remaining(points: pd.DataFrame, interval: str = "auto"):
         ax.set_ylabel(label)
     axes[0].set_title("ROC AUC")
     axes[1].set_title("Background rejection at 90 % signal efficiency")
-    _figure_legend(fig, axes, _grey_note(hidden))
+    _figure_legend(fig, axes, _grey_note(hidden), order=order)
     return fig, table
 
 
@@ -306,7 +333,7 @@ def accuracy_vs_remaining(points: pd.DataFrame, interval: str = "auto", metric: 
     ax.set_ylabel(metric_label(metric))
     ax.set_title(f"{info.label[:1].upper() + info.label[1:]} vs weights remaining "
                  f"(mean and 95 % CI over {int(table['seeds'].max())} seeds; legend best first)")
-    _legend_outside(ax, _grey_note(hidden))
+    _legend_outside(ax, _grey_note(hidden), order=order)
     return fig, table
 
 
@@ -318,14 +345,15 @@ def per_class_heatmap(points: pd.DataFrame, branch: str, metric: str = "recall")
 
 @styled
 def per_class_heatmaps(points: pd.DataFrame, branches: list[str], columns: int = 1, metric: str = "recall",
-                       max_classes: int = MAX_CLASSES, max_panels: int = MAX_PANELS):
+                       max_classes: int = MAX_CLASSES, max_panels: int = MAX_PANELS, headline: str = METRIC):
     """One Δ_c heatmap per branch on a shared colour scale, stacked (best branch on top) so every panel
     has the page's width for its sparsity levels; cells are labelled with their value while they fit.
 
     At most ``max_panels`` branches and ``max_classes`` classes (those whose |Δ| is largest at the
     sparsest level, in class order) are drawn; the figure title says what was left out and the table
-    has everything. ``metric``: recall, precision or f1 (:func:`prunelab.analysis.tables.class_impact`)."""
-    impact = class_impact(points)
+    has everything. ``metric``: recall, precision or f1 (:func:`prunelab.analysis.tables.class_impact`);
+    ``headline``: the study's headline column (its overall change is what Δ_c − Δ compares with)."""
+    impact = class_impact(points, metric=headline if headline in points else METRIC)
     if impact.empty:
         impact = pd.DataFrame(columns=["branch", "remaining", "class", f"delta_{metric}"])
     deltas = [impact[impact.branch == b].rename(columns={f"delta_{metric}": "delta"}) for b in branches]
@@ -350,16 +378,20 @@ def per_class_heatmaps(points: pd.DataFrame, branches: list[str], columns: int =
     n_levels = max(g.shape[1] for g in shown_grids)
     label_cells = n_levels <= 16 and len(classes) <= MAX_CLASSES
     panel_height = 0.5 + 0.24 * len(classes)
-    fig, axes = plt.subplots(len(shown_grids), 1, figsize=(WIDTH, panel_height * len(shown_grids) + 1.0),
-                             squeeze=False, layout="constrained")
+    side = n_levels * len(shown_grids) <= 12  # few levels: the panels side by side, sharing the class axis
+    shape = (1, len(shown_grids)) if side else (len(shown_grids), 1)
+    height = panel_height + 1.2 if side else panel_height * len(shown_grids) + 1.0
+    fig, axes = plt.subplots(*shape, figsize=(WIDTH, height), squeeze=False, layout="constrained",
+                             sharey=side)
     for ax, d, grid in zip(axes.flat, shown_deltas, shown_grids):
         grid = grid.loc[classes]
         values = grid.to_numpy(dtype=float)
         image = ax.imshow(values, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest")
         ax.grid(False)
         ax.set_xticks(range(grid.shape[1]), [f"{c:g}" for c in grid.columns])
-        ax.set_yticks(range(grid.shape[0]), [str(c) for c in grid.index])
-        ax.set_ylabel("class")
+        ax.set_yticks(range(grid.shape[0]), [_visible(c) for c in grid.index])
+        if ax is axes.flat[0] or not side:
+            ax.set_ylabel("class")
         ax.set_title(f"{d['branch'].iloc[0]}", loc="left", fontweight="bold")
         if label_cells:
             for i in range(values.shape[0]):
@@ -368,7 +400,8 @@ def per_class_heatmaps(points: pd.DataFrame, branches: list[str], columns: int =
                     if v == v:
                         ax.text(j, i, f"{v:+.2f}".replace("-", "−"), ha="center", va="center", fontsize=7.5,
                                 color="white" if abs(v) > 0.6 * limit else "#222")
-    axes.flat[-1].set_xlabel("weights remaining (%)")
+    for ax in (axes.flat if side else [axes.flat[-1]]):
+        ax.set_xlabel("weights remaining (%)")
     fig.colorbar(image, ax=axes, label=f"Δ {metric} vs dense (same seed)", shrink=min(1.0, 3.0 / len(shown_grids) + 0.3),
                  aspect=30)
     left = []
@@ -377,8 +410,14 @@ def per_class_heatmaps(points: pd.DataFrame, branches: list[str], columns: int =
     if len(classes) < len(shown_grids[0].index):
         left.append(f"the {len(classes)} of {len(shown_grids[0].index)} classes that changed most")
     fig.suptitle(f"Per-class {metric} change vs the dense model, mean over seeds"
-                 + (f" ({'; '.join(left)}; all in the table)" if left else ""))
+                 + (f"\n({'; '.join(left)}; all in the table)" if left else ""))
     return fig, table
+
+
+def _visible(name) -> str:
+    """A class name as a label: whitespace characters (a language model's classes) named, not blank."""
+    text = str(name)
+    return {" ": "␣ (space)", "\n": "⏎ (newline)", "\t": "⇥ (tab)", "": "(empty)"}.get(text, text)
 
 
 @styled
@@ -400,7 +439,7 @@ def disparity_vs_remaining(points: pd.DataFrame, interval: str = "auto", metric:
         ax.set_title(DISPARITY[name])
     for ax in axes[0]:
         ax.set_xlabel("")
-    _figure_legend(fig, axes, _grey_note(hidden))
+    _figure_legend(fig, axes, _grey_note(hidden), order=order)
     return fig, table[columns]
 
 
@@ -440,7 +479,10 @@ def pareto_plot(points: pd.DataFrame, max_accuracy_drop: float = 0.01, max_worst
     dense = points[points.branch == "dense"]
     candidates = _branch_levels(points[points.branch != "dense"], interval, metric)
     candidates["sparsity"] = 100 - candidates["remaining"]
-    has_worst = bool(candidates["worst_recall"].notna().any())
+    # worst-class recall is an axis only where it varies (a language model's is 0 for some character everywhere)
+    worst_values = pd.concat([candidates["worst_recall"], dense["worst_recall"] if "worst_recall" in dense
+                              else pd.Series(dtype=float)]).dropna()
+    has_worst = worst_values.nunique() > 1
     axes_values = [efficiency, "mean"] + (["worst_recall"] if has_worst else [])
     front = pareto_front(candidates[axes_values].to_numpy(), [True, info.higher_is_better, True][:len(axes_values)])
     candidates["pareto"] = False
@@ -463,6 +505,7 @@ def pareto_plot(points: pd.DataFrame, max_accuracy_drop: float = 0.01, max_worst
     choice["tolerance"] = tolerance
     choice["limits"] = [words] + ([f"worst-class recall at most {max_worst_drop:g} below the dense mean"]
                                   if has_worst else [])
+    choice["constant_worst"] = float(worst_values.iloc[0]) if len(worst_values) and not has_worst else None
     choice["dense"] = dense_mean
     choice["dense_worst"] = dense_worst
 
@@ -499,8 +542,8 @@ def pareto_plot(points: pd.DataFrame, max_accuracy_drop: float = 0.01, max_worst
         for key, marker, size, text in stars:
             row = choice[key]
             if row is not None:
-                ax.scatter([100 - row[efficiency]], [row[column]], marker=marker, s=size, color="#ffd92f",
-                           edgecolors="black", lw=1.0, label=text, zorder=5)
+                ax.scatter([100 - row[efficiency]], [row[column]], marker=marker, s=size * 1.3, facecolors="none",
+                           edgecolors="#d18f00", lw=2.0, label=text, zorder=5)  # hollow: the branch's marker shows
         ax.set_ylabel(label)
     _percent_axis(axes[-1], x, EFFICIENCY_REMAINING[efficiency])
     for ax in axes[:-1]:
@@ -740,7 +783,7 @@ def stability_plot(results, points: pd.DataFrame, interval: str = "auto", metric
         ax.set_title(title)
     seeds = int(table.groupby(["kind", "branch", "remaining"])["seed"].nunique().max())
     fig.suptitle(f"Weight stability: mean and 95 % CI over {seeds} seed{'s' if seeds != 1 else ''}")
-    _figure_legend(fig, axes, _grey_note(hidden))
+    _figure_legend(fig, axes, _grey_note(hidden), order=order)
     return fig, table
 
 
