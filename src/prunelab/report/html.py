@@ -801,7 +801,8 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
     fig, t = plots.accuracy_vs_remaining(points, interval, metric=metric,
                                          highlight=(min(levels), max(levels)) if levels else None)
     tables["accuracy"] = t
-    title = f"Figure 1: {info.label} vs weights remaining" + (f" on {main}" if targets else "")
+    title = (f"Figure 1: {info.label[:1].upper() + info.label[1:]} vs weights remaining"
+             + (f" on {main}" if targets else ""))
     sections.append(_section(title, fig, t, "accuracy",
                              f"Mean over seeds with its 95 % interval (band) per branch; dense: dashed, with its band"
                              + ("; shaded: the levels the declared hypotheses average over" if levels else "")
@@ -983,24 +984,42 @@ def _write_page(results: Results, header: str, sections: list[str], tables: dict
 
 
 def _regression_report(results: Results, out, csv_dir, interval: str) -> Path:
-    """A regression study (e.g. calo_energy): resolution and RMSE vs weights remaining, and bias and
-    resolution per bin of the true target, each with intervals over seeds."""
-    points = study_points(results, metric="test.resolution")
+    """A regression study (e.g. calo_energy): the summary (hypotheses and curve on the resolution, lower
+    is better), resolution and RMSE vs weights remaining, the statistics, and bias and resolution per
+    bin of the true target, each with intervals over seeds."""
+    metric = "test.resolution"
+    info = metric_info(metric)
+    points = study_points(results, metric=metric)
     summaries = results.summaries(points["hash"])
     points["test.rmse"] = [summaries[h]["scalars"]["test.rmse"] for h in points["hash"]]
+    hypotheses, margins, comparisons = _effects(points, metric)
+    order = plots.branches_by_merit(points, metric)
     sections, tables = [], {}
-    fig, t = plots.metric_vs_remaining(points, "test.resolution", "test resolution σ(prediction/target)", interval)
+    fig, t = plots.metric_vs_remaining(points, metric, "test resolution σ(prediction/target)", interval)
     tables["resolution"] = t
-    sections.append(_section("Resolution vs weights remaining", fig, t, "resolution",
+    sections.append(_section("Figure 1: Resolution vs weights remaining", fig, t, "resolution",
                              "Standard deviation of prediction/target on the test split (lower is better)."))
     fig, t = plots.metric_vs_remaining(points, "test.rmse", "test RMSE (target units)", interval)
     tables["rmse"] = t
     sections.append(_section("RMSE vs weights remaining", fig, t, "rmse"))
+    sections += _effects_sections(hypotheses, margins, comparisons, tables, info)
     fig, t = plots.regression_bins(results, points, interval)
     tables["bins"] = t
     sections.append(_section("Who pays for sparsity: bias and resolution per target bin", fig, t, "bins",
                              "Bins are quintiles of the true target on the test split; the branch shown is the one "
                              "with the best resolution at its sparsest level."))
-    header = (f"{html.escape(str(results.store.root))} — {len(results)} states, a regression study, "
-              f"{points['seed'].nunique()} seeds. Intervals are 95 % over seeds: {_INTERVAL_TEXT[interval]}.")
-    return _write_page(results, header, sections, tables, out, csv_dir)
+    levels = plots._branch_levels(points, interval, metric)
+    dense = levels[levels.branch == "dense"]["mean"]
+    tolerance, _ = plots.operating_tolerance(metric, float(dense.iloc[0]) if len(dense) else float("nan"), 0.01)
+    record = study_records(results)[0]
+    manifest = results.get(points["hash"].iloc[0])
+    n_seeds = int(points["seed"].nunique())
+    summary = _summary(hypotheses, margins, comparisons, levels, order, info, metric,
+                       name=str(record.get("name", "study")), model=str((manifest.get("spec") or {}).get("model", "")),
+                       dataset=str(record.get("dataset") or manifest.get("dataset", "")), n_seeds=n_seeds,
+                       branches=order, config_note="", tensor_note="", damaged=len(results.damaged),
+                       tolerance=tolerance)
+    header = (f"{html.escape(str(results.store.root))} · {len(results):,} stored states · a regression study · "
+              f"{n_seeds} seeds · intervals are 95 % over seeds ({_INTERVAL_TEXT[interval]})")
+    return _write_page(results, header, [summary] + sections, tables, out, csv_dir,
+                       title=f"{record.get('name', 'study')}: study report")
