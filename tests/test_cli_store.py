@@ -1,3 +1,4 @@
+import json
 
 import pytest
 
@@ -22,7 +23,9 @@ def test_tree_ls_show(store, tmp_path):
     listing = run_cli("ls", str(path), "--recipe", "Train", "--tag", "l1_unstructured")
     assert listing.returncode == 0 and leaf[:12] in listing.stdout
     shown = run_cli("show", str(path), leaf[:8])
-    assert shown.returncode == 0 and "lineage" in shown.stdout and '"environment"' in shown.stdout
+    assert shown.returncode == 0 and "lineage" in shown.stdout and "made with" in shown.stdout
+    raw = run_cli("show", str(path), leaf[:8], "--json")  # the manifest as stored
+    assert raw.returncode == 0 and "environment" in json.loads(raw.stdout)
 
 
 def test_verify_and_gc_report_problems(store, tmp_path):

@@ -260,7 +260,10 @@ def train(
         f"{'a regression target' if data.task == 'regression' else f'{data.num_classes} classes'}, "
         f"{len(data.train)}/{len(data.validation)}/{len(data.test)} train/val/test"
     )
-    result = run_training(net, data, config, seed=seed)
+    from .progress import running
+
+    with running(f"{model} on {dataset}, seed {seed}"):  # the bar's name, not the model's class
+        result = run_training(net, data, config, seed=seed)
     net.to("cpu")  # evaluated and saved from the CPU, wherever it trained
     test = evaluate(net, data.test, data.class_names)
     per_k = 1000 * result.seconds / max(1, result.iterations)
@@ -1005,25 +1008,32 @@ def _print_hypotheses(points, metric: str) -> list:
 def _hypothesis_table(results, metric: str) -> None:
     swept = any(r.config for r in results)
     seeds = _seeds(r.n for r in results)
+    levels = [_levels(r) for r in results]
+    same = len(set(levels)) == 1  # the title says which rounds, as it says how many seeds
     cols = [Col("claim", "wrap", width=10), *([Col("configuration", "wrap", width=14)] if swept else []),
-            Col("rounds (remaining)", drop=1), *([] if seeds else [Col("seeds", drop=3)]),
+            *([] if same else [Col("rounds (remaining)", drop=1)]), *([] if seeds else [Col("seeds", drop=3)]),
             Col("A − B (mean, 95% CI)"), Col("p (one-sided)", drop=2), Col("p (Holm)"),
             Col("verdict", "wrap", width=13)]
     rows, styles = [], []
-    for r in results:
-        if r.rounds:
-            span = f"{r.rounds[0]}" if len(r.rounds) == 1 else f"{r.rounds[0]}–{r.rounds[-1]}"
-            rem = f"{r.remaining[0]:g}" if len(r.remaining) == 1 else f"{r.remaining[0]:g}–{r.remaining[-1]:g}"
-            levels = f"{span} ({rem} %)"
-        else:
-            levels = "-"
+    for r, level in zip(results, levels):
         ci = "" if r.n < 2 else f" [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
-        rows.append([printable(r.claim), *([printable(r.config or "")] if swept else []), levels,
+        rows.append([printable(r.claim), *([printable(r.config or "")] if swept else []), *([] if same else [level]),
                      *([] if seeds else [str(r.n)]), "" if r.mean != r.mean else f"{r.mean:+.3f}{ci}",
                      "" if r.p != r.p else f"{r.p:.3g} ({r.test})",
                      "" if r.p_adjusted != r.p_adjusted else f"{r.p_adjusted:.3g}", printable(r.verdict)])
         styles.append("green" if r.supported else ("yellow" if r.verdict.startswith("not testable") else None))
-    print_table(cols, rows, styles=styles, title=f"declared hypotheses ({metric}; {seeds + ', ' if seeds else ''}one family, Holm)")
+    over = ", ".join(([f"rounds {levels[0]}"] if same and results else []) + ([seeds] if seeds else []))
+    print_table(cols, rows, styles=styles, title=f"declared hypotheses ({metric}; {over + ', ' if over else ''}"
+                                                 "one family, Holm)")
+
+
+def _levels(r) -> str:
+    """A hypothesis's rounds and what they keep: ``"3–5 (13.3–3.7 %)"``."""
+    if not r.rounds:
+        return "-"
+    span = f"{r.rounds[0]}" if len(r.rounds) == 1 else f"{r.rounds[0]}–{r.rounds[-1]}"
+    rem = f"{r.remaining[0]:g}" if len(r.remaining) == 1 else f"{r.remaining[0]:g}–{r.remaining[-1]:g}"
+    return f"{span} ({rem} %)"
 
 
 def _seeds(counts) -> str:

@@ -26,13 +26,13 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from functools import lru_cache
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Iterator
 
 import torch
 
 from ..errors import PrunelabError
-from ..progress import progress_bar
+from .. import progress
 from .hashing import state_seed
 from .context import (_DATASETS, _SNAPSHOTS, SNAPSHOT_CACHE_BYTES, RunContext, StateTask,  # noqa: F401 (re-exported)
                       _cache_put, _load, dataset_cache)
@@ -90,6 +90,8 @@ class Task:
     # Several independent chains run in lockstep (their vectorised trainings share passes):
     # the lengths of the chains that ``states`` concatenates. Empty: ``states`` is one chain.
     lanes: tuple[int, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)  # state hash → what it is, for progress ("ticket r3 s1")
+    progress_topic: str = ""  # a Dask worker reports its bars under this event topic ("": it says nothing)
 
     def chains(self) -> list[list[StateTask]]:
         if not self.lanes:
@@ -203,16 +205,32 @@ def _execute_task(store_root: str | Store, task: Task, *dependency_results: list
 
     trust(*task.trusted)  # a worker process trusts what the process that planned the run trusts
     blocked = {r["hash"]: r for results in dependency_results for r in results if r["status"] in ("failed", "skipped")}
-    store = store_root if isinstance(store_root, Store) else Store(store_root)
+    in_process = isinstance(store_root, Store)  # the serial executor: bars join the run's display here
+    store = store_root if in_process else Store(store_root)
     # the store's lock, shared: gc and repair wait until no task writes (see Store.writing)
-    with store.writing(), store.deferred_publishing():  # results are returned once the states are in place
-        return _execute_states(store, task, blocked)
+    with store.writing(), store.deferred_publishing(), \
+            nullcontext() if in_process else progress.reporting_to(_worker_sink(task.progress_topic)):
+        return _execute_states(store, task, blocked)  # results are returned once the states are in place
+
+
+def _worker_sink(topic: str):
+    """Where a Dask worker's bars report: Dask events under ``topic``, which the run's client passes
+    to its display; None (the bars say nothing) without a topic or outside a worker."""
+    if not topic:
+        return None
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return None
+    return lambda message: worker.log_event(topic, message)
 
 
 def _execute_states(store: Store, task: Task, blocked: dict) -> list[dict]:
     results: list[dict] = []
     if task.lanes:
-        results = _run_lockstep(store, task.chains(), blocked)
+        results = _run_lockstep(store, task.chains(), blocked, task.labels)
     for st in () if task.lanes else task.states:
         # a state of this chain that failed or was skipped blocks everything below it, like a failed dependency
         reason = _blocked_reason(st, blocked)
@@ -220,7 +238,7 @@ def _execute_states(store: Store, task: Task, blocked: dict) -> list[dict]:
             results.append({"hash": st.hash, "status": "skipped", "reason": reason})
             blocked[st.hash] = results[-1]
             continue
-        results.append(_run_state(store, st))
+        results.append(_run_state(store, st, task.labels.get(st.hash)))
         if results[-1]["status"] == "failed":
             blocked[st.hash] = results[-1]
     done_here = {r["hash"] for r in results if r["status"] in ("done", "reused")}
@@ -259,7 +277,8 @@ def _reuse(store: Store, st: StateTask) -> dict | None:
     return None
 
 
-def _run_state(store: Store, st: StateTask) -> dict:
+def _run_state(store: Store, st: StateTask, label: str | None = None) -> dict:
+    """Compute one state (``label``: what it is, the name of its progress bars)."""
     with store.lock(st.hash):
         reused = _reuse(store, st)
         if reused is not None:
@@ -267,7 +286,8 @@ def _run_state(store: Store, st: StateTask) -> dict:
         started, t0 = time.time(), time.perf_counter()
         try:
             parent = None if st.identity["parent"] is None else _load(store, st.identity["parent"])
-            snap = st.recipe.run(RunContext(store, st), parent)
+            with progress.running(label):
+                snap = st.recipe.run(RunContext(store, st), parent)
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # recorded, not raised: the other branches go on
@@ -298,6 +318,50 @@ def _record(store: Store, st: StateTask, started: float, t0: float, outcome, tra
         return {"hash": st.hash, "status": "failed", "error": message}
 
 
+def group_label(labels: list[str | None]) -> str | None:
+    """What a group of states trained together is: ``"ticket r3 s0 +3"``."""
+    named = [label for label in labels if label]
+    if not named:
+        return None
+    return named[0] + (f" +{len(labels) - 1}" if len(labels) > 1 else "")
+
+
+def state_labels(experiment: "Experiment", hashes) -> dict[str, str]:
+    """What each of ``hashes`` is, for its progress bars: the branch, round and seed of the trained
+    point of a study it leads to (``"ticket r3 s1"``; ``"dense s0"``; a swept configuration's label
+    after it), read from the study records among the experiment's documents, so that a prune, a
+    rewind and the training after them carry the name of the point they compute. A state no point
+    leads to is named by its tags (``"instability copy from 100 s0"``), else not at all."""
+    wanted = set(hashes)
+    states = experiment.states
+    labels: dict[str, str] = {}
+    for document in experiment.documents.values():
+        points = document.get("points") if isinstance(document, dict) else None
+        for point in points if isinstance(points, list) else ():
+            node = states.get(point.get("hash")) if isinstance(point, dict) else None
+            if node is None:
+                continue
+            label = _point_label(point)
+            while node is not None and node.hash not in labels:  # up to a state another point named
+                labels[node.hash] = label
+                node = node.parent
+    out = {h: labels[h] for h in wanted if h in labels}
+    for h in wanted - out.keys():
+        state = states.get(h)
+        tags = sorted(t for t in state.tags if not t.startswith("config:")) if state is not None else []
+        seeds = [t for t in tags if t.startswith("seed=")]
+        named = [t for t in tags if t not in seeds] + [f"s{t[5:]}" for t in seeds]
+        if named:
+            out[h] = " ".join(named)
+    return out
+
+
+def _point_label(point: dict) -> str:
+    branch, rnd, seed = point.get("branch"), point.get("round"), point.get("seed")
+    text = f"{branch}" + (f" r{rnd}" if rnd else "") + (f" s{seed}" if seed is not None else "")
+    return text + (f" ({point['config']})" if point.get("config") else "")
+
+
 # ---------------------------------------------------------------- vectorised trainings in lockstep
 
 
@@ -306,11 +370,13 @@ def _groupable(recipe: Recipe) -> bool:
     return bool(getattr(config, "vectorize", 0)) and hasattr(recipe, "run_group")
 
 
-def _run_lockstep(store: Store, chains: list[list[StateTask]], blocked: dict) -> list[dict]:
+def _run_lockstep(store: Store, chains: list[list[StateTask]], blocked: dict,
+                  labels: dict[str, str] | None = None) -> list[dict]:
     """Run independent chains side by side: each runs on its own until its next state is a
     vectorised training; then the trainings that share a group key run as one pass."""
     results: list[dict] = []
     at = [0] * len(chains)
+    labels = labels or {}
 
     def settle(st: StateTask, result: dict) -> None:
         results.append(result)
@@ -329,7 +395,7 @@ def _run_lockstep(store: Store, chains: list[list[StateTask]], blocked: dict) ->
                     heads.append((c, st))
                     break
                 else:
-                    settle(st, _run_state(store, st))
+                    settle(st, _run_state(store, st, labels.get(st.hash)))
                 at[c] += 1
         if not heads:
             return results
@@ -342,17 +408,18 @@ def _run_lockstep(store: Store, chains: list[list[StateTask]], blocked: dict) ->
             except KeyboardInterrupt:
                 raise
             except Exception:  # loading failed: the state runs (and fails) on its own, with its message
-                settle(st, _run_state(store, st))
+                settle(st, _run_state(store, st, labels.get(st.hash)))
                 continue
             groups.setdefault(key, []).append((st, parent))
         for members in groups.values():
             width = members[0][0].recipe.config.vectorize
             for lo in range(0, len(members), width):
-                for st, result in _run_group(store, members[lo : lo + width]):
+                for st, result in _run_group(store, members[lo : lo + width], labels):
                     settle(st, result)
 
 
-def _run_group(store: Store, members: list[tuple[StateTask, "object"]]) -> list[tuple[StateTask, dict]]:
+def _run_group(store: Store, members: list[tuple[StateTask, "object"]],
+               labels: dict[str, str] | None = None) -> list[tuple[StateTask, dict]]:
     from contextlib import ExitStack
 
     with ExitStack() as locks:
@@ -370,7 +437,8 @@ def _run_group(store: Store, members: list[tuple[StateTask, "object"]]) -> list[
         started, t0 = time.time(), time.perf_counter()
         recipe = todo[0][0].recipe
         try:
-            snaps = recipe.run_group([RunContext(store, st) for st, _ in todo], [p for _, p in todo])
+            with progress.running(group_label([(labels or {}).get(st.hash) for st, _ in todo])):
+                snaps = recipe.run_group([RunContext(store, st) for st, _ in todo], [p for _, p in todo])
             trace = ""
         except KeyboardInterrupt:
             raise
@@ -627,7 +695,9 @@ def _run_planned(experiment: "Experiment", began: float, executor: str, workers:
     n_items = sum(len(t.states) + len(t.probes) for t in tasks)
     results = _Results()
     pending = [st.hash for t in tasks for st in t.states]
-    with progress_bar(n_items, "states", progress) as bar, experiment.store.locks_prepared(pending):
+    how = "quiet" if progress is False or not tasks else ("live" if progress else None)
+    display = _display(experiment, tasks, n_items, how)
+    with display, experiment.store.locks_prepared(pending):
         note = ""
         if executor == "local" and tasks and fallback:
             note = _in_process_reason(experiment, tasks, workers, threads)
@@ -637,15 +707,13 @@ def _run_planned(experiment: "Experiment", began: float, executor: str, workers:
             # one publisher for the whole run: a task's last state is stored while the next task computes
             with experiment.store.deferred_publishing():
                 for task in tasks:
-                    _describe(bar, results, n_items, running=1)
                     out = execute_task(experiment.store, task, threads, *[by_task[d] for d in task.deps])
                     by_task.append(out)
                     results.extend(out)
-                    bar.advance(len(out))
-                    _describe(bar, results, n_items)
+                    display.finished(out, display.work_of(out))
         else:
             store_root = str(experiment.store.root.resolve())  # what a worker opens
-            results = _run_dask(store_root, tasks, executor, workers, threads, bar, n_items)
+            results = _run_dask(store_root, tasks, executor, workers, threads, display)
     summary = RunSummary(
         total=total,
         computed=[r["hash"] for r in results if r["status"] == "done"],
@@ -671,9 +739,32 @@ class _Results(list):
         super().extend(out)
 
 
-def _describe(bar, results: _Results, n_items, running: int = 0) -> None:
-    failed = results.failed
-    bar.describe(f"states {len(results)}/{n_items}, {running} running" + (f", {failed} failed" if failed else ""))
+class _Display(progress.RunDisplay):
+    """The run's display, knowing each item's work (training steps) for its ETA."""
+
+    def __init__(self, n_items: int, weights: dict[str, float], how: str | None) -> None:
+        from .scheduling import STATE_WORK
+
+        self.weights, self.default = weights, STATE_WORK if weights else 1.0
+        total = sum(weights.values()) + self.default * (n_items - len(weights)) if weights else None
+        super().__init__(n_items, total, steps=bool(weights), how=how)
+
+    def work_of(self, results: list[dict]) -> float:
+        return sum(self.weights.get(r["hash"], self.default) for r in results)
+
+
+def _display(experiment: "Experiment", tasks: list[Task], n_items: int, how: str | None) -> _Display:
+    """The run's progress display; names every pending state for its bars (:func:`state_labels`)."""
+    how = progress.mode() if how is None else how
+    if how == "quiet":
+        return _Display(n_items, {}, how)
+    from .scheduling import progress_work
+
+    hashes = [st.hash for t in tasks for st in t.states]
+    labels = state_labels(experiment, hashes)
+    for task in tasks:
+        task.labels = {st.hash: labels[st.hash] for st in task.states if st.hash in labels}
+    return _Display(n_items, progress_work(experiment, hashes), how)
 
 
 def task_levels(tasks: list[Task]) -> list[int]:
@@ -716,7 +807,18 @@ def _default_workers(tasks: list[Task], threads: int) -> int:
     return max(1, (os.cpu_count() or 1) // threads)
 
 
-def _run_dask(store_root, tasks, executor, workers, threads, bar, n_items) -> list[dict]:
+def _dashboard() -> dict:
+    """The LocalCluster's dashboard: off unless ``PRUNELAB_DASHBOARD`` gives its address (``:8787``).
+    Even without a dashboard Dask's scheduler serves HTTP (its health checks), by default on port
+    8787, and warned that the port was in use where another cluster ran; it listens on a free port
+    of this machine instead."""
+    address = os.environ.get("PRUNELAB_DASHBOARD")
+    if address:
+        return {"dashboard_address": address}
+    return {"dashboard_address": None, "scheduler_kwargs": {"dashboard": False, "dashboard_address": "127.0.0.1:0"}}
+
+
+def _run_dask(store_root, tasks, executor, workers, threads, display: progress.RunDisplay) -> list[dict]:
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError as exc:
@@ -725,52 +827,46 @@ def _run_dask(store_root, tasks, executor, workers, threads, bar, n_items) -> li
     if executor == "local":
         import dask
 
-        n = n_workers = workers or _default_workers(tasks, threads)
+        n = workers or _default_workers(tasks, threads)
         # Dask's statistical profiler samples the task thread every 10 ms and
         # takes the GIL each time; training loops are Python-heavy, and with it
         # on, two workers on two cores ran ~35 % slower than two plain processes.
         with dask.config.set({"distributed.worker.profile.enabled": False, "distributed.admin.tick.interval": "1s",
                               "distributed.admin.system-monitor.interval": "2s",
                               "distributed.worker.memory.monitor-interval": "1s"}):
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                                   worker_dashboard_address=None, silence_logs=logging.ERROR)
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, silence_logs=logging.ERROR,
+                                   worker_dashboard_address=None, **_dashboard())
         client = Client(cluster)
     elif executor.startswith(("tcp://", "tls://", "ucx://", "inproc://")):
         try:
             client = Client(executor, timeout=10)
         except OSError as exc:
             raise PrunelabError(f"cannot reach the Dask scheduler at {executor}: {exc}") from exc
-        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
     else:
         raise PrunelabError(f"unknown executor {executor!r} (serial, local, or a scheduler address like tcp://host:8786)")
+    topic = ""
+    if display.shows_bars:  # the workers' training bars, named by what they run, in this display
+        topic = f"prunelab-progress-{os.getpid()}-{time.monotonic_ns()}"
+        client.subscribe_topic(topic, lambda event: display.remote(event[1]))
     try:
         futures = []
         for i, task in enumerate(tasks):
+            task.progress_topic = topic
             deps = [futures[d] for d in task.deps]
             futures.append(client.submit(execute_task, store_root, task, threads, *deps,
                                          key=f"prunelab-{task.key}-{i}", pure=False, retries=0))
         results = _Results()
-        index_of = {f.key: i for i, f in enumerate(futures)}
-        # running (or about to): unfinished tasks whose dependencies have all finished,
-        # tracked incrementally so each completion costs only its dependents
-        waiting_on = [len(set(t.deps)) for t in tasks]
-        dependents: dict[int, list[int]] = {}
-        for i, t in enumerate(tasks):
-            for d in set(t.deps):
-                dependents.setdefault(d, []).append(i)
-        running = sum(1 for w in waiting_on if w == 0)
         for future in as_completed(futures):
             out = future.result()
             results.extend(out)
-            done_index = index_of[future.key]
-            running -= 1
-            for i in dependents.get(done_index, []):
-                waiting_on[i] -= 1
-                running += waiting_on[i] == 0
-            bar.advance(len(out))
-            _describe(bar, results, n_items, running=min(running, n_workers))
+            display.finished(out, display.work_of(out) if isinstance(display, _Display) else None)
         return results
     finally:
+        if topic:
+            try:
+                client.unsubscribe_topic(topic)
+            except (ValueError, OSError):
+                pass
         client.close()
         if cluster is not None:
             cluster.close()
