@@ -381,7 +381,8 @@ def per_class_heatmaps(points: pd.DataFrame, branches: list[str], columns: int =
     side = n_levels * len(shown_grids) <= 12  # few levels: the panels side by side, sharing the class axis
     shape = (1, len(shown_grids)) if side else (len(shown_grids), 1)
     height = panel_height + 1.2 if side else panel_height * len(shown_grids) + 1.0
-    fig, axes = plt.subplots(*shape, figsize=(WIDTH, height), squeeze=False, layout="constrained",
+    width = min(WIDTH, 3.2 + 1.1 * n_levels * len(shown_grids)) if side else WIDTH  # cells no wider than needed
+    fig, axes = plt.subplots(*shape, figsize=(width, height), squeeze=False, layout="constrained",
                              sharey=side)
     for ax, d, grid in zip(axes.flat, shown_deltas, shown_grids):
         grid = grid.loc[classes]
@@ -409,8 +410,12 @@ def per_class_heatmaps(points: pd.DataFrame, branches: list[str], columns: int =
         left.append(f"the best {len(shown_grids)} of {len(grids)} branches")
     if len(classes) < len(shown_grids[0].index):
         left.append(f"the {len(classes)} of {len(shown_grids[0].index)} classes that changed most")
-    fig.suptitle(f"Per-class {metric} change vs the dense model, mean over seeds"
-                 + (f"\n({'; '.join(left)}; all in the table)" if left else ""))
+    import textwrap
+
+    lines = [f"Per-class {metric} change vs the dense model, mean over seeds"]
+    if left:
+        lines.append(f"({'; '.join(left)}; all in the table)")
+    fig.suptitle("\n".join(textwrap.fill(line, int(width * 10)) for line in lines))
     return fig, table
 
 
@@ -845,8 +850,8 @@ def variation_plot(points: pd.DataFrame, metric: str = METRIC):
     fig, axes = plt.subplots(rows, columns, figsize=(WIDTH, 3.3 * rows + 0.8), squeeze=False, sharey=True,
                              layout="constrained")
     configs = sorted(points["config"].dropna().unique(), key=natural_key)
-    deepest = points[points.branch.isin(pruned)]
-    deepest = deepest[deepest.groupby(["branch"])["remaining"].transform("min") == deepest["remaining"]]
+    deepest = points[points.branch.isin(pruned)]  # each configuration's own sparsest level of each branch
+    deepest = deepest[deepest.groupby(["branch", "config"])["remaining"].transform("min") == deepest["remaining"]]
     score = deepest.groupby("config")[metric].mean().reindex(configs)
     ranked = sorted(configs, key=lambda c: -info.sign * score[c] if score[c] == score[c] else np.inf)
     coloured = ranked if len(ranked) <= MAX_LINES else ranked[:MAX_LINES // 2] + ranked[-(MAX_LINES // 2):]
