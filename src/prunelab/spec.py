@@ -174,7 +174,7 @@ class BranchSection(_Strict):
             if ":" not in method and "calibration" not in method_class(method).needs:
                 raise ValueError(f"calibration: {self.technique!r} reads no calibration data (wanda and sparsegpt "
                                  "do); leave it out")
-        if self.reset != "finetune" and ({"finetune_lr", "finetune_iterations"} & self.model_fields_set):
+        if self.reset != "finetune" and (self.finetune_lr is not None or self.finetune_iterations is not None):
             raise ValueError("finetune_lr / finetune_iterations apply to reset = \"finetune\" only")
         if (self.control is None) != (self.of is None):
             raise ValueError("a control branch needs both 'control' and 'of' (the branch it follows)")
