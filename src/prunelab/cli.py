@@ -393,7 +393,7 @@ def run(
     console.print(str(summary))
     rows = summarize(tree, interval=interval)
     swept = any(r.config is not None for r in rows)
-    binary = all(r.auc is not None for r in rows)  # two-class task: the ROC AUC beside the accuracy
+    binary = bool(rows) and all(r.auc is not None for r in rows)  # two-class task: the ROC AUC beside the accuracy
     metric = "test " + metric_info(rows[0].metric if rows else "accuracy").label
     early = any(r.early_stopping is not None for r in rows)  # a validation curve was recorded
     cols = [*([Col("configuration", "wrap", width=14)] if swept else []), Col("branch", "wrap"), Col("round"),

@@ -20,12 +20,15 @@ import json
 import logging
 import os
 import platform
+import secrets
+import socket
 import subprocess
 import sys
 import time
 import traceback
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Iterator
 
@@ -92,6 +95,7 @@ class Task:
     lanes: tuple[int, ...] = ()
     labels: dict[str, str] = field(default_factory=dict)  # state hash → what it is, for progress ("ticket r3 s1")
     progress_topic: str = ""  # a Dask worker reports its bars under this event topic ("": it says nothing)
+    run_token: str = ""  # a Dask run's token file in the store's locks/: a worker that cannot see it has another store
 
     def chains(self) -> list[list[StateTask]]:
         if not self.lanes:
@@ -206,7 +210,9 @@ def _execute_task(store_root: str | Store, task: Task, *dependency_results: list
     trust(*task.trusted)  # a worker process trusts what the process that planned the run trusts
     blocked = {r["hash"]: r for results in dependency_results for r in results if r["status"] in ("failed", "skipped")}
     in_process = isinstance(store_root, Store)  # the serial executor: bars join the run's display here
-    store = store_root if in_process else Store(store_root)
+    if not in_process:
+        _check_shared_store(store_root, task.run_token)
+    store = store_root if in_process else Store(store_root, create=False)
     # the store's lock, shared: gc and repair wait until no task writes (see Store.writing)
     with store.writing(), store.deferred_publishing(), \
             nullcontext() if in_process else progress.reporting_to(_worker_sink(task.progress_topic)):
@@ -648,6 +654,7 @@ def _lockstep(tasks: list[Task]) -> list[Task]:
 
 
 DEFAULT_THREADS = 1
+SCHEDULER_SCHEMES = ("tcp://", "tls://", "ucx://", "inproc://")
 
 
 def run_experiment(experiment: "Experiment", *, executor: str = "serial", workers: int | None = None,
@@ -658,6 +665,9 @@ def run_experiment(experiment: "Experiment", *, executor: str = "serial", worker
         raise PrunelabError(f"threads must be at least 1, got {threads}")
     if workers is not None and workers < 1:
         raise PrunelabError(f"workers must be at least 1, got {workers}")
+    if executor not in ("serial", "local") and not executor.startswith(SCHEDULER_SCHEMES):
+        raise PrunelabError(f"unknown executor {executor!r} (serial, local, or a scheduler address like "
+                            "tcp://host:8786)")
     began = time.perf_counter()
     # planning reads which states are done and a run references them: gc waits until the run ends
     with experiment.store.writing(), frozen_heap():  # planning a large study allocates enough to start full collections
@@ -714,6 +724,11 @@ def _run_planned(experiment: "Experiment", began: float, executor: str, workers:
         else:
             store_root = str(experiment.store.root.resolve())  # what a worker opens
             results = _run_dask(store_root, tasks, executor, workers, threads, display)
+            missing = _missing_after_run(experiment.store, results)
+            if missing:
+                raise StoreError(f"{experiment.store.root}: the workers reported {len(missing)} states stored that are "
+                                 f"not here (e.g. {missing[0][:10]}): they wrote to another store at this path. Every "
+                                 "worker must see the store on a shared file system at the same path (docs/cluster.md)")
     summary = RunSummary(
         total=total,
         computed=[r["hash"] for r in results if r["status"] == "done"],
@@ -818,6 +833,21 @@ def _dashboard() -> dict:
     return {"dashboard_address": None, "scheduler_kwargs": {"dashboard": False, "dashboard_address": "127.0.0.1:0"}}
 
 
+def _check_shared_store(store_root: str, token: str) -> None:
+    """A worker writes where the client reads only if both see one file system: without one, a worker
+    would fill a store of its own at the same path and the run would report states it cannot show."""
+    if token and not (Path(store_root) / "locks" / f"run-{token}").is_file():
+        raise StoreError(f"{store_root}: this worker ({socket.gethostname()}) sees a different store at this path "
+                         "than the process that started the run; every worker must see the store on a shared file "
+                         "system at the same path (docs/cluster.md)")
+
+
+def _missing_after_run(store: Store, results: list[dict]) -> list[str]:
+    """States the workers reported stored that this process cannot find (a store not shared with them)."""
+    return [r["hash"] for r in results if r["status"] in ("done", "reused") and not r.get("probe")
+            and not store.manifest_path(r["hash"]).exists()]
+
+
 def _run_dask(store_root, tasks, executor, workers, threads, display: progress.RunDisplay) -> list[dict]:
     try:
         from distributed import Client, LocalCluster, as_completed
@@ -837,13 +867,16 @@ def _run_dask(store_root, tasks, executor, workers, threads, display: progress.R
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, silence_logs=logging.ERROR,
                                    worker_dashboard_address=None, **_dashboard())
         client = Client(cluster)
-    elif executor.startswith(("tcp://", "tls://", "ucx://", "inproc://")):
+    elif executor.startswith(SCHEDULER_SCHEMES):
         try:
             client = Client(executor, timeout=10)
         except OSError as exc:
             raise PrunelabError(f"cannot reach the Dask scheduler at {executor}: {exc}") from exc
     else:
         raise PrunelabError(f"unknown executor {executor!r} (serial, local, or a scheduler address like tcp://host:8786)")
+    token = secrets.token_hex(16)
+    token_file = Path(store_root) / "locks" / f"run-{token}"
+    token_file.touch()
     topic = ""
     if display.shows_bars:  # the workers' training bars, named by what they run, in this display
         topic = f"prunelab-progress-{os.getpid()}-{time.monotonic_ns()}"
@@ -852,16 +885,25 @@ def _run_dask(store_root, tasks, executor, workers, threads, display: progress.R
         futures = []
         for i, task in enumerate(tasks):
             task.progress_topic = topic
+            task.run_token = token
             deps = [futures[d] for d in task.deps]
             futures.append(client.submit(execute_task, store_root, task, threads, *deps,
                                          key=f"prunelab-{task.key}-{i}", pure=False, retries=0))
         results = _Results()
         for future in as_completed(futures):
-            out = future.result()
+            try:
+                out = future.result()
+            except Exception as exc:  # KilledWorker: a worker died (memory) on this task, retried to the limit
+                if type(exc).__name__ != "KilledWorker":
+                    raise
+                raise PrunelabError(f"a Dask worker died running {exc.args[0] if exc.args else 'a task'} (out of memory? "
+                                    "see the worker's log); the states already finished are stored: run the same "
+                                    "command again to go on") from None
             results.extend(out)
             display.finished(out, display.work_of(out) if isinstance(display, _Display) else None)
         return results
     finally:
+        token_file.unlink(missing_ok=True)
         if topic:
             try:
                 client.unsubscribe_topic(topic)
