@@ -338,6 +338,13 @@ def test_study_points_equal_the_manifests(study_store):
 # ---------------------------------------------------------------- the report leads with the finding (issue #33)
 
 
+@pytest.fixture(scope="module")
+def report_page(study_store, tmp_path_factory):
+    """The report of the study store (with its CSVs), built once for the tests that read its page."""
+    folder = tmp_path_factory.mktemp("page")
+    return build_report(study_store, folder / "r.html", folder / "csv").read_text(), folder / "csv"
+
+
 def _summary_text(page: str) -> str:
     """The summary section's text, tags removed, whitespace collapsed."""
     summary = page.split("<section class=summary id=summary>")[1].split("</section>")[0]
@@ -357,11 +364,11 @@ def _tables(page: str) -> list[tuple[list[str], list[list[str]]]]:
     return out
 
 
-def test_summary_leads_and_states_each_hypothesis_verdict_with_its_numbers(study_store, tmp_path):
+def test_summary_leads_and_states_each_hypothesis_verdict_with_its_numbers(study_store, report_page):
     from prunelab.analysis.effects import evaluate_hypotheses
     from prunelab.report.html import _interval, _p
 
-    page = build_report(study_store, tmp_path / "r.html").read_text()
+    page = report_page[0]
     # the summary comes first: before the first figure and before every statistical table
     assert page.index("id=summary") < page.index("data:image/png") < page.index("<h2>Declared hypotheses</h2>")
     text = _summary_text(page)
@@ -390,8 +397,8 @@ def test_summary_leads_and_states_each_hypothesis_verdict_with_its_numbers(study
     assert "rows dense, " in text and "lenet_300_100 on digits" in text
 
 
-def test_statistical_sections_say_which_test_and_why_they_differ(study_store, tmp_path):
-    page = build_report(study_store, tmp_path / "r.html").read_text()
+def test_statistical_sections_say_which_test_and_why_they_differ(report_page):
+    page = report_page[0]
     hypotheses = page.split("<h2>Declared hypotheses</h2>")[1].split("</section>")[0]
     comparisons = page.split("<h2>Planned comparisons: paired effects over seeds</h2>")[1].split("</section>")[0]
     assert "one-sided paired t test" in hypotheses and "has no floor with few seeds" in hypotheses
@@ -401,10 +408,10 @@ def test_statistical_sections_say_which_test_and_why_they_differ(study_store, tm
     assert "nothing can reach" not in page  # the old, unqualified sentence
 
 
-def test_rendered_tables_are_for_people(study_store, tmp_path):
+def test_rendered_tables_are_for_people(report_page):
     """No None/nan/True, no tuples, no internal columns (hash, config, planned, family, p_adjusted) in any
     rendered table; intervals as 'mean [low, high]', percentages with their unit; the CSVs stay raw."""
-    page = build_report(study_store, tmp_path / "r.html", tmp_path / "csv").read_text()
+    page, csv = report_page
     tables = _tables(page)
     assert len(tables) >= 9
     for headers, rows in tables:
@@ -426,7 +433,7 @@ def test_rendered_tables_are_for_people(study_store, tmp_path):
     assert by_title  # the raw CSVs keep every column
     import pandas as pd
 
-    raw = pd.read_csv(tmp_path / "csv" / "comparisons.csv")
+    raw = pd.read_csv(csv / "comparisons.csv")
     assert {"config", "planned", "family", "p_adjusted", "ci_low", "ci_high"} <= set(raw.columns)
 
 
@@ -449,6 +456,13 @@ def test_structure_rows_are_in_numeric_layer_order(study_store):
     ordered = plots._structure_order(synthetic)
     assert list(dict.fromkeys(ordered["tensor"])) == [names[i] for i in (0, 2, 3, 4, 1)]
     assert list(ordered["group"][:2]) == ["filters", "input channels"]
+
+
+def test_the_rendered_structure_table_is_in_layer_order(report_page):
+    headers, rows = next((h, r) for h, r in _tables(report_page[0]) if "tensor" in h and "group size" in h)
+    for branch in {r[0] for r in rows}:
+        tensors = list(dict.fromkeys(r[headers.index("tensor")] for r in rows if r[0] == branch))
+        assert tensors == sorted(tensors, key=plots.natural_key) and len(tensors) >= 2
 
 
 def _texts(fig):
