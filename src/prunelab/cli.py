@@ -944,7 +944,9 @@ def report(
 @app.command()
 def compare(
     store: Path = typer.Argument(..., help="store directory of a study"),
-    metric: str = typer.Option("test.accuracy", help="dotted metric of trained states, e.g. test.macro_f1"),
+    metric: Optional[str] = typer.Option(None, help="dotted metric of trained states, e.g. test.macro_f1 (default: "
+                                                  "the study's headline: test.accuracy, test.perplexity for a "
+                                                  "language model)"),
     test: str = typer.Option("permutation", help="permutation (exact sign-flip), wilcoxon (signed-rank) or t "
                                                  "(paired Student t)"),
     family: str = typer.Option("pair", help="Holm correction within: pair (the levels of one planned comparison), "
@@ -957,13 +959,15 @@ def compare(
 ) -> None:
     """Paired effects of the study's planned comparisons over seeds, and its declared hypotheses."""
     from .analysis.effects import FAMILIES, TESTS, compare_points, power_note
-    from .analysis.tables import study_points
+    from .analysis.tables import headline_metric, study_points
 
     if test not in TESTS:
         raise PrunelabError(f"--test {test!r} must be one of {', '.join(TESTS)}")
     if family not in FAMILIES:
         raise PrunelabError(f"--family {family!r} must be one of {', '.join(FAMILIES)}")
-    points = study_points(_open(store), metric, config, study=study)
+    results = _open(store)
+    metric = metric or headline_metric(results)
+    points = study_points(results, metric, config, study=study)
     _print_hypotheses(points, metric)
     table = compare_points(points, metric, test=test, family=family, exploratory=exploratory)
     swept = table["config"].notna().any()
