@@ -293,3 +293,12 @@ def test_token_costs_find_the_planted_character():
     assert (others["ci_low"] < 0).all() and (others["ci_high"] > 0).all()  # the null classes: intervals hold 0
     with pytest.raises(PrunelabError, match="pairs"):
         token_costs(dense, pruned[:2])
+
+
+def test_a_table_holding_two_studies_is_refused_by_name():
+    from prunelab.analysis.effects import evaluate_hypotheses
+
+    rows = [{"config": None, "branch": b, "kind": "imp", "round": 1, "seed": s, "remaining": 50.0, "value": 1.0 + s}
+            for b in ("a", "b") for s in (0, 1, 1)]
+    with pytest.raises(PrunelabError, match="seed 1 twice"):
+        evaluate_hypotheses(pd.DataFrame(rows), [{"claim": "a > b"}])

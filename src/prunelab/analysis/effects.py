@@ -253,6 +253,10 @@ def evaluate_hypotheses(frame, hypotheses: list[dict], value: str = "value", alp
             b_dense = bool(len(pb)) and (pb["kind"] == "dense").all()
             levels = []
             for rnd, rows in pa.groupby("round"):
+                twice = rows["seed"][rows["seed"].duplicated()]
+                if len(twice):
+                    raise PrunelabError(f"hypothesis {h.claim!r}: {a!r} has seed {twice.iloc[0]} twice at round {rnd} "
+                                        "(two studies or configurations in one table); choose one (--study, --config)")
                 rem = float(rows["remaining"].mean())
                 if h.rounds and rnd not in h.rounds:
                     continue
