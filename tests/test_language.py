@@ -265,6 +265,15 @@ claim = "wanda > random"
             assert store.manifest(p.state.hash)["iteration"] == 20
     (result,) = hypothesis_results(spec, rows)
     assert result.claim == "wanda > random" and result.n == 2
+    # the report reads it as a language study: perplexity, lower is better, and who pays by character
+    from prunelab.report import build_report
+
+    page = build_report(store.root, tmp_path / "report.html").read_text()
+    assert "test perplexity (lower is better)" in page
+    section = page[page.index("<h2>Who pays for sparsity: the characters whose loss rises most"):]
+    section = section.split("</section>")[0]
+    for branch in ("magnitude", "wanda", "sparsegpt_2of4", "tuned"):
+        assert f">{branch}</td>" in section
 
 
 def test_token_costs_find_the_planted_character():

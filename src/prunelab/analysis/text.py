@@ -20,7 +20,8 @@ def token_costs(dense: list[dict], pruned: list[dict]):
     """One row per token class, largest share of the loss increase first. ``dense`` and ``pruned`` are
     stored test evaluations of a language model (``metrics.test`` of a manifest), paired by position
     (the same seed). Columns: class, support, dense_loss, pruned_loss, delta (mean over pairs), ci_low,
-    ci_high (95 % t interval over pairs), share (of the total loss increase, mean over pairs)."""
+    ci_high (95 % t interval over pairs), share (of the total loss increase: n_c × mean ΔL_c over
+    Σ n × mean ΔL; shares sum to 1, and a share above 1 means other tokens got easier)."""
     import pandas as pd
 
     from ..study import mean_ci
@@ -28,7 +29,7 @@ def token_costs(dense: list[dict], pruned: list[dict]):
     if not dense or len(dense) != len(pruned):
         raise PrunelabError(f"token_costs: {len(dense)} dense and {len(pruned)} pruned evaluations; give pairs")
     names = None
-    deltas, shares, dense_loss, pruned_loss, support = [], [], [], [], None
+    deltas, dense_loss, pruned_loss, support = [], [], [], None
     for d, p in zip(dense, pruned):
         if d.get("task") != "language" or p.get("task") != "language":
             raise PrunelabError("token_costs reads language-model evaluations (task = 'language')")
@@ -41,12 +42,12 @@ def token_costs(dense: list[dict], pruned: list[dict]):
         support = n
         ld = np.array([np.nan if row["loss"] is None else row["loss"] for row in d["per_class"]], dtype=float)
         lp = np.array([np.nan if row["loss"] is None else row["loss"] for row in p["per_class"]], dtype=float)
-        delta = lp - ld
-        rise = np.nansum(n * delta)
-        deltas.append(delta)
-        shares.append(n * delta / rise if rise != 0 else np.full_like(delta, np.nan))
+        deltas.append(lp - ld)
         dense_loss.append(ld)
         pruned_loss.append(lp)
+    mean_delta = np.mean(deltas, axis=0)
+    rise = np.nansum(support * mean_delta)
+    share = support * mean_delta / rise if rise != 0 else np.full_like(mean_delta, np.nan)
     rows = []
     for c, name in enumerate(names):
         if support[c] == 0:
@@ -54,7 +55,7 @@ def token_costs(dense: list[dict], pruned: list[dict]):
         mean, lo, hi = mean_ci([float(x[c]) for x in deltas], method="t")
         rows.append({"class": name, "support": int(support[c]), "dense_loss": float(np.mean([x[c] for x in dense_loss])),
                      "pruned_loss": float(np.mean([x[c] for x in pruned_loss])), "delta": mean, "ci_low": lo,
-                     "ci_high": hi, "share": float(np.mean([x[c] for x in shares]))})
+                     "ci_high": hi, "share": float(share[c])})
     table = pd.DataFrame(rows)
     return table.sort_values("share", ascending=False, key=lambda s: s.fillna(-math.inf)).reset_index(drop=True)
 

@@ -737,6 +737,28 @@ def _choice_sentence(choice: dict, efficiency: str, info) -> str:
 # ---------------------------------------------------------------- the report
 
 
+def _token_costs(results: Results, points: pd.DataFrame, top: int = 5) -> pd.DataFrame | None:
+    """A language study's :func:`~prunelab.analysis.text.study_token_costs`, top characters per pruned row."""
+    from ..analysis.text import study_token_costs
+
+    frames = []
+    for branch, rows in points[points["kind"] != "dense"].groupby("branch", sort=False):
+        last = int(rows["round"].max())
+        try:
+            table = study_token_costs(results, points, branch, last).head(top)
+        except PrunelabError:
+            continue  # no dense model of the same seed (a transfer target's row)
+        shown = table["class"].map(lambda c: {" ": "␣", "\n": "⏎"}.get(c, c.encode("unicode_escape").decode()))
+        frames.append(pd.DataFrame({
+            "row": branch, "round": last, "weights remaining (%)": round(float(rows["remaining"].mean()), 1),
+            "character": shown, "count": table["support"], "dense loss": table["dense_loss"].round(3),
+            "pruned loss": table["pruned_loss"].round(3),
+            "Δ loss [95 % CI]": [f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" if lo == lo else f"{d:+.3f}"
+                                 for d, lo, hi in zip(table["delta"], table["ci_low"], table["ci_high"])],
+            "share of the rise": (100 * table["share"]).round(1).astype(str) + " %"}))
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
 def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Path | None = None, *,
                  config: str | None = None, groups: str | Path | tuple[str, Sequence] | None = None,
                  group_column: str | None = None, interval: str = "auto", efficiency: str = "sparsity",
@@ -824,6 +846,17 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
         sections.append(_section("Seed variation vs systematic variation (the sweep)",
                                  plots.variation_plot(everything, metric=metric),
                                  table, "variation", _variation_note(table, labels)))
+    if metric.endswith(".perplexity"):
+        t = _token_costs(results, points)
+        if t is not None:
+            tables["who_pays_tokens"] = t
+            sections.append(_table_section(
+                "Who pays for sparsity: the characters whose loss rises most", t, "who_pays_tokens",
+                "Each pruned row at its sparsest level against the dense model of the same seed: the mean loss "
+                "(nats) of the test positions whose next character is c, its rise Δ with a 95 % t interval over "
+                "seeds, and its share of the whole rise (count × mean Δ over the sum of them: shares add up to 100 %, "
+                "and one above 100 % means other characters got easier); five characters a row, largest share "
+                "first. ␣ is a space, ⏎ a line break."))
     if branches and points["recall"].map(lambda r: bool(len(r)) if isinstance(r, (list, tuple)) else False).any():
         fig, t = plots.per_class_heatmaps(points, branches, headline=metric)
         tables["per_class"] = t
