@@ -152,18 +152,23 @@ def calibration_spread(store: Path, data, draws: int, samples: int) -> list[dict
     return rows
 
 
-def study_table(store: Path) -> list[dict]:
+def study_table(store: Path) -> tuple[list[dict], list[dict]]:
+    """Perplexity per row and round (mean, 95 % interval over seeds) and the declared claims' results."""
+    from dataclasses import asdict
+
+    from prunelab.analysis.effects import evaluate_hypotheses
     from prunelab.analysis.tables import study_points
     from prunelab.experiment.query import open_store
     from prunelab.study import mean_ci
 
     points = study_points(open_store(store), metric="test.perplexity")
+    claims = [asdict(h) for h in evaluate_hypotheses(points, points.attrs["hypotheses"], value="test.perplexity")]
     rows = []
     for (branch, rnd), g in points.groupby(["branch", "round"], sort=False):
         mean, lo, hi = mean_ci(g["test.perplexity"].tolist(), bounds=(1.0, math.inf))
         rows.append({"branch": branch, "round": int(rnd), "remaining": float(g["remaining"].iloc[0]),
                      "seeds": len(g), "perplexity": mean, "ci": [lo, hi]})
-    return rows
+    return rows, claims
 
 
 def token_table(store: Path, top: int = 5) -> dict:
@@ -220,7 +225,10 @@ def main() -> None:
             walls.append(seconds)
             print(f"part 2: the {'quick ' if args.quick else ''}study in {seconds:.1f} s (peak RSS of the "
                   f"command {rss:.0f} MB)")
-        table = study_table(store)
+        table, claims = study_table(store)
+        for claim in claims:
+            print(f"  {claim['claim']:30s} A − B {claim['mean']:+.3f} [{claim['ci_low']:+.3f}, {claim['ci_high']:+.3f}] "
+                  f"ppl, p {claim['p']:.3g}, Holm {claim['p_adjusted']:.3g}: {claim['verdict']}")
         for row in table:
             print(f"  {row['branch']:15s} r{row['round']} {row['remaining']:5.1f} %  ppl {row['perplexity']:.3f} "
                   f"[{row['ci'][0]:.3f}, {row['ci'][1]:.3f}]  ({row['seeds']} seeds)")
@@ -233,7 +241,7 @@ def main() -> None:
         "loop": loop,
         "study": {"variant": "quick" if args.quick else "full", "seconds": walls,
                   "seconds_median": statistics.median(walls), "seconds_range": [min(walls), max(walls)],
-                  "table": table},
+                  "table": table, "hypotheses": claims},
         "calibration_draws": spread,
         "who_pays": who_pays,
         "targets": {"loop_ratio": TARGETS["loop_ratio"], "study_seconds": limit},
