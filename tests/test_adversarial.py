@@ -5,6 +5,11 @@ store, runs the commands a user would, and checks that
   temporary files, the targets of planted links) is compared byte for byte, mode and mtime;
 - the answer is one line (an ``error:`` line or the problems verify lists), never a traceback;
 - nothing inside was lost: what the study computed is still there, or in quarantine.
+
+The commands run through prunelab's real entry point in this process (``run_cli_here``: the exit
+status, stdout and stderr a process would give, without starting Python and torch each time), and
+in a process of their own where the property needs one: a run beside gc, an environment that is the
+whole process's, a regression that would allocate gigabytes.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import pytest
 
 from prunelab.experiment.store import manifest_digest
 
+from .conftest import run_cli_here
 from .test_cli import run_cli
 from .test_study import write_spec
 
@@ -50,7 +56,7 @@ of = "ticket"
 def pristine(tmp_path_factory):
     folder = tmp_path_factory.mktemp("pristine")
     spec = write_spec(folder, SPEC)
-    out = run_cli("run", str(spec))
+    out = run_cli_here("run", str(spec))
     assert out.returncode == 0, out.stderr
     _add_probe(spec)
     return folder
@@ -58,11 +64,14 @@ def pristine(tmp_path_factory):
 
 def _add_probe(spec: Path) -> None:
     """One probe result on the dense state of seed 0 (studies make none by themselves)."""
-    code = ("import sys; from prunelab.spec import load_spec; from prunelab.study import build_study; "
-            "from prunelab.experiment.recipes import Evaluate; t = build_study(load_spec(sys.argv[1])); "
-            "p = next(p for p in t.points if p.kind == 'dense' and p.seed == 0); p.state.probe(Evaluate()); "
-            "assert t.experiment.run().ok")
-    subprocess.run([sys.executable, "-c", code, str(spec)], check=True, timeout=300)
+    from prunelab.experiment.recipes import Evaluate
+    from prunelab.spec import load_spec
+    from prunelab.study import build_study
+
+    t = build_study(load_spec(spec))
+    p = next(p for p in t.points if p.kind == "dense" and p.seed == 0)
+    p.state.probe(Evaluate())
+    assert t.experiment.run().ok
 
 
 @pytest.fixture
@@ -152,15 +161,15 @@ def test_a_manifest_naming_a_file_outside_never_makes_repair_touch_it(case, wher
     for entry in m["weights"].values():
         entry["pack"] = target
     rewrite(store, m)
-    found = one_line(run_cli("verify", str(store)), 1)
+    found = one_line(run_cli_here("verify", str(store)), 1)
     assert "not a content hash" in found and m["hash"] in found
-    fixed = one_line(run_cli("verify", str(store), "--repair"), 0)
+    fixed = one_line(run_cli_here("verify", str(store), "--repair"), 0)
     assert "1 states will be recomputed" in fixed and "index rebuilt" in fixed
     assert snapshot(outside) == before
     assert m["hash"] in quarantined(store) and m["hash"] not in states(store)
-    again = run_cli("run", str(spec))
+    again = run_cli_here("run", str(spec))
     assert again.returncode == 0 and "1 computed" in again.stdout
-    assert one_line(run_cli("verify", str(store)), 0)
+    assert one_line(run_cli_here("verify", str(store)), 0)
 
 
 def test_a_parent_or_reference_that_is_not_a_hash_is_refused(case):
@@ -174,10 +183,10 @@ def test_a_parent_or_reference_that_is_not_a_hash_is_refused(case):
     m["parent"] = "../../outside/canary"
     m["hash"] = identity_of(m)
     rewrite(store, m)
-    found = one_line(run_cli("verify", str(store)), 1)
+    found = one_line(run_cli_here("verify", str(store)), 1)
     assert "parent is not a state hash" in found
-    assert run_cli("ls", str(store)).returncode == 2
-    one_line(run_cli("verify", str(store), "--repair"), 0)
+    assert run_cli_here("ls", str(store)).returncode == 2
+    one_line(run_cli_here("verify", str(store), "--repair"), 0)
     assert snapshot(outside) == before
 
 
@@ -188,14 +197,14 @@ def test_gc_never_deletes_through_a_linked_blob_folder(case):
     _, store, outside = case
     before = snapshot(outside)
     (store / "blobs" / "zz").symlink_to(outside / "blobs")
-    found = one_line(run_cli("verify", str(store)), 1)
+    found = one_line(run_cli_here("verify", str(store)), 1)
     assert "blobs/zz: is a symbolic link" in found
-    gc = one_line(run_cli("gc", str(store)), 0)
+    gc = one_line(run_cli_here("gc", str(store)), 0)
     assert "removed 0" in gc
     assert snapshot(outside) == before
-    one_line(run_cli("verify", str(store), "--repair"), 0)
+    one_line(run_cli_here("verify", str(store), "--repair"), 0)
     assert snapshot(outside) == before and not os.path.lexists(store / "blobs" / "zz")
-    assert one_line(run_cli("verify", str(store)), 0)
+    assert one_line(run_cli_here("verify", str(store)), 0)
 
 
 def test_a_linked_index_is_neither_read_nor_written(case):
@@ -205,19 +214,19 @@ def test_a_linked_index_is_neither_read_nor_written(case):
     for side in ("index.sqlite-wal", "index.sqlite-shm"):
         (store / side).unlink(missing_ok=True)
     (store / "index.sqlite").symlink_to(outside / "app.sqlite")
-    listing = run_cli("ls", str(store))
+    listing = run_cli_here("ls", str(store))
     assert listing.returncode == 0 and "train→" in listing.stdout  # listed from the manifests
-    run = one_line(run_cli("run", str(spec)))  # nothing is written through the link
+    run = one_line(run_cli_here("run", str(spec)))  # nothing is written through the link
     assert "index.sqlite: is a symbolic link" in run
-    found = one_line(run_cli("verify", str(store)), 1)
+    found = one_line(run_cli_here("verify", str(store)), 1)
     assert "index.sqlite: is a symbolic link" in found
-    one_line(run_cli("verify", str(store), "--repair"), 0)
+    one_line(run_cli_here("verify", str(store), "--repair"), 0)
     assert snapshot(outside) == before
     with sqlite3.connect(outside / "app.sqlite") as con:
         assert con.execute("SELECT name FROM states").fetchall() == [("the application's own row",)]
     con.close()
-    assert not (store / "index.sqlite").is_symlink() and one_line(run_cli("verify", str(store)), 0)
-    assert run_cli("run", str(spec)).returncode == 0
+    assert not (store / "index.sqlite").is_symlink() and one_line(run_cli_here("verify", str(store)), 0)
+    assert run_cli_here("run", str(spec)).returncode == 0
 
 
 def test_a_hard_linked_index_is_not_written(case):
@@ -227,9 +236,9 @@ def test_a_hard_linked_index_is_not_written(case):
     for side in ("index.sqlite-wal", "index.sqlite-shm"):
         (store / side).unlink(missing_ok=True)
     os.link(outside / "app.sqlite", store / "index.sqlite")
-    assert "other hard links" in one_line(run_cli("run", str(spec)))
-    assert run_cli("ls", str(store)).returncode == 0
-    one_line(run_cli("verify", str(store), "--repair"), 0)
+    assert "other hard links" in one_line(run_cli_here("run", str(spec)))
+    assert run_cli_here("ls", str(store)).returncode == 0
+    one_line(run_cli_here("verify", str(store), "--repair"), 0)
     assert snapshot(outside) == before
 
 
@@ -240,9 +249,9 @@ def test_a_linked_quarantine_receives_nothing(case):
     m = dense(store)
     m["metrics"]["test"]["accuracy"] = 0.999
     rewrite(store, m, digest=False)
-    found = one_line(run_cli("verify", str(store)), 1)
+    found = one_line(run_cli_here("verify", str(store)), 1)
     assert "quarantine: is a symbolic link" in found and "does not match its digest" in found
-    fixed = one_line(run_cli("verify", str(store), "--repair"), 0)
+    fixed = one_line(run_cli_here("verify", str(store), "--repair"), 0)
     assert "1 states will be recomputed" in fixed
     assert snapshot(outside) == before
     assert (store / "quarantine").is_dir() and not (store / "quarantine").is_symlink()
@@ -257,11 +266,11 @@ def test_a_linked_store_folder_is_refused_in_one_line(case, folder):
     shutil.move(store / folder, target)
     (store / folder).symlink_to(target)
     before = snapshot(outside)
-    run = one_line(run_cli("run", str(spec)))
+    run = one_line(run_cli_here("run", str(spec)))
     assert f"{folder}: is a symbolic link" in run
-    found = one_line(run_cli("verify", str(store)), 1)
+    found = one_line(run_cli_here("verify", str(store)), 1)
     assert f"{folder}: is a symbolic link" in found
-    one_line(run_cli("verify", str(store), "--repair"), 0)
+    one_line(run_cli_here("verify", str(store), "--repair"), 0)
     assert snapshot(outside) == before
 
 
@@ -273,7 +282,7 @@ def test_a_linked_lock_file_is_never_created_through(case):
     lock.unlink(missing_ok=True)
     lock.symlink_to(outside / "created-through-a-link")
     before = snapshot(outside)
-    out = run_cli("run", str(spec))
+    out = run_cli_here("run", str(spec))
     assert "Traceback" not in out.stderr
     assert not (outside / "created-through-a-link").exists() and snapshot(outside) == before
 
@@ -282,9 +291,9 @@ def test_a_fifo_never_blocks_a_reader(case):
     _, store, _ = case
     fifo = store / "states" / ("f" * 64 + ".json")
     os.mkfifo(fifo)
-    listing = run_cli("ls", str(store))  # would block for ever on open() without O_NONBLOCK + fstat
+    listing = run_cli_here("ls", str(store))  # would block for ever on open() without O_NONBLOCK + fstat
     assert listing.returncode == 2 and "a FIFO" in listing.stdout and "Traceback" not in listing.stderr
-    assert "is a FIFO" in one_line(run_cli("verify", str(store)), 1)
+    assert "is a FIFO" in one_line(run_cli_here("verify", str(store)), 1)
 
 
 # ---------------------------------------------------------------- 4. gc beside a run
@@ -301,14 +310,16 @@ def test_gc_in_a_loop_beside_a_run_loses_nothing(case, tmp_path):
     collections = 0
     while run.poll() is None:
         if (store / "states").is_dir():
-            out = run_cli("gc", str(store))
+            out = run_cli_here("gc", str(store))
             assert out.returncode in (0, 2) and "Traceback" not in out.stderr, out.stderr
             collections += 1
+        else:
+            time.sleep(0.01)  # the core is the run's while it starts
     stdout, stderr = run.communicate()
     assert run.returncode == 0 and " 0 failed" in stdout, stdout + stderr
     assert collections >= 1
-    assert one_line(run_cli("verify", str(store)), 0)
-    assert "0 to run" in run_cli("run", str(spec)).stdout  # everything it computed is there
+    assert one_line(run_cli_here("verify", str(store)), 0)
+    assert "0 to run" in run_cli_here("run", str(spec)).stdout  # everything it computed is there
 
 
 # ---------------------------------------------------------------- 5. edits verify must see
@@ -321,11 +332,11 @@ def test_a_format_downgrade_is_not_a_way_around_the_digest(case):
     m["format"] = 1
     del m["digest"]
     rewrite(store, m, digest=False)
-    found = one_line(run_cli("verify", str(store)), 1)
+    found = one_line(run_cli_here("verify", str(store)), 1)
     assert "digest missing" in found
-    compare = run_cli("compare", str(store))
+    compare = run_cli_here("compare", str(store))
     assert "0.999" not in compare.stdout and compare.returncode == 2
-    assert "damaged manifest" in one_line(run_cli("run", str(spec)))
+    assert "damaged manifest" in one_line(run_cli_here("run", str(spec)))
 
 
 def test_bytes_appended_to_a_pack_are_found(case):
@@ -333,9 +344,9 @@ def test_bytes_appended_to_a_pack_are_found(case):
     path = pack_path(store, pack_of(dense(store)))
     with open(path, "ab") as fh:
         fh.write(b"appended")
-    found = one_line(run_cli("verify", str(store)), 1)
+    found = one_line(run_cli_here("verify", str(store)), 1)
     assert "beyond what its header describes" in found and found.count(str(path)) == 1
-    fixed = one_line(run_cli("verify", str(store), "--repair"), 0)
+    fixed = one_line(run_cli_here("verify", str(store), "--repair"), 0)
     assert "moved" in fixed and not path.exists()
 
 
@@ -346,7 +357,7 @@ def test_one_corrupt_pack_is_one_problem(case):
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
-    found = one_line(run_cli("verify", str(store)), 1)
+    found = one_line(run_cli_here("verify", str(store)), 1)
     assert found.count("blob is corrupted") == 1 and "1 problems" in found
 
 
@@ -359,18 +370,18 @@ def test_edited_index_rows_are_found_and_a_received_index_is_never_served(case, 
         con.execute("UPDATE summaries SET summary = ? WHERE hash = ?", (json.dumps(summary), m["hash"]))
         con.execute("UPDATE listing SET tags = ? WHERE hash = ?", (json.dumps(["invented"]), m["hash"]))
     con.close()
-    found = one_line(run_cli("verify", str(store)), 1)
+    found = one_line(run_cli_here("verify", str(store)), 1)
     assert "differ from their manifests" in found
     # the same store as a stranger hands it over (a copy: another file): its index is not trusted
     received = tmp_path / "received"
     shutil.copytree(store, received)
-    compare = run_cli("compare", str(received))
+    compare = run_cli_here("compare", str(received))
     assert compare.returncode == 0 and "0.999" not in compare.stdout
-    tagged = run_cli("ls", str(received), "--tag", "invented")
+    tagged = run_cli_here("ls", str(received), "--tag", "invented")
     assert tagged.returncode == 0 and m["hash"][:12] not in tagged.stdout
-    one_line(run_cli("verify", str(store), "--repair"), 0)
-    assert one_line(run_cli("verify", str(store)), 0)
-    assert m["hash"][:12] not in run_cli("ls", str(store), "--tag", "invented").stdout
+    one_line(run_cli_here("verify", str(store), "--repair"), 0)
+    assert one_line(run_cli_here("verify", str(store)), 0)
+    assert m["hash"][:12] not in run_cli_here("ls", str(store), "--tag", "invented").stdout
 
 
 def test_swapped_roles_in_the_study_document_are_found(case):
@@ -382,8 +393,8 @@ def test_swapped_roles_in_the_study_document_are_found(case):
     b = next(p for p in points if p["kind"] == "reinit" and p["round"] == 2 and p["seed"] == a["seed"])
     a["hash"], b["hash"] = b["hash"], a["hash"]
     path.write_text(json.dumps(doc, indent=1, sort_keys=True))
-    assert "content does not match its digest" in one_line(run_cli("verify", str(store)), 1)
-    assert "damaged document" in one_line(run_cli("compare", str(store)))
+    assert "content does not match its digest" in one_line(run_cli_here("verify", str(store)), 1)
+    assert "damaged document" in one_line(run_cli_here("compare", str(store)))
 
 
 def test_a_forged_probe_result_is_never_shown(case):
@@ -392,11 +403,11 @@ def test_a_forged_probe_result_is_never_shown(case):
     record = json.loads(path.read_text())
     record["result"]["test"]["accuracy"] = 0.999
     path.write_text(json.dumps(record))
-    assert "damaged probe result" in one_line(run_cli("verify", str(store)), 1)
-    show = run_cli("show", str(store), path.parent.name)
+    assert "damaged probe result" in one_line(run_cli_here("verify", str(store)), 1)
+    show = run_cli_here("show", str(store), path.parent.name)
     assert show.returncode == 2 and "0.999" not in show.stdout and "Traceback" not in show.stderr
     path.write_bytes(b"\x00garbage")
-    show = run_cli("show", str(store), path.parent.name)
+    show = run_cli_here("show", str(store), path.parent.name)
     assert show.returncode == 2 and "damaged probe result" in show.stdout and "Traceback" not in show.stderr
 
 
@@ -413,7 +424,7 @@ def test_a_state_that_cannot_be_recomputed_fails_the_audit(case):
     m["recipe"]["type"] = "mylab.recipes.Train"
     m["hash"] = identity_of(m)
     rewrite(store, m)
-    out = run_cli("verify", str(store), "--state", m["hash"])
+    out = run_cli_here("verify", str(store), "--state", m["hash"])
     assert out.returncode == 1 and "could not recompute" in out.stdout and "not audited" in out.stdout
 
 
@@ -431,10 +442,10 @@ def test_a_state_that_recomputes_differently_is_quarantined_with_what_was_comput
     forged = store_obj.write_state({k: v for k, v in m.items() if k not in ("weights", "masks", "optimizer")},
                                    snap.evolve(weights=weights))
     assert forged["weights"]["1.weight"]["blob"] != m["weights"]["1.weight"]["blob"]
-    assert one_line(run_cli("verify", str(store)), 0)  # every checksum holds
+    assert one_line(run_cli_here("verify", str(store)), 0)  # every checksum holds
     children = {h for h, c in manifests(store).items() if c.get("parent") == m["hash"]}
     assert children  # its training
-    out = run_cli("verify", str(store), "--state", m["hash"], "--repair")
+    out = run_cli_here("verify", str(store), "--state", m["hash"], "--repair")
     assert out.returncode == 0 and "recomputed result differs" in out.stdout
     assert {m["hash"]} | children <= quarantined(store)
     assert not ({m["hash"]} | children) & states(store)
@@ -449,19 +460,19 @@ def test_repair_twice_moves_nothing_more_and_never_overwrites(case):
     m = dense(store)
     m["metrics"]["test"]["accuracy"] = 0.999
     rewrite(store, m, digest=False)
-    first = one_line(run_cli("verify", str(store), "--repair"), 0)
+    first = one_line(run_cli_here("verify", str(store), "--repair"), 0)
     assert "1 states will be recomputed" in first
     kept = states(store)
-    second = one_line(run_cli("verify", str(store), "--repair"), 0)
+    second = one_line(run_cli_here("verify", str(store), "--repair"), 0)
     assert "moved" not in second and states(store) == kept  # the children of a moved state stay
     # a second damage repaired in the same second goes to a folder of its own
     other = next(c for c in manifests(store).values() if c["depth"] == 2)
     other["metrics"]["sparsity"] = 0.123
     rewrite(store, other, digest=False)
-    one_line(run_cli("verify", str(store), "--repair"), 0)
+    one_line(run_cli_here("verify", str(store), "--repair"), 0)
     folders = list((store / "quarantine").iterdir())
     assert len(folders) == 2 and quarantined(store) == {m["hash"], other["hash"]}
-    assert run_cli("run", str(spec)).returncode == 0 and one_line(run_cli("verify", str(store)), 0)
+    assert run_cli_here("run", str(spec)).returncode == 0 and one_line(run_cli_here("verify", str(store)), 0)
 
 
 # ---------------------------------------------------------------- 8. a damaged index
@@ -482,12 +493,12 @@ def _garbage_page(store: Path) -> None:
 def test_a_garbage_page_in_the_index_is_found_and_never_fatal(case):
     spec, store, _ = case
     _garbage_page(store)
-    assert "damaged index" in one_line(run_cli("verify", str(store)), 1)
+    assert "damaged index" in one_line(run_cli_here("verify", str(store)), 1)
     m = dense(store)
     (store / "states" / f"{m['hash']}.json").unlink()  # a run with work to do: it writes index rows
-    run = run_cli("run", str(spec))
+    run = run_cli_here("run", str(spec))
     assert run.returncode == 0 and "1 computed" in run.stdout, run.stdout + run.stderr
-    assert one_line(run_cli("verify", str(store)), 0)
+    assert one_line(run_cli_here("verify", str(store)), 0)
 
 
 def test_an_index_of_another_schema_is_rebuilt(case):
@@ -497,19 +508,19 @@ def test_an_index_of_another_schema_is_rebuilt(case):
     with sqlite3.connect(store / "index.sqlite") as con:
         con.execute("CREATE TABLE states (id INTEGER, name TEXT)")
     con.close()
-    assert "another schema" in one_line(run_cli("verify", str(store)), 1)
+    assert "another schema" in one_line(run_cli_here("verify", str(store)), 1)
     m = dense(store)
     (store / "states" / f"{m['hash']}.json").unlink()
-    run = run_cli("run", str(spec))
+    run = run_cli_here("run", str(spec))
     assert run.returncode == 0 and "1 computed" in run.stdout, run.stdout + run.stderr
-    assert one_line(run_cli("verify", str(store)), 0)
+    assert one_line(run_cli_here("verify", str(store)), 0)
 
 
 def test_verify_repair_rebuilds_a_damaged_index(case):
     _, store, _ = case
     _garbage_page(store)
-    fixed = one_line(run_cli("verify", str(store), "--repair"), 0)
-    assert "index rebuilt" in fixed and one_line(run_cli("verify", str(store)), 0)
+    fixed = one_line(run_cli_here("verify", str(store), "--repair"), 0)
+    assert "index rebuilt" in fixed and one_line(run_cli_here("verify", str(store)), 0)
     assert list((store / "quarantine").glob("*/index.sqlite"))  # kept for a post-mortem
 
 
@@ -522,10 +533,10 @@ def test_a_manifest_nested_deeply_is_one_line_everywhere(case):
     path = store / "states" / f"{m['hash']}.json"
     path.write_text('{"hash": ' + "[" * 100_000 + "]" * 100_000 + "}")
     for args in (("ls", str(store)), ("tree", str(store))):
-        out = run_cli(*args)
+        out = run_cli_here(*args)
         assert out.returncode == 2 and "nested more than" in out.stdout and "Traceback" not in out.stderr
-    assert "nested more than" in one_line(run_cli("verify", str(store)), 1)
-    one_line(run_cli("verify", str(store), "--repair"), 0)
+    assert "nested more than" in one_line(run_cli_here("verify", str(store)), 1)
+    one_line(run_cli_here("verify", str(store), "--repair"), 0)
 
 
 def test_a_digest_valid_manifest_with_an_impossible_dtype_is_refused(case):
@@ -534,8 +545,8 @@ def test_a_digest_valid_manifest_with_an_impossible_dtype_is_refused(case):
     key = next(iter(m["optimizer"]["values"]))
     m["optimizer"]["values"][key] = {"scalar": 1.0, "dtype": "save"}
     rewrite(store, m)
-    assert "is malformed" in one_line(run_cli("verify", str(store)), 1)
-    out = run_cli("show", str(store), m["hash"])
+    assert "is malformed" in one_line(run_cli_here("verify", str(store)), 1)
+    out = run_cli_here("show", str(store), m["hash"])
     assert out.returncode == 2 and "Traceback" not in out.stderr
 
 
@@ -544,11 +555,11 @@ def test_an_absurd_dataset_variant_is_one_line(case, tmp_path):
     m = dense(store)
     m["dataset"] = "digits[resize=100000x100000]"
     rewrite(store, m)
-    report = one_line(run_cli("report", str(store), "-o", str(tmp_path / "r.html"), "--groups",
+    report = one_line(run_cli_here("report", str(store), "-o", str(tmp_path / "r.html"), "--groups",
                               str(_groups(tmp_path))))
     assert "resize" in report
     spec.write_text(spec.read_text().replace('dataset = "digits"', 'dataset = "digits[resize=100000x100000]"'))
-    assert "resize" in one_line(run_cli("run", str(spec)))
+    assert "resize" in one_line(run_cli_here("run", str(spec)))
 
 
 def _groups(tmp_path: Path) -> Path:
@@ -565,6 +576,7 @@ def test_a_store_naming_a_downloadable_dataset_never_downloads(case, tmp_path):
             rewrite(store, m)
     env = {"PRUNELAB_DATA": str(tmp_path / "empty-cache"), "PRUNELAB_DATA_MIRROR": str(tmp_path / "no-mirror"),
            "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
+    # a subprocess: the environment (no cache, no mirror, no network) is the whole process's, as urllib reads it
     out = run_cli("report", str(store), "-o", str(tmp_path / "r.html"), "--groups", str(_groups(tmp_path)), env=env)
     line = one_line(out)
     assert "never downloads what a store names" in line and not (tmp_path / "empty-cache").exists()
@@ -577,11 +589,11 @@ def test_pack_headers_and_padding_are_bounded(case):
     with open(path, "r+b") as fh:  # a sparse 3 GB file: nothing is read to refuse it
         fh.truncate(3 * 2**30)
     began = time.perf_counter()
-    found = one_line(run_cli("verify", str(store)), 1)
+    found = one_line(run_cli_here("verify", str(store)), 1)
     assert "beyond what its header describes" in found and time.perf_counter() - began < 30
     huge = (200 * 2**20).to_bytes(8, "little") + b"{" + b" " * 64
     path.write_bytes(huge)
-    assert "header of 209,715,200 bytes" in one_line(run_cli("verify", str(store)), 1)
+    assert "header of 209,715,200 bytes" in one_line(run_cli_here("verify", str(store)), 1)
 
 
 def test_a_mask_shape_that_would_need_gigabytes_is_refused(case):
@@ -591,18 +603,19 @@ def test_a_mask_shape_that_would_need_gigabytes_is_refused(case):
     m["masks"][key]["shape"] = [100_000, 100_000]
     m["masks"][key]["kept"] = 1
     rewrite(store, m)
+    # a subprocess: were the shape believed, ~10 GB would be allocated, and only that process killed
     out = run_cli("verify", str(store), "--state", m["hash"])
     assert out.returncode == 1 and "Traceback" not in out.stderr
 
 
 def test_bad_arguments_are_one_line(case):
     _, store, _ = case
-    assert run_cli("verify", str(store), "--recompute", "-5").returncode == 2
-    proc = one_line(run_cli("ls", "/proc"))
+    assert run_cli_here("verify", str(store), "--recompute", "-5").returncode == 2
+    proc = one_line(run_cli_here("ls", "/proc"))
     assert "not a prunelab store" in proc
     spec, _, _ = case
     spec.write_text(spec.read_text().replace(str(store), "/proc/prunelab-store"))
-    one_line(run_cli("run", str(spec)))
+    one_line(run_cli_here("run", str(spec)))
 
 
 def test_a_document_linked_outside_is_not_read(case, tmp_path):
@@ -611,8 +624,8 @@ def test_a_document_linked_outside_is_not_read(case, tmp_path):
     secret.write_text(json.dumps({"format": 1, "points": []}))
     before = snapshot(outside)
     (store / "documents" / "study-leak.json").symlink_to(secret)
-    assert "symbolic link" in one_line(run_cli("compare", str(store)))
-    assert "symbolic link" in one_line(run_cli("verify", str(store)), 1)
+    assert "symbolic link" in one_line(run_cli_here("compare", str(store)))
+    assert "symbolic link" in one_line(run_cli_here("verify", str(store)), 1)
     assert snapshot(outside) == before
 
 
@@ -621,9 +634,11 @@ def test_a_document_linked_outside_is_not_read(case, tmp_path):
 
 def test_the_index_follows_the_umask(tmp_path):
     spec = write_spec(tmp_path, SPEC.replace("seeds = [0, 1]", "seeds = [0]"))
-    code = "import os, sys; os.umask(0o002); from prunelab.cli import main; sys.argv[1:] = ['run', sys.argv[1]]; main()"
-    out = subprocess.run([sys.executable, "-c", code, str(spec)], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "CI": "1"})
+    umask = os.umask(0o002)
+    try:
+        out = run_cli_here("run", str(spec))
+    finally:
+        os.umask(umask)
     assert out.returncode == 0, out.stderr
     store = tmp_path / "store"
     for name in ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm"):
@@ -644,11 +659,11 @@ def test_a_stray_file_in_states_never_blocks_the_store(case):
     _, store, _ = case
     (store / "states" / "foo.json").write_text("{}")
     (store / "states" / ("A" * 64 + ".json")).write_text("{}")
-    listing = run_cli("ls", str(store))
+    listing = run_cli_here("ls", str(store))
     assert listing.returncode == 2 and "train→" in listing.stdout and "Traceback" not in listing.stderr
-    assert "foo.json" in one_line(run_cli("verify", str(store)), 1)
-    one_line(run_cli("verify", str(store), "--repair"), 0)
-    assert one_line(run_cli("verify", str(store)), 0)
+    assert "foo.json" in one_line(run_cli_here("verify", str(store)), 1)
+    one_line(run_cli_here("verify", str(store), "--repair"), 0)
+    assert one_line(run_cli_here("verify", str(store)), 0)
 
 
 @pytest.mark.parametrize("edit", [
@@ -670,11 +685,11 @@ def test_digest_valid_odd_fields_are_one_damaged_manifest(case, edit):
     edit(m)
     rewrite(store, m)
     for command in ("ls", "compare"):
-        out = run_cli(command, str(store))
+        out = run_cli_here(command, str(store))
         assert out.returncode == 2 and "Traceback" not in out.stderr, (command, out.stderr[-2000:])
-    assert m["hash"] in one_line(run_cli("verify", str(store)), 1)
-    one_line(run_cli("verify", str(store), "--repair"), 0)
-    assert one_line(run_cli("verify", str(store)), 0)
+    assert m["hash"] in one_line(run_cli_here("verify", str(store)), 1)
+    one_line(run_cli_here("verify", str(store), "--repair"), 0)
+    assert one_line(run_cli_here("verify", str(store)), 0)
 
 
 def test_a_missing_study_point_is_reported_not_silently_dropped(case):
@@ -685,10 +700,10 @@ def test_a_missing_study_point_is_reported_not_silently_dropped(case):
     fake = store / "quarantine" / "fake" / "states"  # a planted quarantine entry excuses nothing
     fake.mkdir(parents=True)
     (fake / f"{leaf['hash']}.json").write_text("{}")
-    assert "points are not in the store" in one_line(run_cli("verify", str(store)), 1)
-    compare = run_cli("compare", str(store))
+    assert "points are not in the store" in one_line(run_cli_here("verify", str(store)), 1)
+    compare = run_cli_here("compare", str(store))
     assert compare.returncode == 2 and "that is not in the store" in compare.stdout
-    assert run_cli("run", str(spec)).returncode == 0 and one_line(run_cli("verify", str(store)), 0)
+    assert run_cli_here("run", str(spec)).returncode == 0 and one_line(run_cli_here("verify", str(store)), 0)
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -707,10 +722,10 @@ def test_a_hostile_study_record_is_one_line(case, edit, message):
     doc.pop("digest")
     doc["digest"] = manifest_digest(doc)
     path.write_text(json.dumps(doc))
-    compare = run_cli("compare", str(store))
+    compare = run_cli_here("compare", str(store))
     assert compare.returncode == 2 and "Traceback" not in compare.stderr and message in compare.stdout + compare.stderr
     assert "\x1b" not in compare.stdout + compare.stderr
-    verify = run_cli("verify", str(store))
+    verify = run_cli_here("verify", str(store))
     assert verify.returncode == 1 or message in ("comparisons[0]", "hypotheses[0]", "control characters")
     assert snapshot(outside) == before
 
@@ -722,11 +737,11 @@ def test_odd_entries_where_folders_and_lock_files_belong_are_moved(case):
     (store / "blobs" / "zz").write_text("a file where a folder of packs belongs")
     (store / "locks" / "__store__.lock").unlink(missing_ok=True)
     (store / "locks" / "__store__.lock").mkdir()
-    found = one_line(run_cli("verify", str(store)), 1)
+    found = one_line(run_cli_here("verify", str(store)), 1)
     assert "blobs/zz: is a file where prunelab keeps a folder" in found and "__store__.lock" in found
-    one_line(run_cli("verify", str(store), "--repair"), 0)
-    assert one_line(run_cli("verify", str(store)), 0) and one_line(run_cli("gc", str(store)), 0)
-    assert run_cli("run", str(spec)).returncode == 0
+    one_line(run_cli_here("verify", str(store), "--repair"), 0)
+    assert one_line(run_cli_here("verify", str(store)), 0) and one_line(run_cli_here("gc", str(store)), 0)
+    assert run_cli_here("run", str(spec)).returncode == 0
 
 
 def test_control_characters_and_markup_from_a_store_never_reach_the_terminal(case):
@@ -736,7 +751,7 @@ def test_control_characters_and_markup_from_a_store_never_reach_the_terminal(cas
     for group in ("weights", "masks", "optimizer"):
         m[group] = None
     rewrite(store, m)
-    tree = run_cli("tree", str(store))
+    tree = run_cli_here("tree", str(store))
     assert tree.returncode == 0 and "\x1b" not in tree.stdout and "gone" in tree.stdout
     probe = next((store / "probes").glob("*/*.json"))
     record = json.loads(probe.read_text())
@@ -744,7 +759,7 @@ def test_control_characters_and_markup_from_a_store_never_reach_the_terminal(cas
     record.pop("digest")
     record["digest"] = manifest_digest(record)
     probe.write_text(json.dumps(record))
-    show = run_cli("show", str(store), probe.parent.name)
+    show = run_cli_here("show", str(store), probe.parent.name)
     assert show.returncode == 0 and "\x1b" not in show.stdout and "[link=" in show.stdout, show.stderr[-2000:]
 
 
@@ -753,10 +768,10 @@ def test_gc_after_a_repair_keeps_what_quarantine_needs(case):
     m = prune_state(store)
     m["metrics"]["sparsity"] = 0.123
     rewrite(store, m, digest=False)  # damaged: the digest no longer matches
-    one_line(run_cli("verify", str(store), "--repair"), 0)
+    one_line(run_cli_here("verify", str(store), "--repair"), 0)
     quarantined_manifest = json.loads(next((store / "quarantine").glob("*/states/*.json")).read_text())
     packs = {e.get("pack") or e["blob"] for group in ("weights", "masks") for e in quarantined_manifest[group].values()}
-    one_line(run_cli("gc", str(store)), 0)
+    one_line(run_cli_here("gc", str(store)), 0)
     assert all(pack_path(store, name).is_file() for name in packs)  # a move into quarantine can be undone
 
 
@@ -768,7 +783,7 @@ def test_a_report_goes_on_past_a_damaged_pack(case, tmp_path):
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
-    out = run_cli("report", str(store), "-o", str(tmp_path / "r.html"))
+    out = run_cli_here("report", str(store), "-o", str(tmp_path / "r.html"))
     assert out.returncode == 2 and "Traceback" not in out.stderr and "blob is corrupted" in out.stdout
     page = (tmp_path / "r.html").read_text()
     assert "a stored file could not be read" in page and "Accuracy vs weights remaining" in page
@@ -783,8 +798,8 @@ def test_a_prune_that_does_not_hold_its_parents_weights_is_found_with_what_came_
     root = all_manifests[all_manifests[m["parent"]]["parent"]]  # the dense training's parent
     m["weights"] = root["weights"]  # the initialisation's tensors: present and sound, but not the parent's
     rewrite(store, m)
-    found = one_line(run_cli("verify", str(store)), 1)
+    found = one_line(run_cli_here("verify", str(store)), 1)
     assert "holds other weights or optimizer state" in found and m["hash"][:12] in found
     below = {h for h, c in all_manifests.items() if c.get("parent") == m["hash"]}
-    one_line(run_cli("verify", str(store), "--repair"), 0)
+    one_line(run_cli_here("verify", str(store), "--repair"), 0)
     assert {m["hash"]} | below <= quarantined(store)

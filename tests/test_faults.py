@@ -1,5 +1,6 @@
 """Fault injection (issue #14): tampering, corruption, truncation, loss, a garbage index, read-only stores,
-a full disk, and a store that names a module to import. Each from the CLI as a user meets it."""
+a full disk, and a store that names a module to import. Each from the CLI as a user meets it (through its
+real entry point, in this process: ``run_cli_here``)."""
 
 import errno
 import json
@@ -13,8 +14,8 @@ from prunelab.experiment.store import manifest_digest
 from prunelab.spec import load_spec
 from prunelab.study import build_study
 
+from .conftest import run_cli_here
 from .experiment_helpers import CONFIG
-from .test_cli import run_cli
 from .test_study import write_spec
 
 SPEC = """
@@ -67,19 +68,19 @@ def test_an_edited_metric_is_detected_refused_and_repaired(study):
     dense = _dense(store)
     dense["metrics"]["test"]["accuracy"] = 0.999
     _rewrite(store, dense)
-    out = run_cli("verify", str(store))
+    out = run_cli_here("verify", str(store))
     assert out.returncode == 1 and "content does not match its digest" in out.stdout and dense["hash"] in out.stdout
-    run = run_cli("run", str(spec))
+    run = run_cli_here("run", str(spec))
     assert run.returncode == 2 and "damaged manifest" in run.stderr and "0.999" not in run.stdout
-    listing = run_cli("ls", str(store))  # the rest of the store stays readable
+    listing = run_cli_here("ls", str(store))  # the rest of the store stays readable
     assert listing.returncode == 2 and "damaged, left out" in listing.stdout and "Traceback" not in listing.stderr
-    fixed = run_cli("verify", str(store), "--repair")
+    fixed = run_cli_here("verify", str(store), "--repair")
     assert fixed.returncode == 0 and "1 states will be recomputed" in fixed.stdout
     assert (next((store / "quarantine").iterdir()) / "states" / f"{dense['hash']}.json").is_file()
-    again = run_cli("run", str(spec))
+    again = run_cli_here("run", str(spec))
     assert again.returncode == 0 and "1 computed" in again.stdout  # exactly what was lost, nothing else
     assert open_store(store).get(dense["hash"])["metrics"]["test"]["accuracy"] != 0.999
-    assert run_cli("verify", str(store)).returncode == 0
+    assert run_cli_here("verify", str(store)).returncode == 0
 
 
 def test_an_edited_identity_is_detected_even_with_a_valid_digest(study):
@@ -87,7 +88,7 @@ def test_an_edited_identity_is_detected_even_with_a_valid_digest(study):
     dense = _dense(store)
     dense["recipe"]["params"]["config"]["lr"] = 1.0
     _rewrite(store, dense, keep_digest_valid=True)
-    out = run_cli("verify", str(store))
+    out = run_cli_here("verify", str(store))
     assert out.returncode == 1 and "do not give its hash" in out.stdout
 
 
@@ -107,19 +108,19 @@ def test_damage_is_found_moved_aside_and_recomputed(study, damage):
         data = bytearray(blob.read_bytes())
         data[-1] ^= 0xFF
         blob.write_bytes(bytes(data))
-    out = run_cli("verify", str(store))
+    out = run_cli_here("verify", str(store))
     assert out.returncode == 1 and dense["hash"][:12] in out.stdout
-    listing = run_cli("ls", str(store))  # one bad file never makes the store unreadable (exit 2: it was met)
+    listing = run_cli_here("ls", str(store))  # one bad file never makes the store unreadable (exit 2: it was met)
     assert listing.returncode == (2 if damage == "truncate" else 0) and "Traceback" not in listing.stderr
-    fixed = run_cli("verify", str(store), "--repair")
+    fixed = run_cli_here("verify", str(store), "--repair")
     assert fixed.returncode == 0
     import re
 
     lost = int(re.search(r"(\d+) states will be recomputed", fixed.stdout).group(1))
     assert lost == 1 or damage.endswith("blob")  # a blob can be shared by states with equal tensors
-    again = run_cli("run", str(spec))
+    again = run_cli_here("run", str(spec))
     assert again.returncode == 0 and f"{lost} computed" in again.stdout, again.stdout + again.stderr
-    assert run_cli("verify", str(store)).returncode == 0
+    assert run_cli_here("verify", str(store)).returncode == 0
 
 
 def test_a_garbage_index_is_never_fatal(study):
@@ -127,12 +128,12 @@ def test_a_garbage_index_is_never_fatal(study):
     (store / "index.sqlite").write_bytes(b"this is not a database" * 100)
     for side in ("index.sqlite-wal", "index.sqlite-shm"):  # (a WAL holding every page would restore it)
         (store / side).unlink(missing_ok=True)
-    found = run_cli("verify", str(store))  # a cache, but a damaged one is reported
+    found = run_cli_here("verify", str(store))  # a cache, but a damaged one is reported
     assert found.returncode == 1 and "damaged index" in found.stdout and "Traceback" not in found.stderr
-    listing = run_cli("ls", str(store))  # moved aside and rebuilt from the manifests
+    listing = run_cli_here("ls", str(store))  # moved aside and rebuilt from the manifests
     assert listing.returncode == 0 and "Traceback" not in listing.stderr and "train→" in listing.stdout
     for args in (("run", str(spec)), ("verify", str(store))):
-        out = run_cli(*args)
+        out = run_cli_here(*args)
         assert out.returncode == 0 and "Traceback" not in out.stderr, (args, out.stderr)
 
 
@@ -161,8 +162,10 @@ def test_a_read_only_store_can_be_read_reported_verified_and_rerun(study, tmp_pa
         Experiment(store).root(dataset="digits", model="lenet_300_100", seed=5).then(Train(CONFIG)).experiment.run()
 
 
-def test_a_store_never_imports_a_module_it_names(study, tmp_path):
+def test_a_store_never_imports_a_module_it_names(study, tmp_path, monkeypatch, request):
     """A manifest edited to name a module (digest recomputed): loading the model refuses to import it."""
+    import sys
+
     _, store = study
     marker = tmp_path / "imported"
     (tmp_path / "evilmod.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n"
@@ -170,15 +173,16 @@ def test_a_store_never_imports_a_module_it_names(study, tmp_path):
     dense = _dense(store)
     dense["spec"]["model"] = "evilmod:make"
     _rewrite(store, dense, keep_digest_valid=True)
-    env = {"PYTHONPATH": str(tmp_path)}
-    out = run_cli("report", str(store), "-o", str(tmp_path / "r.html"), "--efficiency", "flops_removed", env=env)
+    monkeypatch.syspath_prepend(str(tmp_path))  # importable, as with PYTHONPATH
+    request.addfinalizer(lambda: sys.modules.pop("evilmod", None))  # forgotten after the test
+    out = run_cli_here("report", str(store), "-o", str(tmp_path / "r.html"), "--efficiency", "flops_removed")
     assert out.returncode == 2 and "refusing to import module 'evilmod'" in out.stderr and "--trust evilmod" in out.stderr
     assert not marker.exists()
     with pytest.raises(PrunelabError, match="refusing to import"):
         open_store(store).load_model(dense["hash"])
     assert not marker.exists()
-    trusted = run_cli("--trust", "evilmod", "report", str(store), "-o", str(tmp_path / "r.html"), "--efficiency",
-                      "flops_removed", env=env)
+    trusted = run_cli_here("--trust", "evilmod", "report", str(store), "-o", str(tmp_path / "r.html"), "--efficiency",
+                           "flops_removed")
     assert marker.exists() and trusted.returncode != 0  # imported only when the user said so
 
 
@@ -217,7 +221,7 @@ def test_a_full_disk_stops_the_run_with_one_line_and_the_rerun_resumes(study, mo
 ])
 def test_impossible_values_are_one_line_errors_and_write_nothing(tmp_path, change, message):
     path = write_spec(tmp_path, SPEC.replace(*change))
-    out = run_cli("run", str(path))
+    out = run_cli_here("run", str(path))
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
     assert not (tmp_path / "store").exists()
 
@@ -226,14 +230,14 @@ def test_unreadable_spec_files_are_one_line_errors(tmp_path):
     binary = tmp_path / "b.toml"
     binary.write_bytes(b"\xff\xfe\x00\x01 binary")
     for path, message in ((binary, "not a text file"), (tmp_path, "is a directory, not a spec file")):
-        out = run_cli("run", str(path))
+        out = run_cli_here("run", str(path))
         assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
 
 
 def test_recompute_audits_a_store_bit_for_bit_and_catches_a_consistent_forgery(study):
     """A forged result that passes every checksum (valid blob, digest recomputed) is caught by re-execution."""
     _, store = study
-    out = run_cli("verify", str(store), "--recompute", "3")
+    out = run_cli_here("verify", str(store), "--recompute", "3")
     assert out.returncode == 0 and out.stdout.count("bit-identical") == 3
     results = open_store(store)
     dense = _dense(store)
@@ -243,6 +247,6 @@ def test_recompute_audits_a_store_bit_for_bit_and_catches_a_consistent_forgery(s
     leaf = max(results.states(recipe="Train"), key=lambda m: m["depth"])
     leaf["weights"]["1.weight"] = dense["weights"]["1.weight"]  # someone else's (valid) tensor
     _rewrite(store, leaf, keep_digest_valid=True)
-    assert run_cli("verify", str(store)).returncode == 0  # every checksum still holds
-    out = run_cli("verify", str(store), "--state", leaf["hash"][:12])
+    assert run_cli_here("verify", str(store)).returncode == 0  # every checksum still holds
+    out = run_cli_here("verify", str(store), "--state", leaf["hash"][:12])
     assert out.returncode == 1 and "weights.1.weight: differs" in out.stdout

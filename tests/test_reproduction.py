@@ -83,12 +83,18 @@ def test_a_recompressed_copy_with_other_content_is_refused_naming_the_file(recom
         load_dataset("mnist", source=DataSource(data_dir=tmp_path / "c", mirror=mirror, download=False))
 
 
+@pytest.fixture(scope="module")
+def real_mnist(shared_mirror):
+    """The real MNIST, read once from the shared mirror (xz) for the tests that need it."""
+    assert shared_mirror is not None  # the test session uses the shared data as its mirror
+    return load_dataset("mnist")
+
+
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data mirror not present")
-def test_real_mnist_from_the_shared_mirror_matches_its_published_statistics(shared_mirror):
+def test_real_mnist_from_the_shared_mirror_matches_its_published_statistics(real_mnist):
     """The four real files (xz), verified by the MD5s of the uncompressed originals; the label counts
     and pixel statistics are those the mirror's README states."""
-    assert shared_mirror is not None  # the test session uses the shared data as its mirror
-    data = load_dataset("mnist")
+    data = real_mnist
     train_counts = np.bincount(np.concatenate([data.train.y.numpy(), data.validation.y.numpy()]), minlength=10)
     assert train_counts.tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
     assert np.bincount(data.test.y.numpy(), minlength=10).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028,
@@ -102,10 +108,10 @@ def test_real_mnist_from_the_shared_mirror_matches_its_published_statistics(shar
 
 
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data mirror not present")
-def test_lenet_learns_real_mnist(tmp_path):
+def test_lenet_learns_real_mnist(real_mnist):
     from prunelab import TrainConfig, build_model, evaluate, train
 
-    data = load_dataset("mnist")
+    data = real_mnist
     model = build_model("lenet_300_100", data.input_shape, 10, seed=0)
     train(model, data, TrainConfig(iterations=300, batch_size=60), seed=0)
     assert evaluate(model, data.test, data.class_names).accuracy > 0.9
