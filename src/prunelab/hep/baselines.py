@@ -8,6 +8,15 @@ import numpy as np
 from .metrics import EFFICIENCIES, rejection, roc_auc
 
 
+def one_openmp_thread():
+    """scikit-learn's tree fits at one OpenMP thread: beside torch's own OpenMP pool its threads
+    oversubscribe the cores and a fit took 3–10x longer (docs/benchmarks/calo_classify.md); the
+    fitted trees are the same."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="openmp")
+
+
 def gradient_boosted_trees(dataset, seed: int = 0, efficiencies=EFFICIENCIES) -> dict:
     """Fit on the training and validation splits of a two-class ``dataset`` (e.g.
     ``calo_eplus_gamma_shapes``), score its test split: ROC AUC, background rejection
@@ -20,8 +29,9 @@ def gradient_boosted_trees(dataset, seed: int = 0, efficiencies=EFFICIENCIES) ->
         raise PrunelabError(f"dataset {dataset.name!r} has {dataset.num_classes} classes; the baseline is for two")
     x = np.concatenate([dataset.train.x.numpy(), dataset.validation.x.numpy()])
     y = np.concatenate([dataset.train.y.numpy(), dataset.validation.y.numpy()])
-    model = HistGradientBoostingClassifier(random_state=seed).fit(x, y)
-    scores = model.predict_proba(dataset.test.x.numpy())[:, 1]
+    with one_openmp_thread():
+        model = HistGradientBoostingClassifier(random_state=seed).fit(x, y)
+        scores = model.predict_proba(dataset.test.x.numpy())[:, 1]
     labels = dataset.test.y.numpy()
     return {"roc_auc": roc_auc(labels, scores), "rejection": rejection(labels, scores, efficiencies), "scores": scores}
 

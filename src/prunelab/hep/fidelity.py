@@ -83,9 +83,13 @@ def two_sample_auc(reference, generated, *, seed: int = 0, max_iter: int = 200) 
     for label in (0, 1):  # stratified halves
         index = np.flatnonzero(y == label)
         test[rng.permutation(index)[: len(index) // 2]] = True
+    from .baselines import one_openmp_thread
+
     classifier = HistGradientBoostingClassifier(max_iter=max_iter, random_state=seed, early_stopping=False)
-    classifier.fit(x[~test], y[~test])
-    auc, low, high = delong_interval(y[test], classifier.predict_proba(x[test])[:, 1])
+    with one_openmp_thread():
+        classifier.fit(x[~test], y[~test])
+        scores = classifier.predict_proba(x[test])[:, 1]
+    auc, low, high = delong_interval(y[test], scores)
     return {"auc": auc, "interval": [low, high], "train_events": int((~test).sum()), "test_events": int(test.sum()),
             "features": names, "classifier": f"HistGradientBoostingClassifier(max_iter={max_iter})"}
 
