@@ -85,6 +85,9 @@ def run_cli_here(*args, env=None, timeout=300):
         for module in (cli, sys.modules.get("prunelab.hep.cli")):  # the streams here are no terminal
             if module is not None:
                 stack.enter_context(mock.patch.object(module.console, "_color_system", None))
+                # as wide as this call's COLUMNS says, as a console made in a new process is (not the
+                # width of whatever COLUMNS this process had when the module was imported)
+                stack.enter_context(mock.patch.object(module.console, "_width", None))
         caught = stack.enter_context(warnings.catch_warnings(record=True))
         warnings.resetwarnings()  # the interpreter's defaults, not pytest's
         for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):

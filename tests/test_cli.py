@@ -6,8 +6,16 @@ import sys
 import pytest
 from safetensors.torch import load_file
 
+from .conftest import run_cli_here
+
 
 def run_cli(*args, env=None):
+    """``python -m prunelab.cli ARGS`` in a new process (~1-2 s of starting Python and torch a call).
+
+    For what needs a real process: the ``python -m`` entry itself, an environment of the whole process
+    read at import, signals, a process beside another, discovery done once a process. Everything else
+    runs through the same entry point in this process: :func:`tests.conftest.run_cli_here`.
+    """
     full_env = {**os.environ, "CI": "1", "COLUMNS": "120", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "prunelab.cli", *args], capture_output=True, text=True, env=full_env, timeout=300
@@ -16,7 +24,7 @@ def run_cli(*args, env=None):
 
 def test_train_prints_per_class_table_and_writes_outputs(tmp_path):
     weights, metrics = tmp_path / "w.safetensors", tmp_path / "m.json"
-    proc = run_cli("train", "--dataset", "digits", "--model", "lenet_300_100", "--iterations", "150",
+    proc = run_cli_here("train", "--dataset", "digits", "--model", "lenet_300_100", "--iterations", "150",
                    "--save", str(weights), "--json", str(metrics))
     assert proc.returncode == 0, proc.stderr
     assert "precision" in proc.stdout and "recall" in proc.stdout and "test accuracy" in proc.stdout
@@ -27,8 +35,8 @@ def test_train_prints_per_class_table_and_writes_outputs(tmp_path):
 
 
 def test_listing_commands():
-    assert "mnist1d" in run_cli("datasets").stdout
-    assert "resnet20" in run_cli("models").stdout
+    assert "mnist1d" in run_cli("datasets").stdout  # a subprocess: `python -m prunelab.cli` itself
+    assert "resnet20" in run_cli_here("models").stdout
 
 
 @pytest.mark.parametrize(
@@ -43,7 +51,7 @@ def test_listing_commands():
     ],
 )
 def test_bad_input_is_one_line_exit_2_no_traceback(args, needle):
-    proc = run_cli("train", *args)
+    proc = run_cli_here("train", *args)
     assert proc.returncode == 2
     assert needle in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -51,11 +59,11 @@ def test_bad_input_is_one_line_exit_2_no_traceback(args, needle):
 
 
 def test_missing_dataset_offline_is_exit_2(tmp_path):
-    proc = run_cli("train", "--dataset", "kmnist", "--model", "lenet5", "--no-download", "--data-dir", str(tmp_path))
+    proc = run_cli_here("train", "--dataset", "kmnist", "--model", "lenet5", "--no-download", "--data-dir", str(tmp_path))
     assert proc.returncode == 2 and "PRUNELAB_DATA_MIRROR" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_a_model_named_on_the_command_line_is_yours_and_a_wrong_factory_is_one_line(tmp_path):
+def test_a_model_named_on_the_command_line_is_yours_and_a_wrong_factory_is_one_line(tmp_path, monkeypatch):
     (tmp_path / "mymodels.py").write_text(
         "import torch.nn as nn\n"
         "def build(input_shape, num_classes):\n"
@@ -64,14 +72,16 @@ def test_a_model_named_on_the_command_line_is_yours_and_a_wrong_factory_is_one_l
         "    return nn.Linear(1, 1)\n"
         "def not_a_module(input_shape, num_classes):\n"
         "    return 42\n")
-    env = {"PYTHONPATH": str(tmp_path)}
-    ok = run_cli("train", "--dataset", "digits", "--model", "mymodels:build", "--iterations", "20", env=env)
+    monkeypatch.syspath_prepend(str(tmp_path))  # as PYTHONPATH would, for this test only
+    monkeypatch.delitem(sys.modules, "mymodels", raising=False)
+    ok = run_cli_here("train", "--dataset", "digits", "--model", "mymodels:build", "--iterations", "20")
     assert ok.returncode == 0 and "test accuracy" in ok.stdout, ok.stderr
     for factory, message in (("wrong", "must accept input_shape and num_classes"),
                              ("not_a_module", "returned int, not a torch.nn.Module")):
-        out = run_cli("train", "--dataset", "digits", "--model", f"mymodels:{factory}", "--iterations", "20", env=env)
+        out = run_cli_here("train", "--dataset", "digits", "--model", f"mymodels:{factory}", "--iterations", "20")
         assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
         assert len(out.stderr.strip().splitlines()) == 1
+    sys.modules.pop("mymodels", None)  # a module of this tmp_path: no later test finds it
 
 
 def test_a_run_stopped_by_a_bad_option_leaves_no_store_behind(tmp_path):
@@ -79,6 +89,6 @@ def test_a_run_stopped_by_a_bad_option_leaves_no_store_behind(tmp_path):
 
     spec = write_spec(tmp_path, "[study]\nname = 's'\nstore = 'STORE'\nseeds = [0]\n[task]\ndataset = 'digits'\n"
                                 "model = 'lenet_300_100'\n[training]\niterations = 10\n[branches.b]\nrounds = 1\n")
-    out = run_cli("run", str(spec), "--executor", "local", "--workers", "0")
+    out = run_cli_here("run", str(spec), "--executor", "local", "--workers", "0")
     assert out.returncode == 2 and "workers must be at least 1" in out.stderr
     assert not (tmp_path / "store").exists()

@@ -10,6 +10,7 @@ import pytest
 
 from prunelab import progress
 
+from .conftest import run_cli_here
 from .test_cli import run_cli
 from .test_study import write_spec
 
@@ -62,6 +63,7 @@ def study(tmp_path_factory):
     except OSError:  # already in use: exactly the case to test
         pass
     try:
+        # a subprocess: a Dask cluster of worker processes, and the warnings its logging prints in that process
         out = run_cli("run", str(spec), "--executor", "local", "--workers", "2", "--no-fallback",
                       env={"COLUMNS": "80", "PRUNELAB_PROGRESS_SECONDS": "0"})
     finally:
@@ -92,7 +94,7 @@ def test_run_tables_fit_80_columns_with_whole_intervals(study):
 def test_compare_fits_and_never_cuts_an_interval(study, tmp_path, columns):
     store, _ = study
     csv = tmp_path / "compare.csv"
-    out = run_cli("compare", str(store), "--csv", str(csv), env={"COLUMNS": str(columns)})
+    out = run_cli_here("compare", str(store), "--csv", str(csv), env={"COLUMNS": str(columns)})
     assert out.returncode == 0, out.stderr
     lines_fit(out.stdout, columns)
     assert "…" not in out.stdout
@@ -103,16 +105,16 @@ def test_compare_fits_and_never_cuts_an_interval(study, tmp_path, columns):
 
 def test_ls_is_one_line_a_state_at_80_columns_with_usable_hashes(study):
     store, _ = study
-    out = run_cli("ls", str(store), "--limit", "0", env={"COLUMNS": "80"})
+    out = run_cli_here("ls", str(store), "--limit", "0", env={"COLUMNS": "80"})
     assert out.returncode == 0, out.stderr
     lines_fit(out.stdout, 80)
     rows = [line for line in out.stdout.splitlines() if HASH.match(line)]
     states = list((store / "states").glob("*.json"))
     assert len(rows) == len(states)  # one line each: nothing wrapped onto a second line
     for row in rows[:5]:  # the hash shown is enough for show
-        shown = run_cli("show", str(store), row[:12], "--json")
+        shown = run_cli_here("show", str(store), row[:12], "--json")
         assert shown.returncode == 0 and json.loads(shown.stdout)["hash"].startswith(row[:12])
-    wide = run_cli("ls", str(store), "--limit", "3", env={"COLUMNS": "200"})
+    wide = run_cli_here("ls", str(store), "--limit", "3", env={"COLUMNS": "200"})
     assert "seconds" in wide.stdout and "depth" in wide.stdout and "left out" not in wide.stdout
 
 
@@ -120,7 +122,7 @@ def test_show_is_a_summary_and_json_is_the_manifest(study):
     store, _ = study
     record = json.loads(next((store / "documents").glob("study-*.json")).read_text())
     point = next(p for p in record["points"] if p["branch"] == "ticket" and p["round"] == 2)
-    out = run_cli("show", str(store), point["hash"][:10], env={"COLUMNS": "80"})
+    out = run_cli_here("show", str(store), point["hash"][:10], env={"COLUMNS": "80"})
     assert out.returncode == 0, out.stderr
     text = out.stdout
     for needle in ("lineage", "lenet_300_100 on digits", "accuracy", "(higher is better)", "sparsity",
@@ -128,7 +130,7 @@ def test_show_is_a_summary_and_json_is_the_manifest(study):
         assert needle in text, needle
     assert len(text.splitlines()) < 60  # a summary, not the manifest
     assert not re.search(r"\b1[0-9]{9}\.[0-9]+", text)  # no Unix timestamps
-    raw = run_cli("show", str(store), point["hash"][:10], "--json")
+    raw = run_cli_here("show", str(store), point["hash"][:10], "--json")
     assert raw.returncode == 0
     manifest = json.loads((store / "states" / f"{point['hash']}.json").read_text())
     assert json.loads(raw.stdout) == manifest

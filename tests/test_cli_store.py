@@ -3,7 +3,7 @@ import json
 import pytest
 
 from .experiment_helpers import small_tree
-from .test_cli import run_cli
+from .conftest import run_cli_here
 
 
 @pytest.fixture(scope="module")
@@ -17,21 +17,21 @@ def store(tmp_path_factory):
 def test_tree_ls_show(store, tmp_path):
     path, leaf = store
     dot = tmp_path / "tree.dot"
-    out = run_cli("tree", str(path), "--dot", str(dot))
+    out = run_cli_here("tree", str(path), "--dot", str(dot))
     assert out.returncode == 0 and "lenet_300_100 on digits" in out.stdout and "rewind" in out.stdout
     assert dot.read_text().startswith("digraph")
-    listing = run_cli("ls", str(path), "--recipe", "Train", "--tag", "l1_unstructured")
+    listing = run_cli_here("ls", str(path), "--recipe", "Train", "--tag", "l1_unstructured")
     assert listing.returncode == 0 and leaf[:12] in listing.stdout
-    shown = run_cli("show", str(path), leaf[:8])
+    shown = run_cli_here("show", str(path), leaf[:8])
     assert shown.returncode == 0 and "lineage" in shown.stdout and "made with" in shown.stdout
-    raw = run_cli("show", str(path), leaf[:8], "--json")  # the manifest as stored
+    raw = run_cli_here("show", str(path), leaf[:8], "--json")  # the manifest as stored
     assert raw.returncode == 0 and "environment" in json.loads(raw.stdout)
 
 
 def test_verify_and_gc_report_problems(store, tmp_path):
     path, leaf = store
-    assert run_cli("verify", str(path)).returncode == 0
-    assert "removed 0" in run_cli("gc", str(path)).stdout
+    assert run_cli_here("verify", str(path)).returncode == 0
+    assert "removed 0" in run_cli_here("gc", str(path)).stdout
 
 
 def test_verify_exit_1_on_a_corrupted_blob(tmp_path):
@@ -39,7 +39,7 @@ def test_verify_exit_1_on_a_corrupted_blob(tmp_path):
     exp.run()
     blob = exp.store.entry_path(exp.store.manifest(dense.hash)["weights"]["3.weight"])
     blob.write_bytes(blob.read_bytes()[:-4] + b"\0\0\0\0")
-    out = run_cli("verify", str(tmp_path / "s"))
+    out = run_cli_here("verify", str(tmp_path / "s"))
     assert out.returncode == 1 and str(blob) in out.stdout
 
 
@@ -48,15 +48,15 @@ def test_verify_exit_1_on_a_corrupted_blob(tmp_path):
     (["ls", "/nonexistent/store"], "not a prunelab store"),
 ])
 def test_bad_store_paths_exit_2(args, needle):
-    out = run_cli(*args)
+    out = run_cli_here(*args)
     assert out.returncode == 2 and needle in out.stderr and "Traceback" not in out.stderr
 
 
 def test_show_unknown_or_ambiguous_hash(store):
     path, _ = store
-    out = run_cli("show", str(path), "zzzz")
+    out = run_cli_here("show", str(path), "zzzz")
     assert out.returncode == 2 and "no state 'zzzz'" in out.stderr
-    out = run_cli("show", str(path), "")
+    out = run_cli_here("show", str(path), "")
     assert out.returncode == 2 and "give more characters" in out.stderr
 
 
