@@ -183,7 +183,7 @@ def test_compare_on_a_study_store_uses_the_recorded_comparisons(tmp_path):
     from prunelab.study import build_study
 
     from .test_study import TINY, write_spec
-    from .test_cli import run_cli
+    from .conftest import run_cli_here
 
     text = TINY.split("[branches.late]")[0] + '\n[branches.reinit]\ncontrol = "reinit"\nof = "ticket"\n'
     path = write_spec(tmp_path, text)
@@ -207,11 +207,11 @@ def test_compare_on_a_study_store_uses_the_recorded_comparisons(tmp_path):
     assert pair.p_adjusted.tolist() == pytest.approx(holm(pair.p.tolist()))  # family: this comparison's rounds
     exploratory = compare_points(points, exploratory=True)
     assert exploratory["planned"].all()  # ticket/reinit/dense pairs are all planned already
-    out = run_cli("compare", str(tmp_path / "store"))
+    out = run_cli_here("compare", str(tmp_path / "store"))
     assert out.returncode == 0 and "planned comparisons" in out.stdout and "cannot give p below 0.5" in out.stdout
-    bad = run_cli("compare", str(tmp_path / "store"), "--metric", "test.nope")
+    bad = run_cli_here("compare", str(tmp_path / "store"), "--metric", "test.nope")
     assert bad.returncode == 2 and "no metric 'test.nope'" in bad.stderr
-    bad = run_cli("compare", str(tmp_path / "store"), "--family", "everything")
+    bad = run_cli_here("compare", str(tmp_path / "store"), "--family", "everything")
     assert bad.returncode == 2 and "--family 'everything'" in bad.stderr
 
 

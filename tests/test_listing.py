@@ -121,16 +121,16 @@ def test_a_large_plan_reads_the_listing_and_stops_at_a_damaged_manifest(store, m
 
 
 def test_ls_limits_counts_and_filters_in_the_index(store):
-    from .test_cli import run_cli
+    from .conftest import run_cli_here
 
     path, exp, leaves = store
-    out = run_cli("ls", str(path), "--limit", "2")
+    out = run_cli_here("ls", str(path), "--limit", "2")
     assert out.returncode == 0 and f"2 of {len(exp.states)} states shown" in out.stdout
-    tagged = run_cli("ls", str(path), "--tag", "global_unstructured", "--recipe", "Train", "--limit", "0")
+    tagged = run_cli_here("ls", str(path), "--tag", "global_unstructured", "--recipe", "Train", "--limit", "0")
     expected = {h for h, s in exp.states.items() if "global_unstructured" in s.tags and type(s.recipe).__name__ == "Train"}
     assert tagged.returncode == 0 and all(h[:12] in tagged.stdout for h in expected) and "shown" not in tagged.stdout
     assert leaves[0].hash[:12] not in tagged.stdout
-    tree = run_cli("tree", str(path))
+    tree = run_cli_here("tree", str(path))
     assert tree.returncode == 0 and len(tree.stdout.splitlines()) == 1 + len(exp.states) and "[dim]" not in tree.stdout
 
 

@@ -16,6 +16,7 @@ from prunelab.experiment import Experiment, Prune, RandomPruneLike, Train, open_
 from prunelab.pruning import Method, prune, technique
 from prunelab.tasks.training import TrainConfig
 
+from .conftest import run_cli_here
 from .test_cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,15 +33,16 @@ def _study(tmp_path: Path) -> Path:
     return spec
 
 
-def test_a_method_in_a_file_outside_the_package_runs_a_whole_study(tmp_path):
+def test_a_method_in_a_file_outside_the_package_runs_a_whole_study(tmp_path, monkeypatch):
     spec = _study(tmp_path)
-    env = {"PYTHONPATH": str(tmp_path)}
-    out = run_cli("run", str(spec), env=env)
+    monkeypatch.syspath_prepend(str(tmp_path))  # as PYTHONPATH would, for this test only
+    monkeypatch.delitem(sys.modules, "my_method", raising=False)  # this file's, not examples/ (test_study's)
+    out = run_cli_here("run", str(spec))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "taylor" in out.stdout and "declared hypotheses" in out.stdout
-    compare = run_cli("compare", str(spec.parent / "store"), env=env)
+    compare = run_cli_here("compare", str(spec.parent / "store"))
     assert compare.returncode == 0 and "taylor" in compare.stdout and "random" in compare.stdout
-    again = run_cli("run", str(spec), env=env)
+    again = run_cli_here("run", str(spec))
     assert again.returncode == 0 and " 0 computed" in again.stdout
     # its identity is its qualified name and parameters
     results = open_store(spec.parent / "store")
@@ -49,10 +51,13 @@ def test_a_method_in_a_file_outside_the_package_runs_a_whole_study(tmp_path):
                           m["recipe"]["params"]["config"]["method_params"] == {"power": 2.0} for m in prunes)
     # a store never makes prunelab import it: the audit refuses until the user trusts the module
     state = prunes[0]["hash"]
-    refused = run_cli("verify", str(spec.parent / "store"), "--state", state, env=env)
+    sys.modules.pop("my_method", None)  # as a new process has it: not imported
+    refused = run_cli_here("verify", str(spec.parent / "store"), "--state", state)
+    assert "my_method" not in sys.modules  # refused before it was imported
     assert refused.returncode == 1 and "refusing to import module 'my_method'" in refused.stdout
-    trusted = run_cli("--trust", "my_method", "verify", str(spec.parent / "store"), "--state", state, env=env)
+    trusted = run_cli_here("--trust", "my_method", "verify", str(spec.parent / "store"), "--state", state)
     assert trusted.returncode == 0 and "bit-identical" in trusted.stdout, trusted.stdout[-2000:]
+    sys.modules.pop("my_method", None)  # a module of this tmp_path: no later test finds it
 
 
 def test_an_installed_method_is_found_through_its_entry_point(tmp_path):
@@ -64,6 +69,7 @@ def test_an_installed_method_is_found_through_its_entry_point(tmp_path):
         "[prunelab.methods]\ntaylor = labmethods:Taylor\n")
     shutil.copy(ROOT / "examples" / "my_method.py", site / "labmethods.py")
     env = {"PYTHONPATH": str(site)}
+    # a subprocess: entry points are discovered once a process, and this one may have done so already
     listed = run_cli("methods", env=env)
     assert listed.returncode == 0 and "taylor" in listed.stdout
     code = ("import torch; from prunelab import build_model; from prunelab.pruning import prune, technique; "
@@ -126,7 +132,7 @@ calibration = {{ samples = 64, seed = 7 }}
 control = "random_pruning"
 of = "wanda24"
 """)
-    out = run_cli("run", str(spec))
+    out = run_cli_here("run", str(spec))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     results = open_store(tmp_path / "store")
     controls = [m for m in results.states(recipe="RandomPruneLike")]
@@ -138,9 +144,9 @@ of = "wanda24"
     assert prunes["wanda"]["recipe"]["params"]["config"]["calibration"]["samples"] == 64
     assert prunes["sparsegpt"]["recipe"]["params"]["config"]["calibration"]["seed"] == 7
     assert abs(prunes["sparsegpt"]["metrics"]["sparsity"] - 0.5) < 0.01
-    compare = run_cli("compare", str(tmp_path / "store"))
+    compare = run_cli_here("compare", str(tmp_path / "store"))
     assert compare.returncode == 0 and "wanda24" in compare.stdout and "random24" in compare.stdout
-    report = run_cli("report", str(tmp_path / "store"), "-o", str(tmp_path / "r.html"))
+    report = run_cli_here("report", str(tmp_path / "store"), "-o", str(tmp_path / "r.html"))
     assert report.returncode == 0 and "wanda24" in (tmp_path / "r.html").read_text()
 
 
