@@ -23,7 +23,7 @@ from ..analysis.fairness import group_impact, load_groups
 from ..analysis.tables import (check_efficiency, configurations, first_seeds, select_configuration, study_points,
                                study_records, with_efficiency)
 from ..analysis.variation import seed_vs_systematic
-from ..errors import PrunelabError
+from ..errors import DataUnavailableError, PrunelabError
 from ..experiment.query import Results, open_store
 from ..headline import headline, metric_info
 from ..study import check_interval
@@ -802,9 +802,13 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
     targets = [d for d in dict.fromkeys(selected["dataset"]) if d != main]
     if efficiency != "sparsity":
         points = with_efficiency(results, points)
-    attribute, impact = None, None
+    attribute, impact, data_note = None, None, ""
     if groups is None:  # the dataset's own per-example attributes (e.g. a shower's incident energy bin)
-        groups = dataset_attribute(results, points)
+        try:
+            groups = dataset_attribute(results, points)
+        except DataUnavailableError as exc:  # everything else reads the store alone: go on without them
+            data_note = (f"The study's dataset is not in the cache or mirror here, so its per-example groups (if it "
+                         f"has any) are left out ({html.escape(str(exc).split('. ')[0])}).")
     if groups is not None:  # first, so a bad group file fails before the slow part
         attribute, group_values = (load_groups(groups, group_column) if isinstance(groups, (str, Path))
                                    else (groups[0], groups[1]))
@@ -931,7 +935,7 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
     summary = _summary(hypotheses, margins, comparisons, tables["accuracy"], branches, info, metric,
                        name=str(record.get("name", "study")), model=str((manifest.get("spec") or {}).get("model", "")),
                        dataset=str(main or manifest.get("dataset", "")), n_seeds=n_seeds, branches=branches,
-                       config_note=config_note, damaged=len(results.damaged),
+                       config_note=" ".join(filter(None, (config_note, data_note))), damaged=len(results.damaged),
                        tensor_note=(f"The sections that read stored tensors (mask similarity, emergent structure, "
                                     f"weight stability{', group fairness' if impact is not None else ''}) use the "
                                     f"first {sampled['seed'].nunique()} of {n_seeds} seeds." if read else ""),
