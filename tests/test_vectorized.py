@@ -244,7 +244,7 @@ def test_dask_workers_run_lockstep_groups_with_the_same_bits(tmp_path):
 
 
 def test_cli_device_option(tmp_path):
-    from .test_cli import run_cli
+    from .conftest import run_cli_here
 
     spec = tmp_path / "s.toml"
     spec.write_text(f"""
@@ -264,11 +264,11 @@ technique = "global_unstructured"
 rate = 0.5
 rounds = 1
 """)
-    proc = run_cli("run", str(spec), "--device", "cpu")
+    proc = run_cli_here("run", str(spec), "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     assert "0 failed" in proc.stdout
     if not torch.cuda.is_available():
-        proc = run_cli("run", str(spec), "--device", "cuda")
+        proc = run_cli_here("run", str(spec), "--device", "cuda")
         assert proc.returncode == 2 and "sees no CUDA device" in proc.stderr and "Traceback" not in proc.stderr
-    proc = run_cli("run", str(spec), "--device", "tpu")
+    proc = run_cli_here("run", str(spec), "--device", "tpu")
     assert proc.returncode == 2 and "device must be" in proc.stderr
