@@ -319,3 +319,17 @@ def test_a_table_holding_two_studies_is_refused_by_name():
             for b in ("a", "b") for s in (0, 1, 1)]
     with pytest.raises(PrunelabError, match="seed 1 twice"):
         evaluate_hypotheses(pd.DataFrame(rows), [{"claim": "a > b"}])
+
+
+def test_a_model_and_a_task_that_do_not_fit_are_named_before_training():
+    data = _tiny_task()
+    mlp = build_model("lenet_300_100", data.input_shape, data.num_classes, seed=0)
+    with pytest.raises(PrunelabError, match="language task.*does not take token ids"):
+        train(mlp, data, TrainConfig(iterations=1, batch_size=4), seed=0, progress=False)
+    from prunelab.tasks.datasets import Dataset
+
+    features = Dataset("features", *(Split(torch.randn(8, 16), torch.randint(0, 3, (8,))) for _ in range(3)),
+                       class_names=("a", "b", "c"))
+    model = build_model("gpt", (16,), 3, seed=0, layers=1, heads=1, width=8)
+    with pytest.raises(PrunelabError, match="takes token ids, but 'features' is a classification task"):
+        train(model, features, TrainConfig(iterations=1, batch_size=4), seed=0, progress=False)

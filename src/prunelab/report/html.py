@@ -455,7 +455,7 @@ def _effects_sections(results, margins: dict, table, tables: dict, info) -> list
             "claim's direction: " + " and ".join(_TEST_WORDS[t] for t in tests) + ". "
             + ("The t test has no floor with few seeds (it assumes the per-seed differences are roughly normal), "
                "which is why these p-values can be small where the exact test of the next table cannot go below "
-               f"its floor. " if "t" in tests else "")
+               "its floor. " if "t" in tests else "")
             + f"Holm's correction runs over all {len(results)} hypotheses; supported: Holm p < 0.05.",
             shown=_hypotheses_shown(results, info, margins)))
     if table is None:
@@ -830,7 +830,7 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
     title = (f"Figure 1: {info.label[:1].upper() + info.label[1:]} vs weights remaining"
              + (f" on {main}" if targets else ""))
     sections.append(_section(title, fig, t, "accuracy",
-                             f"Mean over seeds with its 95 % interval (band) per branch; dense: dashed, with its band"
+                             "Mean over seeds with its 95 % interval (band) per branch; dense: dashed, with its band"
                              + ("; shaded: the levels the declared hypotheses average over" if levels else "")
                              + f". Branches are listed best first (mean {info.label} at their sparsest level).",
                              shown=_levels_shown(t, branches, info)))

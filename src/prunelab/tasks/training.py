@@ -377,6 +377,7 @@ def train(
     with the returned ``optimizer_state`` equals 0 → T. ``after_step`` hooks
     run after every optimizer step (pruning uses one to re-apply masks).
     """
+    check_model_fits_task(model, dataset)
     train_split = dataset.train
     total = config.total_iterations(len(train_split))
     stop = total if stop is None else stop
@@ -435,6 +436,18 @@ def train(
     if graphs:
         result.cuda_graph = graphs.record()
     return result
+
+
+def check_model_fits_task(model: nn.Module, dataset: Dataset) -> None:
+    """A language task needs a model that takes token ids (and gives logits per position), and a model
+    that takes token ids needs a language task: said before a step, not as a dtype error inside one."""
+    tokens = bool(getattr(model, "takes_tokens", False))
+    if dataset.task == "language" and not tokens:
+        raise PrunelabError(f"{dataset.name!r} is a language task (blocks of token ids); {type(model).__name__} "
+                            "does not take token ids: use model 'gpt', an 'hf:' model, or a factory with tokens = True")
+    if tokens and dataset.task != "language":
+        raise PrunelabError(f"the model takes token ids, but {dataset.name!r} is a {dataset.task} task: give it a "
+                            "language task such as 'tinyshakespeare'")
 
 
 def _curve_point(model: nn.Module, dataset: Dataset, iteration: int, train_loss: float) -> dict:

@@ -40,7 +40,7 @@ from . import cuda_graphs
 from .datasets import Dataset
 from .evaluation import task_loss
 from .training import (LossWatch, TrainConfig, TrainingDiverged, TrainResult, _curve_point, batches_per_epoch,
-                       deterministic, device_name, epoch_permutation, make_optimizer, split_on, to_cpu,
+                       check_model_fits_task, deterministic, device_name, epoch_permutation, make_optimizer, split_on, to_cpu,
                        training_device)
 
 
@@ -67,6 +67,8 @@ def train_group(
     labels = labels or [str(i) for i in range(len(models))]
     if not (len(models) == len(seeds) == len(states) == len(labels)):
         raise PrunelabError("train_group: models, seeds, optimizer states and labels differ in number")
+    for model in models[:1]:
+        check_model_fits_task(model, dataset)
     out: list = []
     for lo in range(0, len(models), width):
         hi = lo + width
