@@ -24,7 +24,7 @@ import pandas as pd
 from ..analysis.masks import similarity_matrix
 from ..analysis.pareto import pareto_front, select_operating_point
 from ..analysis.stability import weight_stability
-from ..analysis.tables import EFFICIENCY, check_efficiency, class_impact, structure_table
+from ..analysis.tables import check_efficiency, class_impact, structure_table
 from ..errors import PrunelabError
 from ..headline import metric_info
 from ..study import mean_ci, mean_cis
