@@ -9,7 +9,7 @@ from prunelab.spec import load_spec
 from prunelab.study import build_study, mean_ci, summarize
 
 from .experiment_helpers import CONFIG
-from .test_cli import run_cli
+from .conftest import run_cli_here
 
 TINY = """
 [study]
@@ -144,7 +144,7 @@ def test_mean_ci_matches_scipy():
 def test_bad_specs_are_one_clear_error_and_write_nothing(tmp_path, old, new):
     text = TINY.replace(old, new, 1)
     path = write_spec(tmp_path, text)
-    out = run_cli("run", str(path))
+    out = run_cli_here("run", str(path))
     assert out.returncode == 2, out.stdout
     assert str(path) in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "store").exists()
@@ -247,18 +247,18 @@ def test_cli_run_prints_the_summary_and_writes_csv(tmp_path):
     text = TINY.split("[branches.late]")[0]  # seeds 0, 1; one two-round branch
     path = write_spec(tmp_path, text)
     csv = tmp_path / "summary.csv"
-    out = run_cli("run", str(path), "--csv", str(csv))
+    out = run_cli_here("run", str(path), "--csv", str(csv))
     assert out.returncode == 0, out.stderr
     assert "test accuracy" in out.stdout and "ticket" in out.stdout and "already stored" in out.stdout
     lines = csv.read_text().splitlines()
     assert lines[0].startswith("config,branch,round,remaining_percent") and len(lines) == 1 + 3  # dense + 2 rounds
-    again = run_cli("run", str(path))
+    again = run_cli_here("run", str(path))
     assert "0 computed" in again.stdout
 
 
 def test_init_writes_a_spec_that_validates(tmp_path):
     target = tmp_path / "study.toml"
-    assert run_cli("init", str(target)).returncode == 0
+    assert run_cli_here("init", str(target)).returncode == 0
     load_spec(target)
-    out = run_cli("init", str(target))
+    out = run_cli_here("init", str(target))
     assert out.returncode == 2 and "already exists" in out.stderr
