@@ -14,7 +14,7 @@ from prunelab.experiment import open_store
 from prunelab.spec import load_spec
 from prunelab.study import build_study, summarize
 
-from .test_cli import run_cli
+from .conftest import run_cli_here
 from .test_study import write_spec
 
 SWEPT = """
@@ -72,7 +72,7 @@ def test_bad_sweeps_name_the_key_and_write_nothing(tmp_path, sweep, message):
     path = write_spec(tmp_path, text)
     with pytest.raises(PrunelabError, match=message):
         load_spec(path)
-    out = run_cli("run", str(path))
+    out = run_cli_here("run", str(path))
     assert out.returncode == 2 and "Traceback" not in out.stderr and str(path) in out.stderr
     assert not (tmp_path / "store").exists()
 
@@ -121,7 +121,7 @@ def test_configurations_that_share_states_count_once():
 
 def test_swept_study_runs_and_reports_both_variations(tmp_path):
     path = write_spec(tmp_path, SWEPT)
-    out = run_cli("run", str(path), "--csv", str(tmp_path / "s.csv"))
+    out = run_cli_here("run", str(path), "--csv", str(tmp_path / "s.csv"))
     assert out.returncode == 0, out.stderr
     assert "seed variation vs systematic variation" in out.stdout
     rows = summarize(build_study(load_spec(path)))
