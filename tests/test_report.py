@@ -14,7 +14,7 @@ from prunelab.analysis.tables import study_points
 from prunelab.spec import load_spec
 from prunelab.study import build_study
 
-from .test_cli import run_cli
+from .conftest import run_cli_here
 from .test_study import TINY, write_spec
 
 
@@ -72,7 +72,7 @@ def test_plot_functions_return_figures_and_the_tables_behind_them(study_store):
 
 
 def test_cli_report(study_store, tmp_path):
-    out = run_cli("report", str(study_store), "-o", str(tmp_path / "x.html"))
+    out = run_cli_here("report", str(study_store), "-o", str(tmp_path / "x.html"))
     assert out.returncode == 0 and (tmp_path / "x.html").stat().st_size > 50_000
 
 
@@ -164,15 +164,15 @@ def test_bad_group_files_are_one_clear_error_and_no_report(swept_store, tmp_path
     with pytest.raises(Exception, match=message):
         build_report(swept_store, tmp_path / "r.html", groups=tmp_path / "g.csv", group_column=column)
     args = ["report", str(swept_store), "-o", str(tmp_path / "r.html"), "--groups", str(tmp_path / "g.csv")]
-    out = run_cli(*args, *(["--group-column", column] if column else []))
+    out = run_cli_here(*args, *(["--group-column", column] if column else []))
     assert out.returncode == 2 and "Traceback" not in out.stderr and "g.csv" in out.stderr
     assert not (tmp_path / "r.html").exists()
 
 
 def test_report_options_are_checked(swept_store, tmp_path):
-    out = run_cli("report", str(swept_store), "-o", str(tmp_path / "r.html"), "--interval", "normal")
+    out = run_cli_here("report", str(swept_store), "-o", str(tmp_path / "r.html"), "--interval", "normal")
     assert out.returncode == 2 and "interval method 'normal'" in out.stderr
-    out = run_cli("report", str(swept_store), "-o", str(tmp_path / "r.html"), "--config", "lr=9")
+    out = run_cli_here("report", str(swept_store), "-o", str(tmp_path / "r.html"), "--config", "lr=9")
     assert out.returncode == 2 and "no configuration 'lr=9'" in out.stderr
     assert not (tmp_path / "r.html").exists()
 
@@ -228,7 +228,7 @@ def test_efficiency_axes_by_hand(study_store, tmp_path):
     page = build_report(study_store, tmp_path / "r.html", tmp_path / "csv", efficiency="params_removed").read_text()
     assert "Pareto operating points (params removed" in page
     assert "params_removed" in (tmp_path / "csv" / "pareto.csv").read_text().splitlines()[0]
-    out = run_cli("report", str(study_store), "-o", str(tmp_path / "x.html"), "--efficiency", "speed")
+    out = run_cli_here("report", str(study_store), "-o", str(tmp_path / "x.html"), "--efficiency", "speed")
     assert out.returncode == 2 and "efficiency 'speed' must be one of" in out.stderr
 
 
@@ -312,7 +312,7 @@ def test_tensor_sections_read_the_first_seeds_and_say_so(study_store, tmp_path, 
     stability = (tmp_path / "csv_all" / "stability.csv").read_text().splitlines()
     header = stability[0].split(",")
     assert {row.split(",")[header.index("seed")] for row in stability[1:]} == {"0", "1"}
-    out = run_cli("report", str(study_store), "-o", str(tmp_path / "x.html"), "--tensor-seeds", "-1")
+    out = run_cli_here("report", str(study_store), "-o", str(tmp_path / "x.html"), "--tensor-seeds", "-1")
     assert out.returncode == 2 and "tensor-seeds" in out.stderr
 
 
