@@ -14,7 +14,7 @@ from prunelab.hep import simulate, tasks as calo
 from prunelab.hep.io import read_showers
 from prunelab.pruning import prune
 
-from .test_cli import run_cli
+from .conftest import run_cli_here
 
 
 @pytest.fixture()
@@ -103,7 +103,7 @@ def test_calogan_files_are_read_from_the_mirror(tmp_path, monkeypatch):
 
 def test_calo_cli_generate_and_shapes(tmp_path):
     out = tmp_path / "eplus.h5"
-    proc = run_cli("calo", "generate", "--particle", "eplus", "-n", "300", "-o", str(out), "--seed", "4")
+    proc = run_cli_here("calo", "generate", "--particle", "eplus", "-n", "300", "-o", str(out), "--seed", "4")
     assert proc.returncode == 0, proc.stderr
     assert "per second" in proc.stdout
     showers = read_showers(out)
@@ -111,14 +111,14 @@ def test_calo_cli_generate_and_shapes(tmp_path):
     reference = simulate("eplus", 300, seed=4)
     assert np.array_equal(showers.layers[1], reference.layers[1])
     csv = tmp_path / "shapes.csv"
-    proc = run_cli("calo", "shapes", str(out), "--csv", str(csv))
+    proc = run_cli_here("calo", "shapes", str(out), "--csv", str(csv))
     assert proc.returncode == 0, proc.stderr
     assert "occupancy_1" in proc.stdout and "300 events" in proc.stdout
     assert len(csv.read_text().splitlines()) == 301
     for args, needle in [(["generate", "-p", "muon", "-n", "3", "-o", str(tmp_path / "m.h5")], "unknown particle 'muon'"),
                          (["generate", "-p", "eplus", "-n", "3", "-o", str(tmp_path)], "is a directory"),
                          (["shapes", str(tmp_path / "nothing.h5")], "no such file")]:
-        proc = run_cli("calo", *args)
+        proc = run_cli_here("calo", *args)
         assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
 
 
