@@ -71,6 +71,12 @@ class TaskSection(_Strict):
         return name if "[" in name else dataset_variant(name, self.resize, self.channels)
 
 
+def _check_pattern(value: str | None) -> str | None:
+    from .pruning.methods import check_pattern
+
+    return check_pattern(value)
+
+
 def _check_technique(name: str) -> str:
     """A named technique, a registered method or your class by import path (trusted: your spec names it)."""
     from .pruning.methods import technique_settings
@@ -128,14 +134,7 @@ class BranchSection(_Strict):
 
     _technique = field_validator("technique")(classmethod(lambda cls, v: _check_technique(v)))
 
-    @field_validator("pattern")
-    @classmethod
-    def _pattern(cls, value):
-        if value is not None:
-            from .pruning.methods import parse_pattern
-
-            parse_pattern(value)
-        return value
+    _pattern = field_validator("pattern")(classmethod(lambda cls, v: _check_pattern(v)))
 
     @field_validator("rates")
     @classmethod

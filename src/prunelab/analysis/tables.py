@@ -151,14 +151,16 @@ def headline_metric(results: Results, split: str = "test") -> str:
     the report show unless asked for another."""
     from ..headline import headline
 
-    wanted = [p["hash"] for record in study_records(results) for p in record["points"]]
-    for summary in results.each_summary(wanted):
+    prefix = f"{split}."
+    wanted = (p["hash"] for record in study_records(results) for p in record["points"])
+    for summary in results.each_summary(wanted, chunk=64):  # the first finished point decides
         if summary is None or summary["status"] != "done":
             continue
-        prefix = f"{split}."
         evaluation = {k[len(prefix):]: v for k, v in summary["scalars"].items() if k.startswith(prefix)}
-        if evaluation:
+        try:
             return prefix + headline(evaluation)[0]
+        except KeyError:  # an evaluation without a headline (a generator's): the default
+            break
     return f"{split}.accuracy"
 
 

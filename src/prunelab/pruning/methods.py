@@ -87,12 +87,7 @@ class PruningConfig(BaseModel):
     def _norm_as_float(cls, value):
         return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
-    @field_validator("pattern")
-    @classmethod
-    def _pattern(cls, value):
-        if value is not None:
-            parse_pattern(value)
-        return value
+    _pattern = field_validator("pattern")(classmethod(lambda cls, v: check_pattern(v)))
 
     @model_validator(mode="after")
     def _check(self) -> "PruningConfig":
@@ -126,6 +121,13 @@ class PruningConfig(BaseModel):
     @classmethod
     def parse(cls, data: dict, where: str = "pruning") -> "PruningConfig":
         return validated(cls, data, where)
+
+
+def check_pattern(value: str | None) -> str | None:
+    """A pydantic validator's body: ``value`` when it is None or a valid "N:M" pattern."""
+    if value is not None:
+        parse_pattern(value)
+    return value
 
 
 def parse_pattern(text: str) -> tuple[int, int]:

@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.fairness import group_impact, load_groups
-from ..analysis.tables import (check_efficiency, configurations, first_seeds, select_configuration, study_points,
-                               study_records, with_efficiency)
+from ..analysis.tables import (check_efficiency, configurations, first_seeds, headline_metric, select_configuration,
+                               study_points, study_records, with_efficiency)
 from ..analysis.variation import seed_vs_systematic
 from ..errors import DataUnavailableError, PrunelabError
 from ..experiment.query import Results, open_store
-from ..headline import headline, metric_info
+from ..headline import metric_info
 from ..study import check_interval
 from . import plots
 
@@ -525,20 +525,6 @@ def dataset_attribute(results: Results, points) -> tuple[str, Sequence] | None:
     return None
 
 
-def _headline_metric(results: Results) -> str:
-    """The study's headline column (``test.accuracy``, ``test.perplexity``, ...): what
-    :func:`prunelab.headline.headline` names for the first finished trained point."""
-    hashes = (p["hash"] for record in study_records(results) for p in record["points"])
-    for summary in results.each_summary(hashes, chunk=64):
-        if summary is not None and summary["status"] == "done":
-            evaluation = {k[5:]: v for k, v in summary["scalars"].items() if k.startswith("test.")}
-            try:
-                return "test." + headline(evaluation)[0]
-            except KeyError:
-                break
-    return plots.METRIC
-
-
 # ---------------------------------------------------------------- the summary at the top
 
 
@@ -788,7 +774,7 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
     check_efficiency(efficiency)
     if _is_regression(results):
         return _regression_report(results, out, csv_dir, interval)
-    metric = _headline_metric(results)
+    metric = headline_metric(results)
     info = metric_info(metric)
     everything = study_points(results, metric=metric)
     labels = configurations(everything)

@@ -176,11 +176,8 @@ def sampling_options(name: str) -> dict:
     ``"mnist[longtail=0.01]"`` → ``{"longtail": 0.01}``: class c keeps the fraction ρ^(c/(C−1)) of its
     training examples, ρ the ratio of the rarest class to the most common (the long-tailed profile of
     Cao et al. 2019, arXiv 1906.07413)."""
-    if not name.endswith("]") or "[" not in name:
-        return {}
     out: dict = {}
-    for option in filter(None, name[:-1].partition("[")[2].split(",")):
-        key, _, value = option.partition("=")
+    for key, value in variant_items(name)[1]:
         if key not in SAMPLING:
             continue
         if key in out:
@@ -259,14 +256,19 @@ def dataset_variant(name: str, resize: Sequence[int] | None = None, channels: in
     return f"{name}[{','.join(options)}]"
 
 
+def variant_items(name: str) -> tuple[str, list[tuple[str, str]]]:
+    """``"digits[resize=28x28,keep=3:0.1]"`` → ``("digits", [("resize", "28x28"), ("keep", "3:0.1")])``."""
+    if not name.endswith("]") or "[" not in name:
+        return name, []
+    base, _, options = name[:-1].partition("[")
+    return base, [(key, value) for key, _, value in (o.partition("=") for o in options.split(",") if o)]
+
+
 def parse_variant(name: str) -> tuple[str, tuple[int, ...] | None, int | None]:
     """``"digits[resize=28x28,channels=3]"`` → ``("digits", (28, 28), 3)``."""
-    if not name.endswith("]") or "[" not in name:
-        return name, None, None
-    base, _, options = name[:-1].partition("[")
+    base, items = variant_items(name)
     resize = channels = None
-    for option in filter(None, options.split(",")):
-        key, _, value = option.partition("=")
+    for key, value in items:
         if key in SAMPLING:
             continue  # read by sampling_options
         if key not in ("resize", "channels"):
@@ -293,12 +295,9 @@ def parse_variant(name: str) -> tuple[str, tuple[int, ...] | None, int | None]:
 def variant_options(name: str) -> dict:
     """The options of a variant name that its dataset's factory takes itself, typed by the factory's
     annotations: ``"tinyshakespeare[block=128]"`` → ``{"block": 128}``."""
-    if not name.endswith("]") or "[" not in name:
-        return {}
-    base, _, options = name[:-1].partition("[")
+    base, items = variant_items(name)
     out = {}
-    for option in filter(None, options.split(",")):
-        key, _, value = option.partition("=")
+    for key, value in items:
         if key not in ("resize", "channels") and key not in SAMPLING:
             out[key] = _factory_option(name, base, key, value)
     return out
