@@ -73,7 +73,8 @@ def run_cli_here(*args, env=None, timeout=300):
     for state in (cli._OPENED, cli._WARNED, context._SNAPSHOTS, context._DATASETS):
         state.clear()
     trusted = set(registry._TRUSTED)
-    argv = sys.argv
+    registry._TRUSTED.clear()  # a fresh process trusts nothing it was not told to (a module trusted earlier in
+    argv = sys.argv            # this pytest process, e.g. by a spec another test loaded, would leak in)
     code = 0
 
     def expired(signum, frame):
