@@ -204,3 +204,11 @@ def test_a_thousand_seeds_neither_overflow_nor_crawl():
         ref = stats.permutation_test((a - b + 0.01,), np.mean, permutation_type="samples", alternative="greater",
                                      n_resamples=9999, random_state=np.random.default_rng(0)).pvalue
         assert paired_p(a, b, "permutation", "greater", margin=0.01) == pytest.approx(ref, abs=1e-12)
+
+
+def test_paired_t_without_spread_up_to_rounding_is_undefined_not_a_crash():
+    from prunelab.analysis.effects import paired_p
+
+    a = np.array([0.1, 0.1, 0.1])
+    b = np.array([0.0, np.nextafter(0.0, 1.0), 0.0])  # a − b: equal up to one ulp, standard deviation 0.0
+    assert np.isnan(paired_p(a, b, "t", "greater"))

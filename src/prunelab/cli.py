@@ -412,7 +412,13 @@ def run(
                       f"{r.remaining:.1f} %", f"{r.mean:.4f}{ci}", *auc, *stop, str(r.n)])
     print_table(cols, table, title=f"{spec.study.name}: {metric} over seeds")
     _print_paired_effects(rows, comparison_pairs(spec), metric)
-    if spec.hypotheses:
+    if any(h.population for h in spec.hypotheses):  # claims about populations read the stored models
+        from .analysis.tables import headline_metric, study_points
+
+        results = _open(Path(tree.experiment.store.root))
+        key = headline_metric(results)
+        _print_hypotheses(study_points(results, key, study=spec.study.name), key, results)
+    elif spec.hypotheses:
         _hypothesis_table(hypothesis_results(spec, rows), metric)
     if spec.instability is not None:
         _print_instability(tree, interval)
@@ -968,7 +974,7 @@ def compare(
     results = _open(store)
     metric = metric or headline_metric(results)
     points = study_points(results, metric, config, study=study)
-    _print_hypotheses(points, metric)
+    _print_hypotheses(points, metric, results)
     table = compare_points(points, metric, test=test, family=family, exploratory=exploratory)
     swept = table["config"].notna().any()
     for planned, part in table.groupby("planned", sort=False):
@@ -997,14 +1003,17 @@ def compare(
         table.to_csv(csv, index=False)
 
 
-def _print_hypotheses(points, metric: str) -> list:
+def _print_hypotheses(points, metric: str, store_results=None) -> list:
     """The study's declared hypotheses, tested as one family; returns the results."""
     from .analysis.effects import evaluate_hypotheses
+    from .analysis.population import Populations, needs_predictions
 
     declared = points.attrs.get("hypotheses") or []
     if not declared:
         return []
-    results = evaluate_hypotheses(points, declared, value=metric)
+    populations = (Populations(store_results, points) if store_results is not None and needs_predictions(declared)
+                   else None)
+    results = evaluate_hypotheses(points, declared, value=metric, populations=populations)
     _hypothesis_table(results, metric)
     return results
 

@@ -258,6 +258,8 @@ class InstabilitySection(_Strict):
 
 
 _CLAIM = re.compile(r"^\s*(.+?)\s+(>=|<=|>|<)\s+(.+?)\s*$")
+# claims about a population of pruned models against the dense one (analysis.population)
+_POPULATION_CLAIM = re.compile(r"^\s*(?:class\s+(\S+)\s+pays|(pies)\s+grow)\s+in\s+(.+?)\s*$")
 
 
 class HypothesisSection(_Strict):
@@ -271,6 +273,12 @@ class HypothesisSection(_Strict):
     reference the comparison is with its round 0. ``>=`` / ``<=`` claim
     non-inferiority: the difference is above ``-margin`` (below ``margin``).
     ``test``: one-sided paired t test (default) or exact sign-flip permutation.
+
+    Two claims are about populations of models (arXiv 2009.09936, 1911.05248), each "as sparsity
+    grows" along a branch's rounds: ``"class 3 pays in global"`` — the class's normalised recall
+    (its recall minus the model's accuracy) falls against the dense model of the same seed, faster
+    with each round (the per-seed slope over rounds is negative); ``"pies grow in global"`` — the
+    number of pruning-identified exemplars rises with the rounds (its slope, resampling seeds).
     """
 
     claim: str
@@ -282,9 +290,16 @@ class HypothesisSection(_Strict):
 
     @model_validator(mode="after")
     def _parse(self):
+        if self.population is not None:
+            if self.margin:
+                raise ValueError(f"claim {self.claim!r}: margin only applies to >= and <=")
+            if self.population[0] == "pies" and self.test != "t":
+                raise ValueError(f"claim {self.claim!r} is tested by resampling seeds; test does not apply")
+            return self
         if _CLAIM.match(self.claim) is None:
             raise ValueError(f"claim {self.claim!r} must read 'A > B', 'A < B', 'A >= B' or 'A <= B' (names of "
-                             "branches or study rows, spaces around the operator)")
+                             "branches or study rows, spaces around the operator), 'class C pays in BRANCH' or "
+                             "'pies grow in BRANCH'")
         a, op, b = self.parts
         if a == b:
             raise ValueError(f"claim {self.claim!r} compares {a!r} with itself")
@@ -301,7 +316,19 @@ class HypothesisSection(_Strict):
         return self
 
     @property
+    def population(self) -> tuple[str, str | None, str] | None:
+        """``("class", C, branch)`` or ``("pies", None, branch)`` for a population claim, else None."""
+        m = _POPULATION_CLAIM.match(self.claim)
+        if m is None:
+            return None
+        cls, pies, branch = m.groups()
+        return ("pies", None, branch) if pies else ("class", cls, branch)
+
+    @property
     def parts(self) -> tuple[str, str, str]:
+        """``(A, op, B)``; a population claim reads as its branch against the dense models."""
+        if self.population is not None:
+            return self.population[2], self.population[0], "dense"
         a, op, b = _CLAIM.match(self.claim).groups()
         return a, op, b
 
@@ -458,7 +485,11 @@ class Spec(_Strict):
                             "known: " + ", ".join(roles))
                     raise ValueError(f"hypotheses[{i}].claim: no study row {name!r} ({hint})")
             if roles[a] == "dense":
-                raise ValueError(f"hypotheses[{i}].claim: put the dense reference on the right ({b} ... {a})")
+                raise ValueError(f"hypotheses[{i}].claim: put the dense reference on the right ({b} ... {a})"
+                                 if h.population is None else f"hypotheses[{i}].claim: {a!r} is a dense row; "
+                                 "a population claim is about a pruned branch")
+            if h.population is not None and max_round(self, a) < 2:
+                raise ValueError(f"hypotheses[{i}].claim: {a!r} has one round; 'as sparsity grows' needs two or more")
             most = max_round(self, a)
             if any(r < 1 or r > most for r in h.rounds):
                 raise ValueError(f"hypotheses[{i}].rounds: {a!r} has rounds 1..{most}, got {h.rounds}")

@@ -65,7 +65,10 @@ def paired_p(a, b, test: str, alternative: str = "two-sided", *, margin: float =
         from .tdist import t_sf
 
         n = len(diff)
-        t = float(diff.mean()) / (float(diff.std(ddof=1)) / math.sqrt(n))
+        sd = float(diff.std(ddof=1))
+        if sd == 0:  # values a rounding error apart: as without spread, t is undefined
+            return math.nan
+        t = float(diff.mean()) / (sd / math.sqrt(n))
         return min(1.0, 2 * t_sf(abs(t), n - 1)) if alternative == "two-sided" else t_sf(t, n - 1)
     from scipy import stats
 
@@ -218,6 +221,7 @@ class HypothesisResult:
     p_adjusted: float  # Holm over every declared hypothesis (and configuration) of the study
     test: str
     verdict: str  # supported, not supported, or "not testable: why"
+    effect: str = ""  # what ``mean`` measures when it is not A − B (a population claim's slope)
 
     @property
     def supported(self) -> bool:
@@ -225,7 +229,7 @@ class HypothesisResult:
 
 
 def evaluate_hypotheses(frame, hypotheses: list[dict], value: str = "value", alpha: float = ALPHA,
-                        metric: str | None = None) -> list[HypothesisResult]:
+                        metric: str | None = None, populations=None) -> list[HypothesisResult]:
     """Test declared hypotheses (``[[hypotheses]]``, as dicts) on a table with columns config, branch, kind,
     round, seed, remaining and ``value``: per seed, A − B averaged over A's selected levels (B at the same
     round, or round 0 when B is a dense reference); a one-sided paired test in the claim's direction; Holm
@@ -234,7 +238,12 @@ def evaluate_hypotheses(frame, hypotheses: list[dict], value: str = "value", alp
     ``A > B`` claims that A is *better* than B on ``metric`` (default: the ``value`` column's name): higher
     accuracy, lower perplexity or RMSE (:func:`prunelab.headline.metric_info`). The reported effect is
     A − B in the metric's own units, so for a lower-is-better metric a supported ``A > B`` has a negative
-    mean."""
+    mean.
+
+    Population claims (``"class 3 pays in global"``, ``"pies grow in global"``) join the same family: the first
+    needs the table's per-class ``recall`` and ``test.accuracy`` (a study_points table), the second the
+    stored models' predictions (``populations``: an :class:`prunelab.analysis.population.Populations`);
+    without them they are "not testable" and say why."""
     from ..headline import metric_info
     from ..spec import HypothesisSection
 
@@ -245,6 +254,9 @@ def evaluate_hypotheses(frame, hypotheses: list[dict], value: str = "value", alp
     configs = list(dict.fromkeys(labels)) or [""]
     for raw in hypotheses:
         h = HypothesisSection.model_validate(raw)
+        if h.population is not None:
+            pending.extend(_population_claim(h, frame, config or None, populations) for config in configs)
+            continue
         a, op, b = h.parts
         sign = (1.0 if op in (">", ">=") else -1.0) * orientation
         for config in configs:
@@ -292,3 +304,32 @@ def evaluate_hypotheses(frame, hypotheses: list[dict], value: str = "value", alp
         out.append(HypothesisResult(**common, n=n, mean=mean, ci_low=lo, ci_high=hi, d_z=d, p=p, p_adjusted=q,
                                     verdict=verdict))
     return out
+
+
+def _population_claim(h, frame, config: str | None, populations):
+    """(common fields, seeds, (mean, low, high, d_z), one-sided p, None or "not testable: why") of a population
+    claim (analysis.population), in :func:`evaluate_hypotheses`'s pending form."""
+    from .population import class_pays_trend
+
+    kind, cls, branch = h.population
+    rows = frame[(frame["branch"] == branch) & (frame["config"].fillna("").astype(str) == (config or ""))]
+    levels = sorted({(int(r), float(m)) for r, m in zip(rows["round"], rows["remaining"])})
+    common = dict(claim=h.claim, config=config, rounds=tuple(r for r, _ in levels),
+                  remaining=tuple(round(m, 1) for _, m in levels), test=h.test if kind == "class" else "bootstrap")
+    nothing = (math.nan,) * 4
+    if kind == "class":
+        common["effect"] = f"slope of class {cls}'s normalised recall change per round"
+        if "recall" not in frame or "test.accuracy" not in frame:
+            return common, 0, nothing, math.nan, ("not testable: needs each model's per-class recall "
+                                                  "(prunelab compare or report reads it from the store)")
+        seeds, _, slopes = class_pays_trend(frame, cls, branch, config)
+        if len(seeds) < 2 or len(levels) < 2:
+            return common, len(seeds), nothing, math.nan, f"not testable: {len(seeds)} seeds over {len(levels)} rounds"
+        p = paired_p(-slopes, np.zeros_like(slopes), h.test, "greater")
+        return common, len(seeds), paired_effect(slopes), p, None
+    common["effect"] = "slope of the PIE count per round"
+    if populations is None:
+        return common, 0, nothing, math.nan, ("not testable: needs the stored models' predictions "
+                                              "(prunelab compare or report computes them)")
+    trend = populations.pies_trend(branch, config)
+    return common, trend["n"], (trend["slope"], trend["ci_low"], trend["ci_high"], math.nan), trend["p"], None

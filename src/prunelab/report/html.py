@@ -28,6 +28,7 @@ from ..experiment.query import Results, open_store
 from ..headline import metric_info
 from ..study import check_interval
 from . import plots
+from .population import open_populations, population_sections
 
 _INTERVAL_TEXT = {"auto": "Student t below 30 seeds, bootstrap (BCa) from 30", "t": "Student t",
                   "bootstrap": "bootstrap (BCa, scipy.stats.bootstrap); below ~30 seeds it is too narrow "
@@ -326,6 +327,16 @@ def _png(fig) -> tuple[str, int]:
 
 def _claim_words(claim: str, margin: float, info) -> tuple[str, str, str, str]:
     """(A, B, the claim as a question, the claim as a statement)."""
+    from ..spec import HypothesisSection
+
+    population = HypothesisSection(claim=claim).population
+    if population is not None:
+        kind, cls, branch = population
+        if kind == "class":
+            return (branch, "dense", f"does class {cls} pay more than its share as {branch} prunes further",
+                    f"class {cls} loses more recall than the model overall, more with each round of {branch}")
+        return (branch, "dense", f"does {branch} forget more examples as it prunes further",
+                f"the number of pruning-identified exemplars grows with each round of {branch}")
     a, op, b = claim.split(" ")[0], None, None
     for candidate in (" >= ", " <= ", " > ", " < "):
         if candidate in claim:
@@ -345,7 +356,8 @@ def _claim_words(claim: str, margin: float, info) -> tuple[str, str, str, str]:
 
 
 COMPARISONS = "Planned comparisons: paired effects over seeds"
-_TEST_WORDS = {"t": "one-sided paired t test", "permutation": "one-sided exact sign-flip permutation test"}
+_TEST_WORDS = {"t": "one-sided paired t test", "permutation": "one-sided exact sign-flip permutation test",
+               "bootstrap": "one-sided test resampling seeds (the share of resampled slopes ≤ 0)"}
 
 
 def _verdict_badge(verdict: str) -> str:
@@ -361,6 +373,12 @@ def _hypothesis_line(r, info, family: int, margins: dict) -> str:
                 f"{html.escape(r.verdict.split(': ', 1)[-1])}.</li>")
     direction = "" if info.higher_is_better else f" ({info.label}: lower is better, so a negative difference favours {a})"
     levels = _levels(r.remaining)
+    if r.effect:  # a population claim: its effect is a slope over the rounds, not A − B
+        return (f"<li>{_verdict_badge(r.verdict)} <b>{html.escape(statement)}</b>{where} "
+                f"over {html.escape(levels)} of the weights remaining: {html.escape(r.effect)} = "
+                f"<b>{_interval(r.mean, r.ci_low, r.ci_high, signed=True)}</b> (95 % CI over {r.n} seeds); "
+                f"{_TEST_WORDS.get(r.test, r.test)} p {html.escape(_p_is(r.p))}, Holm-adjusted over the {family} "
+                f"declared hypotheses p <b>{html.escape(_p_is(r.p_adjusted))}</b>.</li>")
     return (f"<li>{_verdict_badge(r.verdict)} <b>{html.escape(statement)}</b>{where} "
             f"at {html.escape(levels)} of the weights remaining: {html.escape(a)} − {html.escape(b)} = "
             f"<b>{_interval(r.mean, r.ci_low, r.ci_high, signed=True)}</b> {html.escape(info.label)} "
@@ -378,7 +396,8 @@ def _hypotheses_shown(results, info, margins: dict) -> pd.DataFrame:
         if len({x.config for x in results}) > 1:
             row["configuration"] = r.config or "–"
         row |= {"weights remaining": _levels(r.remaining), "seeds": str(r.n),
-                "A − B [95 % CI]": _interval(r.mean, r.ci_low, r.ci_high, signed=True, decimals=d),
+                "A − B [95 % CI]": (_interval(r.mean, r.ci_low, r.ci_high, signed=True, decimals=d)
+                                    + (f" ({r.effect})" if r.effect else "")),
                 "d_z": _num(r.d_z, decimals=2), "test": _TEST_WORDS.get(r.test, r.test).replace("one-sided ", ""),
                 "p (one-sided)": _p(r.p), "Holm p": _p(r.p_adjusted),
                 "verdict": _Raw(_verdict_badge(r.verdict) + (html.escape(": " + r.verdict.split(": ", 1)[1])
@@ -422,13 +441,14 @@ def _family_floor(table: pd.DataFrame) -> tuple[int, float, int, float] | None:
     return worst
 
 
-def _effects(points: pd.DataFrame, metric: str):
+def _effects(points: pd.DataFrame, metric: str, populations=None):
     """(hypothesis results, each claim's margin, planned comparisons table or None)."""
     from ..analysis.effects import compare_points, evaluate_hypotheses
 
     declared = points.attrs.get("hypotheses") or []
     margins = {h["claim"]: float(h.get("margin") or 0.0) for h in declared}
-    results = evaluate_hypotheses(points, declared, value=metric, metric=metric) if declared else []
+    results = (evaluate_hypotheses(points, declared, value=metric, metric=metric, populations=populations)
+               if declared else [])
     try:
         table = compare_points(points, metric, test="permutation", family="pair")
     except PrunelabError:
@@ -451,7 +471,8 @@ def _effects_sections(results, margins: dict, table, tables: dict, info) -> list
         sections.append(_table_section(
             "Declared hypotheses", frame, "hypotheses",
             f"Declared in the spec before the run and tested as one family. Per seed, A − B ({info.label}) is "
-            "averaged over the listed levels of A (B at the same round, or the dense model); the test runs in the "
+            "averaged over the listed levels of A (B at the same round, or the dense model); a population claim's "
+            "effect is a slope over the rounds instead (its column says which); the test runs in the "
             "claim's direction: " + " and ".join(_TEST_WORDS[t] for t in tests) + ". "
             + ("The t test has no floor with few seeds (it assumes the per-seed differences are roughly normal), "
                "which is why these p-values can be small where the exact test of the next table cannot go below "
@@ -807,7 +828,11 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
     sampled = first_seeds(points, tensor_seeds)  # what the sections reading tensors read
     read = _tensor_note(points, sampled)
     n_seeds = int(points["seed"].nunique())
-    hypotheses, margins, comparisons = _effects(selected, metric)
+    populations, population_note = open_populations(results, points)
+    if populations is None and "dataset" in population_note:
+        data_note = " ".join(filter(None, (data_note, f"The population sections (per-class tests over seeds, PIEs) "
+                                                      f"are left out: {html.escape(population_note)}.")))
+    hypotheses, margins, comparisons = _effects(selected, metric, populations)
 
     levels = [x for r in hypotheses for x in r.remaining]
     fig, t = plots.accuracy_vs_remaining(points, interval, metric=metric,
@@ -854,6 +879,10 @@ def build_report(store: str | Path | Results, out: str | Path, csv_dir: str | Pa
                                  "One panel per branch, best first, on one colour scale; each cell is the mean over "
                                  "seeds of the class's recall minus the dense model's (same seed). Blue: the class "
                                  "gained recall, red: it lost."))
+    if populations is not None:
+        more, population_tables = population_sections(populations, branches)
+        sections += more
+        tables.update(population_tables)
     if "roc_auc" in points and points["roc_auc"].notna().any():
         fig, t = plots.binary_metrics_vs_remaining(points, interval)
         tables["binary"] = t
