@@ -1,4 +1,4 @@
-"""What `executors.tune_allocator` (glibc malloc thresholds per task process) buys on Dask workers.
+"""What `worker.tune_allocator` (glibc malloc thresholds per task process) buys on Dask workers.
 
 A/B on a warm 2-worker LocalCluster: the same two-branch tree (2 roots, each a
 dense training and 3 rounds of prune 20 % / rewind / retrain) run with the
@@ -48,9 +48,9 @@ def two_branches(store: str, dataset: str, model: str, iterations: int) -> Exper
 
 
 def _mark_tuned() -> None:
-    from prunelab.experiment import executors
+    from prunelab.experiment import worker
 
-    executors._ALLOCATOR_TUNED = True  # tune_allocator() becomes a no-op: glibc's defaults stay
+    worker._ALLOCATOR_TUNED = True  # tune_allocator() becomes a no-op: glibc's defaults stay
 
 
 def run(dataset: str, model: str, iterations: int, tuned: bool) -> tuple[float, float]:

@@ -73,7 +73,8 @@ def build(store: Path, seeds: int) -> int:
 
     import prunelab.files
     from prunelab.experiment.context import RunContext, dataset_cache
-    from prunelab.experiment.executors import _manifest_base, plan
+    from prunelab.experiment.planning import plan
+    from prunelab.experiment.running import manifest_base
     from prunelab.spec import parse_spec
     from prunelab.study import build_study
     from prunelab.tasks.evaluation import evaluate
@@ -117,7 +118,7 @@ def build(store: Path, seeds: int) -> int:
                                             "sparsity": 1 - kept / total if total else 0.0})
             else:
                 snap = st.recipe.run(ctx, parent)
-            base = _manifest_base(st)
+            base = manifest_base(st)
             base["timings"] = {"started": time.time(), "seconds": 0.5, "finished": time.time()}
             exp.store.write_state(base, snap)
             recent[st.hash] = snap

@@ -64,7 +64,8 @@ def build(store: Path, states: int) -> int:
     import torch
 
     import prunelab.files
-    from prunelab.experiment.executors import _manifest_base, plan
+    from prunelab.experiment.planning import plan
+    from prunelab.experiment.running import manifest_base
     from prunelab.experiment.snapshot import ModelSpec, Snapshot
     from prunelab.tasks import build_model, load_dataset
     from prunelab.tasks.evaluation import evaluate
@@ -95,7 +96,7 @@ def build(store: Path, states: int) -> int:
                 and st.depth > 2 else {}
             snap = Snapshot(spec, "digits", {"1.weight": torch.randn(2, 2, generator=g)}, masks, None,
                             100 if recipe == "Train" else 0, metrics)
-            base = _manifest_base(st)
+            base = manifest_base(st)
             base["timings"] = {"started": time.time(), "seconds": 0.5, "finished": time.time()}
             exp.store.write_state(base, snap)
             written += 1
@@ -113,7 +114,7 @@ def measure(store: Path, seeds: int, repeats: int) -> dict:
              "assert len(df) > 0; print(time.perf_counter() - t)")
     plan_code = (TREE_CODE.replace("{rounds}", str(ROUNDS)) +
                  f"t = time.perf_counter(); exp = tree({str(store)!r}, {seeds}); t1 = time.perf_counter()\n"
-                 "from prunelab.experiment.executors import plan\n"
+                 "from prunelab.experiment.planning import plan\n"
                  "tasks, total, done = plan(exp); t2 = time.perf_counter()\n"
                  "assert not tasks, len(tasks)\n"
                  "print(t1 - t, t2 - t1)")

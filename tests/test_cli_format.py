@@ -164,7 +164,7 @@ def test_a_log_line_at_most_every_interval():
 
 
 def test_states_are_named_by_the_point_they_lead_to(tmp_path):
-    from prunelab.experiment.executors import state_labels
+    from prunelab.experiment.run_display import state_labels
     from prunelab.spec import load_spec
     from prunelab.study import build_study
 

@@ -238,18 +238,19 @@ def test_a_worker_that_sees_another_store_refuses_and_the_client_notices(tmp_pat
     """Without a shared file system a worker would fill its own store at the same path and the run would
     report states the client cannot show: the worker refuses, and the client checks what it was told."""
     from prunelab.experiment import Store
-    from prunelab.experiment.executors import _check_shared_store, _missing_after_run
+    from prunelab.experiment.dask_executors import missing_after_run
+    from prunelab.experiment.worker import check_shared_store
     from prunelab.experiment.store import StoreError
 
     store = Store(tmp_path / "store")
     token = "ab" * 16
     with pytest.raises(StoreError, match="shared file system"):
-        _check_shared_store(str(store.root), token)
+        check_shared_store(str(store.root), token)
     (store.root / "locks" / f"run-{token}").touch()
-    _check_shared_store(str(store.root), token)  # the client's token is there: the same store
+    check_shared_store(str(store.root), token)  # the client's token is there: the same store
     reported = [{"hash": "c" * 64, "status": "done"}, {"hash": "d" * 64, "status": "done", "probe": True},
                 {"hash": "e" * 64, "status": "failed"}]
-    assert _missing_after_run(store, reported) == ["c" * 64]
+    assert missing_after_run(store, reported) == ["c" * 64]
 
 
 def test_an_unknown_executor_is_refused_before_planning(tmp_path):

@@ -418,23 +418,25 @@ def test_unreachable_scheduler_is_a_clear_error(tmp_path):
 
 def test_local_executor_runs_a_single_chain_in_process(tmp_path, monkeypatch):
     """A plan whose tasks can only run one after the other gains nothing from workers: no cluster."""
-    from prunelab.experiment import executors
+    from prunelab.experiment.dask_executors import LocalExecutor
+    from prunelab.experiment.planning import plan
+    from prunelab.experiment.taskgraph import max_parallel
 
     exp = Experiment(tmp_path / "s")
     exp.root(dataset="digits", model="lenet_300_100").then(Train(CONFIG)).then(
         Prune(technique("l1_unstructured", amount=0.3)))
-    monkeypatch.setattr(executors, "_run_dask", lambda *a, **k: pytest.fail("started a cluster"))
+    monkeypatch.setattr(LocalExecutor, "connect", lambda *a, **k: pytest.fail("started a cluster"))
     summary = exp.run("local", workers=2)
     assert summary.ok and "ran in this process" in summary.note and len(summary.computed) == 3
-    tasks, _, _ = executors.plan(small_tree(tmp_path / "t")[0])
-    assert executors.max_parallel(tasks) == 2  # two branches after the dense training: a cluster helps
+    tasks, _, _ = plan(small_tree(tmp_path / "t")[0])
+    assert max_parallel(tasks) == 2  # two branches after the dense training: a cluster helps
 
 
 def test_a_run_freezes_the_heap_it_found_and_gives_it_back(tmp_path):
     import gc
     import weakref
 
-    from prunelab.experiment.executors import frozen_heap
+    from prunelab.experiment.worker import frozen_heap
 
     class Node:
         pass

@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 from prunelab.experiment import Store, open_store
-from prunelab.experiment import executors
+from prunelab.experiment import planning
 from prunelab.experiment.store import StoreError
 
 from .experiment_helpers import small_tree
@@ -106,9 +106,8 @@ def test_a_read_only_store_lists_without_writing(store, monkeypatch):
 
 def test_a_large_plan_reads_the_listing_and_stops_at_a_damaged_manifest(store, monkeypatch):
     path, exp, leaves = store
-    monkeypatch.setattr(executors, "_done_states", executors._done_states)
     big = list(exp.states.values()) * 5  # over the 64-state threshold: the listing path
-    done = executors._done_states(exp.store, big)
+    done = planning.done_states(exp.store, big)
     assert set(done) == set(exp.states)
     target = path / "states" / f"{leaves[0].hash}.json"
     target.write_text(target.read_text().replace('"depth"', '"depth" ', 1))  # changed bytes, digest still checked
@@ -117,7 +116,7 @@ def test_a_large_plan_reads_the_listing_and_stops_at_a_damaged_manifest(store, m
     target.write_text(json.dumps(m))
     os.utime(target, ns=(2, 2))
     with pytest.raises(StoreError, match="damaged manifest"):
-        executors._done_states(Store(path), big)
+        planning.done_states(Store(path), big)
 
 
 def test_ls_limits_counts_and_filters_in_the_index(store):

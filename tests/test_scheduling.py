@@ -5,11 +5,12 @@ import pytest
 import torch
 
 from prunelab import TrainConfig
-from prunelab.experiment import (Experiment, Finetune, Prune, RandomReinit, Rewind, Train, Transfer,
-                                 executors)
+from prunelab.experiment import Experiment, Finetune, Prune, RandomReinit, Rewind, Train, Transfer
 from prunelab.experiment import scheduling
 from prunelab.experiment.context import dataset_cache
-from prunelab.experiment.executors import Task, plan
+from prunelab.experiment.dask_executors import LocalExecutor
+from prunelab.experiment.planning import plan
+from prunelab.experiment.taskgraph import Task, max_parallel
 from prunelab.pruning import technique
 
 from .experiment_helpers import CONFIG
@@ -95,10 +96,10 @@ def test_the_probe_leaves_threads_and_random_state_as_they_were():
 def test_a_small_plan_runs_in_process_and_says_why(tmp_path, monkeypatch):
     """Two independent seeds could run on two workers, but their few dozen steps take less than a
     cluster takes to start: the local executor runs them here."""
-    monkeypatch.setattr(executors, "_run_dask", lambda *a, **k: pytest.fail("started a cluster"))
+    monkeypatch.setattr(LocalExecutor, "connect", lambda *a, **k: pytest.fail("started a cluster"))
     exp = rewinding_tree(tmp_path / "s", seeds=(0, 1))
     tasks = plan(exp)[0]
-    assert executors.max_parallel(tasks) >= 2
+    assert max_parallel(tasks) >= 2
     summary = exp.run("local", workers=2)
     assert summary.ok and len(summary.computed) == len(exp.states)
     assert summary.note.startswith("ran in this process: about") and "training steps" in summary.note

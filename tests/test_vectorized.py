@@ -12,7 +12,7 @@ import torch
 
 from prunelab import PrunelabError, TrainConfig
 from prunelab.experiment import Experiment, Prune, Rewind, Store, Train
-from prunelab.experiment import executors
+from prunelab.experiment import planning
 from prunelab.pruning import technique
 from prunelab.pruning.masked import train_masked
 from prunelab.pruning.masks import get_masks
@@ -190,13 +190,13 @@ def imp_tree(root, width, seeds=(0, 1, 2), poison_seed=None):
 
 def test_lockstep_groups_give_the_bits_of_each_state_computed_alone(tmp_path, monkeypatch):
     exp, leaves = imp_tree(tmp_path / "grouped", 4)
-    tasks, _, _ = executors.plan(exp)
+    tasks, _, _ = planning.plan(exp)
     assert len(tasks) == 1 and tasks[0].lanes == (6, 6, 6)  # three seeds' chains run side by side
     summary = exp.run()
     assert summary.ok and len(summary.computed) == 18
-    monkeypatch.setattr(executors, "_lockstep", lambda tasks: tasks)  # every state on its own
+    monkeypatch.setattr(planning, "merge_lanes", lambda tasks: tasks)  # every state on its own
     alone, _ = imp_tree(tmp_path / "alone", 4)
-    assert len(executors.plan(alone)[0]) == 3
+    assert len(planning.plan(alone)[0]) == 3
     assert alone.run().ok
     a, b = Store(tmp_path / "grouped"), Store(tmp_path / "alone")
     for h in exp.states:
@@ -235,7 +235,7 @@ def test_dask_workers_run_lockstep_groups_with_the_same_bits(tmp_path):
     serial, leaves = imp_tree(tmp_path / "serial", 2, seeds=(0, 1, 2))
     assert serial.run().ok
     dask, _ = imp_tree(tmp_path / "dask", 2, seeds=(0, 1, 2))
-    assert len(executors.plan(dask)[0]) == 2  # three chains, two lanes a task
+    assert len(planning.plan(dask)[0]) == 2  # three chains, two lanes a task
     assert dask.run("local", workers=2, fallback=False).ok
     a, b = Store(tmp_path / "serial"), Store(tmp_path / "dask")
     for h in serial.states:

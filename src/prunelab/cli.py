@@ -352,7 +352,8 @@ def init(path: Path = typer.Argument(Path("study.toml"), help="where to write th
 def run(
     spec_path: Path = typer.Argument(..., metavar="SPEC", help="study spec (TOML)"),
     store: Optional[Path] = typer.Option(None, help="store directory (overrides [study].store)"),
-    executor: str = typer.Option("serial", help="serial, local, or a Dask scheduler address (tcp://host:8786)"),
+    executor: str = typer.Option("serial", help="serial, local, a Dask scheduler address (tcp://host:8786), an "
+                                                "installed executor, or your own as 'package.module:Class'"),
     workers: Optional[int] = typer.Option(None, help="worker processes for --executor local"),
     fallback: bool = typer.Option(True, help="--executor local: run in this process when a cluster cannot gain "
                                              "(no two tasks can run at once, or too little work for its start-up)"),
@@ -364,10 +365,15 @@ def run(
                                                     "device; cpu and cuda states have different hashes)"),
 ) -> None:
     """Run a study: validate SPEC, show the plan, run what is missing, print the summary."""
-    from .experiment.executors import plan
+    from .experiment.executors import is_import_path, make_executor
+    from .experiment.planning import plan
+    from .registry import trust_names
     from .spec import load_spec, with_device
     from .study import build_study, check_interval, comparison_pairs, hypothesis_results, summarize
 
+    if is_import_path(executor):
+        trust_names(executor)  # typed on your command line: your own name, trusted like a spec's
+    runner = make_executor(executor)  # an unknown executor fails before the spec is even read
     spec = load_spec(spec_path)
     if device is not None:
         spec = with_device(spec, device)
@@ -385,7 +391,7 @@ def run(
         pending = sum(len(t.states) + len(t.probes) for t in tasks)
         console.print(f"[bold]{spec.study.name}[/]: {len(tree.experiment.states)} states, {len(done)} already stored, "
                       f"{pending} to run on {executor} → {tree.experiment.store.root}")
-        summary = tree.experiment.run(executor, workers=workers, threads=threads, fallback=fallback)
+        summary = tree.experiment.run(runner, workers=workers, threads=threads, fallback=fallback)
     except PrunelabError:
         if new_store:
             _remove_if_nothing_stored(folder)

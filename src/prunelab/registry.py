@@ -39,10 +39,13 @@ class _Lazy:
 
 class Registry(Generic[T]):
     """A small, typed name → factory table. ``kind`` words the errors. ``discover(registry)``, when
-    given, is called once before the first lookup to add entries found elsewhere (entry points)."""
+    given, is called once before the first lookup to add entries found elsewhere (entry points).
+    ``alternatives``: what else a name may be, for the message naming an unknown one."""
 
-    def __init__(self, kind: str, discover: Callable[["Registry"], None] | None = None) -> None:
+    def __init__(self, kind: str, discover: Callable[["Registry"], None] | None = None, *,
+                 alternatives: str = "'package.module:factory'") -> None:
         self.kind = kind
+        self.alternatives = alternatives
         self._entries: dict[str, Entry[T]] = {}
         self._discover = discover
 
@@ -102,7 +105,7 @@ class Registry(Generic[T]):
         hint = f"; did you mean {close[0]!r}?" if close else ""
         return (
             f"unknown {self.kind} {name!r}{hint} "
-            f"(known: {', '.join(self.names())}; or give 'package.module:factory')"
+            f"(known: {', '.join(self.names())}; or give {self.alternatives})"
         )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from .._lazy import lazy_names
 
 _WHERE = {
-    "RunSummary": "executors", "Results": "query", "open_store": "query", "ModelSpec": "snapshot",
+    "RunSummary": "runner", "Results": "query", "open_store": "query", "ModelSpec": "snapshot",
     "Snapshot": "snapshot", "Store": "store", "StoreError": "store", "Experiment": "tree", "Probe": "tree",
     "State": "tree",
     **{name: "recipes" for name in ("Consensus", "Evaluate", "Finetune", "Init", "Prune", "RandomPruneLike",

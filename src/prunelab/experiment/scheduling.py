@@ -33,7 +33,7 @@ from ..pruning.methods import PruningConfig
 from .recipes import Finetune, Init, Train
 
 if TYPE_CHECKING:
-    from .executors import Task
+    from .taskgraph import Task
     from .tree import Experiment, State
 
 CLUSTER_START_SECONDS = 3.0  # measured 2.8 s more than a serial run, start to shutdown (dask_scaling.md)

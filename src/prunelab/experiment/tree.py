@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from ..errors import PrunelabError
 from .hashing import canonical_json, sha256_hex
 from .recipes import Init, Recipe, StateLike
 from .snapshot import frozen_options
 from .store import Store
+
+if TYPE_CHECKING:
+    from .executors import Executor
 
 
 class State(StateLike):
@@ -171,22 +174,23 @@ class Experiment:
     def _register_probe(self, probe: Probe) -> Probe:
         return self.probes.setdefault(probe.hash, probe)
 
-    def run(self, executor: str = "serial", *, workers: int | None = None, threads: int | None = None,
+    def run(self, executor: "str | Executor" = "serial", *, workers: int | None = None, threads: int | None = None,
             progress: bool | None = None, fuse: bool = True, fallback: bool = True):
         """Run every state not yet in the store; returns a :class:`RunSummary`.
 
         ``executor``: ``"serial"`` (this process), ``"local"`` (a Dask
-        LocalCluster of ``workers`` processes) or a scheduler address
-        (``"tcp://host:8786"``). Every task runs at ``threads`` torch threads
-        (default 1) whatever the executor, so results are bitwise identical
-        across executors; parallelism comes from running branches at once.
+        LocalCluster of ``workers`` processes), a scheduler address
+        (``"tcp://host:8786"``), an installed executor's name, ``"package.module:Class"`` (from a
+        module you trust) or an executor object (:mod:`prunelab.experiment.executors`). Every task
+        runs at ``threads`` torch threads (default 1) whatever the executor, so results are bitwise
+        identical across executors; parallelism comes from running branches at once.
         Scripts using ``"local"`` need the ``if __name__ == "__main__":`` guard
         (worker processes are spawned). With ``fallback`` (the default), ``"local"`` runs in this
         process when a cluster cannot gain: no two tasks can run at once, or the work predicted
         from the plan is too small to pay for the cluster's start-up (the summary's ``note`` says
         which; :mod:`prunelab.experiment.scheduling`).
         """
-        from .executors import run_experiment
+        from .runner import run_experiment
 
         return run_experiment(self, executor=executor, workers=workers, threads=threads, progress=progress, fuse=fuse,
                               fallback=fallback)
