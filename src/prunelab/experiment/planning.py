@@ -61,9 +61,9 @@ def plan(experiment: "Experiment", fuse: bool = True) -> tuple[list[Task], int, 
             tasks.append(Task(states=[st], deps=sorted({task_of[d] for d in deps})))
         task_of[s.hash] = index
         for p in probes_on.pop(s.hash, []):
-            tasks[index].probes.append(ProbeTask(p.hash, s.hash, p.recipe.detached(), {"state": s.hash, "probe": p.recipe.type_name, "version": p.recipe.version, "params": p.recipe.params()}))
+            tasks[index].probes.append(_probe_task(p, s.hash))
     for state_hash, plist in probes_on.items():  # probes on states already done
-        tasks.append(Task(probes=[ProbeTask(p.hash, state_hash, p.recipe.detached(), {"state": state_hash, "probe": p.recipe.type_name, "version": p.recipe.version, "params": p.recipe.params()}) for p in plist]))
+        tasks.append(Task(probes=[_probe_task(p, state_hash) for p in plist]))
     tasks = merge_lanes(tasks)
     from ..registry import trusted_modules
 
@@ -73,8 +73,22 @@ def plan(experiment: "Experiment", fuse: bool = True) -> tuple[list[Task], int, 
     return tasks, len(states) + len(experiment.probes), sorted(done)
 
 
+def _probe_task(probe, state_hash: str) -> ProbeTask:
+    recipe = probe.recipe
+    return ProbeTask(probe.hash, state_hash, recipe.detached(),
+                     {"state": state_hash, "probe": recipe.type_name, "version": recipe.version, "params": recipe.params()})
+
+
 def dependency_order(states: list["State"], skip: set[str] | dict = frozenset()) -> list["State"]:
-    """``states`` and their dependencies in dependency order, leaving out the hashes in ``skip``."""
+    """``states`` and their dependencies in dependency order, leaving out the hashes in ``skip``:
+    depth first from each state, shallowest first, each state's dependencies before it in the order
+    it names them.
+
+    Not ``graphlib.TopologicalSorter``'s order (Kahn's, ready state by ready state): the order
+    numbers the tasks, and the tasks' order decides which chains share a lockstep task
+    (:func:`.lockstep.merge_lanes`), which their manifests record. With Kahn's order (shallowest
+    ready state first) the example studies with ``vectorize = 2`` or ``3`` grouped differently.
+    """
     order, seen = [], set(skip)
 
     def visit(s):
