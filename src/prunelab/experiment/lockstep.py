@@ -65,7 +65,7 @@ def merge_lanes(tasks: list[Task]) -> list[Task]:
 
 
 def run_lockstep(store: Store, chains: list[list[StateTask]], blocked: dict,
-                  labels: dict[str, str] | None = None) -> list[dict]:
+                 labels: dict[str, str] | None = None) -> list[dict]:
     """Run independent chains side by side: each runs on its own until its next state is a
     vectorised training; then the trainings that share a group key run as one pass."""
     results: list[dict] = []
@@ -113,7 +113,7 @@ def run_lockstep(store: Store, chains: list[list[StateTask]], blocked: dict,
 
 
 def run_group(store: Store, members: list[tuple[StateTask, "object"]],
-               labels: dict[str, str] | None = None) -> list[tuple[StateTask, dict]]:
+              labels: dict[str, str] | None = None) -> list[tuple[StateTask, dict]]:
     with ExitStack() as locks:
         for st, _ in sorted(members, key=lambda m: m[0].hash):  # one order everywhere: no deadlock
             locks.enter_context(store.lock(st.hash))

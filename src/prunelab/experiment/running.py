@@ -99,7 +99,7 @@ def run_state(store: Store, st: StateTask, label: str | None = None) -> dict:
 
 
 def record(store: Store, st: StateTask, started: float, t0: float, outcome, trace: str = "",
-            seconds: float | None = None) -> dict:
+           seconds: float | None = None) -> dict:
     """Write a computed state, or the failure ``outcome`` (an exception) it ended in."""
     base = manifest_base(st)
     elapsed = time.perf_counter() - t0 if seconds is None else seconds
