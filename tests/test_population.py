@@ -219,10 +219,16 @@ claim = "{claim}"
             load_spec_text(base.format(rounds=rounds, claim=claim))
 
 
-def test_class_sensitivity_against_per_example_backward():
+@pytest.mark.parametrize("layers", ["linear", "conv"])  # the closed-form norms of Linear layers, and torch.func's
+def test_class_sensitivity_against_per_example_backward(layers):
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
-    x, y = torch.randn(40, 5), torch.arange(40) % 3
+    if layers == "linear":
+        model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3, bias=False))
+        x = torch.randn(40, 5)
+    else:
+        model = torch.nn.Sequential(torch.nn.Conv1d(1, 2, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(6, 3))
+        x = torch.randn(40, 1, 5)
+    y = torch.arange(40) % 3
     table = class_sensitivity(model, x, y, 3, chunk=16)
     norms, margins = [], []
     for xi, yi in zip(x, y):

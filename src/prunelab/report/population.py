@@ -141,7 +141,7 @@ def open_populations(results, points):
     return Populations(results, points), ""
 
 
-def population_sections(populations, branches: list[str], resamples: int = 500) -> tuple[list[str], dict]:
+def population_sections(populations, branches: list[str], resamples: int = 200) -> tuple[list[str], dict]:
     """The report's population sections (HTML) and their tables."""
     from ..errors import PrunelabError
     from .html import _section
