@@ -45,12 +45,16 @@ def test_report_embeds_every_plot_and_writes_csvs(study_store, tmp_path):
     out = build_report(study_store, tmp_path / "r.html", tmp_path / "csv")
     page = out.read_text()
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-    assert len(images) == 7  # accuracy, per-class, disparity, pareto, similarity, structure, stability
+    # accuracy, per-class, the population test, PIE counts, PIE images, gradient norm and margin, disparity,
+    # pareto, similarity, structure, stability
+    assert len(images) == 11
     for data in images:
         image = Image.open(io.BytesIO(base64.b64decode(data)))
         assert image.format == "PNG" and image.size[0] > 300
     assert "http" not in page.replace("http-equiv", "")  # nothing fetched from outside: opens offline
-    assert {p.name for p in (tmp_path / "csv").iterdir()} >= {"accuracy.csv", "pareto.csv", "similarity.csv"}
+    assert {p.name for p in (tmp_path / "csv").iterdir()} >= {"accuracy.csv", "pareto.csv", "similarity.csv",
+                                                             "population_classes.csv", "pies.csv", "sensitivity.csv"}
+    assert "Pruning-identified exemplars (PIEs)" in page and "Welch" in page
     low = page.lower()
     assert ("adding the worst-class limit changes it to" in low or "does not change the choice" in low
             or "no point also meets" in low or "no branch and level meets" in low)
@@ -87,7 +91,7 @@ def test_report_renders_in_headless_chromium(study_store, tmp_path):
              f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run(flags + ["--window-size=1200,2000", "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
                          capture_output=True, text=True, timeout=120).stdout
-    assert "<title>report: 7/7 images loaded</title>" in dom
+    assert "<title>report: 11/11 images loaded</title>" in dom
     assert 'data-scaled="0"' in dom  # every figure is shown at its drawn size (100 % zoom) in a 1200 px window
     shot = tmp_path / "shot.png"
     subprocess.run(flags + ["--window-size=1200,2000", f"--screenshot={shot}", page.as_uri()],
@@ -132,7 +136,7 @@ def test_report_of_a_swept_study_with_groups(swept_store, tmp_path):
                        group_column="ink", config="lr=0.02 rate=0.8")
     page = out.read_text()
     # 7 + variation + groups, less mask similarity: one pruned branch has nothing to compare with
-    assert len(re.findall(r'src="data:image/png;base64,', page)) == 8
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 12  # with the 4 population figures
     assert "needs two or more pruned branches" in page
     assert "<b>lr=0.02 rate=0.8</b>" in page and "Group fairness: accuracy by ink" in page
     variation = pd.read_csv(tmp_path / "csv" / "variation.csv")

@@ -262,6 +262,16 @@ _CLAIM = re.compile(r"^\s*(.+?)\s+(>=|<=|>|<)\s+(.+?)\s*$")
 _POPULATION_CLAIM = re.compile(r"^\s*(?:class\s+(\S+)\s+pays|(pies)\s+grow)\s+in\s+(.+?)\s*$")
 
 
+def population_claim(claim: str) -> tuple[str, str | None, str] | None:
+    """``("class", C, branch)`` for "class C pays in branch", ``("pies", None, branch)`` for "pies grow in
+    branch", None for any other claim."""
+    m = _POPULATION_CLAIM.match(claim)
+    if m is None:
+        return None
+    cls, pies, branch = m.groups()
+    return ("pies", None, branch) if pies else ("class", cls, branch)
+
+
 class HypothesisSection(_Strict):
     """A claim declared before the run (arXiv 1904.10922), tested after it as one family.
 
@@ -318,11 +328,7 @@ class HypothesisSection(_Strict):
     @property
     def population(self) -> tuple[str, str | None, str] | None:
         """``("class", C, branch)`` or ``("pies", None, branch)`` for a population claim, else None."""
-        m = _POPULATION_CLAIM.match(self.claim)
-        if m is None:
-            return None
-        cls, pies, branch = m.groups()
-        return ("pies", None, branch) if pies else ("class", cls, branch)
+        return population_claim(self.claim)
 
     @property
     def parts(self) -> tuple[str, str, str]:

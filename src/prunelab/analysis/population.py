@@ -301,6 +301,14 @@ class Populations:
         self.labels: np.ndarray | None = None
         self.dataset: str | None = None
         self.class_names = tuple(points["class_names"].iloc[0]) if len(points) else ()
+        configs = points["config"].fillna("").unique() if len(points) else [""]
+        self._config = configs[0] if len(configs) == 1 else None  # one configuration: the default one
+
+    def _in(self, config: str | None):
+        """The points of ``config`` (default: the table's only configuration; no sweep: all)."""
+        p = self.points
+        config = config if config is not None else self._config
+        return p[p["config"].fillna("") == (config or "")]
 
     def _of(self, hashes: list[str]) -> np.ndarray:
         missing = [h for h in dict.fromkeys(hashes) if h not in self._predictions]
@@ -315,18 +323,18 @@ class Populations:
 
     def seeds(self, branch: str, round: int, config: str | None = None) -> dict[int, str]:
         """seed → state hash of one row of the study at one round (the dense row: round 0)."""
-        p = self.points
-        rows = p[(p["branch"] == branch) & (p["round"] == round) & (p["config"].fillna("") == (config or ""))]
+        p = self._in(config)
+        rows = p[(p["branch"] == branch) & (p["round"] == round)]
         return dict(zip(rows["seed"].astype(int), rows["hash"]))
 
     def rounds(self, branch: str, config: str | None = None) -> list[tuple[int, float]]:
         """(round, mean weights remaining) of a branch, in order."""
-        p = self.points
-        rows = p[(p["branch"] == branch) & (p["config"].fillna("") == (config or ""))]
+        rows = self._in(config)
+        rows = rows[rows["branch"] == branch]
         return sorted({(int(r), float(m)) for r, m in zip(rows["round"], rows["remaining"])})
 
     def dense_row(self, config: str | None = None) -> str:
-        kinds = self.points[self.points["config"].fillna("") == (config or "")]
+        kinds = self._in(config)
         dense = kinds[kinds["kind"] == "dense"]["branch"]
         if "dense" in set(dense):
             return "dense"
@@ -354,6 +362,8 @@ class Populations:
             t.insert(0, "round", rnd)
             t.insert(0, "branch", branch)
             tables.append(t)
+        if not tables:
+            raise PrunelabError(f"no finished round of {branch!r} to compare with the dense models")
         return pd.concat(tables, ignore_index=True)
 
     def pies(self, branch: str, config: str | None = None, **options) -> list[tuple[int, float, PIEs]]:

@@ -327,9 +327,9 @@ def _png(fig) -> tuple[str, int]:
 
 def _claim_words(claim: str, margin: float, info) -> tuple[str, str, str, str]:
     """(A, B, the claim as a question, the claim as a statement)."""
-    from ..spec import HypothesisSection
+    from ..spec import population_claim
 
-    population = HypothesisSection(claim=claim).population
+    population = population_claim(claim)
     if population is not None:
         kind, cls, branch = population
         if kind == "class":
