@@ -506,6 +506,30 @@ def test_the_snapshot_cache_counts_shared_tensors_once_and_keeps_to_its_bound(mo
     cache.clear()
 
 
+def test_clearing_the_process_caches_changes_nothing_a_run_plans_or_reads(tmp_path):
+    """CACHES.clear() empties every cache, as a new process starts; the same tree then plans the same
+    hashes, finds every state done, and reads each state back bit for bit as it was computed."""
+    from prunelab.caches import CACHES
+
+    exp, *_ = small_tree(tmp_path / "s", branches=("l1_unstructured",), rounds=1)
+    assert exp.run().ok
+    filled = {name for name, n in CACHES.sizes().items() if n}
+    assert {"snapshots", "datasets", "tensor_digests", "tensor_homes", "ready_indexes"} <= filled
+    computed = {h: CACHES.snapshots.snapshot((str(exp.store.root), h)) for h in exp.states}
+    computed = {h: snap for h, snap in computed.items() if snap is not None}
+    assert computed
+    CACHES.clear()
+    assert not any(CACHES.sizes().values())
+    again, *_ = small_tree(tmp_path / "s", branches=("l1_unstructured",), rounds=1)
+    assert set(again.states) == set(exp.states)
+    assert again.run().computed == []
+    for h, snap in computed.items():
+        loaded = again.store.load(h)
+        assert loaded.weights.keys() == snap.weights.keys() and loaded.masks.keys() == snap.masks.keys()
+        assert all(torch.equal(loaded.weights[k], snap.weights[k]) for k in snap.weights)
+        assert all(torch.equal(loaded.masks[k], snap.masks[k]) for k in snap.masks)
+
+
 def test_a_trained_state_shares_its_parents_masks_and_a_pruned_one_its_weights(tmp_path):
     from prunelab.caches import CACHES
     from prunelab.experiment.recipes import Prune as PruneRecipe, Train as TrainRecipe

@@ -97,7 +97,7 @@ class ProcessCaches:
 
     __slots__ = ("snapshots", "datasets", "dataset_fingerprints", "model_fingerprints", "splits_on_device",
                  "module_templates", "flops_positions", "identity_dumps", "tensor_digests", "packed_masks",
-                 "tensor_homes", "ready_indexes", "trusted_indexes")
+                 "tensor_homes", "ready_indexes", "trusted_indexes", "mean_cis")
 
     def __init__(self) -> None:
         self.snapshots = SnapshotCache()  # experiment.context: states a run reads back
@@ -114,6 +114,7 @@ class ProcessCaches:
         self.tensor_homes: dict[str, dict[str, str]] = {}  # experiment.store: store root → tensor hash → its file
         self.ready_indexes: set[tuple] = set()  # experiment.store: indexes this process made or checked
         self.trusted_indexes: set[tuple] = set()  # experiment.store: indexes whose token this process checked
+        self.mean_cis: dict = {}  # study.mean_cis: (confidence, method, the columns' bytes) → intervals
 
     def clear(self) -> None:
         """Empty every cache, as a new process starts."""

@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 
     from ..snapshot import Snapshot
 
-_PUBLISHERS: dict[tuple[str, int], Publisher] = {}  # (store root, thread) → its deferred publishing
+# (store root, thread) → its deferred publishing: the live state of writes under way, not a cache
+# (prunelab.caches), so never cleared from outside
+_PUBLISHERS: dict[tuple[str, int], Publisher] = {}
 
 
 class StateFiles:
