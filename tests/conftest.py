@@ -67,10 +67,10 @@ def run_cli_here(*args, env=None, timeout=300):
     from click.testing import CliRunner
 
     from prunelab import cli, registry
-    from prunelab.experiment import context
+    from prunelab.caches import CACHES
 
     full_env = {"CI": "1", "COLUMNS": "120", **(env or {})}
-    for state in (cli._OPENED, cli._WARNED, context._SNAPSHOTS, context._DATASETS):
+    for state in (cli._OPENED, cli._WARNED, CACHES.snapshots, CACHES.datasets):
         state.clear()
     trusted = set(registry._TRUSTED)
     registry._TRUSTED.clear()  # a fresh process trusts nothing it was not told to (a module trusted earlier in
@@ -123,7 +123,7 @@ def run_cli_here(*args, env=None, timeout=300):
             sys.stdout.flush()
             sys.stderr.flush()
         stdout, stderr = (_text(stream.getvalue()) for stream in (out, err))
-    context._SNAPSHOTS.clear()
+    CACHES.snapshots.clear()
     return subprocess.CompletedProcess(["prunelab", *map(str, args)], code, stdout, stderr)
 
 

@@ -112,9 +112,9 @@ def test_corrupted_blob_is_reported_with_its_path(tmp_path):
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
-    from prunelab.experiment.executors import _SNAPSHOTS
+    from prunelab.caches import CACHES
 
-    _SNAPSHOTS.clear()
+    CACHES.snapshots.clear()
     with pytest.raises(StoreError, match=f"{path}: blob is corrupted"):
         exp.store.load(dense.hash)
     problems = exp.store.verify()
@@ -260,7 +260,7 @@ def test_a_rewind_carries_its_targets_optimizer_after_the_target_trained_on_in_m
 
 def test_verify_finds_rewinds_stored_with_a_changed_optimizer_and_what_was_computed_from_them(tmp_path, monkeypatch):
     import prunelab.tasks.training as training
-    from prunelab.experiment.context import _SNAPSHOTS
+    from prunelab.caches import CACHES
 
     def tree():
         exp = Experiment(tmp_path / "s")
@@ -282,7 +282,7 @@ def test_verify_finds_rewinds_stored_with_a_changed_optimizer_and_what_was_compu
     assert {p.state for p in problems} == {rewound.hash, retrained.hash}
     assert any("rewound to state" in p.message for p in problems)
     monkeypatch.undo()
-    _SNAPSHOTS.clear()  # the planted bug changed the states this process holds in memory too; a new run starts afresh
+    CACHES.snapshots.clear()  # the planted bug changed the states this process holds in memory too; a new run starts afresh
     exp.store.repair(problems)
     exp, rewound, retrained, other = tree()
     assert sorted(exp.run().computed) == sorted([rewound.hash, retrained.hash])
@@ -290,12 +290,12 @@ def test_verify_finds_rewinds_stored_with_a_changed_optimizer_and_what_was_compu
 
 
 def test_a_state_whose_write_fails_is_recorded_as_failed_and_the_rerun_retries(tmp_path, monkeypatch):
-    import prunelab.experiment.store as store_module
+    import prunelab.experiment.store.packs as packs_module
 
     exp = Experiment(tmp_path / "s")
     root = exp.root(dataset="digits", model="lenet_300_100", seed=0)
     trained = root.then(Train(CONFIG))
-    real, calls = store_module.safetensors_parts, {"n": 0}
+    real, calls = packs_module.safetensors_parts, {"n": 0}
 
     def refuse_second(tensors):
         calls["n"] += 1
@@ -303,7 +303,7 @@ def test_a_state_whose_write_fails_is_recorded_as_failed_and_the_rerun_retries(t
             raise ValueError("cannot serialise")
         return real(tensors)
 
-    monkeypatch.setattr(store_module, "safetensors_parts", refuse_second)
+    monkeypatch.setattr(packs_module, "safetensors_parts", refuse_second)
     summary = exp.run()
     assert list(summary.failed) == [trained.hash] and "cannot serialise" in summary.failed[trained.hash]
     assert exp.store.manifest(trained.hash)["status"] == "failed"
@@ -468,48 +468,76 @@ def test_a_run_freezes_the_heap_it_found_and_gives_it_back(tmp_path):
 def test_the_snapshot_cache_counts_shared_tensors_once_and_keeps_to_its_bound(monkeypatch):
     """The cache's byte count must equal the distinct storages its snapshots hold (brute force),
     through puts, replacements, evictions and clear; the oldest go first once it is over its bound."""
-    from prunelab.experiment import context
+    from prunelab.caches import CACHES, snapshot_storages
     from prunelab.experiment.snapshot import ModelSpec, Snapshot
 
     spec = ModelSpec("lenet_300_100", (1, 40), 10)
-    store = type("S", (), {"root": "/nowhere"})()
+    cache = CACHES.snapshots
 
     def distinct_bytes():
         seen = {}
-        for snap, _ in context._SNAPSHOTS.values():
-            for storage_bytes in context.snapshot_storages(snap).items():
+        for snap, _ in cache.values():
+            for storage_bytes in snapshot_storages(snap).items():
                 seen[storage_bytes[0]] = storage_bytes[1]
         return sum(seen.values())
 
-    context._SNAPSHOTS.clear()
+    cache.clear()
     weights = {"w": torch.zeros(1000), "b": torch.zeros(10)}  # 4,040 bytes
     masks = {"w": torch.ones(1000, dtype=torch.bool)}  # 1,000 bytes
     base = Snapshot(spec, "d", weights, masks)
-    context._cache_put(store, "a", base)
-    assert context._SNAPSHOTS.nbytes == 5040 == distinct_bytes()
-    context._cache_put(store, "b", base.evolve(iteration=3))  # shares every tensor: nothing more
-    assert context._SNAPSHOTS.nbytes == 5040 == distinct_bytes()
+    cache.put(("/nowhere", "a"), base)
+    assert cache.nbytes == 5040 == distinct_bytes()
+    cache.put(("/nowhere", "b"), base.evolve(iteration=3))  # shares every tensor: nothing more
+    assert cache.nbytes == 5040 == distinct_bytes()
     trained = base.evolve(weights={"w": torch.ones(1000), "b": torch.ones(10)})  # new weights, same masks
-    context._cache_put(store, "c", trained)
-    assert context._SNAPSHOTS.nbytes == 5040 + 4040 == distinct_bytes()
-    context._cache_put(store, "b", trained)  # replaced
-    assert context._SNAPSHOTS.nbytes == 9080 == distinct_bytes()
-    monkeypatch.setattr(context, "SNAPSHOT_CACHE_BYTES", 6000)
-    context._cache_put(store, "d", base.evolve(weights={"w": torch.full((1000,), 2.0), "b": torch.zeros(10)}))
-    assert list(k[1] for k in context._SNAPSHOTS) == ["d"]  # a, b, c went, oldest first, until under the bound
-    assert context._SNAPSHOTS.nbytes == 5040 == distinct_bytes()
-    context._SNAPSHOTS.clear()
-    assert context._SNAPSHOTS.nbytes == 0 and not context._SNAPSHOTS._holders
+    cache.put(("/nowhere", "c"), trained)
+    assert cache.nbytes == 5040 + 4040 == distinct_bytes()
+    cache.put(("/nowhere", "b"), trained)  # replaced
+    assert cache.nbytes == 9080 == distinct_bytes()
+    assert cache.snapshot(("/nowhere", "a")) is base and list(k[1] for k in cache)[-1] == "a"  # read: the newest
+    monkeypatch.setattr(cache, "limit_bytes", 6000)
+    cache.put(("/nowhere", "d"), base.evolve(weights={"w": torch.full((1000,), 2.0), "b": torch.zeros(10)}))
+    assert list(k[1] for k in cache) == ["d"]  # a, b, c went, oldest first, until under the bound
+    assert cache.nbytes == 5040 == distinct_bytes()
+    CACHES.clear()
+    assert cache.nbytes == 0 and not cache and CACHES.sizes()["snapshots"] == 0
+    cache.put(("/nowhere", "a"), base)  # counted from nothing: no storage is left over from before the clear
+    assert cache.nbytes == 5040 == distinct_bytes()
+    cache.clear()
+
+
+def test_clearing_the_process_caches_changes_nothing_a_run_plans_or_reads(tmp_path):
+    """CACHES.clear() empties every cache, as a new process starts; the same tree then plans the same
+    hashes, finds every state done, and reads each state back bit for bit as it was computed."""
+    from prunelab.caches import CACHES
+
+    exp, *_ = small_tree(tmp_path / "s", branches=("l1_unstructured",), rounds=1)
+    assert exp.run().ok
+    filled = {name for name, n in CACHES.sizes().items() if n}
+    assert {"snapshots", "datasets", "tensor_digests", "tensor_homes", "ready_indexes"} <= filled
+    computed = {h: CACHES.snapshots.snapshot((str(exp.store.root), h)) for h in exp.states}
+    computed = {h: snap for h, snap in computed.items() if snap is not None}
+    assert computed
+    CACHES.clear()
+    assert not any(CACHES.sizes().values())
+    again, *_ = small_tree(tmp_path / "s", branches=("l1_unstructured",), rounds=1)
+    assert set(again.states) == set(exp.states)
+    assert again.run().computed == []
+    for h, snap in computed.items():
+        loaded = again.store.load(h)
+        assert loaded.weights.keys() == snap.weights.keys() and loaded.masks.keys() == snap.masks.keys()
+        assert all(torch.equal(loaded.weights[k], snap.weights[k]) for k in snap.weights)
+        assert all(torch.equal(loaded.masks[k], snap.masks[k]) for k in snap.masks)
 
 
 def test_a_trained_state_shares_its_parents_masks_and_a_pruned_one_its_weights(tmp_path):
-    from prunelab.experiment.context import _SNAPSHOTS
+    from prunelab.caches import CACHES
     from prunelab.experiment.recipes import Prune as PruneRecipe, Train as TrainRecipe
 
     exp, *_ = small_tree(tmp_path / "s", branches=("l1_unstructured",), rounds=1)
-    _SNAPSHOTS.clear()
+    CACHES.snapshots.clear()
     assert exp.run().ok
-    cached = {h: snap for (_, h), (snap, _) in _SNAPSHOTS.items()}
+    cached = {h: snap for (_, h), (snap, _) in CACHES.snapshots.items()}
     shared = 0
     for state in exp.states.values():
         if isinstance(state.recipe, TrainRecipe) and state.hash in cached and state.parent.hash in cached:

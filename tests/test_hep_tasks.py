@@ -202,7 +202,7 @@ of = "ticket"
 
 @pytest.fixture()
 def calo_study(small_calo, tmp_path, monkeypatch):
-    from prunelab.experiment import executors
+    from prunelab.caches import CACHES
     from prunelab.spec import load_spec
     from prunelab.study import build_study
 
@@ -217,7 +217,7 @@ def calo_study(small_calo, tmp_path, monkeypatch):
 
     yield run
     for name in ("calo_eplus_gamma", "calo_energy"):  # sized by the fixture: keep them out of later tests
-        executors._DATASETS.pop(name, None)
+        CACHES.datasets.pop(name, None)
 
 
 def test_calo_study_summary_has_auc_and_report_shows_energy_bins(calo_study, tmp_path):

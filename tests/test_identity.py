@@ -74,15 +74,13 @@ def test_a_user_dataset_whose_content_changes_changes_identity(tmp_path):
 
     module.make = make
     sys.modules[module.__name__] = module
-    from prunelab.experiment import executors
+    from prunelab.caches import CACHES
 
     try:
         first = Experiment(tmp_path / "s").root(dataset=f"{module.__name__}:make", model="lenet_300_100")
         assert first.recipe.data_fingerprint is not None
-        executors._DATASETS.clear()
-        from prunelab.experiment import tree
-
-        tree._FINGERPRINTS.clear()
+        CACHES.datasets.clear()
+        CACHES.dataset_fingerprints.clear()
         state["shift"] = 1.0  # the user's data changed
         second = Experiment(tmp_path / "s").root(dataset=f"{module.__name__}:make", model="lenet_300_100")
         assert second.hash != first.hash
@@ -93,7 +91,7 @@ def test_a_user_dataset_whose_content_changes_changes_identity(tmp_path):
             first.recipe.run(RunContext(first.experiment.store, StateTask(first.hash, first.identity, first.recipe,
                                                                           (), 0, 0)), None)
     finally:
-        executors._DATASETS.clear()
+        CACHES.datasets.clear()
         sys.modules.pop(module.__name__, None)
 
 

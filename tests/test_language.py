@@ -275,11 +275,11 @@ claim = "wanda > random"
     for branch in ("magnitude", "wanda", "sparsegpt_2of4", "tuned"):
         assert f">{branch}</td>" in section
     # elsewhere, without the text: the report reads the store alone and says what it left out
-    from prunelab.experiment import context
+    from prunelab.caches import CACHES
 
     monkeypatch.delenv("PRUNELAB_DATA_MIRROR")
     monkeypatch.setenv("PRUNELAB_DATA", str(tmp_path / "elsewhere"))
-    context._DATASETS.clear()
+    CACHES.datasets.clear()
     page = build_report(store.root, tmp_path / "report2.html").read_text()
     assert "dataset is not in the cache or mirror here" in page and "test perplexity (lower is better)" in page
 

@@ -180,9 +180,9 @@ def test_stale_missing_or_older_summaries_are_made_again_and_written_back(store,
     assert open_store(path).summaries([target])[target]["scalars"] and len(reads) == 1
     reads.clear()
     monkeypatch.setattr(summary, "SUMMARY_VERSION", summary.SUMMARY_VERSION + 1)
-    import prunelab.experiment.store as store_module
+    import prunelab.experiment.store.listing as listing_module
 
-    monkeypatch.setattr(store_module, "SUMMARY_VERSION", summary.SUMMARY_VERSION)
+    monkeypatch.setattr(listing_module, "SUMMARY_VERSION", summary.SUMMARY_VERSION)
     open_store(path).summaries([target])
     assert len(reads) == 1  # made by an older state_summary: made again
 

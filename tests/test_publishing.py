@@ -15,7 +15,7 @@ import torch
 from prunelab.experiment import Store
 from prunelab.experiment import publishing
 from prunelab.experiment.publishing import PublishError
-from prunelab.experiment.store import _Flock, identity_of, safetensors_parts
+from prunelab.experiment.store import Flock, identity_of, safetensors_parts
 
 from .experiment_helpers import small_tree
 
@@ -71,7 +71,7 @@ def test_deferred_states_wait_for_their_packs_keep_their_lock_and_land_on_leavin
     def from_another_thread(h):  # what another process sees meanwhile: not there yet, and locked
         other["manifest"] = Store(store.root).manifest(h)
         try:
-            _Flock(store.root / "locks" / f"{h}.lock", 0.2).release()
+            Flock(store.root / "locks" / f"{h}.lock", 0.2).release()
             other["locked"] = False
         except Exception:
             other["locked"] = True
@@ -99,7 +99,7 @@ def test_deferred_states_wait_for_their_packs_keep_their_lock_and_land_on_leavin
     assert len(set(store.all_blobs()) - packs_before) == 1
     assert not list(store.root.glob("**/*.tmp"))
     assert {first["hash"], second["hash"]} <= {r["hash"] for r in store.rows()}  # indexed
-    _Flock(store.root / "locks" / f"{first['hash']}.lock", 0.2).release()  # released once in place
+    Flock(store.root / "locks" / f"{first['hash']}.lock", 0.2).release()  # released once in place
     assert store.verify() == []
     back = store.load(second["hash"]).weights
     assert all(torch.equal(back[k], v) for k, v in new.weights.items())

@@ -25,7 +25,8 @@ import torch
 
 from prunelab.experiment import recipes as recipes_module
 from prunelab.experiment.audit import _strip, recompute
-from prunelab.experiment.context import _SNAPSHOTS, RunContext, StateTask
+from prunelab.caches import CACHES
+from prunelab.experiment.context import RunContext, StateTask
 from prunelab.experiment.recipes import RandomPruneLike, Recipe, Ref
 from prunelab.experiment.snapshot import ModelSpec, Snapshot
 from prunelab.experiment.store import Store
@@ -120,7 +121,7 @@ def test_every_state_recomputes_bit_for_bit_from_the_store_alone(stores):
     for h in sorted(_hashes(store)):
         if store.manifest(h)["recipe"]["type"] == "Init":
             continue
-        _SNAPSHOTS.clear()  # from parents and references read back from disk, untouched by other states
+        CACHES.snapshots.clear()  # from parents and references read back from disk, untouched by other states
         result = recompute(store, h)
         if not result.identical:
             differing.append(f"{h[:12]} {result.recipe}: {result.differences}")
@@ -134,7 +135,7 @@ def test_gan_states_hold_the_same_bits_from_memory_and_from_disk(tmp_path):
     serial = build_gan(tmp_path / "A").run()
     assert serial.ok, serial
     assert build_gan(tmp_path / "B", "pruned").run().ok
-    _SNAPSHOTS.clear()  # the rest starts from the checkpoint and pruned states as loaded from disk
+    CACHES.snapshots.clear()  # the rest starts from the checkpoint and pruned states as loaded from disk
     split = build_gan(tmp_path / "B").run()
     assert split.ok, split
     a, b = Store(tmp_path / "A"), Store(tmp_path / "B")
@@ -143,7 +144,7 @@ def test_gan_states_hold_the_same_bits_from_memory_and_from_disk(tmp_path):
         assert _content(a, h) == _content(b, h), f"{h[:12]} {a.manifest(h)['recipe']['type']}"
     for h in sorted(_hashes(a)):
         if a.manifest(h)["recipe"]["type"] != "Init":
-            _SNAPSHOTS.clear()
+            CACHES.snapshots.clear()
             result = recompute(a, h)
             assert result.identical, (h[:12], result.recipe, result.differences)
 

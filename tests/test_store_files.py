@@ -66,10 +66,9 @@ def _entries(m):
 
 
 def _fresh_process_memory():
-    from prunelab.experiment import executors, store
+    from prunelab.caches import CACHES
 
-    store._HOMES.clear()
-    executors._SNAPSHOTS.clear()
+    CACHES.clear()
 
 
 def test_each_state_writes_its_new_tensors_into_one_file_and_shares_the_rest(tmp_path):
@@ -190,7 +189,8 @@ def test_a_remembered_tensor_digest_follows_in_place_changes_and_equals_a_fresh_
 
     import torch
 
-    from prunelab.experiment.store import _DIGESTS, tensor_digest
+    from prunelab.caches import CACHES
+    from prunelab.experiment.store import tensor_digest
 
     def fresh(t):  # the definition, computed independently
         h = hashlib.sha256(f"{t.dtype}|{list(t.shape)}|".encode())
@@ -199,7 +199,7 @@ def test_a_remembered_tensor_digest_follows_in_place_changes_and_equals_a_fresh_
 
     t = torch.arange(6, dtype=torch.float32).reshape(2, 3)
     first = tensor_digest(t)
-    assert first == fresh(t) and id(t) in _DIGESTS
+    assert first == fresh(t) and id(t) in CACHES.tensor_digests
     assert tensor_digest(t) == first
     t.add_(1)  # torch's version counter moves: hashed again
     assert tensor_digest(t) == fresh(t) != first
@@ -207,7 +207,7 @@ def test_a_remembered_tensor_digest_follows_in_place_changes_and_equals_a_fresh_
     assert tensor_digest(t) == fresh(t)
     key = id(t)
     del t  # forgotten with the tensor (its id may be reused)
-    assert key not in _DIGESTS
+    assert key not in CACHES.tensor_digests
     with torch.inference_mode():
         u = torch.ones(3)
-    assert tensor_digest(u) == fresh(u) and id(u) not in _DIGESTS
+    assert tensor_digest(u) == fresh(u) and id(u) not in CACHES.tensor_digests

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .caches import CACHES
 from .errors import PrunelabError
 from .experiment import (Consensus, Experiment, Finetune, Prune, RandomPruneLike, RandomReinit, Rewind, State, Train,
                          Transfer)
@@ -408,21 +409,19 @@ def mean_cis(columns: list[list[float]], confidence: float = 0.95, method: str =
     check_interval(method)
     data = [np.asarray(c, dtype=float) for c in columns]
     key = (confidence, method, tuple((c.tobytes()) for c in data))
-    answer = _MEAN_CIS.get(key)
+    remembered = CACHES.mean_cis  # oldest first
+    answer = remembered.get(key)
     if answer is None:
         answer = _mean_cis(data, confidence, method)
-        _MEAN_CIS[key] = answer
-        while len(_MEAN_CIS) > 256:
-            _MEAN_CIS.pop(next(iter(_MEAN_CIS)))
+        remembered[key] = answer
+        while len(remembered) > 256:
+            remembered.pop(next(iter(remembered)))
     out = []
     for mean, lo, hi in answer:
         if bounds is not None and lo == lo:
             lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
         out.append((mean, lo, hi))
     return out
-
-
-_MEAN_CIS: dict = {}  # (confidence, method, the columns' bytes) → intervals, oldest first
 
 
 def _mean_cis(data: list[np.ndarray], confidence: float, method: str) -> list[tuple[float, float, float]]:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
 
 from ..errors import PrunelabError
 from ..registry import Registry
-from .context import _DATASETS, _SNAPSHOTS, SNAPSHOT_CACHE_BYTES, RunContext, StateTask  # noqa: F401 (re-exported)
+from .context import RunContext, StateTask  # noqa: F401 (re-exported)
 from .planning import plan  # noqa: F401 (re-exported: scripts and prunelab.hep plan through this module)
 from .taskgraph import Task, devices
 from .worker import execute_task

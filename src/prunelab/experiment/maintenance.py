@@ -336,7 +336,8 @@ def _probe_problems(store: "Store", present: set[str]) -> list[Problem]:
 def _index_problems(store: "Store", good: dict[str, dict]) -> list[Problem]:
     """The index is a cache of the manifests: it must be a sound SQLite file of prunelab's schema, and
     every row it serves (listing, summary, full row) must be what its manifest gives."""
-    from .store import SUMMARY_VERSION, expected_index_rows, file_stamp
+    from .store import expected_index_rows, file_stamp
+    from .summary import SUMMARY_VERSION
 
     path = store.root / "index.sqlite"
     if is_link_or_special(path) or not path.is_file():

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from ..caches import CACHES
 from ..errors import PrunelabError
 from ..pruning.masks import output_positions, sparsity_report
 from ..pruning.masked import train_masked
@@ -57,17 +58,14 @@ def identity_dump(config) -> dict:
         return _cached_identity_dump(config)
     except TypeError:  # a config holding an unhashable value (a dict field): keyed by its JSON instead
         key = (type(config), config.model_dump_json())
-        hit = _DUMPS_BY_JSON.get(key)
+        hit = CACHES.identity_dumps.get(key)
         if hit is None:
             from .hashing import canonical
 
-            if len(_DUMPS_BY_JSON) > 256:
-                _DUMPS_BY_JSON.clear()
-            hit = _DUMPS_BY_JSON[key] = canonical(_identity_dump(config))
+            if len(CACHES.identity_dumps) > 256:
+                CACHES.identity_dumps.clear()
+            hit = CACHES.identity_dumps[key] = canonical(_identity_dump(config))
         return hit
-
-
-_DUMPS_BY_JSON: dict = {}
 
 
 @functools.lru_cache(maxsize=256)
@@ -367,21 +365,18 @@ def calibration_inputs(ctx, calibration, dataset: str, seed: int) -> torch.Tenso
     return split.x[idx]
 
 
-_POSITIONS: dict = {}  # (architecture, input shape) → the output positions its FLOPs count needs
-
-
 def _positions(spec: ModelSpec, model, input_shape) -> dict[str, int]:
     """``output_positions`` of ``spec``'s architecture, found once per process (a forward pass that
     cost a tenth of a small model's prune)."""
     key = (spec, tuple(input_shape))
     try:
-        found = _POSITIONS.get(key)
+        found = CACHES.flops_positions.get(key)
     except TypeError:  # options that cannot be hashed: found each time
         return output_positions(model, input_shape)
     if found is None:
-        if len(_POSITIONS) >= 64:
-            _POSITIONS.clear()
-        found = _POSITIONS[key] = output_positions(model, input_shape)
+        if len(CACHES.flops_positions) >= 64:
+            CACHES.flops_positions.clear()
+        found = CACHES.flops_positions[key] = output_positions(model, input_shape)
     return found
 
 

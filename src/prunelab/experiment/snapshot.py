@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import copy
 import functools
-from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..caches import CACHES
 from ..pruning.masks import Masks, apply_masks, get_masks
 
 
@@ -128,7 +128,6 @@ def _parameter_names(spec: ModelSpec) -> tuple[str, ...]:
 _cached_parameter_names = functools.lru_cache(maxsize=64)(_parameter_names)
 
 
-_TEMPLATES: "OrderedDict[ModelSpec, tuple[nn.Module, _Plan | None]]" = OrderedDict()  # → (template, its copy plan)
 _TEMPLATE_COUNT = 4
 
 
@@ -143,7 +142,7 @@ def _fresh_module(spec: ModelSpec, weights: dict[str, torch.Tensor] | None = Non
     values and ``load_state_dict``.
     """
     try:
-        cached = _TEMPLATES.get(spec)
+        cached = CACHES.module_templates.get(spec)  # spec → (template, its copy plan)
     except TypeError:  # options that cannot be hashed: no cache
         return spec.build(), False
     first = None
@@ -155,10 +154,10 @@ def _fresh_module(spec: ModelSpec, weights: dict[str, torch.Tensor] | None = Non
                 first = copy.deepcopy(template)
             except Exception:  # a user model that cannot be copied is built every time
                 return template, False
-        cached = _TEMPLATES[spec] = (template, plan)
-        while len(_TEMPLATES) > _TEMPLATE_COUNT:
-            _TEMPLATES.popitem(last=False)
-    _TEMPLATES.move_to_end(spec)
+        cached = CACHES.module_templates[spec] = (template, plan)
+        while len(CACHES.module_templates) > _TEMPLATE_COUNT:
+            CACHES.module_templates.popitem(last=False)
+    CACHES.module_templates.move_to_end(spec)
     template, plan = cached
     if plan is None:
         return (copy.deepcopy(template) if first is None else first), False

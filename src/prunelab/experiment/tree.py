@@ -6,6 +6,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from ..caches import CACHES
 from ..errors import PrunelabError
 from .hashing import canonical_json, sha256_hex
 from .recipes import Init, Recipe, StateLike
@@ -90,16 +91,14 @@ class Probe:
         return None if record is None else record.get("result")
 
 
-_FINGERPRINTS: dict[str, str] = {}
-
-
 def _fingerprint(name: str, data) -> str:
     """A user dataset's content hash, once per process."""
     from ..tasks.datasets import dataset_fingerprint
 
-    if name not in _FINGERPRINTS:
-        _FINGERPRINTS[name] = dataset_fingerprint(data)
-    return _FINGERPRINTS[name]
+    fingerprints = CACHES.dataset_fingerprints
+    if name not in fingerprints:
+        fingerprints[name] = dataset_fingerprint(data)
+    return fingerprints[name]
 
 
 class Experiment:

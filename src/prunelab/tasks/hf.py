@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..caches import CACHES
 from ..errors import PrunelabError
 
 PREFIX = "hf:"
@@ -115,9 +116,6 @@ def content_files(path: Path) -> list[Path]:
     return [path / "config.json", *index, *_weight_files(path)]
 
 
-_FINGERPRINTS: dict[tuple, str] = {}
-
-
 def fingerprint(directory: str | Path) -> str:
     """sha256 of a model directory's content: ``config.json``, ``model.safetensors.index.json`` (if
     any) and every ``*.safetensors`` file, each framed by its name and size. Once per process for
@@ -128,7 +126,8 @@ def fingerprint(directory: str | Path) -> str:
     if missing:
         raise PrunelabError(f"model directory {str(path)!r} has no {missing[0]}")
     stats = tuple((str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns, p.stat().st_ino) for p in files)
-    if stats not in _FINGERPRINTS:
+    fingerprints = CACHES.model_fingerprints
+    if stats not in fingerprints:
         outer = hashlib.sha256(b"prunelab hf model directory v1\n")
         for p in files:
             inner = hashlib.sha256()
@@ -136,8 +135,8 @@ def fingerprint(directory: str | Path) -> str:
                 for chunk in iter(lambda: fh.read(1 << 22), b""):
                     inner.update(chunk)
             outer.update(f"{p.name}\t{p.stat().st_size}\t{inner.hexdigest()}\n".encode())
-        _FINGERPRINTS[stats] = outer.hexdigest()
-    return _FINGERPRINTS[stats]
+        fingerprints[stats] = outer.hexdigest()
+    return fingerprints[stats]
 
 
 def _check_directory(name: str, path: Path) -> dict:

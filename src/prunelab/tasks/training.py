@@ -31,6 +31,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from ..caches import CACHES
 from ..errors import PrunelabError, validated
 from ..progress import progress_bar
 from . import cuda_graphs
@@ -249,19 +250,17 @@ def device_name(device: torch.device) -> str:
     return f"{device} {torch.cuda.get_device_name(device)} (sm_{major}{minor})"
 
 
-_ON_DEVICE: dict = {}
-
-
 def split_on(split, device: torch.device):
     """The training split's tensors on ``device``, copied once per process and device."""
     if device.type == "cpu":
         return split.x, split.y
     key = (id(split), str(device))
-    hit = _ON_DEVICE.get(key)
+    on_device = CACHES.splits_on_device
+    hit = on_device.get(key)
     if hit is None or hit[0] is not split:
-        if len(_ON_DEVICE) >= 4:
-            _ON_DEVICE.clear()
-        hit = _ON_DEVICE[key] = (split, split.x.to(device), split.y.to(device))
+        if len(on_device) >= 4:
+            on_device.clear()
+        hit = on_device[key] = (split, split.x.to(device), split.y.to(device))
     return hit[1], hit[2]
 
 
