@@ -9,7 +9,7 @@ import numpy as np
 from ..errors import PrunelabError, printable
 from ..experiment.containment import is_hash
 from ..experiment.query import Results
-from ..labels import KINDS, SECTIONS, dense
+from .. import labels
 
 
 
@@ -46,7 +46,10 @@ def class_impact(points, threshold: float = 0.01, metric: str = "test.accuracy")
     import pandas as pd
 
     configs = [c or "" for c in points["config"]]
-    reference = (points["section"] == "dense").tolist()  # the study's dense model (not a target's, not a transfer's)
+    # the study's dense model (not a consensus target's, not a transfer's); a table made without the
+    # rows' structure (by hand, from elsewhere) names it by its label
+    named = points["section"] == "dense" if "section" in points else points["branch"] == labels.dense().label
+    reference = named.tolist()
     dense = {(c, seed): i for i, (c, seed, ref) in enumerate(zip(configs, points["seed"], reference)) if ref}
     recall = points["recall"].tolist()
     pairs = [(i, dense[(c, seed)]) for i, (c, seed, ref) in enumerate(zip(configs, points["seed"], reference))
@@ -95,7 +98,7 @@ def _check_rows(rows, where: str) -> None:
                 and all(row.get(k) is None or (isinstance(row[k], str) and printable(row[k]) == row[k])
                         for k in _ROW_TEXT)
                 and (row.get("tau") is None or type(row["tau"]) in (int, float))
-                and row["section"] in SECTIONS and row["kind"] in KINDS):
+                and row["section"] in labels.SECTIONS and row["kind"] in labels.KINDS):
             raise PrunelabError(f"{where}: rows[{i}] must be a study row (label, section, kind; name, subject, "
                                 "task, tau where they apply)")
 
@@ -105,7 +108,7 @@ def _row_fields(record: dict) -> dict[str, dict]:
     names only the study's dense reference for sure (its label is fixed); its other rows have none."""
     rows = record.get("rows")
     if rows is None:
-        rows = [dense().record()]
+        rows = [labels.dense().record()]
     return {row["label"]: {"section": row["section"], "row_name": row.get("name"), "tau": row.get("tau")}
             for row in rows}
 
