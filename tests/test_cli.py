@@ -47,7 +47,7 @@ def test_listing_commands():
         (["--dataset", "digits", "--model", "lenet5", "--iterations", "0"], "iterations: Input should be greater than 0 (got 0)"),
         (["--dataset", "digits", "--model", "lenet5", "--lr", "-0.1"], "lr: Input should be greater than 0 (got -0.1)"),
         (["--dataset", "digits", "--model", "lenet5", "--model-option", "width"], "must look like key=value"),
-        (["--dataset", "mnist1d", "--model", "conv4", "--model-option", "depth=3"], "has no option 'depth'"),
+        (["--dataset", "mnist1d", "--model", "conv4", "--iterations", "10", "--model-option", "depth=3"], "has no option 'depth'"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_no_traceback(args, needle):
@@ -59,7 +59,8 @@ def test_bad_input_is_one_line_exit_2_no_traceback(args, needle):
 
 
 def test_missing_dataset_offline_is_exit_2(tmp_path):
-    proc = run_cli_here("train", "--dataset", "kmnist", "--model", "lenet5", "--no-download", "--data-dir", str(tmp_path))
+    proc = run_cli_here("train", "--dataset", "kmnist", "--model", "lenet5", "--iterations", "10", "--no-download",
+                        "--data-dir", str(tmp_path))
     assert proc.returncode == 2 and "PRUNELAB_DATA_MIRROR" in proc.stderr and "Traceback" not in proc.stderr
 
 

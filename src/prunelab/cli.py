@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperCommand
 
 from .headline import metric_info, short_headline
 from .errors import PrunelabError, printable
@@ -188,110 +189,38 @@ def methods() -> None:
                   "and calibration = { samples = 128 } for the methods that read data.")
 
 
-def _parse_options(pairs: list[str]) -> dict:
-    """``key=value`` pairs; values are read as JSON when they parse, else strings."""
-    options = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise PrunelabError(f"--model-option {pair!r} must look like key=value")
-        try:
-            options[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            options[key] = raw
-    return options
+class _Deferred(TyperCommand):
+    """A command whose options are built on first use, by ``build()``: ``prunelab train``'s come from
+    TrainConfig, whose module imports torch, which listing commands and ``--help`` must not pay for."""
+
+    build = None
+
+    def target(self):
+        if getattr(self, "_target", None) is None:
+            self._target = type(self).build()
+        return self._target
+
+    def get_params(self, ctx):
+        return self.target().get_params(ctx)
+
+    def get_help_option_names(self, ctx):
+        return self.target().get_help_option_names(ctx)
+
+    def invoke(self, ctx):
+        return self.target().invoke(ctx)
 
 
-@app.command()
-def train(
-    dataset: str = typer.Option(..., "--dataset", "-d", help="dataset name (see `prunelab datasets`)"),
-    model: str = typer.Option(..., "--model", "-m", help="model name (see `prunelab models`)"),
-    iterations: Optional[int] = typer.Option(None, help="training length in optimizer steps"),
-    epochs: Optional[float] = typer.Option(None, help="training length in epochs (instead of --iterations)"),
-    batch_size: int = typer.Option(60, help="examples per step"),
-    optimizer: str = typer.Option("adam", help="sgd, momentum or adam"),
-    lr: float = typer.Option(1.2e-3, help="learning rate"),
-    momentum: float = typer.Option(0.9, help="momentum (optimizer=momentum)"),
-    weight_decay: float = typer.Option(0.0, help="L2 weight decay"),
-    schedule: str = typer.Option("constant", help="constant, step or cosine"),
-    warmup: int = typer.Option(0, help="linear warm-up iterations"),
-    milestones: str = typer.Option("", help="comma-separated iterations for the step schedule"),
-    eval_every: int = typer.Option(0, help="validation every N iterations (0: at the end)"),
-    seed: int = typer.Option(0, help="seed for init and data order"),
-    init: Optional[str] = typer.Option(None, help="default, glorot_normal or kaiming_normal"),
-    model_option: list[str] = typer.Option([], "--model-option", help="model keyword, key=value (repeatable)"),
-    data_dir: Optional[Path] = typer.Option(None, help="cache directory (default $PRUNELAB_DATA)"),
-    mirror: Optional[Path] = typer.Option(None, help="local mirror of dataset files (default $PRUNELAB_DATA_MIRROR)"),
-    download: bool = typer.Option(True, help="allow downloads when files are not mirrored or cached"),
-    save: Optional[Path] = typer.Option(None, help="write the trained weights here (.safetensors)"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="write metrics here as JSON"),
-    device: str = typer.Option("cpu", help="auto, cpu, cuda or cuda:N"),
-) -> None:
+class _Train(_Deferred):
+    @staticmethod
+    def build():
+        from .train_cli import command
+
+        return command()
+
+
+@app.command(cls=_Train)
+def train() -> None:
     """Train and evaluate MODEL on DATASET, then print per-class test metrics."""
-    from .tasks import DATASETS, MODELS, DataSource, TrainConfig, build_model, evaluate, load_dataset
-    from .tasks import train as run_training
-
-    from .registry import trust_names
-
-    trust_names(dataset, model)  # typed on your command line: your own names, trusted like a spec's
-    from .tasks.datasets import parse_variant
-
-    DATASETS.get(parse_variant(dataset)[0])  # unknown names fail before any work
-    if not model.startswith("hf:"):  # a Hugging Face directory is checked when it is opened
-        MODELS.get(model)
-
-    try:
-        steps = tuple(int(m) for m in milestones.split(",") if m.strip())
-    except ValueError:
-        raise PrunelabError(f"--milestones {milestones!r} must be comma-separated integers") from None
-    config = TrainConfig.parse(
-        dict(
-            optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size,
-            iterations=2000 if iterations is None and epochs is None else iterations, epochs=epochs, schedule=schedule, warmup_iterations=warmup,
-            milestones=steps, eval_every=eval_every, device=device,
-        ),
-        where="",
-    )
-    data = load_dataset(dataset, source=DataSource(data_dir, mirror, download))
-    net = build_model(model, data.input_shape, data.num_classes, seed=seed, init=init, **_parse_options(model_option))
-    n_params = sum(p.numel() for p in net.parameters())
-    console.print(
-        f"[bold]{model}[/] on [bold]{dataset}[/]: {n_params:,} parameters, input {data.input_shape}, "
-        f"{'a regression target' if data.task == 'regression' else f'{data.num_classes} classes'}, "
-        f"{len(data.train)}/{len(data.validation)}/{len(data.test)} train/val/test"
-    )
-    from .progress import running
-
-    with running(f"{model} on {dataset}, seed {seed}"):  # the bar's name, not the model's class
-        result = run_training(net, data, config, seed=seed)
-    net.to("cpu")  # evaluated and saved from the CPU, wherever it trained
-    test = evaluate(net, data.test, data.class_names)
-    per_k = 1000 * result.seconds / max(1, result.iterations)
-    timing = (f"{result.seconds:.1f} s training ({per_k:.2f} s / 1000 iterations); "
-              f"early-stopping iteration {result.early_stopping_iteration}")
-    if data.task == "regression":
-        _print_regression(test, f"test set after {result.iterations} iterations")
-        console.print(f"test RMSE [bold]{test.rmse:.4g}[/], R² {test.r2:.4f}, bias {test.bias:+.4f}, resolution "
-                      f"{test.resolution:.4f}; {timing}")
-    elif data.task == "language":
-        console.print(f"test perplexity [bold]{test.perplexity:.3f}[/] ({test.loss:.4f} nats, {test.bits_per_token:.3f} "
-                      f"bits per token), next-token accuracy {test.accuracy:.4f}; {timing}")
-    else:
-        _print_evaluation(test, f"test set after {result.iterations} iterations")
-        console.print(f"test accuracy [bold]{test.accuracy:.4f}[/], loss {test.loss:.4f}, balanced accuracy "
-                      f"{test.balanced_accuracy:.4f}; {timing}")
-    if save is not None:
-        from .tasks.checkpoint import save_weights
-
-        save_weights(net, save, {"dataset": dataset, "model": model, "seed": seed, "config": config.model_dump()})
-        console.print(f"weights written to {save}")
-    if json_out is not None:
-        payload = {
-            "dataset": dataset, "model": model, "seed": seed, "parameters": n_params,
-            "config": config.model_dump(), "train_seconds": result.seconds, "curve": result.curve,
-            "early_stopping_iteration": result.early_stopping_iteration, "test": test.to_dict(),
-        }
-        json_out.write_text(json.dumps(payload, indent=2))
 
 
 EXAMPLE_SPEC = """\
@@ -1152,25 +1081,6 @@ def _recompute(results, count: int, chosen: list[str], seed: int) -> tuple[list,
                                           "computed from it", (path,), below=True))
     console.print(table)
     return problems, unaudited
-
-
-def _print_regression(ev, title: str) -> None:
-    table = Table("target bin", "events", "bias (mean pred/target − 1)", "resolution (SD of pred/target)", title=title)
-    for row in ev.per_bin:
-        table.add_row(row["bin"], str(row["events"]), f"{row['bias']:+.4f}", f"{row['resolution']:.4f}")
-    console.print(table)
-
-
-def _print_evaluation(ev, title: str) -> None:
-    table = Table("class", "precision", "recall", "f1", "support", title=title)
-    worst = int(ev.recall.argmin())
-    for i, row in enumerate(ev.per_class()):
-        style = "red" if i == worst else None
-        table.add_row(
-            row["class"], f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}",
-            str(row["support"]), style=style,
-        )
-    console.print(table)
 
 
 from .hep.cli import calo_app  # noqa: E402

@@ -54,11 +54,6 @@ def mode() -> str:
     return "log"
 
 
-def interactive() -> bool:
-    """True when a person is watching a terminal: bars are drawn (``mode() == "live"``)."""
-    return mode() == "live"
-
-
 def interval() -> float:
     """Seconds between two log lines (``PRUNELAB_PROGRESS_SECONDS``, default 30)."""
     try:

@@ -17,6 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from . import labels
 from .errors import PrunelabError, validated
 from .tasks.training import TrainConfig
 
@@ -532,18 +533,22 @@ def effective_taus(spec: "Spec") -> list[float]:
     return list(seen.values())
 
 
-def duplicate_taus(spec: "Spec") -> dict[str, str]:
-    """Row labels of consensus taus that are run once under an earlier tau: {dropped label: kept label}."""
+def duplicate_tau_values(spec: "Spec") -> dict[float, float]:
+    """Consensus taus that are run once under an earlier tau: {dropped tau: kept tau}."""
     if spec.consensus is None:
         return {}
-    c, n, kept = spec.consensus, consensus_sources(spec), {}
+    n, kept = consensus_sources(spec), {}
+    return {tau: kept[_votes_needed(tau, n)] for tau in spec.consensus.taus
+            if kept.setdefault(_votes_needed(tau, n), tau) != tau}
+
+
+def duplicate_taus(spec: "Spec") -> dict[str, str]:
+    """Row labels of consensus taus that are run once under an earlier tau: {dropped label: kept label}."""
     out = {}
-    for tau in c.taus:
-        first = kept.setdefault(_votes_needed(tau, n), tau)
-        if first != tau:
-            for target in c.train_on or [spec.task.dataset]:
-                out[f"consensus tau={tau:g} on {target}"] = f"consensus tau={first:g} on {target}"
-                out[f"random masks like tau={tau:g} on {target}"] = f"random masks like tau={first:g} on {target}"
+    for tau, first in duplicate_tau_values(spec).items():
+        for target in spec.consensus.train_on or [spec.task.dataset]:
+            out[labels.consensus(tau, target).label] = labels.consensus(first, target).label
+            out[labels.consensus_random(tau, target).label] = labels.consensus_random(first, target).label
     return out
 
 
@@ -552,43 +557,54 @@ def control_kind(control: str) -> str:
     return "random" if control == "random_pruning" else control
 
 
-def study_roles(spec: "Spec") -> dict[str, str]:
-    """Every row label the study will have, with its kind: dense, imp, reinit, random, consensus, transfer."""
-    roles = {"dense": "dense"}
+def study_rows(spec: "Spec") -> dict[str, labels.Row]:
+    """Every row the study will have, by label, in the order the summary shows them."""
+    out = [labels.dense()]
     for name, b in spec.branches.items():
-        roles[name] = control_kind(b.control) if b.control else "imp"
+        out.append(labels.branch(name, control_kind(b.control), b.of) if b.control else labels.branch(name))
     c = spec.consensus
     if c is not None:
         sources = set([spec.task.dataset, *c.datasets])
         for target in c.train_on or [spec.task.dataset]:
             if target != spec.task.dataset:
-                roles[f"dense on {target}"] = "dense"
+                out.append(labels.consensus_dense(target))
             if target in sources:
-                roles[f"own ticket on {target}"] = "imp"
+                out.append(labels.own_ticket(target))
             for tau in effective_taus(spec):
-                roles[f"consensus tau={tau:g} on {target}"] = "consensus"
+                out.append(labels.consensus(tau, target))
                 if c.controls:
-                    roles[f"random masks like tau={tau:g} on {target}"] = "random"
+                    out.append(labels.consensus_random(tau, target))
     for name, t in spec.transfer.items():
-        roles[f"transfer:{name}"] = "transfer"
+        out.append(labels.transfer(name))
         if t.controls:
-            roles[f"transfer:{name} dense"] = "dense"
-            roles[f"transfer:{name} random"] = "random"
-    return roles
+            out += [labels.transfer(name, "dense"), labels.transfer(name, "random")]
+    by_label: dict[str, labels.Row] = {}
+    for row in out:
+        other = by_label.setdefault(row.label, row)
+        if other is not row:  # one label for two rows would merge them in every table
+            where = next((f"{r.section}.{r.name}" for r in (row, other) if r.name is not None), "consensus.taus")
+            raise PrunelabError(f"{where}: its row would be labelled {row.label!r}, as another row of the study "
+                                "is; choose another name")
+    return by_label
+
+
+def study_roles(spec: "Spec") -> dict[str, str]:
+    """Every row label the study will have, with its kind: dense, imp, reinit, random, consensus, transfer."""
+    return {label: row.kind for label, row in study_rows(spec).items()}
 
 
 def max_round(spec: "Spec", label: str) -> int:
-    """The deepest round a row label reaches (0 for dense references)."""
-    if label in spec.branches:
-        b = spec.branches[label]
+    """The deepest round a row reaches (0 for dense references)."""
+    row = study_rows(spec).get(label)
+    if row is None or row.kind == "dense":
+        return 0
+    if row.section == "branches":
+        b = spec.branches[row.name]
         source = spec.branches[b.of] if b.of else b
         return 1 if source.target is not None else source.rounds
-    if label.startswith("transfer:"):
-        name = label[len("transfer:"):].removesuffix(" dense").removesuffix(" random")
-        return 0 if label.endswith(" dense") else spec.transfer[name].round
-    if label.startswith(("own ticket on ", "consensus tau=", "random masks like tau=")):
-        return spec.consensus.rounds
-    return 0
+    if row.section == "transfer":
+        return spec.transfer[row.name].round
+    return spec.consensus.rounds
 
 
 def load_spec(path: str | Path) -> Spec:

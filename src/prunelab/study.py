@@ -30,7 +30,8 @@ from .experiment import (Consensus, Experiment, Finetune, Prune, RandomPruneLike
 from .experiment.store import file_stamp
 from .experiment.summary import remaining_percent  # noqa: F401 (re-exported)
 from .pruning.methods import technique
-from .spec import BranchSection, Spec, consensus_sources, control_kind, duplicate_taus, effective_taus
+from . import labels
+from .spec import BranchSection, Spec, consensus_sources, control_kind, duplicate_tau_values, effective_taus
 from .headline import headline, metric_info
 from .tasks.training import TrainConfig
 
@@ -39,14 +40,26 @@ from .tasks.training import TrainConfig
 class Point:
     """A trained state that appears in the summary, with the role it plays in the study."""
 
-    branch: str  # the row label: a branch name, "dense", "consensus tau=1 on digits", "transfer:sgd random", ...
+    row: labels.Row  # which row of the study: the dense reference, a branch, a consensus, a transfer, ...
     seed: int
     round: int  # the pruning round its masks come from (0: dense)
     state: State
     config: str | None = None  # the sweep combination's label; None without a sweep
-    kind: str = "imp"  # dense, imp, reinit, random, consensus or transfer (spec.study_roles)
-    of: str | None = None  # a control's subject: the row it is the control of
     dataset: str = ""  # the task it is trained and evaluated on
+
+    @property
+    def branch(self) -> str:
+        """The row's label: a branch name, "dense", "consensus tau=1 on digits", "transfer:sgd random", ..."""
+        return self.row.label
+
+    @property
+    def kind(self) -> str:
+        return self.row.kind
+
+    @property
+    def of(self) -> str | None:
+        """A control's subject: the label of the row it is the control of."""
+        return self.row.of
 
     def record(self) -> dict:
         return {"hash": self.state.hash, "branch": self.branch, "seed": self.seed, "round": self.round,
@@ -126,11 +139,10 @@ def build_study(spec: Spec, store: str | Path | None = None) -> StudyTree:
             if label is not None:
                 tree.points[start:] = [replace(p, config=label) for p in tree.points[start:]]
                 tree.pairs[pairs:] = [replace(p, config=label) for p in tree.pairs[pairs:]]
-    for dropped, kept in duplicate_taus(spec).items():
-        if dropped.startswith("consensus"):
-            tree.notes.append(f"consensus: {dropped.split(' on ')[0]} gives the same mask as "
-                              f"{kept.split(' on ')[0]} with {consensus_sources(spec)} sources; it is run once, "
-                              f"as {kept.split(' on ')[0]}")
+    for dropped, kept in duplicate_tau_values(spec).items():
+        dropped, kept = labels.consensus_name(dropped), labels.consensus_name(kept)
+        tree.notes.append(f"consensus: {dropped} gives the same mask as {kept} with {consensus_sources(spec)} "
+                          f"sources; it is run once, as {kept}")
     exp.documents[STUDY_DOCUMENT_PREFIX + _safe_name(spec.study.name)] = study_record(spec, tree)
     return tree
 
@@ -145,10 +157,13 @@ def _safe_name(name: str) -> str:
 
 def study_record(spec: Spec, tree: "StudyTree") -> dict:
     """What the summary, ``compare`` and the report read back: each trained point's role (row label,
-    kind, round, seed, configuration, control-of, task), the planned comparisons and the hypotheses."""
+    kind, round, seed, configuration, control-of, task), each row's structure (``rows``: section,
+    branch or transfer name, tau, task; :mod:`prunelab.labels`), the planned comparisons and the
+    hypotheses."""
     return {"format": RECORD_FORMAT, "name": spec.study.name,
             "dataset": spec.task.dataset,
             "points": [p.record() for p in tree.points],
+            "rows": [row.record() for row in dict.fromkeys(p.row for p in tree.points)],
             "comparisons": [list(p) for p in comparison_pairs(spec)],
             "hypotheses": [h.model_dump() for h in spec.hypotheses]}
 
@@ -173,7 +188,7 @@ def _build_configuration(spec: Spec, tree: StudyTree) -> None:
                 chain = chain.then(Train(cfg, stop=k))
                 starts[k] = chain
             dense = chain.then(Train(cfg))
-            tree.points.append(Point("dense", seed, 0, dense, kind="dense", dataset=task.dataset))
+            tree.points.append(Point(labels.dense(), seed, 0, dense, dataset=task.dataset))
             rounds_of: dict[str, list[tuple[State, State, State]]] = {}
             for name, b in imp.items():
                 with exp.tag(name):
@@ -186,7 +201,7 @@ def _build_configuration(spec: Spec, tree: StudyTree) -> None:
                         if b.reset == "none":  # measured as pruned, untrained; the next round prunes it again
                             pruned = current.then(Prune(pruning, evaluate=True))
                             rounds.append((pruned, pruned, pruned))
-                            tree.points.append(Point(name, seed, r, pruned, dataset=task.dataset))
+                            tree.points.append(Point(labels.branch(name), seed, r, pruned, dataset=task.dataset))
                             current = pruned
                             continue
                         pruned = current.then(Prune(pruning))
@@ -197,7 +212,7 @@ def _build_configuration(spec: Spec, tree: StudyTree) -> None:
                             ft = finetune_config(cfg, b)
                             start, trained = pruned, pruned.then(Finetune(ft))
                         rounds.append((pruned, start, trained))
-                        tree.points.append(Point(name, seed, r, trained, dataset=task.dataset))
+                        tree.points.append(Point(labels.branch(name), seed, r, trained, dataset=task.dataset))
                         current = trained
                     rounds_of[name] = rounds
             for name, b in controls.items():
@@ -209,7 +224,7 @@ def _build_configuration(spec: Spec, tree: StudyTree) -> None:
                             state = dense.then(RandomPruneLike(like=pruned, pattern=imp[b.of].pattern, evaluate=True))
                         else:  # an N:M branch's control: random masks of the same pattern
                             state = root.then(RandomPruneLike(like=pruned, pattern=imp[b.of].pattern)).then(Train(cfg))
-                        tree.points.append(Point(name, seed, r, state, kind=control_kind(b.control), of=b.of,
+                        tree.points.append(Point(labels.branch(name, control_kind(b.control), b.of), seed, r, state,
                                                  dataset=task.dataset))
             for name, tr in spec.transfer.items():
                 _build_transfer(spec, tree, name, tr, seed, root, rounds_of[tr.branch][tr.round - 1][1])
@@ -258,18 +273,18 @@ def _build_transfer(spec: Spec, tree: StudyTree, name: str, tr, seed: int, root:
     target_root = root if tr.dataset in (None, spec.task.dataset) else _root(exp, spec, tr.dataset, seed)
     tcfg = TrainConfig.parse({**cfg.model_dump(), **tr.training}, where=f"transfer.{name}.training")
     _check_batch(tcfg, target_root.recipe.dataset, f"transfer.{name}.training.batch_size")
-    label, target = f"transfer:{name}", tr.dataset or spec.task.dataset
-    with exp.tag(label):
+    row, target = labels.transfer(name), tr.dataset or spec.task.dataset
+    with exp.tag(row.label):
         moved = target_root.then(Transfer(source=ticket_start))
-        tree.points.append(Point(label, seed, tr.round, moved.then(Train(tcfg)), kind="transfer", dataset=target))
+        tree.points.append(Point(row, seed, tr.round, moved.then(Train(tcfg)), dataset=target))
     if not tr.controls:
         return
-    with exp.tag(f"{label} dense"):
-        tree.points.append(Point(f"{label} dense", seed, 0, target_root.then(Train(tcfg)), kind="dense", of=label,
-                                 dataset=target))
-    with exp.tag(f"{label} random"):
+    dense, random_masks = labels.transfer(name, "dense"), labels.transfer(name, "random")
+    with exp.tag(dense.label):
+        tree.points.append(Point(dense, seed, 0, target_root.then(Train(tcfg)), dataset=target))
+    with exp.tag(random_masks.label):
         random = target_root.then(RandomPruneLike(like=moved)).then(Train(tcfg))
-        tree.points.append(Point(f"{label} random", seed, tr.round, random, kind="random", of=label, dataset=target))
+        tree.points.append(Point(random_masks, seed, tr.round, random, dataset=target))
 
 
 def _build_consensus(spec: Spec, tree: StudyTree) -> None:
@@ -304,26 +319,24 @@ def _build_consensus(spec: Spec, tree: StudyTree) -> None:
         for seed in spec.study.seeds:
             root = _root(exp, spec, target, seed)
             voters = sources[seed] if c.sources == "tasks" else [p for ps in sources.values() for p in ps]
-            dense = "dense" if target == task.dataset else f"dense on {target}"
             if target != task.dataset:  # the target's dense reference (shared with its source run, if any)
-                with exp.tag(dense, f"seed={seed}"):
-                    tree.points.append(Point(dense, seed, 0, root.then(Train(cfg)), kind="dense", dataset=target))
+                dense = labels.consensus_dense(target)
+                with exp.tag(dense.label, f"seed={seed}"):
+                    tree.points.append(Point(dense, seed, 0, root.then(Train(cfg)), dataset=target))
             if target in datasets:  # the bespoke ticket of the target task, for comparison
-                with exp.tag(f"own ticket on {target}", f"seed={seed}"):
-                    tree.points.append(Point(f"own ticket on {target}", seed, c.rounds, own[(target, seed)],
-                                             dataset=target))
+                mine = labels.own_ticket(target)
+                with exp.tag(mine.label, f"seed={seed}"):
+                    tree.points.append(Point(mine, seed, c.rounds, own[(target, seed)], dataset=target))
             for tau in effective_taus(spec):  # taus that need the same number of votes give one mask
-                label = f"consensus tau={tau:g} on {target}"
-                with exp.tag(label, f"seed={seed}"):
+                row = labels.consensus(tau, target)
+                with exp.tag(row.label, f"seed={seed}"):
                     ticket = root.then(Consensus(sources=tuple(voters), tau=tau))
-                    tree.points.append(Point(label, seed, c.rounds, ticket.then(Train(cfg)), kind="consensus",
-                                             dataset=target))
+                    tree.points.append(Point(row, seed, c.rounds, ticket.then(Train(cfg)), dataset=target))
                 if c.controls:
-                    control = f"random masks like tau={tau:g} on {target}"
-                    with exp.tag(control, f"seed={seed}"):
+                    control = labels.consensus_random(tau, target)
+                    with exp.tag(control.label, f"seed={seed}"):
                         random = root.then(RandomPruneLike(like=ticket)).then(Train(cfg))
-                        tree.points.append(Point(control, seed, c.rounds, random, kind="random", of=label,
-                                                 dataset=target))
+                        tree.points.append(Point(control, seed, c.rounds, random, dataset=target))
 
 
 def _check_shared_architecture(spec: Spec, exp: Experiment, datasets: list[str]) -> None:
@@ -527,24 +540,27 @@ def comparison_pairs(spec: Spec) -> list[Pair]:
     controls, each consensus vs its random masks, each transferred ticket vs the dense target
     and vs its random masks."""
     pairs: list[Pair] = []
+    dense = labels.dense().label
     for name, b in spec.branches.items():
         if b.control is None:
-            pairs.append((name, "dense", 0))
+            pairs.append((name, dense, 0))
             pairs += [(name, c) for c, cb in spec.branches.items() if cb.of == name]
     c = spec.consensus
     if c is not None:
         sources = set([spec.task.dataset, *c.datasets])
         for target in c.train_on or [spec.task.dataset]:
+            reference = dense if target == spec.task.dataset else labels.consensus_dense(target).label
             for tau in effective_taus(spec):
-                label = f"consensus tau={tau:g} on {target}"
+                label = labels.consensus(tau, target).label
                 if c.controls:
-                    pairs.append((label, f"random masks like tau={tau:g} on {target}"))
-                pairs.append((label, "dense" if target == spec.task.dataset else f"dense on {target}", 0))
+                    pairs.append((label, labels.consensus_random(tau, target).label))
+                pairs.append((label, reference, 0))
                 if target in sources:
-                    pairs.append((label, f"own ticket on {target}"))
+                    pairs.append((label, labels.own_ticket(target).label))
     for n, t in spec.transfer.items():
         if t.controls:
-            pairs += [(f"transfer:{n}", f"transfer:{n} dense", 0), (f"transfer:{n}", f"transfer:{n} random")]
+            label = labels.transfer(n).label
+            pairs += [(label, labels.transfer(n, "dense").label, 0), (label, labels.transfer(n, "random").label)]
     return pairs
 
 

@@ -9,6 +9,7 @@ import numpy as np
 from ..errors import PrunelabError, printable
 from ..experiment.containment import is_hash
 from ..experiment.query import Results
+from .. import labels
 
 
 
@@ -45,11 +46,14 @@ def class_impact(points, threshold: float = 0.01, metric: str = "test.accuracy")
     import pandas as pd
 
     configs = [c or "" for c in points["config"]]
-    dense = {(c, seed): i for i, (c, seed, branch) in enumerate(zip(configs, points["seed"], points["branch"]))
-             if branch == "dense"}
+    # the study's dense model (not a consensus target's, not a transfer's); a table made without the
+    # rows' structure (by hand, from elsewhere) names it by its label
+    named = points["section"] == "dense" if "section" in points else points["branch"] == labels.dense().label
+    reference = named.tolist()
+    dense = {(c, seed): i for i, (c, seed, ref) in enumerate(zip(configs, points["seed"], reference)) if ref}
     recall = points["recall"].tolist()
-    pairs = [(i, dense[(c, seed)]) for i, (c, seed, branch) in enumerate(zip(configs, points["seed"], points["branch"]))
-             if branch != "dense" and (c, seed) in dense and recall[i]]
+    pairs = [(i, dense[(c, seed)]) for i, (c, seed, ref) in enumerate(zip(configs, points["seed"], reference))
+             if not ref and (c, seed) in dense and recall[i]]
     columns = ["config", "branch", "seed", "round", "remaining", "class", "overall_delta"] + [
         f"{prefix}{m}" for m in ("recall", "precision", "f1") for prefix in ("", "dense_", "delta_")] + ["relative", "hurt"]
     if not pairs:
@@ -81,6 +85,32 @@ def _number(value, unbounded: bool = False) -> float:
 
 
 _POINT_KEYS = {"hash": str, "branch": str, "seed": int, "round": int, "kind": str, "dataset": str}
+_ROW_TEXT = ("label", "section", "kind", "name", "subject", "task")  # a row's other field: tau, a number
+
+
+def _check_rows(rows, where: str) -> None:
+    """The record's ``rows`` (:meth:`prunelab.labels.Row.record`): each row's structure, by label."""
+    if not isinstance(rows, list):
+        raise PrunelabError(f"{where}: 'rows' must be a list")
+    for i, row in enumerate(rows):
+        if not (isinstance(row, dict) and set(row) <= {*_ROW_TEXT, "tau"}
+                and all(isinstance(row.get(k), str) for k in ("label", "section", "kind"))
+                and all(row.get(k) is None or (isinstance(row[k], str) and printable(row[k]) == row[k])
+                        for k in _ROW_TEXT)
+                and (row.get("tau") is None or type(row["tau"]) in (int, float))
+                and row["section"] in labels.SECTIONS and row["kind"] in labels.KINDS):
+            raise PrunelabError(f"{where}: rows[{i}] must be a study row (label, section, kind; name, subject, "
+                                "task, tau where they apply)")
+
+
+def _row_fields(record: dict) -> dict[str, dict]:
+    """Each row label's structure: section, name and tau. A record written before rows were recorded
+    names only the study's dense reference for sure (its label is fixed); its other rows have none."""
+    rows = record.get("rows")
+    if rows is None:
+        rows = [labels.dense().record()]
+    return {row["label"]: {"section": row["section"], "row_name": row.get("name"), "tau": row.get("tau")}
+            for row in rows}
 
 
 def _check_hypothesis(raw, where: str) -> None:
@@ -99,7 +129,8 @@ def study_records(results: Results) -> list[dict]:
     """The study records of a store (``documents/study-*.json``, written by ``prunelab run``), checked.
 
     Each names, for every trained point, its row label, kind, round, seed,
-    configuration, control-of and task; nothing is parsed back from tags.
+    configuration, control-of and task, and for every row its structure (``rows``);
+    nothing is parsed back from tags or labels.
     """
     from ..study import RECORD_FORMAT, STUDY_DOCUMENT_PREFIX
 
@@ -137,6 +168,8 @@ def study_records(results: Results) -> list[dict]:
                 raise PrunelabError(f"{where}: comparisons[{i}] must be [row A, row B] or [row A, row B, round]")
         for i, h in enumerate(doc.get("hypotheses", [])):
             _check_hypothesis(h, f"{where}: hypotheses[{i}]")
+        if "rows" in doc:
+            _check_rows(doc["rows"], where)
         records.append(doc)
     if not records:
         raise PrunelabError(f"{results.store.root}: no study record (documents/study-*.json); it is written by "
@@ -167,7 +200,9 @@ def headline_metric(results: Results, split: str = "test") -> str:
 def study_points(results: Results, metric: str = "test.accuracy", config: str | None = None,
                  study: str | None = None):
     """One row per finished trained point of the study record(s): its row label (``branch``), kind, round,
-    seed, configuration, control-of (``of``) and task (``dataset``), weights remaining and metrics.
+    seed, configuration, control-of (``of``) and task (``dataset``), the row's structure (``section``:
+    dense, branches, consensus or transfer; ``row_name``: the branch's or transfer's; ``tau``: a consensus
+    row's), weights remaining and metrics.
 
     A state that plays two roles (a dense model that is also a consensus
     source, a configuration shared by a sweep) gives one row per role.
@@ -180,8 +215,12 @@ def study_points(results: Results, metric: str = "test.accuracy", config: str | 
     rows, seen, records = [], set(), study_records(results)
     if study is not None:
         records = [r for r in records if r.get("name") == study] or records
-    wanted = [p for record in records for p in record["points"]]
-    for p, summary in zip(wanted, results.each_summary(p["hash"] for p in wanted)):
+    wanted = []
+    for record in records:
+        structure = _row_fields(record)
+        wanted += [(p, structure) for p in record["points"]]
+    unknown = {"section": None, "row_name": None, "tau": None}
+    for (p, structure), summary in zip(wanted, results.each_summary(p["hash"] for p, _ in wanted)):
         key = (p["hash"], p["branch"], p["seed"], p["round"], p.get("config"))
         if key in seen:
             continue
@@ -204,7 +243,8 @@ def study_points(results: Results, metric: str = "test.accuracy", config: str | 
         rows.append({"hash": p["hash"], "parent": results.row(p["hash"])["parent"], "config": p.get("config"),
                      "branch": p["branch"], "kind": p["kind"], "of": p.get("of"), "dataset": p["dataset"],
                      "seed": p["seed"], "round": p["round"], "remaining_seed": summary["remaining"],
-                     metric: float(value), **per_class, **binary, "class_names": tuple(summary["class_names"])})
+                     metric: float(value), **per_class, **binary, "class_names": tuple(summary["class_names"]),
+                     **structure.get(p["branch"], unknown)})
     if not rows:
         raise PrunelabError(f"{results.store.root}: no finished trained states to compare")
     frame = pd.DataFrame(rows)

@@ -140,9 +140,6 @@ class Results:
         """Manifests from the root to the state, with the recipe of each step."""
         return [self._manifest(r["hash"]) for r in self._row_lineage(state_hash)]
 
-    def root_of(self, state_hash: str) -> dict:
-        return self._manifest(self._row_lineage(state_hash)[0]["hash"])
-
     def snapshot(self, state_hash: str) -> Snapshot:
         return self.store.load(self.get(state_hash)["hash"])
 

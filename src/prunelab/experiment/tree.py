@@ -193,9 +193,3 @@ class Experiment:
 
         return run_experiment(self, executor=executor, workers=workers, threads=threads, progress=progress, fuse=fuse,
                               fallback=fallback)
-
-    def find(self, prefix: str) -> State:
-        hits = [s for h, s in self.states.items() if h.startswith(prefix)]
-        if len(hits) != 1:
-            raise PrunelabError(f"{len(hits)} states match {prefix!r}")
-        return hits[0]

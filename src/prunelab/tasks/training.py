@@ -65,34 +65,42 @@ class TrainConfig(BaseModel):
     # after a run (the bounds are far beyond any working setting).
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    optimizer: Literal["sgd", "momentum", "adam", "adamw"] = "adam"
-    lr: float = Field(1.2e-3, gt=0, le=10)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    nesterov: bool = False
-    weight_decay: float = Field(0.0, ge=0, le=1)
-    batch_size: int = Field(60, gt=0, le=2**20)
-    iterations: int | None = Field(None, gt=0, le=10**9)
-    epochs: float | None = Field(None, gt=0, le=10**6)
-    schedule: Literal["constant", "step", "cosine"] = "constant"
-    warmup_iterations: int = Field(0, ge=0)
-    milestones: tuple[int, ...] = ()  # iterations at which "step" multiplies lr by gamma
-    gamma: float = Field(0.1, gt=0, le=10)
-    eval_every: int = Field(0, ge=0)  # 0: evaluate only at the end
-    # Adam / AdamW's second-moment decay (nanoGPT's small models use 0.99).
-    beta2: float = Field(0.999, gt=0, lt=1, json_schema_extra=_OMIT_DEFAULT)
-    # Clip the global gradient norm to this value before each step (0: no clipping; GPT-2 and nanoGPT: 1.0).
-    grad_clip: float = Field(0.0, ge=0, le=1e6, json_schema_extra=_OMIT_DEFAULT)
-    # "cosine" decays to lr × lr_floor instead of 0 (nanoGPT: 0.1).
-    lr_floor: float = Field(0.0, ge=0, le=1, json_schema_extra=_OMIT_DEFAULT)
-    # Where to train. "auto" is resolved when the config is read (on the machine that plans the
-    # run). The backend (cpu / cuda) is part of a state's identity, the index (cuda:1) is not:
-    # CPU and GPU bits differ, two GPUs of one model do not.
-    device: str = Field("cpu", json_schema_extra={"identity": "device"})
-    tf32: bool = Field(False, json_schema_extra=_OMIT_DEFAULT)  # CUDA only: TensorFloat-32 matmuls and convs
-    # Train models of one architecture and config together, W at a time (torch.func.vmap over
-    # stacked parameters). 0: one at a time. Groups are padded to W so a model's bits never depend
-    # on which models shared its pass; W is therefore part of the identity.
-    vectorize: int = Field(0, ge=0, le=1024, json_schema_extra=_OMIT_DEFAULT)
+    # Each description is the help of `prunelab train`'s option of the same name (--kebab-case).
+    optimizer: Literal["sgd", "momentum", "adam", "adamw"] = Field(
+        "adam", description="optimizer; adamw decays matrices only, as GPT-2")
+    lr: float = Field(1.2e-3, gt=0, le=10, description="learning rate (a schedule's peak)")
+    momentum: float = Field(0.9, ge=0, lt=1, description="momentum of optimizer momentum")
+    nesterov: bool = Field(False, description="Nesterov momentum (optimizer momentum)")
+    weight_decay: float = Field(0.0, ge=0, le=1, description="L2 weight decay (adamw: decoupled)")
+    batch_size: int = Field(60, gt=0, le=2**20, description="examples per step")
+    iterations: int | None = Field(None, gt=0, le=10**9, description="training length in optimizer steps")
+    epochs: float | None = Field(None, gt=0, le=10**6, description="training length in epochs (or iterations)")
+    schedule: Literal["constant", "step", "cosine"] = Field("constant", description="learning-rate schedule")
+    warmup_iterations: int = Field(0, ge=0, description="linear learning-rate warm-up, in steps")
+    milestones: tuple[int, ...] = Field((), description="iterations at which schedule step multiplies lr by gamma")
+    gamma: float = Field(0.1, gt=0, le=10, description="schedule step's factor at each milestone")
+    eval_every: int = Field(0, ge=0, description="validation every N iterations (0: at the end only)")
+    # nanoGPT's small models use 0.99.
+    beta2: float = Field(0.999, gt=0, lt=1, json_schema_extra=_OMIT_DEFAULT,
+                         description="Adam's and AdamW's second-moment decay")
+    # GPT-2 and nanoGPT clip at 1.0.
+    grad_clip: float = Field(0.0, ge=0, le=1e6, json_schema_extra=_OMIT_DEFAULT,
+                             description="clip the global gradient norm to this before each step (0: never)")
+    # nanoGPT: 0.1.
+    lr_floor: float = Field(0.0, ge=0, le=1, json_schema_extra=_OMIT_DEFAULT,
+                            description="schedule cosine decays to lr × lr_floor, not to 0")
+    # "auto" is resolved when the config is read (on the machine that plans the run). The backend
+    # (cpu / cuda) is part of a state's identity, the index (cuda:1) is not: CPU and GPU bits differ,
+    # two GPUs of one model do not.
+    device: str = Field("cpu", json_schema_extra={"identity": "device"},
+                        description="auto, cpu, cuda or cuda:N (where to train)")
+    tf32: bool = Field(False, json_schema_extra=_OMIT_DEFAULT,
+                       description="TensorFloat-32 matmuls and convolutions (CUDA only)")
+    # Groups are padded to W so a model's bits never depend on which models shared its pass; W is
+    # therefore part of the identity.
+    vectorize: int = Field(0, ge=0, le=1024, json_schema_extra=_OMIT_DEFAULT,
+                           description="train W models of one architecture and config in one vmap pass "
+                                       "(0: one at a time)")
 
     @model_validator(mode="before")
     @classmethod
