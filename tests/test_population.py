@@ -252,3 +252,59 @@ def test_correlation_finds_a_planted_relation():
     assert none["ci_low"] < 0 < none["ci_high"]
     with pytest.raises(PrunelabError, match="at least 4"):
         correlation([1, 2, 3], [1, 2, float("nan")])
+
+
+STUDY = """
+[study]
+name = "who_pays"
+store = "STORE"
+seeds = [0, 1, 2]
+
+[task]
+dataset = "digits[keep=3:0.05]"
+model = "lenet_300_100"
+
+[training]
+iterations = 60
+batch_size = 32
+
+[branches.global]
+technique = "global_unstructured"
+rate = 0.6
+rounds = 2
+
+[[hypotheses]]
+claim = "class 3 pays in global"
+
+[[hypotheses]]
+claim = "pies grow in global"
+"""
+
+
+def test_a_study_run_tests_its_population_claims_from_the_store(tmp_path):
+    """End to end: `prunelab run` and `compare` test both population claims from the stored models (a verdict,
+    never 'not testable'), and Populations' predictions are each state's own."""
+    from prunelab.analysis.fairness import state_predictions
+    from prunelab.analysis.tables import study_points
+    from prunelab.experiment.query import open_store
+
+    from .conftest import run_cli_here
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text(STUDY.replace("STORE", str(tmp_path / "store")))
+    for command in (("run", str(spec)), ("compare", str(tmp_path / "store"))):
+        out = run_cli_here(*command, env={"COLUMNS": "200"})
+        assert out.returncode == 0, out.stderr
+        lines = [line for line in out.stdout.splitlines() if "pays in global" in line or "grow in global" in line]
+        assert len(lines) == 2 and all("supported" in line and "not testable" not in line for line in lines), lines
+    results = open_store(tmp_path / "store")
+    points = study_points(results)
+    populations = Populations(results, points)
+    seeds, dense, pruned = populations.pair("global", 2)
+    assert seeds == [0, 1, 2]
+    hashes = populations.seeds("global", 2)
+    for row, s in zip(pruned, seeds):
+        assert (row == state_predictions(results, hashes[s])[1]).all()
+    assert populations.dataset == "digits[keep=3:0.05]" and len(populations.labels) == dense.shape[1]
+    table = populations.class_tests("global")
+    assert set(table["round"]) == {1, 2} and table["support"].sum() == 2 * len(populations.labels)
