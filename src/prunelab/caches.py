@@ -16,8 +16,8 @@ from collections import OrderedDict
 from typing import Any
 
 # The states a run reads back most (a rewind target, the dense model the controls start from, the
-# parent of the next state) stay in memory, up to this many bytes of tensors: at 8 states, a
-# 1,037-state study read 1 state in 4 back from disk (~5 ms each, read and re-hashed).
+# parent of the next state) stay in memory, up to this many bytes of tensors: a bound by count let
+# many of them go, to be read back from disk and re-hashed (docs/architecture.md).
 SNAPSHOT_CACHE_BYTES = 256 * 2**20
 
 
@@ -38,10 +38,10 @@ class SnapshotCache(OrderedDict):
     holding at most ``limit_bytes`` of tensors (the newest snapshot always stays).
 
     ``nbytes`` is the memory the cached snapshots hold together, kept as they come and go (summing
-    every entry on each put was 0.5 ms a state of a 1,037-state study). A storage several of them
+    every entry on each put grows with the cache, on every state). A storage several of them
     share — a prune keeps its parent's optimizer state, a rewind its target's weights, a training
-    its parent's masks — counts once: counted per snapshot, the bound let go of states the run
-    read back from disk later (72 of a 1,037-state study, 2.4 ms each)."""
+    its parent's masks — counts once: counted per snapshot, the bound lets go of states the run
+    reads back from disk later (docs/architecture.md)."""
 
     def __init__(self, limit_bytes: int = SNAPSHOT_CACHE_BYTES) -> None:
         super().__init__()

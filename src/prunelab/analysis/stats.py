@@ -130,7 +130,8 @@ def random_sign_flip(diff: np.ndarray, n_resamples: int, seed: int, alternative:
     scipy.stats.permutation_test's (``permutation_type="samples"``, ``rng=np.random.default_rng(seed)``)
     — its flips, drawn one 32-bit word per value as its ``Generator.permuted`` draws them, its tie
     tolerance and its (count + 1) / (n + 1) — in batches, without its overhead (tests compare).
-    scipy takes 2 s for a thousand seeds; a report of such a study runs dozens."""
+    scipy's call takes seconds at a thousand seeds, and a report of such a study makes dozens
+    (docs/architecture.md)."""
     rng = np.random.default_rng(seed)
     n = len(diff)
     observed = diff.mean()

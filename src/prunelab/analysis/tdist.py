@@ -1,5 +1,5 @@
 """Student t quantile and tail from scipy.special: the summary of every run needs them, and importing
-scipy.stats for them alone costs about 1.3 s of start-up."""
+scipy.stats for them alone would add seconds to every run's start-up (docs/architecture.md)."""
 
 from __future__ import annotations
 

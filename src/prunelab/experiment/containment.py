@@ -177,7 +177,7 @@ _NOT_BRACKETS = bytes(i for i in range(256) if i not in b"[]{}")
 
 def text_depth(data: bytes) -> int:
     """How deeply brackets nest in a JSON text, outside its strings (C-speed byte operations and a
-    loop over the closing brackets; a manifest of 9 kB takes ~60 us, a third of parsing it)."""
+    loop over the closing brackets, so it costs less than parsing the text does)."""
     if data.count(b"[") + data.count(b"{") <= MAX_JSON_DEPTH:
         return 0  # cannot nest deeper than it has brackets
     bare = data.replace(b"\\\\", b"").replace(b'\\"', b"")  # escaped backslashes and quotes: not delimiters

@@ -89,7 +89,7 @@ class LocalExecutor(DaskExecutor):
         n = context.workers or default_workers(tasks, context.threads)
         # Dask's statistical profiler samples the task thread every 10 ms and
         # takes the GIL each time; training loops are Python-heavy, and with it
-        # on, two workers on two cores ran ~35 % slower than two plain processes.
+        # on, two workers on two cores run markedly slower than two plain processes.
         with dask.config.set({"distributed.worker.profile.enabled": False, "distributed.admin.tick.interval": "1s",
                               "distributed.admin.system-monitor.interval": "2s",
                               "distributed.worker.memory.monitor-interval": "1s"}):
@@ -172,7 +172,7 @@ def in_process_reason(experiment: "Experiment", tasks: list[Task], workers: int 
     from .scheduling import estimate
 
     if max_parallel(tasks) < 2:
-        # one chain of dependent tasks: workers could only take turns, and a cluster costs ~3 s to start
+        # one chain of dependent tasks: workers could only take turns, and the cluster's start-up is lost
         return "ran in this process: no two tasks of the plan can run at the same time"
     predicted = estimate(experiment, tasks, workers or default_workers(tasks, threads), threads)
     if predicted is not None and not predicted.cluster_pays:
@@ -191,7 +191,7 @@ def default_workers(tasks: list[Task], threads: int) -> int:
 def _dashboard() -> dict:
     """The LocalCluster's dashboard: off unless ``PRUNELAB_DASHBOARD`` gives its address (``:8787``).
     Even without a dashboard Dask's scheduler serves HTTP (its health checks), by default on port
-    8787, and warned that the port was in use where another cluster ran; it listens on a free port
+    8787, and warns that the port is in use where another cluster runs; it listens on a free port
     of this machine instead."""
     address = os.environ.get("PRUNELAB_DASHBOARD")
     if address:

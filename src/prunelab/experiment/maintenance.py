@@ -231,9 +231,10 @@ def stale_rewinds(store: "Store", good: dict[str, dict]) -> list[Problem]:
     """Rewinds that do not hold their target's weights and optimizer state, and every state below them.
 
     A Rewind copies its target's tensors, so their content hashes must be the target's: checked
-    from the manifests alone. Before 2026-11-27 a training changed, in place, the optimizer state
-    of a parent still held in memory; a rewind computed from it in the same process then stored
-    the target's *final* optimizer state (its identity is unchanged, so a rerun would reuse it).
+    from the manifests alone. A training that changes, in place, the optimizer state of a parent
+    still held in memory makes a rewind computed from it in the same process store the target's
+    *final* optimizer state (its identity is unchanged, so a rerun would reuse it); stores written
+    by an older prunelab can hold such rewinds (docs/architecture.md).
     """
     from .store import state_refs
 
@@ -252,8 +253,8 @@ def stale_rewinds(store: "Store", good: dict[str, dict]) -> list[Problem]:
                         "optimizer state than it (computed before the fix of 2026-11-27); `prunelab verify "
                         "--repair` moves it and the states below it aside and the next run recomputes them")
         # a prune and a random-pruning control change masks only: their weights and optimizer state are
-        # their parent's (a training that changed its parent's optimizer state in place, as the shower
-        # GAN's did until 2026-12-06, made a prune computed after it in the same process store another)
+        # their parent's (a training that changes its parent's optimizer state in place makes a prune
+        # computed after it in the same process store another; older stores can hold such prunes)
         parent = good.get(m.get("parent"))
         if m["recipe"]["type"] in _KEEP_PARENT_TENSORS and m.get("status") == "done" and parent is not None \
                 and parent.get("status") == "done" and tensors(m) != tensors(parent):

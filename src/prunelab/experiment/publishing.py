@@ -1,8 +1,8 @@
 """Making finished states durable behind the computation.
 
-Writing a state in line costs two fsyncs, two renames and two directory fsyncs: ~3.5 ms of
-waiting on the development machine's disk (0.2 ms of it CPU), a quarter of what a small state
-costs besides its training (docs/benchmarks/study_overhead.md). Inside
+Writing a state in line costs two fsyncs, two renames and two directory fsyncs: mostly waiting on
+the disk, little of it CPU, and a large share of what a small state costs besides its training
+(docs/benchmarks/study_overhead.md). Inside
 :meth:`Store.deferred_publishing`, :meth:`Store.write_state` instead hands the state's pack
 buffers (views of its tensors) and manifest bytes to a :class:`Publisher` thread and returns; the
 thread writes them to temporary files, fsyncs them, renames them into place and indexes them,
@@ -243,8 +243,8 @@ class Publisher:
     @staticmethod
     def _written(job: Job, source: str | list, path: Path) -> tuple[str, Path]:
         """The temporary file holding ``source``: itself when it is one; else a new one, written here.
-        (Creating a file cost 0.18 ms of CPU on the development machine's disk, twice a state: in
-        this thread it runs beside the computation.)"""
+        (Creating a file costs CPU time in the kernel, twice a state: in this thread it runs beside
+        the computation.)"""
         if isinstance(source, str):
             return source, path
         fd, tmp = temp_file(path)

@@ -1,15 +1,16 @@
 """Does a Dask cluster pay for itself on a plan? The ``local`` executor's fallback.
 
-A ``LocalCluster`` costs ~2.8 s before it runs anything (workers start and import torch, the
+A ``LocalCluster`` costs seconds before it runs anything (workers start and import torch, the
 data is loaded again, shutdown; docs/benchmarks/dask_scaling.md), and two workers on two
-cores each run ~15 % slower than one process alone. A small study therefore ran slower on
-``--executor local`` than in one process (issue #13: 1.14x wall in every pair). Before starting
-a cluster, the run predicts both ways from the plan:
+cores each run slower than one process alone. A small study therefore gains less from the
+workers than the cluster's start-up costs, and runs slower on ``--executor local`` than in one
+process (docs/benchmarks/dask_fallback.md). Before starting a cluster, the run predicts both
+ways from the plan:
 
 - **work**: each training state's iterations, found statically along the tree (each recipe's
   ``end_iteration``: a Train runs from its parent's iteration to its stop; a Rewind takes its
   target's iteration; a Finetune, a random re-init and a transfer restart at 0), times the seconds a training step takes, measured here on the study's own
-  model, data and batch size (a probe of a few dozen steps, ~50 ms for a small model), plus
+  model, data and batch size (a probe of a few dozen steps, short for a small model), plus
   its evaluations and a fixed cost per state;
 - **serial**: the sum; **local**: the cluster's start-up plus the makespan of the task graph
   listed onto the workers (the order Dask runs ready tasks in), slowed by the contention.
@@ -36,12 +37,12 @@ if TYPE_CHECKING:
     from .taskgraph import Task
     from .tree import Experiment, State
 
-CLUSTER_START_SECONDS = 3.0  # measured 2.8 s more than a serial run, start to shutdown (dask_scaling.md)
-CONTENTION = 1.15  # two processes on two cores: each ~15 % slower than alone (dask_scaling.md)
+CLUSTER_START_SECONDS = 3.0  # what a cluster adds to a serial run, start to shutdown (dask_scaling.md)
+CONTENTION = 1.15  # two processes on two cores: how much slower each runs than alone (dask_scaling.md)
 STATE_SECONDS = 0.003  # what a state costs besides its training (docs/benchmarks/study_overhead.md)
 # What a real step costs besides the probe's passes: the optimizer's Python (parameter groups,
-# state lookups) and the loop's bookkeeping; LeNet-300-100 on digits: 0.80-0.83 ms a step in
-# train(), 0.58 ms in the probe (a conv net's step of 200 ms: the same within noise)
+# state lookups) and the loop's bookkeeping, a constant per step that matters only for small models
+# (measured: docs/architecture.md, "`local` decides from the plan")
 STEP_OVERHEAD_SECONDS = 0.0002
 MARGIN = 0.9  # the cluster must be predicted at least 10 % faster: the estimate is rough
 MAX_PROBES = 4
@@ -126,8 +127,8 @@ def probe_step_cost(root: Init, data, config, threads: int) -> StepCost:
 
     The update is a stand-in with the same elementwise passes as the optimizer's (Adam's four
     over every parameter, momentum's two, SGD's one) and the mask re-application of a pruned
-    training: creating a torch optimizer imports torch._dynamo on its first use (1.3 s on this
-    project's machine), which a run that then starts a cluster would pay for nothing.
+    training: creating a torch optimizer imports torch._dynamo on its first use (a slow import),
+    which a run that then starts a cluster would pay for nothing.
     """
     from ..tasks.evaluation import task_loss
     from ..tasks.training import batch_indices, trainable_parameters

@@ -197,8 +197,8 @@ _PLAIN_LOADING = (nn.modules.batchnorm._NormBase,)
 @functools.lru_cache(maxsize=None)
 def _class_kind(cls: type) -> tuple[bool, bool]:
     """(can its modules be copied plainly, loaded plainly): no when the class says how it copies
-    or keeps state outside ``__dict__``, or loads a state dict its own way. (Asked once a class: on
-    every module of every copy it was a third of the copy's time.)"""
+    or keeps state outside ``__dict__``, or loads a state dict its own way. (Asked once a class:
+    asked on every module of every copy, it would be a large share of the copy's time.)"""
     copies = not any(getattr(cls, name, None) is not getattr(nn.Module, name, None) for name in _COPY_PROTOCOL) and not any(
         "__slots__" in vars(c) for c in cls.__mro__[:-1])
     loads = cls.get_extra_state is nn.Module.get_extra_state and (
@@ -211,8 +211,8 @@ _SHARED, _EMPTY, _SEQUENCE, _PARAMETERS, _BUFFERS, _CHILDREN = range(6)
 
 class _Plan:
     """How to copy one plain module (and, through its children's plans, the tree under it) as
-    ``copy.deepcopy`` would, in a third of the time for the modules models are made of (the deep
-    copy rebuilt each by reduction: ~0.8 ms for a three-layer MLP): what ``_plan`` found once,
+    ``copy.deepcopy`` would, in a fraction of the time for the modules models are made of (the deep
+    copy rebuilds each by reduction; docs/benchmarks/study_overhead.md): what ``_plan`` found once,
     replayed by ``copy``. Worked out on every copy, the checks of each ``__dict__`` entry of each
     submodule cost more than copying the tensors of a small model. With ``loading``, the copy's
     parameters and persistent buffers hold its tensors instead of the module's, exactly as

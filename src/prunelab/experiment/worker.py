@@ -113,9 +113,9 @@ def frozen_heap() -> Iterator[None]:
     """Keep the objects alive when a run starts out of Python's full garbage collections while it
     lasts (``gc.freeze``; ``gc.unfreeze`` when it ends).
 
-    A process that imported torch holds ~330,000 objects, and each full collection walked them
-    all: 1.0 ms a state of a 305-state study of short trainings, 0.1 ms with them frozen. What
-    the run creates is collected as before; what was alive before it is still freed, by
+    A process that imported torch holds hundreds of thousands of objects, and each full collection
+    walks them all, a cost every state of a study of short trainings pays (docs/architecture.md).
+    What the run creates is collected as usual; what was alive before it is still freed, by
     reference counting or by the first full collection after the run.
     """
     import gc
@@ -137,12 +137,12 @@ _ALLOCATOR_TUNED = False
 def tune_allocator() -> None:
     """Keep glibc's malloc from returning every activation buffer to the kernel.
 
-    In a Dask worker's task thread glibc served each allocation above 128 KB
-    with a fresh mmap (about 1,600 mmap/munmap pairs a second while training a
-    small conv net), and the kernel zero-filled every page again: a study of
-    calo_densenet spent more system than user time (120 s vs 114 s) and ran 2x
-    slower than with these thresholds. Freed memory up to 128 MB stays in the
-    process instead. Once per process; a no-op where glibc is not the C library.
+    In a Dask worker's task thread glibc serves each allocation above 128 KB
+    with a fresh mmap (a constant stream of mmap/munmap pairs while training a
+    small conv net), and the kernel zero-fills every page again: a study of
+    calo_densenet spent more system than user time and ran far slower than
+    with these thresholds (docs/benchmarks/allocator.md). Freed memory up to
+    128 MB stays in the process instead. Once per process; a no-op where glibc is not the C library.
     """
     global _ALLOCATOR_TUNED
     if _ALLOCATOR_TUNED:

@@ -186,7 +186,7 @@ class InputStatistics:
             # each chunk in float32 (BLAS speed, as the reference implementations accumulate), the
             # running sums in float64, so that many chunks add up without drift
             part = X[start:start + _ROW_CHUNK].to(torch.float32)
-            self.sum_squares += (part * part).sum(0).to(torch.float64)  # (a float64 reduction is ~5x slower)
+            self.sum_squares += (part * part).sum(0).to(torch.float64)  # (a float64 reduction is several times slower)
             if self.gram is not None:
                 self.gram += (part.T @ part).to(torch.float64)
         self.samples += X.shape[0]
@@ -436,8 +436,8 @@ def sparsegpt(
     did not choose itself (``mask=``, e.g. random) the greedy update can even
     end worse than no update at all, because weights it moved are zeroed
     later (seen in tests/test_calibrated.py); with its own adaptive mask it
-    reached 1.6x the exact optimum for that mask there, far below Wanda's
-    and magnitude's errors.
+    stayed within a small factor of the exact optimum for that mask there,
+    far below Wanda's and magnitude's errors (docs/pruning.md).
     """
     if W2d.dim() != 2:
         raise PrunelabError(f"W2d must be a 2-D matrix, got shape {tuple(W2d.shape)}")

@@ -77,7 +77,7 @@ class PruningConfig(BaseModel):
     prune_bias: bool = True
     synflow_iterations: int = Field(100, gt=0)
     seed: int = 0
-    # added with method plug-ins (issue #31): in a state's identity only when set
+    # in a state's identity only when set, so states stored without these fields keep their hashes
     pattern: str | None = Field(None, json_schema_extra=OMIT_DEFAULT)  # "N:M", e.g. "2:4"
     method_params: dict = Field(default_factory=dict, json_schema_extra=OMIT_DEFAULT)
     calibration: CalibrationConfig | None = Field(None, json_schema_extra=OMIT_DEFAULT)

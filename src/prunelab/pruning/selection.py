@@ -138,7 +138,7 @@ def _lowest_k_concatenated(sources: Sequence[ScoreSource], k: int) -> list[torch
     # magnitudes cannot be negative (|NaN| has its sign bit clear too): only given scores are checked
     if any(s.transform is not torch.abs for s in sources) and bool((keys < 0).any()):
         raise ValueError("scores must be non-negative (and not NaN) for selection")
-    # (not torch.where(ok, keys, max): kthvalue slowed 7x on the many equal keys of the pruned entries)
+    # (not torch.where(ok, keys, max): kthvalue is far slower on the many equal keys of the pruned entries)
     candidates = keys if ok is None else _eligible_keys(keys, ok)
     if k > candidates.numel():
         raise ValueError(f"cannot prune {k} entries: only {candidates.numel()} are eligible")
@@ -153,8 +153,8 @@ def _lowest_k_concatenated(sources: Sequence[ScoreSource], k: int) -> list[torch
 
 
 def _eligible_keys(keys: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
-    """``keys[ok]``. On the CPU through numpy's ``compress``: torch's ``masked_select`` took 0.7–1.5 ms
-    on 235 k entries where ``compress`` takes 0.15–0.25 (single thread, this project's machine)."""
+    """``keys[ok]``. On the CPU through numpy's ``compress``: torch's ``masked_select`` takes several
+    times as long on a single thread (docs/benchmarks/study_overhead.md)."""
     if keys.device.type != "cpu":
         return torch.masked_select(keys, ok)
     return torch.from_numpy(np.compress(ok.numpy(), keys.numpy()))
@@ -162,7 +162,8 @@ def _eligible_keys(keys: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
 
 def _kth_smallest(candidates: torch.Tensor, k: int) -> int:
     """The k-th smallest (1-based) of int32 keys. From 65,536 keys up, on the CPU, numpy's introselect:
-    torch's ``kthvalue`` took 1.4–1.9x as long there; below it, torch's call costs less to make."""
+    torch's ``kthvalue`` takes longer there (docs/benchmarks/global_prune.md); below it, torch's call
+    costs less to make."""
     if candidates.device.type == "cpu" and candidates.numel() >= PARTITION_FROM:
         return int(np.partition(candidates.numpy(), k - 1)[k - 1])
     return int(torch.kthvalue(candidates, k).values)

@@ -24,8 +24,8 @@ class StepGraphs:
     """A training step on CUDA, captured once as a CUDA graph and replayed.
 
     A LeNet-size step is a few hundred small kernels; on a GPU their launches, not the arithmetic,
-    set the pace (a step of one LeNet-300-100 took 2.1 ms, a vectorised step 3.7 ms whether it
-    carried 1 model or 32, on an H100). A replay launches them all at once. What is replayed is the
+    set the pace (eagerly, a vectorised step takes about as long whether it carries 1 model or 32:
+    docs/benchmarks/many_models.md). A replay launches them all at once. What is replayed is the
     very step the eager loop runs — same kernels, same arguments, same buffers — so the bits equal
     the eager loop's (tested on a GPU); a replay is an execution detail, not part of a state's
     identity.

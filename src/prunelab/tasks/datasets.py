@@ -462,7 +462,7 @@ def _validation_count(name: str, validation: int | float, n_train: int) -> int:
 
 @DATASETS.register("digits", "scikit-learn 8x8 handwritten digits, 10 classes, offline")
 def digits(source: DataSource) -> RawData:
-    # Cached as .npz: importing scikit-learn costs ~1 s in every fresh worker process.
+    # Cached as .npz: importing scikit-learn would slow the start of every fresh worker process.
     cache = source.cache_dir / "digits" / "digits_v1.npz"
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as data:

@@ -223,7 +223,7 @@ def deterministic(tf32: bool = False) -> Iterator[None]:
     torch.use_deterministic_algorithms(True)
     # Deterministic mode also fills every new tensor with NaN, to expose kernels that read memory they
     # never wrote. No kernel used here does (bits are the same either way, tests/test_same_bits.py), and
-    # the fills cost a third of a transformer's step on a CPU (docs/benchmarks/llm_study.md).
+    # the fills are a large share of a transformer's step on a CPU (docs/benchmarks/llm_study.md).
     torch.utils.deterministic.fill_uninitialized_memory = False
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
     torch.backends.cudnn.benchmark = False  # the autotuner may pick another algorithm per run

@@ -28,7 +28,7 @@ SQLite file), ``listing`` (what listings and tables read from it), ``core`` (the
 them). verify, repair and gc are in :mod:`..maintenance`.
 """
 
-from ...errors import PrunelabError, StoreError  # noqa: F401 (StoreError: its home was here)
+from ...errors import PrunelabError, StoreError  # noqa: F401 (StoreError: importable from here as well as from errors)
 from ..maintenance import Problem  # noqa: F401 (re-exported: verify's findings)
 from .core import Store
 from .locks import Flock

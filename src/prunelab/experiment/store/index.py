@@ -66,7 +66,8 @@ class IndexFile:
 
     def _writer_connection(self) -> sqlite3.Connection:
         """A connection for the index rows of each written state, kept by this Store for the thread
-        that writes (opening one cost ~0.7 ms a state); a new one when the index file was replaced."""
+        that writes (opening one for every state costs measurably: docs/architecture.md); a new one
+        when the index file was replaced."""
         local = self.__dict__.setdefault("_connections", threading.local())
         try:
             inode = os.stat(self._index_path).st_ino

@@ -27,8 +27,8 @@ NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 class Flock:
     """An exclusive ``flock`` on ``path`` (the lock filelock takes on POSIX, so processes using either
-    exclude each other), without filelock's bookkeeping: taking and releasing a state's new lock cost
-    1.07 ms with filelock and 0.30 ms this way on this project's machine, once or twice per state."""
+    exclude each other), without filelock's bookkeeping, which costs more than the lock itself, once
+    or twice per state (docs/architecture.md)."""
 
     def __init__(self, path: Path, timeout: float):
         try:  # mode: as the umask allows, like filelock; never through a link planted in the store
@@ -132,10 +132,10 @@ class StoreLocks:
     def locks_prepared(self, keys: list[str]) -> Iterator[None]:
         """Within it, a thread creates the lock files of ``keys`` (in order) ahead of their use.
 
-        Creating a file cost 0.18 ms of CPU on the development machine's disk, taking a lock on a
-        file that exists 4 us: made beside the computation, a study's lock files stop costing its
-        states anything. A lock file is an empty file that stays (``lock`` creates it when missing),
-        so making one early, or for a state that then is not run, changes nothing."""
+        Creating a file costs CPU time in the kernel, taking a lock on a file that exists next to
+        nothing (docs/architecture.md): made beside the computation, a study's lock files stop
+        costing its states anything. A lock file is an empty file that stays (``lock`` creates it
+        when missing), so making one early, or for a state that then is not run, changes nothing."""
         if self.read_only or fcntl is None or not keys:
             yield
             return

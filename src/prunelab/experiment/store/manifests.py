@@ -17,8 +17,8 @@ from ..containment import TORCH_DTYPE_NAMES, is_hash
 # their identity is checked, their content cannot be).
 # 3: a state's new tensors go into one pack file; a tensor entry names its pack ("pack") besides its
 # own content hash ("blob"). Entries without "pack" (formats 1-2, and tensors stored by them) are
-# one-tensor files. Writing one file a state instead of ~20 is what makes small states cheap: on the
-# development machine creating, fsyncing and renaming a file cost 1-3 ms (docs/benchmarks/state_write.md).
+# one-tensor files. Writing one file a state instead of ~20 is what makes small states cheap: creating,
+# fsyncing and renaming each file has a fixed cost (docs/benchmarks/state_write.md).
 FORMAT = 3
 
 
@@ -75,9 +75,9 @@ def manifest_problem(path: Path, manifest) -> str | None:
         return f"recipe parameters cannot be hashed ({exc})"
     if identity != manifest["hash"]:
         return "its parent, recipe and parameters do not give its hash (edited)"
-    # Every manifest since store format 2 carries its digest; one without it was either written
-    # before 2026-11-26 or had it removed (with its format set back), which must not be a way
-    # around the check.
+    # Every manifest since store format 2 carries its digest; one without it is either older than
+    # that format or had it removed (with its format set back), which must not be a way around the
+    # check.
     if "digest" not in manifest:
         return "digest missing (a manifest without one is either older than store format 2 or edited)"
     if manifest_digest(manifest) != manifest["digest"]:

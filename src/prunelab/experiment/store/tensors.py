@@ -58,8 +58,8 @@ def safetensors_parts(tensors: dict[str, "torch.Tensor"]) -> list | None:
     same bytes (a dtype it does not map, a big-endian machine): then safetensors writes the file.
 
     Why not safetensors itself: its ``save_file`` copies every tensor twice on the way to the
-    file — 2.3 ms against 0.8 ms for a 0.5 MB pack on this project's machine, which at ~150 ms a
-    small state was 1 % of a study. tests/test_store_files.py checks the bytes are safetensors'.
+    file, a measurable share of what a small state costs (docs/architecture.md).
+    tests/test_store_files.py checks the bytes are safetensors'.
     """
     import sys
 
@@ -137,7 +137,7 @@ def tensor_digest(tensor: "torch.Tensor") -> str:
     Remembered for the tensor object while it lives and torch's version counter says it is
     unchanged (:func:`remembered`): a state shares most of its tensors with its parent or a rewind
     target (a prune keeps the optimizer state, a rewind takes everything), and hashing them again
-    was a tenth of what a small state cost besides training.
+    would be a measurable share of what a small state costs besides training (docs/architecture.md).
     """
     return remembered(CACHES.tensor_digests, tensor, _hash_tensor)
 
@@ -156,7 +156,7 @@ def tensor_bytes(tensor: "torch.Tensor") -> memoryview:
 
     The fast way is one call into torch (``numpy()``): each call costs a few microseconds, and the
     general chain (detach, contiguous, cpu, reshape, view, numpy) for each of the ~18 tensors of a
-    trained state, once to hash and once to write, was a quarter of writing it.
+    trained state, once to hash and once to write, would be a large share of writing it.
     """
     if not tensor.requires_grad and tensor.device.type == "cpu" and tensor.is_contiguous():
         try:
