@@ -91,6 +91,24 @@ TRACK_RADIUS_MM = 1.0  # lateral spread of the track (multiple scattering)
 
 SUBSLICES = (2, 4, 1)  # depth slices per layer over which the lateral profile is evaluated
 
+# physics=2 (see the module docstring and docs/hep.md; physics=1 is the original model, bit for bit)
+PHYSICS = (1, 2)
+# The soft-photon halo (see _halo): its share of a depth slice's energy is
+# min(HALO_FLOOR + HALO_SLOPE tau^2, HALO_MAX), tau the depth over the shower maximum; its radius is the
+# photon mean free path at the attenuation minimum (Medium.photon_mfp_mm); it is deposited in quanta of
+# HALO_QUANTUM_MEV. FLOOR, SLOPE and QUANTUM are tuned to Geant4's per-layer sparsity (docs/hep.md).
+HALO_FLOOR, HALO_SLOPE, HALO_MAX = 0.04, 0.05, 0.9
+HALO_QUANTUM_MEV = 0.7  # Compton and photo electrons of few-MeV photons: a fraction of an MeV each
+# GFlash's spot count for sampling calorimeters (GFlashSamplingShowerTuning: N = 10.3 / 0.11 E^0.959,
+# T_s = T (0.813 + 0.0019 Z), alpha_s = alpha (0.844 + 0.0026 Z)): 3x fewer, larger spots than the
+# homogeneous tuning, so the core's cells fluctuate more
+GP_SAMPLING_SPOT_N = (10.3 / 0.11, 0.959)
+GP_SAMPLING_SPOT_T = (0.813, 0.0019)
+GP_SAMPLING_SPOT_A = (0.844, 0.0026)
+PRIMARY_TRACK_X0 = 1.0  # mean ionising path of a shower's primary e+/e- before it hands its energy on, X0
+ELECTRON_MEV = 0.51099895
+MS_SCALE_MEV = 13.6  # PDG multiple-scattering formula: theta0 = 13.6 MeV / p sqrt(t) (1 + 0.038 ln t)
+
 
 @dataclass
 class Showers:
@@ -232,10 +250,14 @@ class _Source:
     weights: np.ndarray  # (B, S, C) lateral component weights (sum 1 over C)
     radii: np.ndarray  # (B, S, C) mm
     track: bool = False  # a narrow track: cells below 1 % of it get nothing
+    quantum: float | None = None  # MeV: deposited as soft quanta (a cell is hit with P = 1 - exp(-E_cell/quantum))
+    fixed_mm: float | None = None  # one lateral radius for every slice and event (centred beam: a cached profile)
+    tau: np.ndarray | None = None  # (B, S) depth over the shower maximum (EM showers)
 
 
 def _em_source(e_gev: np.ndarray, start_x0: np.ndarray, rng: np.random.Generator, calo: Calorimeter,
-               edges_x0: np.ndarray, spots: bool, spread_mm: np.ndarray | None = None) -> _Source:
+               edges_x0: np.ndarray, spots: bool, spread_mm: np.ndarray | None = None,
+               sampling_spots: bool = False) -> _Source:
     """An electromagnetic shower; ``spread_mm`` (B, S) widens it in quadrature (pi0 showers born
     throughout a hadronic cascade are spread over its width)."""
     m = calo.medium
@@ -255,7 +277,12 @@ def _em_source(e_gev: np.ndarray, start_x0: np.ndarray, rng: np.random.Generator
     energy = e_gev[:, None] * 1000.0 * part
 
     n_spot = None
-    if spots:
+    if spots and sampling_spots:
+        t_s = t_max * (GP_SAMPLING_SPOT_T[0] + GP_SAMPLING_SPOT_T[1] * m.Z)
+        a_s = np.clip(alpha * (GP_SAMPLING_SPOT_A[0] + GP_SAMPLING_SPOT_A[1] * m.Z), 1.05, None)
+        spot_part, _ = _gamma_slices(a_s, (a_s - 1.0) / t_s, start_x0, edges_x0)
+        n_spot = GP_SAMPLING_SPOT_N[0] * np.power(e_par, GP_SAMPLING_SPOT_N[1])[:, None] * spot_part
+    elif spots:
         t_s = t_max * (GP_SPOT_T[0] + GP_SPOT_T[1] * m.Z)
         a_s = np.clip(alpha * (GP_SPOT_A[0] + GP_SPOT_A[1] * m.Z), 1.05, None)
         spot_part, _ = _gamma_slices(a_s, (a_s - 1.0) / t_s, start_x0, edges_x0)
@@ -277,7 +304,7 @@ def _em_source(e_gev: np.ndarray, start_x0: np.ndarray, rng: np.random.Generator
     radii = np.stack([r_core, r_tail], axis=-1) * m.moliere_mm
     if spread_mm is not None:
         radii = np.sqrt(radii**2 + spread_mm[..., None] ** 2)
-    return _Source(energy, n_spot, weights, np.clip(radii, 0.05, None))
+    return _Source(energy, n_spot, weights, np.clip(radii, 0.05, None), tau=tau)
 
 
 def _hadronic_source(e_vis_gev: np.ndarray, start_lambda: np.ndarray, e_gev: np.ndarray,
@@ -295,18 +322,126 @@ def _hadronic_source(e_vis_gev: np.ndarray, start_lambda: np.ndarray, e_gev: np.
     return _Source(energy, n_spot, np.ones_like(radii), radii)
 
 
-def _track_source(depth_mm: np.ndarray, rng: np.random.Generator, calo: Calorimeter, edges_mm: np.ndarray) -> _Source:
-    """A minimum-ionising-like track from the front face to ``depth_mm``."""
-    length = np.clip(np.minimum(edges_mm[None, 1:], depth_mm[:, None]) - edges_mm[None, :-1], 0.0, None)
+def _track_source(depth_mm: np.ndarray, rng: np.random.Generator, calo: Calorimeter, edges_mm: np.ndarray,
+                  start_mm: np.ndarray | None = None) -> _Source:
+    """A minimum-ionising-like track from the front face (or ``start_mm``) to ``depth_mm``."""
+    front = edges_mm[None, :-1] if start_mm is None else np.maximum(edges_mm[None, :-1], start_mm[:, None])
+    length = np.clip(np.minimum(edges_mm[None, 1:], depth_mm[:, None]) - front, 0.0, None)
     straggle = np.exp(MIP_STRAGGLING * rng.standard_normal(length.shape) - MIP_STRAGGLING**2 / 2)
     energy = length / calo.medium.period_mm * calo.medium.mip_MeV_per_period * straggle
     ones = np.ones((*energy.shape, 1))
     return _Source(energy, None, ones, ones * TRACK_RADIUS_MM, track=True)
 
 
+def _halo(em: _Source, calo: Calorimeter) -> _Source:
+    """Split an EM shower's soft-photon halo off ``em`` (in place) and return it as its own source.
+
+    Photons near the attenuation minimum (a few MeV) travel one mean free path
+    (:attr:`Medium.photon_mfp_mm`, 53 mm) before they interact, far beyond the
+    charged core, and leave their energy as Compton and photo electrons of a
+    fraction of an MeV: many small deposits spread wide. The halo takes
+    ``min(HALO_FLOOR + HALO_SLOPE tau^2, HALO_MAX)`` of each depth slice's
+    energy (tau: depth over the shower maximum), so the layer energies do not
+    change: before the maximum the charged core deposits most of the energy,
+    beyond it the photons near the attenuation minimum carry it (PDG review,
+    electromagnetic cascades). It is spread with the Grindhammer-Peters form
+    with the photon mean free path as radius and deposited in quanta of
+    :data:`HALO_QUANTUM_MEV` (smoothly when the shower has no spots).
+    """
+    share = np.minimum(HALO_FLOOR + HALO_SLOPE * em.tau**2, HALO_MAX)
+    energy = em.energy * share
+    em.energy = em.energy - energy
+    if em.spots is not None:
+        em.spots = em.spots * (1.0 - share)  # the core's spots keep their size
+    ones = np.ones((*energy.shape, 1))
+    radius = calo.medium.photon_mfp_mm
+    return _Source(energy, None, ones, ones * radius, quantum=None if em.spots is None else HALO_QUANTUM_MEV,
+                   fixed_mm=radius)
+
+
+def _bethe_heitler_fraction(u: np.ndarray) -> np.ndarray:
+    """The e+ share x of a converted photon's energy for uniforms ``u``: inverse of the CDF of
+    dsigma/dx ~ 1 - 4/3 x (1 - x) (complete screening; PDG "Passage of particles through matter")."""
+    x = u.copy()
+    for _ in range(6):  # Newton on F(x) = (x - 2/3 x^2 + 4/9 x^3) / (7/9) = u; F' >= 6/7, converges fast
+        x -= ((x - 2 / 3 * x**2 + 4 / 9 * x**3) * 9 / 7 - u) / ((1 - 4 / 3 * x + 4 / 3 * x**2) * 9 / 7)
+        np.clip(x, 0.0, 1.0, out=x)
+    return x
+
+
+def _prong_spread_mm(e_mev: np.ndarray, start_x0: np.ndarray, edges_x0: np.ndarray) -> np.ndarray:
+    """(B, S) rms distance of a pair prong of energy ``e_mev`` from the photon's line at each slice's middle.
+
+    Opening angle ~ m_e c^2 / E (PDG) and multiple scattering theta0 = 13.6 MeV / E sqrt(t) (1 + 0.038 ln t)
+    over the depth t travelled after the conversion, the displacement theta t / sqrt(3) (PDG)."""
+    mid = (edges_x0[:-1] + edges_x0[1:]) / 2
+    t = np.clip(mid[None, :] - start_x0[:, None], 0.0, None)
+    e = np.clip(e_mev, 1.0, None)[:, None]
+    safe = np.clip(t, 1e-3, None)
+    theta_ms = MS_SCALE_MEV / e * np.sqrt(safe) * np.clip(1 + 0.038 * np.log(safe), 0.0, None)
+    return np.hypot(ELECTRON_MEV / e, theta_ms / np.sqrt(3)) * t
+
+
+def _merge(a: _Source, b: _Source) -> _Source:
+    """Two sources on the same axis as one: energies and spots add, lateral components side by side."""
+    energy = a.energy + b.energy
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(energy > 0, a.energy / np.where(energy > 0, energy, 1.0), 0.5)[..., None]
+    spots = None if a.spots is None else a.spots + b.spots
+    return _Source(energy, spots, np.concatenate([a.weights * share, b.weights * (1 - share)], axis=-1),
+                   np.concatenate([a.radii, b.radii], axis=-1), tau=a.tau * share[..., 0] + b.tau * (1 - share[..., 0]))
+
+
+def _primary_track(start_mm: np.ndarray, rng: np.random.Generator, calo: Calorimeter, edges_mm: np.ndarray) -> _Source:
+    """The ionisation of a shower's primary e+ or e-: a track from ``start_mm`` over Exp(PRIMARY_TRACK_X0 X0)."""
+    length = rng.exponential(PRIMARY_TRACK_X0 * calo.medium.X0_mm, len(start_mm))
+    track = _track_source(start_mm + length, rng, calo, edges_mm, start_mm)
+    track.fixed_mm = TRACK_RADIUS_MM
+    return track
+
+
+def _em_sources_v2(particle: str, e: np.ndarray, rng: np.random.Generator, calo: Calorimeter, edges_mm: np.ndarray,
+                   spots: bool, info: dict) -> list[_Source]:
+    """physics=2 electromagnetic primaries: e+ = primary track + shower from the front face + halo;
+    gamma = conversion at Exp(9/7 X0), then an e+e- pair (Bethe-Heitler share), two tracks and two
+    showers whose cores are widened by the prongs' separation, + halo."""
+    m = calo.medium
+    n = len(e)
+    edges_x0 = edges_mm / m.X0_mm
+    if particle == "eplus":
+        track = _primary_track(np.zeros(n), rng, calo, edges_mm)
+        em = _em_source(np.clip(e - track.energy.sum(axis=1) / 1000.0, 0.0, None), np.zeros(n), rng, calo,
+                        edges_x0, spots, sampling_spots=True)
+        return [track, em, _halo(em, calo)]
+    start = rng.exponential(CONVERSION_X0, n)
+    x = _bethe_heitler_fraction(rng.random(n))
+    info["conversion_x0"] = start
+    info["pair_fraction"] = x
+    tracks = [_primary_track(start * m.X0_mm, rng, calo, edges_mm) for _ in range(2)]
+    prongs = []
+    for share, track in zip((x, 1.0 - x), tracks):
+        e_prong = np.clip(share * e - track.energy.sum(axis=1) / 1000.0, 0.0, None)
+        spread = _prong_spread_mm(share * e * 1000.0, start, edges_x0)
+        prongs.append(_em_source(e_prong, start, rng, calo, edges_x0, spots, spread_mm=spread, sampling_spots=True))
+    track = _Source(tracks[0].energy + tracks[1].energy, None, tracks[0].weights, tracks[0].radii, track=True,
+                    fixed_mm=TRACK_RADIUS_MM)
+    em = _merge(*prongs)
+    return [track, em, _halo(em, calo)]
+
+
 # --------------------------------------------------------------------------
 # Events
 # --------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=16)
+def _fixed_profile(layer: Layer, radius_mm: float, track: bool) -> np.ndarray:
+    """Exact cell fractions (and outside) of a centred profile of one radius; a track's below 1 % cut."""
+    frac = cell_fractions(layer, np.array(radius_mm))
+    if track:
+        frac = np.where(frac >= 0.01, frac, 0.0)
+        frac /= frac.sum()
+    return frac
 
 
 def _deposit(sources: list[_Source], calo: Calorimeter, owner: np.ndarray, rng: np.random.Generator,
@@ -323,17 +458,32 @@ def _deposit(sources: list[_Source], calo: Calorimeter, owner: np.ndarray, rng: 
                 share = np.where(e_layer[:, None] > 0, e_slice / np.where(e_layer > 0, e_layer, 1.0)[:, None], 0.0)
             w = (share[..., None] * src.weights[:, sel]).reshape(n, -1)
             r = src.radii[:, sel].reshape(n, -1)
-            if axis_xy is None:
+            if src.fixed_mm is not None and axis_xy is None:
+                frac = _fixed_profile(layer, src.fixed_mm, src.track)[None, :]
+            elif axis_xy is None:
                 frac = _mix_table(layer, w, r)
             else:
                 ax = np.repeat(axis_xy[0][:, sel], src.weights.shape[-1], axis=1)
                 ay = np.repeat(axis_xy[1][:, sel], src.weights.shape[-1], axis=1)
                 frac = _mix_exact(layer, w, r, ax, ay)
             frac = np.clip(frac, 0.0, None)
-            if src.track:  # a track crosses one cell or a few: no infinite tail
+            if src.track and not (src.fixed_mm is not None and axis_xy is None):  # one cell or a few: no tail
                 frac = np.where(frac >= 0.01, frac, 0.0)
                 frac /= np.clip(frac.sum(axis=1, keepdims=True), 1e-12, None)
-            if src.spots is None:
+            if src.quantum is not None:
+                # Bernoulli hit with P = 1 - exp(-mu) carrying the cell's mean energy / P: the occupancy and the
+                # mean energy are those of Poisson(mu) quanta, at the cost of a uniform instead of a Poisson draw
+                # (one draw per cell); given a hit, v = u / P is uniform and -ln v exponential with mean 1: the
+                # hit's energy scatters as one quantum's (exponential) for mu << 1, as mu quanta's (1/sqrt(mu)) above
+                mean = e_layer[:, None] * frac
+                mu = mean / src.quantum
+                p_hit = -np.expm1(-mu)
+                u = rng.random(p_hit.shape)
+                hit = u < p_hit
+                safe = np.where(hit, p_hit, 1.0)
+                spread = (-np.log(np.where(hit, u / safe, 1.0)) - 1.0) * np.minimum(1.0, 1.0 / np.sqrt(np.maximum(mu, 1e-30)))
+                total += np.where(hit, mean / safe * (1.0 + spread), 0.0)
+            elif src.spots is None:
                 total += e_layer[:, None] * frac
             else:
                 n_layer = src.spots[:, sel].sum(axis=1)
@@ -346,7 +496,8 @@ def _deposit(sources: list[_Source], calo: Calorimeter, owner: np.ndarray, rng: 
 
 
 def _chunk(particle: str, out: Showers, seed_seq: np.random.SeedSequence, energy, spots: bool,
-           position_sigma: float, angle_sigma: float, calo: Calorimeter) -> dict:
+           position_sigma: float, angle_sigma: float, calo: Calorimeter, physics: int = 1,
+           sampling: bool = False, threshold_mev: float = 0.0) -> dict:
     """Fill ``out`` (views into the result) with one chunk of events; returns its per-event extras."""
     n = len(out)
     rng = np.random.default_rng(seed_seq)
@@ -366,7 +517,9 @@ def _chunk(particle: str, out: Showers, seed_seq: np.random.SeedSequence, energy
         axis_xy = (x0[:, None] + tx[:, None] * mid[None, :], y0[:, None] + ty[:, None] * mid[None, :])
         info = {"x0": x0, "y0": y0, "theta_x": np.arctan(tx), "theta_y": np.arctan(ty)}
 
-    if particle == "eplus":
+    if physics >= 2 and particle != "piplus":
+        sources = _em_sources_v2(particle, e, rng, calo, edges_mm, spots, info)
+    elif particle == "eplus":
         sources = [_em_source(e, np.zeros(n), rng, calo, edges_x0, spots)]
     elif particle == "gamma":
         start = rng.exponential(CONVERSION_X0, n)
@@ -384,16 +537,36 @@ def _chunk(particle: str, out: Showers, seed_seq: np.random.SeedSequence, energy
                                edges_mm / m.lambda_int_mm, spots)
         em = _em_source(f_em * e_left, z_int / m.X0_mm, rng, calo, edges_x0, spots,
                         spread_mm=PI0_SPREAD * had.radii[..., 0])
-        sources = [track, em, had]
+        sources = [track, em, had] + ([_halo(em, calo)] if physics >= 2 else [])
         info.update({"interaction_mm": z_int, "em_fraction": np.where(interacts, f_em, 0.0)})
     out.energy[...] = e
     _deposit(sources, calo, owner, rng, axis_xy, out.layers, out.overflow)
+    if sampling:
+        _sample(out.layers, rng, calo.medium.sampling_term)
+    if threshold_mev > 0:
+        for image in out.layers:
+            image[image < threshold_mev] = 0.0
     return info
+
+
+def _sample(images: tuple[np.ndarray, ...], rng: np.random.Generator, term: float) -> None:
+    """Replace each cell's deposit E by what a Pb/LAr readout sees of it, scaled back by 1/f_samp.
+
+    Sampling fluctuations add in quadrature over independent cells, so a stochastic term
+    ``a / sqrt(E/GeV)`` on a shower's energy is a variance ``a^2 E_cell (1 GeV)`` per cell. Drawn
+    as GFlash does (``GFlashSamplingShowerParameterisation::ApplySampling``): a Gamma variate with
+    shape ``E_cell / (a^2 GeV)`` and scale ``a^2 GeV``, mean ``E_cell``, never negative.
+    """
+    scale = term**2 * 1000.0  # MeV
+    for image in images:
+        hit = image > 0
+        image[hit] = rng.gamma(image[hit] / scale, scale).astype(image.dtype)
 
 
 def simulate(particle: str, n: int, *, energy: float | tuple[float, float] = (1.0, 100.0), seed: int = 0,
              spots: bool = True, position_sigma: float = 0.0, angle_sigma: float = 0.0,
-             threads: int | None = None, calorimeter: Calorimeter = CALORIMETER) -> Showers:
+             threads: int | None = None, calorimeter: Calorimeter = CALORIMETER, physics: int = 1,
+             sampling: bool = False, threshold_mev: float = 0.0) -> Showers:
     """Simulate ``n`` showers of ``particle`` (``eplus``, ``gamma`` or ``piplus``).
 
     ``energy``: a fixed incident energy in GeV, or a ``(low, high)`` range drawn
@@ -402,6 +575,15 @@ def simulate(particle: str, n: int, *, energy: float | tuple[float, float] = (1.
     axis); the drawn values are in ``showers.info``. ``spots=False`` gives the
     mean lateral profile without spot fluctuations. ``threads``: worker
     threads (default: up to 2); the result does not depend on it.
+
+    ``physics``: 1 (default) is the original model, bit for bit (the simulated
+    datasets are built on it); 2 adds, for closer agreement with Geant4, each
+    electromagnetic shower's soft-photon halo, the primary e+'s ionisation
+    track, and a converted photon's e+e- pair as two prongs (see the module
+    docstring). ``sampling``: the cells read out the liquid argon only, scaled
+    back by the sampling fraction, with its per-cell fluctuations (the CaloGAN
+    Geant4 files record the total deposit: off by default). ``threshold_mev``:
+    cells below it read 0 (a readout threshold; the energy is lost).
     """
     if particle not in PARTICLES:
         raise PrunelabError(f"unknown particle {particle!r} (known: {', '.join(PARTICLES)})")
@@ -416,6 +598,10 @@ def simulate(particle: str, n: int, *, energy: float | tuple[float, float] = (1.
     for name, value in (("position_sigma", position_sigma), ("angle_sigma", angle_sigma)):
         if not (math.isfinite(value) and value >= 0):
             raise PrunelabError(f"{name} must be a non-negative number, got {value!r}")
+    if physics not in PHYSICS:
+        raise PrunelabError(f"physics must be one of {', '.join(map(str, PHYSICS))}, got {physics!r}")
+    if not (math.isfinite(threshold_mev) and threshold_mev >= 0):
+        raise PrunelabError(f"threshold_mev must be a non-negative number of MeV, got {threshold_mev!r}")
     if not 0 <= int(seed) < 2**63:
         raise PrunelabError(f"seed must be in [0, 2^63), got {seed}")
     starts = list(range(0, n, CHUNK))
@@ -426,7 +612,8 @@ def simulate(particle: str, n: int, *, energy: float | tuple[float, float] = (1.
 
     def work(i: int) -> dict:
         view = result.take(slice(starts[i], min(n, starts[i] + CHUNK)))  # basic slices: views, filled in place
-        return _chunk(particle, view, seeds[i], energy, spots, float(position_sigma), float(angle_sigma), calorimeter)
+        return _chunk(particle, view, seeds[i], energy, spots, float(position_sigma), float(angle_sigma), calorimeter,
+                      int(physics), bool(sampling), float(threshold_mev))
 
     # BLAS at one thread: the chunks are the parallelism (2x faster than nested threading),
     # and the bits then cannot depend on how many threads BLAS would have used.
