@@ -14,6 +14,10 @@ efficiency, mean and 95 % t-interval over the seeds. Target (issue #10): the
 table, and a plain statement whether the images beat the shower shapes here.
 
     python benchmarks/calo_classify.py [--seeds 0 1 2] [--densenet-iterations 1500]
+        [--tasks eplus_gamma] [--variant physics=2]
+
+``--variant`` gives the simulated datasets options (``calo_eplus_gamma[physics=2]``: the
+simulator's physics=2 showers); its results go to ``calo_classify_<variant>.json``.
 """
 
 from __future__ import annotations
@@ -68,10 +72,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--densenet-iterations", type=int, default=1500)
     parser.add_argument("--mlp-iterations", type=int, default=3000)
+    parser.add_argument("--tasks", nargs="+", default=["eplus_gamma", "eplus_piplus"],
+                        choices=["eplus_gamma", "eplus_piplus"])
+    parser.add_argument("--variant", default="", help="dataset options, e.g. physics=2 or physics=2,threshold=0.5")
     args = parser.parse_args()
+    suffix = f"[{args.variant}]" if args.variant else ""
     tasks = {}
-    for task in ("eplus_gamma", "eplus_piplus"):
-        cells, shapes = load_dataset(f"calo_{task}"), load_dataset(f"calo_{task}_shapes")
+    for task in args.tasks:
+        cells, shapes = load_dataset(f"calo_{task}{suffix}"), load_dataset(f"calo_{task}_shapes{suffix}")
         runs: dict[str, list[dict]] = {"calo_densenet (images)": [], "shower_shape_mlp": [], "HistGradientBoosting (shapes)": []}
         for seed in args.seeds:  # methods alternate within each seed
             runs["calo_densenet (images)"].append(torch_method(cells, "calo_densenet", args.densenet_iterations, seed))
@@ -97,7 +105,8 @@ def main() -> None:
             verdict = "images and shower shapes are indistinguishable (intervals overlap)"
         tasks[task]["verdict"] = verdict
         print(f"{task}: {verdict}")
-    write_result("calo_classify", {"seeds": args.seeds, "densenet_iterations": args.densenet_iterations,
+    name = "calo_classify" + ("_" + args.variant.replace("=", "").replace(",", "_") if args.variant else "")
+    write_result(name, {"seeds": args.seeds, "variant": args.variant, "densenet_iterations": args.densenet_iterations,
                                    "mlp_iterations": args.mlp_iterations, "tasks": tasks,
                                    "target": "AUC and rejection at 90 % efficiency for images vs shower shapes "
                                              "with intervals over >= 3 seeds",

@@ -107,7 +107,7 @@ GP_SAMPLING_SPOT_T = (0.813, 0.0019)
 GP_SAMPLING_SPOT_A = (0.844, 0.0026)
 PRIMARY_TRACK_X0 = 1.0  # mean ionising path of a shower's primary e+/e- before it hands its energy on, X0
 ELECTRON_MEV = 0.51099895
-MS_SCALE_MEV = 13.6  # PDG multiple-scattering formula: theta0 = 13.6 MeV / p sqrt(t) (1 + 0.038 ln t)
+MS_SCALE_MEV = 13.6  # PDG multiple-scattering formula: theta0 = 13.6 MeV / p sqrt(t) (1 + 0.038 ln t), t = 1
 
 
 @dataclass
@@ -369,17 +369,17 @@ def _bethe_heitler_fraction(u: np.ndarray) -> np.ndarray:
     return x
 
 
-def _prong_spread_mm(e_mev: np.ndarray, start_x0: np.ndarray, edges_x0: np.ndarray) -> np.ndarray:
-    """(B, S) rms distance of a pair prong of energy ``e_mev`` from the photon's line at each slice's middle.
+def _prong_spread_mm(e_mev: np.ndarray, start_x0: np.ndarray, edges_x0: np.ndarray, x0_mm: float) -> np.ndarray:
+    """(B, S) distance of a pair prong of energy ``e_mev`` from the photon's line at each slice's middle.
 
-    Opening angle ~ m_e c^2 / E (PDG) and multiple scattering theta0 = 13.6 MeV / E sqrt(t) (1 + 0.038 ln t)
-    over the depth t travelled after the conversion, the displacement theta t / sqrt(3) (PDG)."""
+    The prong leaves the conversion at the pair's characteristic angle m_e c^2 / E (PDG) and is
+    deflected by multiple scattering over its first radiation length, theta0 = 13.6 MeV / E (PDG,
+    t = 1); its shower then develops along that direction, so the distance grows as theta t."""
     mid = (edges_x0[:-1] + edges_x0[1:]) / 2
     t = np.clip(mid[None, :] - start_x0[:, None], 0.0, None)
     e = np.clip(e_mev, 1.0, None)[:, None]
-    safe = np.clip(t, 1e-3, None)
-    theta_ms = MS_SCALE_MEV / e * np.sqrt(safe) * np.clip(1 + 0.038 * np.log(safe), 0.0, None)
-    return np.hypot(ELECTRON_MEV / e, theta_ms / np.sqrt(3)) * t
+    theta = np.hypot(ELECTRON_MEV / e, MS_SCALE_MEV / e)
+    return theta * t * x0_mm
 
 
 def _merge(a: _Source, b: _Source) -> _Source:
@@ -421,7 +421,7 @@ def _em_sources_v2(particle: str, e: np.ndarray, rng: np.random.Generator, calo:
     prongs = []
     for share, track in zip((x, 1.0 - x), tracks):
         e_prong = np.clip(share * e - track.energy.sum(axis=1) / 1000.0, 0.0, None)
-        spread = _prong_spread_mm(share * e * 1000.0, start, edges_x0)
+        spread = _prong_spread_mm(share * e * 1000.0, start, edges_x0, m.X0_mm)
         prongs.append(_em_source(e_prong, start, rng, calo, edges_x0, spots, spread_mm=spread, sampling_spots=True))
     track = _Source(tracks[0].energy + tracks[1].energy, None, tracks[0].weights, tracks[0].radii, track=True,
                     fixed_mm=TRACK_RADIUS_MM)

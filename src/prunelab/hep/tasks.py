@@ -82,17 +82,23 @@ def _generated(source: DataSource, name: str, make, splits=None) -> dict[str, np
     return arrays
 
 
-def simulated_pair(signal: str, background: str, kind: str, source: DataSource) -> RawData:
-    """Signal (label 1) vs background (label 0) showers from the simulator, cached."""
+def simulated_pair(signal: str, background: str, kind: str, source: DataSource, physics: int = 1,
+                   threshold: float = 0.0, sampling: int = 0) -> RawData:
+    """Signal (label 1) vs background (label 0) showers from the simulator, cached. ``physics``,
+    ``threshold`` (MeV) and ``sampling`` (0/1) are :func:`~prunelab.hep.simulator.simulate`'s options,
+    given in the dataset's name (``calo_eplus_gamma[physics=2,threshold=0.5]``); the defaults are the
+    original events."""
+    options = {"physics": int(physics), "threshold_mev": float(threshold), "sampling": bool(sampling)}
 
     def make(n: int, seed: int) -> dict[str, np.ndarray]:
         from .simulator import simulate
 
-        parts = [simulate(p, n, seed=seed) for p in (background, signal)]
+        parts = [simulate(p, n, seed=seed, **options) for p in (background, signal)]
         return {"x": np.concatenate([_features(s, kind) for s in parts]),
                 "y": np.repeat(np.arange(2, dtype=np.int64), n), "e": np.concatenate([s.energy for s in parts])}
 
-    name = f"calo_{signal}_{background}_{kind}_n{TRAIN_PER_PARTICLE}-{TEST_PER_PARTICLE}_v{DATA_VERSION}"
+    variant = "" if (physics, threshold, sampling) == (1, 0.0, 0) else f"_p{int(physics)}t{float(threshold):g}s{int(sampling)}"
+    name = f"calo_{signal}_{background}_{kind}_n{TRAIN_PER_PARTICLE}-{TEST_PER_PARTICLE}_v{DATA_VERSION}{variant}"
     return _raw(_generated(source, name, make), kind, (background, signal))
 
 
@@ -140,8 +146,13 @@ def calogan_pair(signal: str, background: str, kind: str, source: DataSource) ->
 
 def _register_pair(prefix: str, reader, signal: str, background: str, what: str) -> None:
     for kind, suffix in (("cells", ""), ("shapes", "_shapes")):
-        def factory(source: DataSource, kind=kind) -> RawData:
-            return reader(signal, background, kind, source)
+        if reader is simulated_pair:  # simulator options as variant options (calo_eplus_gamma[physics=2])
+            def factory(source: DataSource, kind=kind, physics: int = 1, threshold: float = 0.0,
+                        sampling: int = 0) -> RawData:
+                return simulated_pair(signal, background, kind, source, physics, threshold, sampling)
+        else:
+            def factory(source: DataSource, kind=kind) -> RawData:
+                return reader(signal, background, kind, source)
 
         features = "507 cell features" if kind == "cells" else "shower shapes"
         # the CaloGAN files are the user's own: their content enters identities by fingerprint
