@@ -41,6 +41,33 @@ the visible rest follows a Gamma profile in lambda_int units with its maximum at
 deposits: large fluctuations). The pi0 showers are born throughout the
 cascade: their lateral radii are widened by half the hadronic radius.
 
+**physics=2** (``simulate(..., physics=2)``; the default, 1, is the model above
+bit for bit) adds what Geant4 showers of this calorimeter show and the model
+above misses (docs/hep.md has the sources and the comparison):
+
+* a soft-photon halo around every electromagnetic shower: photons near the
+  attenuation minimum (a few MeV) cross one mean free path (53 mm, from the
+  attenuation coefficients of lead and argon) before they interact and leave
+  Compton and photo electrons of a fraction of an MeV. The halo takes
+  ``min(0.04 + 0.05 tau^2, 0.9)`` of each depth slice's energy (tau: depth over
+  the shower maximum: the shower's tail is carried by these photons, PDG),
+  spread radially as ``exp(-r/53 mm)``, in quanta of 0.5 MeV; a cell is
+  hit with probability ``1 - exp(-E/0.5 MeV)`` (Poisson quanta);
+* the positron's own ionisation: a MIP track on the axis over Exp(1 X0) from
+  the front face (the shower still starts at once), its energy taken from the
+  shower's;
+* a converted photon as its e+e- pair: the positron's share x from the
+  Bethe-Heitler spectrum ``1 - 4/3 x (1 - x)``, two MIP tracks and two showers
+  of energies xE and (1-x)E from the conversion point, each core widened by the
+  prong's distance from the photon's line (angle ``m_e c^2/E`` and multiple
+  scattering ``13.6 MeV/E``, times depth: well under a cell for E > 1 GeV);
+* GFlash's spot count for sampling calorimeters (fewer, larger spots).
+
+Readout options, with either physics: ``sampling=True`` reads each cell as the
+argon sees it, scaled back by the sampling fraction (a Gamma variate of mean E
+and variance ``a^2 E (1 GeV)``, a = 10.8 %, as GFlash's ``ApplySampling``);
+``threshold_mev`` zeroes cells below it.
+
 Same arguments and seed give identical showers, whatever the number of threads
 (events are generated in fixed chunks, each with its own seed).
 """
@@ -94,11 +121,11 @@ SUBSLICES = (2, 4, 1)  # depth slices per layer over which the lateral profile i
 # physics=2 (see the module docstring and docs/hep.md; physics=1 is the original model, bit for bit)
 PHYSICS = (1, 2)
 # The soft-photon halo (see _halo): its share of a depth slice's energy is
-# min(HALO_FLOOR + HALO_SLOPE tau^2, HALO_MAX), tau the depth over the shower maximum; its radius is the
-# photon mean free path at the attenuation minimum (Medium.photon_mfp_mm); it is deposited in quanta of
+# min(HALO_FLOOR + HALO_SLOPE tau^2, HALO_MAX), tau the depth over the shower maximum; it falls off as
+# exp(-r / the photon mean free path at the attenuation minimum) (Medium.photon_mfp_mm); it is deposited in quanta of
 # HALO_QUANTUM_MEV. FLOOR, SLOPE and QUANTUM are tuned to Geant4's per-layer sparsity (docs/hep.md).
 HALO_FLOOR, HALO_SLOPE, HALO_MAX = 0.04, 0.05, 0.9
-HALO_QUANTUM_MEV = 0.7  # Compton and photo electrons of few-MeV photons: a fraction of an MeV each
+HALO_QUANTUM_MEV = 0.5  # Compton and photo electrons of few-MeV photons: a fraction of an MeV each
 # GFlash's spot count for sampling calorimeters (GFlashSamplingShowerTuning: N = 10.3 / 0.11 E^0.959,
 # T_s = T (0.813 + 0.0019 Z), alpha_s = alpha (0.844 + 0.0026 Z)): 3x fewer, larger spots than the
 # homogeneous tuning, so the core's cells fluctuate more
@@ -252,6 +279,7 @@ class _Source:
     track: bool = False  # a narrow track: cells below 1 % of it get nothing
     quantum: float | None = None  # MeV: deposited as soft quanta (a cell is hit with P = 1 - exp(-E_cell/quantum))
     fixed_mm: float | None = None  # one lateral radius for every slice and event (centred beam: a cached profile)
+    exponential: bool = False  # with fixed_mm: the radial profile exp(-r/fixed_mm)/fixed_mm instead of GP's form
     tau: np.ndarray | None = None  # (B, S) depth over the shower maximum (EM showers)
 
 
@@ -339,14 +367,17 @@ def _halo(em: _Source, calo: Calorimeter) -> _Source:
     Photons near the attenuation minimum (a few MeV) travel one mean free path
     (:attr:`Medium.photon_mfp_mm`, 53 mm) before they interact, far beyond the
     charged core, and leave their energy as Compton and photo electrons of a
-    fraction of an MeV: many small deposits spread wide. The halo takes
+    fraction of an MeV: many small deposits spread wide, attenuated as
+    ``exp(-r/lambda)``. The halo takes
     ``min(HALO_FLOOR + HALO_SLOPE tau^2, HALO_MAX)`` of each depth slice's
     energy (tau: depth over the shower maximum), so the layer energies do not
     change: before the maximum the charged core deposits most of the energy,
     beyond it the photons near the attenuation minimum carry it (PDG review,
-    electromagnetic cascades). It is spread with the Grindhammer-Peters form
-    with the photon mean free path as radius and deposited in quanta of
-    :data:`HALO_QUANTUM_MEV` (smoothly when the shower has no spots).
+    electromagnetic cascades). Its radial distribution is ``exp(-r/lambda)/lambda``
+    (lambda the photon mean free path; for an off-axis shower, where cells are
+    integrated per event, the GP form with the same median radius ``lambda ln 2``
+    stands in), deposited in quanta of :data:`HALO_QUANTUM_MEV` (smoothly when
+    the shower has no spots).
     """
     share = np.minimum(HALO_FLOOR + HALO_SLOPE * em.tau**2, HALO_MAX)
     energy = em.energy * share
@@ -354,9 +385,9 @@ def _halo(em: _Source, calo: Calorimeter) -> _Source:
     if em.spots is not None:
         em.spots = em.spots * (1.0 - share)  # the core's spots keep their size
     ones = np.ones((*energy.shape, 1))
-    radius = calo.medium.photon_mfp_mm
-    return _Source(energy, None, ones, ones * radius, quantum=None if em.spots is None else HALO_QUANTUM_MEV,
-                   fixed_mm=radius)
+    mfp = calo.medium.photon_mfp_mm
+    return _Source(energy, None, ones, ones * (mfp * math.log(2.0)),
+                   quantum=None if em.spots is None else HALO_QUANTUM_MEV, fixed_mm=mfp, exponential=True)
 
 
 def _bethe_heitler_fraction(u: np.ndarray) -> np.ndarray:
@@ -444,6 +475,19 @@ def _fixed_profile(layer: Layer, radius_mm: float, track: bool) -> np.ndarray:
     return frac
 
 
+@lru_cache(maxsize=16)
+def _exponential_profile(layer: Layer, mfp_mm: float, track: bool = False) -> np.ndarray:
+    """Cell fractions (and outside) of the centred radial profile ``exp(-r/mfp)/mfp``, by quadrature:
+    4,000 radii at the midpoints of its quantiles times 720 angles, equal weights (no closed form)."""
+    u = (np.arange(4000) + 0.5) / 4000
+    r = -mfp_mm * np.log1p(-u)
+    phi = (np.arange(720) + 0.5) * (2 * np.pi / 720)
+    ex, ey = layer.edges()
+    hist, _, _ = np.histogram2d(np.outer(r, np.cos(phi)).ravel(), np.outer(r, np.sin(phi)).ravel(), bins=(ex, ey))
+    cells = hist.ravel() / (r.size * phi.size)
+    return np.append(cells, max(0.0, 1.0 - cells.sum()))
+
+
 def _deposit(sources: list[_Source], calo: Calorimeter, owner: np.ndarray, rng: np.random.Generator,
              axis_xy: tuple[np.ndarray, np.ndarray] | None, images: tuple[np.ndarray, ...], overflow: np.ndarray) -> None:
     """Write the events' cell energies into ``images`` and ``overflow`` (views of the caller's arrays)."""
@@ -459,7 +503,8 @@ def _deposit(sources: list[_Source], calo: Calorimeter, owner: np.ndarray, rng: 
             w = (share[..., None] * src.weights[:, sel]).reshape(n, -1)
             r = src.radii[:, sel].reshape(n, -1)
             if src.fixed_mm is not None and axis_xy is None:
-                frac = _fixed_profile(layer, src.fixed_mm, src.track)[None, :]
+                profile = _exponential_profile if src.exponential else _fixed_profile
+                frac = profile(layer, src.fixed_mm, src.track)[None, :]
             elif axis_xy is None:
                 frac = _mix_table(layer, w, r)
             else:
