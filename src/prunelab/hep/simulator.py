@@ -488,6 +488,37 @@ def _exponential_profile(layer: Layer, mfp_mm: float, track: bool = False) -> np
     return np.append(cells, max(0.0, 1.0 - cells.sum()))
 
 
+def _soft_quanta(e_layer: np.ndarray, frac: np.ndarray, quantum: float, rng: np.random.Generator) -> np.ndarray:
+    """(B, cells + 1) energies of soft quanta of mean ``quantum`` MeV, mean ``e_layer x frac`` per cell
+    (``frac``: one profile, (1, cells + 1)).
+
+    A Bernoulli hit with P = 1 - exp(-mu) (mu = mean / quantum) carrying mean / P: the occupancy and the
+    mean energy of Poisson(mu) quanta, from one uniform per cell instead of a Poisson draw. Given a hit,
+    v = u / P is uniform: the hit's energy is spread uniformly within +-1/sqrt(mu) of its mean (capped at
+    +-100 %): one quantum's energy is flat from 0 to twice its mean, as the Compton electrons' spectrum
+    is roughly flat up to its edge; many quanta's narrows as 1/sqrt(mu). Single precision (the images are).
+    """
+    mean = np.multiply.outer(e_layer.astype(np.float32), frac[0].astype(np.float32))
+    p_hit = mean * np.float32(-1.0 / quantum)
+    np.expm1(p_hit, out=p_hit)
+    np.negative(p_hit, out=p_hit)
+    u = rng.random(mean.shape, dtype=np.float32)
+    hit = u < p_hit
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        np.reciprocal(p_hit, out=p_hit)
+        u *= p_hit  # v, uniform on (0, 1) where hit
+        mean *= p_hit  # the energy given a hit, on average
+        spread = np.multiply.outer(np.reciprocal(np.sqrt(e_layer / quantum)).astype(np.float32),
+                                   np.reciprocal(np.sqrt(frac[0])).astype(np.float32))  # 1/sqrt(mu)
+        np.minimum(spread, np.float32(1.0), out=spread)
+        u *= np.float32(2.0)
+        u -= np.float32(1.0)
+        u *= spread
+        u += np.float32(1.0)
+        mean *= u
+    return np.where(hit, mean, np.float32(0.0))
+
+
 def _deposit(sources: list[_Source], calo: Calorimeter, owner: np.ndarray, rng: np.random.Generator,
              axis_xy: tuple[np.ndarray, np.ndarray] | None, images: tuple[np.ndarray, ...], overflow: np.ndarray) -> None:
     """Write the events' cell energies into ``images`` and ``overflow`` (views of the caller's arrays)."""
@@ -498,36 +529,30 @@ def _deposit(sources: list[_Source], calo: Calorimeter, owner: np.ndarray, rng: 
         for src in sources:
             e_slice = src.energy[:, sel]  # (B, s)
             e_layer = e_slice.sum(axis=1)
+            if src.fixed_mm is not None and axis_xy is None:  # one profile for all: no per-event mixing
+                profile = _exponential_profile if src.exponential else _fixed_profile
+                frac = profile(layer, src.fixed_mm, src.track)[None, :]
+                if src.quantum is not None:
+                    total += _soft_quanta(e_layer, frac, src.quantum, rng)
+                else:
+                    total += e_layer[:, None] * frac
+                continue
             with np.errstate(invalid="ignore", divide="ignore"):
                 share = np.where(e_layer[:, None] > 0, e_slice / np.where(e_layer > 0, e_layer, 1.0)[:, None], 0.0)
             w = (share[..., None] * src.weights[:, sel]).reshape(n, -1)
             r = src.radii[:, sel].reshape(n, -1)
-            if src.fixed_mm is not None and axis_xy is None:
-                profile = _exponential_profile if src.exponential else _fixed_profile
-                frac = profile(layer, src.fixed_mm, src.track)[None, :]
-            elif axis_xy is None:
+            if axis_xy is None:
                 frac = _mix_table(layer, w, r)
             else:
                 ax = np.repeat(axis_xy[0][:, sel], src.weights.shape[-1], axis=1)
                 ay = np.repeat(axis_xy[1][:, sel], src.weights.shape[-1], axis=1)
                 frac = _mix_exact(layer, w, r, ax, ay)
             frac = np.clip(frac, 0.0, None)
-            if src.track and not (src.fixed_mm is not None and axis_xy is None):  # one cell or a few: no tail
+            if src.track:  # one cell or a few: no tail
                 frac = np.where(frac >= 0.01, frac, 0.0)
                 frac /= np.clip(frac.sum(axis=1, keepdims=True), 1e-12, None)
             if src.quantum is not None:
-                # Bernoulli hit with P = 1 - exp(-mu) carrying the cell's mean energy / P: the occupancy and the
-                # mean energy are those of Poisson(mu) quanta, at the cost of a uniform instead of a Poisson draw
-                # (one draw per cell); given a hit, v = u / P is uniform and -ln v exponential with mean 1: the
-                # hit's energy scatters as one quantum's (exponential) for mu << 1, as mu quanta's (1/sqrt(mu)) above
-                mean = e_layer[:, None] * frac
-                mu = mean / src.quantum
-                p_hit = -np.expm1(-mu)
-                u = rng.random(p_hit.shape)
-                hit = u < p_hit
-                safe = np.where(hit, p_hit, 1.0)
-                spread = (-np.log(np.where(hit, u / safe, 1.0)) - 1.0) * np.minimum(1.0, 1.0 / np.sqrt(np.maximum(mu, 1e-30)))
-                total += np.where(hit, mean / safe * (1.0 + spread), 0.0)
+                total += _soft_quanta(e_layer, frac, src.quantum, rng)
             elif src.spots is None:
                 total += e_layer[:, None] * frac
             else:
