@@ -222,3 +222,19 @@ def test_dataset_variant_selects_the_simulator_options(monkeypatch, tmp_path):
     assert (cells > 0).mean() > (old_cells > 0).mean()  # the halo fills cells, the threshold empties a few
     expected = simulate("gamma", 100, seed=calo.TEST_SEED, physics=2, threshold_mev=0.5)
     assert np.array_equal(cells[:100], calo.cell_features(expected)[:, :504])
+
+
+def test_physics_two_with_a_smeared_beam_follows_the_beam():
+    """Off-axis showers integrate cells per event (the halo as GP's form of the same median radius):
+    the halo still fills far cells, the energy stays contained, the shower follows the entry point."""
+    s = simulate("eplus", 1500, energy=20.0, seed=9, physics=2, position_sigma=20.0, angle_sigma=0.02)
+    centred = simulate("eplus", 1500, energy=20.0, seed=9, physics=2)
+    assert np.all(np.isfinite(s.layers[1])) and all(np.all(img >= 0) for img in s.layers)
+    deposited = s.layer_energies.sum(axis=1) + s.overflow.sum(axis=1)
+    assert deposited.mean() == pytest.approx(20_000, rel=0.02)
+    ex, _ = CALORIMETER.layers[1].centres()
+    img = s.layers[1].astype(float)
+    centroid_x = (img.sum(axis=2) @ ex) / img.sum(axis=(1, 2))
+    assert np.corrcoef(centroid_x, s.info["x0"])[0, 1] > 0.9
+    occupancy = shower_shapes(s)["occupancy_1"].median()
+    assert occupancy == pytest.approx(shower_shapes(centred)["occupancy_1"].median(), abs=0.1)

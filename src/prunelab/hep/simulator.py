@@ -490,7 +490,7 @@ def _exponential_profile(layer: Layer, mfp_mm: float, track: bool = False) -> np
 
 def _soft_quanta(e_layer: np.ndarray, frac: np.ndarray, quantum: float, rng: np.random.Generator) -> np.ndarray:
     """(B, cells + 1) energies of soft quanta of mean ``quantum`` MeV, mean ``e_layer x frac`` per cell
-    (``frac``: one profile, (1, cells + 1)).
+    (``frac``: one profile for all, (1, cells + 1), or one per event, (B, cells + 1)).
 
     A Bernoulli hit with P = 1 - exp(-mu) (mu = mean / quantum) carrying mean / P: the occupancy and the
     mean energy of Poisson(mu) quanta, from one uniform per cell instead of a Poisson draw. Given a hit,
@@ -498,7 +498,8 @@ def _soft_quanta(e_layer: np.ndarray, frac: np.ndarray, quantum: float, rng: np.
     +-100 %): one quantum's energy is flat from 0 to twice its mean, as the Compton electrons' spectrum
     is roughly flat up to its edge; many quanta's narrows as 1/sqrt(mu). Single precision (the images are).
     """
-    mean = np.multiply.outer(e_layer.astype(np.float32), frac[0].astype(np.float32))
+    shared = frac.shape[0] == 1
+    mean = (np.multiply.outer(e_layer, frac[0]) if shared else e_layer[:, None] * frac).astype(np.float32)
     p_hit = mean * np.float32(-1.0 / quantum)
     np.expm1(p_hit, out=p_hit)
     np.negative(p_hit, out=p_hit)
@@ -508,8 +509,11 @@ def _soft_quanta(e_layer: np.ndarray, frac: np.ndarray, quantum: float, rng: np.
         np.reciprocal(p_hit, out=p_hit)
         u *= p_hit  # v, uniform on (0, 1) where hit
         mean *= p_hit  # the energy given a hit, on average
-        spread = np.multiply.outer(np.reciprocal(np.sqrt(e_layer / quantum)).astype(np.float32),
-                                   np.reciprocal(np.sqrt(frac[0])).astype(np.float32))  # 1/sqrt(mu)
+        if shared:  # 1/sqrt(mu) as an outer product: no square root per cell
+            spread = np.multiply.outer(np.reciprocal(np.sqrt(e_layer / quantum)).astype(np.float32),
+                                       np.reciprocal(np.sqrt(frac[0])).astype(np.float32))
+        else:
+            spread = np.reciprocal(np.sqrt((e_layer[:, None] * frac / quantum).astype(np.float32)))
         np.minimum(spread, np.float32(1.0), out=spread)
         u *= np.float32(2.0)
         u -= np.float32(1.0)
