@@ -238,3 +238,11 @@ def test_physics_two_with_a_smeared_beam_follows_the_beam():
     assert np.corrcoef(centroid_x, s.info["x0"])[0, 1] > 0.9
     occupancy = shower_shapes(s)["occupancy_1"].median()
     assert occupancy == pytest.approx(shower_shapes(centred)["occupancy_1"].median(), abs=0.1)
+
+
+@pytest.mark.parametrize("options", ["physics=3", "threshold=-1", "sampling=2", "physics=two"])
+def test_bad_dataset_options_are_refused_in_one_line(options, tmp_path):
+    from prunelab import DataSource, load_dataset
+
+    with pytest.raises(PrunelabError):
+        load_dataset(f"calo_eplus_gamma[{options}]", source=DataSource(data_dir=tmp_path, download=False))

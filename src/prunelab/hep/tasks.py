@@ -88,6 +88,8 @@ def simulated_pair(signal: str, background: str, kind: str, source: DataSource, 
     ``threshold`` (MeV) and ``sampling`` (0/1) are :func:`~prunelab.hep.simulator.simulate`'s options,
     given in the dataset's name (``calo_eplus_gamma[physics=2,threshold=0.5]``); the defaults are the
     original events."""
+    if sampling not in (0, 1):
+        raise PrunelabError(f"dataset calo_{signal}_{background}: sampling must be 0 or 1, got {sampling!r}")
     options = {"physics": int(physics), "threshold_mev": float(threshold), "sampling": bool(sampling)}
 
     def make(n: int, seed: int) -> dict[str, np.ndarray]:
