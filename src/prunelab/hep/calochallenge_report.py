@@ -251,7 +251,8 @@ def write_report(evaluation, reference, generated, out: str | Path) -> Path:
                 separation_section(evaluation.separation),
                 "<h2>High-level features, all incident energies</h2><p class=note>Reference filled grey, generated "
                 "in red, each as the fraction of its showers per bin (the bins of the separation power); below "
-                "each, generated / reference per bin with its statistical error.</p>" + _png(feature_figure(ref_table, gen_table, evaluation.separation, labels))]
+                "each, generated / reference per bin with its statistical error.</p>"
+                + _png(feature_figure(ref_table, gen_table, evaluation.separation, labels))]
     response = response_figure(ref_table, gen_table, reference.energy, generated.energy, evaluation.energy_edges,
                                evaluation.separation, labels)
     if response is not None:

@@ -231,7 +231,7 @@ def evaluate(
     hidden: str = typer.Option("512,512", help="classifier hidden layer widths"),
     epochs: int = typer.Option(50, help="classifier epochs at most (the one with the lowest validation loss is kept)"),
     seed: int = typer.Option(0, help="seed of the splits, the networks and the resampling"),
-    threads: Optional[int] = typer.Option(None, help="torch threads for the classifiers (results depend on it)"),
+    threads: int = typer.Option(1, help="torch threads for the classifiers (the numbers depend on it)"),
 ) -> None:
     """The CaloChallenge evaluation (arXiv 2410.21611): separation power of the high-level features, FPD/KPD, and classifier AUCs on voxels and on high-level features, per incident-energy range."""  # noqa: E501
     from .calochallenge import evaluate as run_evaluation
@@ -247,8 +247,9 @@ def evaluate(
     settings = ClassifierSettings(hidden=widths, epochs=epochs, seed=seed, threads=threads)
     ref, gen = read_showers(reference, limit=limit), read_showers(generated, limit=limit)
     began = time.perf_counter()
-    result = run_evaluation(ref, gen, energy_edges=_edges(energy_bins), seed=seed, classifier=classifier,
-                            classifier_settings=settings, names=(reference.name, generated.name))
+    result = run_evaluation(ref, gen, energy_edges=_edges(energy_bins), seed=seed,
+                            classifiers=("low-level", "high-level") if classifier else (), classifier_settings=settings,
+                            names=(reference.name, generated.name))
     seconds = time.perf_counter() - began
     table = Table("incident energy", "low-level AUC [95 %]", "high-level AUC [95 %]", "FPD × 10³", "KPD × 10³",
                   title=f"{generated.name} vs {reference.name}: {len(gen):,} and {len(ref):,} showers")
