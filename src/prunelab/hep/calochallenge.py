@@ -20,7 +20,10 @@
   several sizes n and extrapolated linearly in 1/n to infinite n (value ± the fit's
   standard error); and the unbiased MMD² with the cubic polynomial kernel
   ``(x·y/d + 1)³``, the median over batches ± half the 16–84 % spread. Subsamples
-  are drawn without replacement: a repeated shower would bias both.
+  are drawn without replacement: a repeated shower would bias both. Those errors
+  leave out that two finite samples of one distribution differ by chance (with a
+  thousand showers per side, by several quoted errors: docs/hep.md), so both are
+  also computed between two random halves of the reference.
 * **Classifier tests**: :mod:`.calochallenge_classifier`.
 
 Everything is computed per incident-energy range and over all showers.
@@ -306,17 +309,31 @@ def separation_table(ref_table, gen_table, ref_masks, gen_masks):
 
 
 def distance_table(ref_x, gen_x, ref_masks, gen_masks, *, seed: int = 0, fpd_options=None, kpd_options=None):
+    """FPD and KPD per energy range, and the same between two random halves of the reference: the quoted
+    errors are the extrapolation's and the batches' only, while two finite samples of one distribution also
+    differ by chance — the reference split shows how much, at half the showers."""
     import pandas as pd
 
+    enough = 20 * ref_x.shape[1]  # subsamples of 10 per feature and up to twice that
+    sizes = ("min_samples", "max_samples", "batch_size")  # fitted to the full samples, not to halves
+    split_fpd = {k: v for k, v in (fpd_options or {}).items() if k not in sizes}
+    split_kpd = {k: v for k, v in (kpd_options or {}).items() if k not in sizes}
+    rng = np.random.default_rng(seed)
     rows = []
     for (label, in_r), (_, in_g) in zip(ref_masks, gen_masks):
-        smaller = int(min(in_r.sum(), in_g.sum()))
-        row = {"energy_range": label, "reference_events": int(in_r.sum()), "generated_events": int(in_g.sum())}
-        if smaller >= 20 * ref_x.shape[1]:  # subsamples of 10 per feature and up to twice that
-            row["fpd"], row["fpd_error"] = fpd(ref_x[in_r], gen_x[in_g], seed=seed, **(fpd_options or {}))
-            row["kpd"], row["kpd_error"] = kpd(ref_x[in_r], gen_x[in_g], seed=seed, **(kpd_options or {}))
-        else:
-            row.update(fpd=None, fpd_error=None, kpd=None, kpd_error=None)
+        a, b = ref_x[in_r], gen_x[in_g]
+        row = {"energy_range": label, "reference_events": len(a), "generated_events": len(b),
+               "fpd": None, "fpd_error": None, "kpd": None, "kpd_error": None,
+               "fpd_reference_split": None, "fpd_reference_split_error": None,
+               "kpd_reference_split": None, "kpd_reference_split_error": None}
+        if min(len(a), len(b)) >= enough:
+            row["fpd"], row["fpd_error"] = fpd(a, b, seed=seed, **(fpd_options or {}))
+            row["kpd"], row["kpd_error"] = kpd(a, b, seed=seed, **(kpd_options or {}))
+        if len(a) // 2 >= enough:
+            order = rng.permutation(len(a))
+            one, two = a[order[: len(a) // 2]], a[order[len(a) // 2: 2 * (len(a) // 2)]]
+            row["fpd_reference_split"], row["fpd_reference_split_error"] = fpd(one, two, seed=seed, **split_fpd)
+            row["kpd_reference_split"], row["kpd_reference_split_error"] = kpd(one, two, seed=seed, **split_kpd)
         rows.append(row)
     return pd.DataFrame(rows)
 

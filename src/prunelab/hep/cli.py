@@ -251,7 +251,8 @@ def evaluate(
                             classifiers=("low-level", "high-level") if classifier else (), classifier_settings=settings,
                             names=(reference.name, generated.name))
     seconds = time.perf_counter() - began
-    table = Table("incident energy", "low-level AUC [95 %]", "high-level AUC [95 %]", "FPD × 10³", "KPD × 10³",
+    table = Table("incident energy", "low-level AUC [95 %]", "high-level AUC [95 %]", "FPD × 10³",
+                  "FPD × 10³ ref. halves", "KPD × 10³",
                   title=f"{generated.name} vs {reference.name}: {len(gen):,} and {len(ref):,} showers")
     by_range = {kind: {"all": r, **{row["energy_range"]: row for row in r["by_energy"]}}
                 for kind, r in result.classifiers.items()}
@@ -264,9 +265,9 @@ def evaluate(
         return f"{row['auc']:.3f} [{low:.3f}, {high:.3f}]"
 
     for _, r in result.distances.iterrows():
-        fpd, kpd = (_pm(r[key], r[f"{key}_error"]) for key in ("fpd", "kpd"))
+        fpd, split, kpd = (_pm(r[key], r[f"{key}_error"]) for key in ("fpd", "fpd_reference_split", "kpd"))
         table.add_row(r["energy_range"], auc("low-level", r["energy_range"]), auc("high-level", r["energy_range"]),
-                      fpd, kpd)
+                      fpd, split, kpd)
     console.print(table)
     overall = result.separation[result.separation["energy_range"] == "all"].sort_values("separation_power",
                                                                                         ascending=False)
