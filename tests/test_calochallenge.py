@@ -197,20 +197,25 @@ def test_fpd_extrapolates_to_the_known_distance():
 def test_kpd_matches_the_polynomial_mmd():
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=(7, 2)), rng.normal(size=(5, 2))
-    k = lambda a, b: (a @ b / 2 + 1) ** 3  # noqa: E731 - the kernel, pair by pair
-    brute = (sum(k(x[i], x[j]) for i in range(7) for j in range(7) if i != j) / 42
-             + sum(k(y[i], y[j]) for i in range(5) for j in range(5) if i != j) / 20
-             - 2 * sum(k(a, b) for a in x for b in y) / 35)
-    assert mmd_squared(x, y) == pytest.approx(brute)
-    # one dimension, kernel (xy + 1)³: MMD² = 3 Δm1² + 3 Δm2² + Δm3², here between μ + U(-1, 1) and U(-1, 1)
-    # (moments μ, μ² + 1/3, μ³ + μ against 0, 1/3, 0)
+    for degree in (3, 4):
+        k = lambda a, b: (a @ b / 2 + 1) ** degree  # noqa: E731 - the kernel, pair by pair
+        brute = (sum(k(x[i], x[j]) for i in range(7) for j in range(7) if i != j) / 42
+                 + sum(k(y[i], y[j]) for i in range(5) for j in range(5) if i != j) / 20
+                 - 2 * sum(k(a, b) for a in x for b in y) / 35)
+        assert mmd_squared(x, y, degree) == pytest.approx(brute)
+    # one dimension, kernel (xy + 1)^k = Σ_j C(k, j) (xy)^j: MMD² = Σ_j C(k, j) Δm_j², here between μ + U(-1, 1)
+    # and U(-1, 1) (moments μ, μ² + 1/3, μ³ + μ, μ⁴ + 2μ² + 1/5 against 0, 1/3, 0, 1/5)
     mu = 0.3
-    truth = 3 * mu**2 + 3 * mu**4 + (mu**3 + mu) ** 2
-    value, error = kpd(rng.uniform(-1, 1, size=(8000, 1)) + mu, rng.uniform(-1, 1, size=(8000, 1)), normalise=False,
-                       batch_size=2000, seed=0)
-    assert value == pytest.approx(truth, abs=max(3 * error, 0.02 * truth)) and error < 0.2 * truth
+    dm = np.array([mu, mu**2, mu**3 + mu, mu**4 + 2 * mu**2])
+    for degree, weights in ((3, [3, 3, 1, 0]), (4, [4, 6, 4, 1])):
+        truth = float(np.dot(weights, dm**2))
+        value, error = kpd(rng.uniform(-1, 1, size=(8000, 1)) + mu, rng.uniform(-1, 1, size=(8000, 1)),
+                           normalise=False, batch_size=2000, degree=degree, seed=0)
+        assert value == pytest.approx(truth, abs=max(3 * error, 0.02 * truth)) and error < 0.2 * truth
     same, same_error = kpd(rng.normal(size=(4000, 3)), rng.normal(size=(4000, 3)), seed=0, batch_size=1000)
     assert abs(same) <= 3 * same_error
+    with pytest.raises(PrunelabError, match="KPD batch size"):
+        kpd(x, y, batch_size=6)
 
 
 # --------------------------------------------------------------------------
