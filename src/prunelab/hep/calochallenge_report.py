@@ -224,7 +224,8 @@ def distance_section(distances) -> str:
             "kernel (x·y/d + 1)⁴, median over batches (± half the 16–84 % spread). Both are 0 for identical "
             "distributions. The quoted errors leave out that two finite samples differ by chance; the 'reference "
             "halves' columns give the same distances between two random halves of the reference, the size of "
-            "chance with half the showers. Shown × 10³; '–': too few showers (20 per feature, per side or per half).</p>"
+            "chance with half the showers. Shown × 10³; '–': too few showers (20 per feature, per side or per "
+            "half).</p>"
             + _table(["incident energy", "reference / generated showers", "FPD × 10³",
                       "FPD × 10³, reference halves", "KPD × 10³", "KPD × 10³, reference halves"], rows))
 
