@@ -205,7 +205,8 @@ def separation_section(separation) -> str:
             "energies, 100 linear otherwise, spanning the reference; values beyond the edges count in the edge "
             "bins). 0: identical histograms, 1: no overlap. Two samples of one distribution differ by chance: "
             "'floor' is the expected value for the overall sample sizes, about (occupied bins − 1)/4 · (1/n_ref + "
-            "1/n_gen). <b class=flag>Red</b>: more than twice its floor.</p>"
+            "1/n_gen) (each range's floor is in the JSON). <b class=flag>Red</b>: more than twice the floor of its "
+            "range.</p>"
             + _table(["feature", "all energies", "floor (all)", *ranges[1:]], rows))
 
 
