@@ -215,8 +215,8 @@ def classifier_test(x_reference: np.ndarray, x_generated: np.ndarray, energy_ref
     sides = []
     for x, energy, label in ((x_reference, energy_reference, 1.0), (x_generated, energy_generated, 0.0)):
         keep = np.sort(rng.permutation(len(x))[:size])
-        sides.append([(x[keep][part], np.asarray(energy)[keep][part], np.full(len(part), label, np.float32))
-                      for part in _split(size, rng)])
+        x, energy = x[keep], np.asarray(energy)[keep]
+        sides.append([(x[part], energy[part], np.full(len(part), label, np.float32)) for part in _split(size, rng)])
     train, validation, test = ([np.concatenate(parts) for parts in zip(*(side[k] for side in sides))]
                                for k in range(3))  # each [inputs, incident energies, labels]
     if standardise:
@@ -239,8 +239,8 @@ def classifier_test(x_reference: np.ndarray, x_generated: np.ndarray, energy_ref
         else:
             row.update(auc=None, auc_low=None, auc_high=None)
         by_range.append(row)
-    return {"auc": auc, "auc_interval": [low, high], "jsd": jensen_shannon(test[2], validation[2], p_validation,
-                                                                           p_test),
+    jsd = jensen_shannon(test[2], validation[2], p_validation, p_test)
+    return {"auc": auc, "auc_interval": [low, high], "jsd": jsd,
             "inputs": int(train[0].shape[1]), "showers_per_side": size,
             "train_events": len(train[2]), "validation_events": len(validation[2]), "test_events": len(test[2]),
             "standardised": standardise, **history, "by_energy": by_range,
