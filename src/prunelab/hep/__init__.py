@@ -12,7 +12,9 @@
 * :mod:`.gan`, :mod:`.gan_recipes`, :mod:`.gan_study` — a conditional shower GAN (CaloGAN-style)
   trained as states of the experiment tree, and the study that prunes its generator;
 * :mod:`.fidelity` — how faithful generated showers are (Wasserstein/KS per observable and energy
-  bin, a classifier two-sample test, the energy response).
+  bin, a classifier two-sample test, the energy response);
+* :mod:`.calochallenge`, :mod:`.calochallenge_classifier`, :mod:`.calochallenge_report` — the
+  CaloChallenge's evaluation (separation powers, FPD/KPD, classifier AUCs) and its HTML/JSON report.
 
 The names below load their module on first use, so ``import prunelab`` stays light.
 """

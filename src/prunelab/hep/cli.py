@@ -1,4 +1,5 @@
-"""``prunelab calo …``: generate showers in the CaloGAN layout and summarise their shower shapes."""
+"""``prunelab calo …``: generate showers (CaloGAN or CaloChallenge layout), summarise their shower shapes, train
+and sample the shower GAN, and evaluate generated showers against reference ones."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from rich.table import Table
 
 from ..errors import PrunelabError
 
-calo_app = typer.Typer(no_args_is_help=True, help="Calorimeter showers: generate (CaloGAN HDF5 layout), shower shapes.")
+calo_app = typer.Typer(no_args_is_help=True, help="Calorimeter showers: generate (CaloGAN or CaloChallenge HDF5 "
+                                                  "layout), shower shapes, evaluate generated showers.")
 console = Console()
 
 
@@ -20,17 +22,18 @@ console = Console()
 def generate(
     particle: str = typer.Option(..., "--particle", "-p", help="eplus, gamma or piplus"),
     events: int = typer.Option(..., "-n", "--events", help="number of showers"),
-    output: Path = typer.Option(..., "-o", "--output", help="HDF5 file to write (CaloGAN layout)"),
+    output: Path = typer.Option(..., "-o", "--output", help="HDF5 file to write"),
     energy: Optional[float] = typer.Option(None, help="fixed incident energy in GeV (default: uniform in the range)"),
     energy_min: float = typer.Option(1.0, help="lower end of the uniform energy range, GeV"),
     energy_max: float = typer.Option(100.0, help="upper end of the uniform energy range, GeV"),
     seed: int = typer.Option(0, help="random seed (same seed and options: identical showers)"),
+    layout: str = typer.Option("calogan", help="calogan (layer images, GeV) or calochallenge (flat voxels, MeV)"),
     spots: bool = typer.Option(True, help="spot fluctuations (--no-spots: the mean lateral profile)"),
     position_sigma: float = typer.Option(0.0, help="Gaussian smearing of the entry point per axis, mm"),
     angle_sigma: float = typer.Option(0.0, help="Gaussian smearing of the direction per axis, rad"),
     threads: Optional[int] = typer.Option(None, help="worker threads (the result does not depend on it)"),
 ) -> None:
-    """Simulate showers and write them in the CaloGAN HDF5 layout."""
+    """Simulate showers and write them in the CaloGAN (or CaloChallenge) HDF5 layout."""
     from .io import write_showers
     from .simulator import simulate
 
@@ -43,7 +46,7 @@ def generate(
     seconds = time.perf_counter() - began
     settings = {"particle": particle, "events": events, "energy": chosen, "seed": seed, "spots": spots,
                 "position_sigma": position_sigma, "angle_sigma": angle_sigma, "generator": "prunelab.hep.simulator"}
-    write_showers(output, showers, settings)
+    write_showers(output, showers, settings, layout=layout)
     console.print(f"{events} {particle} showers in {seconds:.2f} s ({events / seconds:,.0f} per second) → {output}")
 
 
@@ -203,3 +206,77 @@ def fidelity(
     if output is not None:
         path = store_report(results, output, state=state)
         console.print(f"report written to {path}")
+
+
+def _edges(text: Optional[str]) -> Optional[tuple[float, ...]]:
+    if text is None:
+        return None
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise PrunelabError(f"--energy-bins {text!r}: give increasing edges in GeV separated by commas, "
+                            "e.g. 1,10,30,60,100") from None
+
+
+@calo_app.command()
+def evaluate(
+    reference: Path = typer.Argument(..., help="HDF5 file of reference showers (CaloGAN or CaloChallenge layout)"),
+    generated: Path = typer.Argument(..., help="HDF5 file of generated showers (either layout)"),
+    output: Path = typer.Option(Path("evaluation.html"), "-o", "--output", help="HTML report to write"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="also write every number as JSON here"),
+    energy_bins: Optional[str] = typer.Option(None, help="incident-energy range edges in GeV, e.g. 1,10,30,60,100 "
+                                                         "(default: those, or decades covering the showers)"),
+    limit: Optional[int] = typer.Option(None, help="read at most this many showers of each file"),
+    classifier: bool = typer.Option(True, help="train the low- and high-level classifiers (--no-classifier: skip)"),
+    hidden: str = typer.Option("512,512", help="classifier hidden layer widths"),
+    epochs: int = typer.Option(50, help="classifier epochs at most (the one with the lowest validation loss is kept)"),
+    seed: int = typer.Option(0, help="seed of the splits, the networks and the resampling"),
+    threads: int = typer.Option(1, help="torch threads for the classifiers (the numbers depend on it)"),
+) -> None:
+    """The CaloChallenge evaluation (arXiv 2410.21611): separation power of the high-level features, FPD/KPD, and classifier AUCs on voxels and on high-level features, per incident-energy range."""  # noqa: E501
+    from .calochallenge import evaluate as run_evaluation
+    from .calochallenge_classifier import ClassifierSettings
+    from .calochallenge_report import plus_minus as _pm
+    from .calochallenge_report import summary_line, write_json, write_report
+    from .io import read_showers
+
+    try:
+        widths = tuple(int(w) for w in hidden.split(","))
+    except ValueError:
+        raise PrunelabError(f"--hidden {hidden!r}: give layer widths separated by commas, e.g. 512,512") from None
+    settings = ClassifierSettings(hidden=widths, epochs=epochs, seed=seed, threads=threads)
+    ref, gen = read_showers(reference, limit=limit), read_showers(generated, limit=limit)
+    began = time.perf_counter()
+    result = run_evaluation(ref, gen, energy_edges=_edges(energy_bins), seed=seed,
+                            classifiers=("low-level", "high-level") if classifier else (), classifier_settings=settings,
+                            names=(reference.name, generated.name))
+    seconds = time.perf_counter() - began
+    table = Table("incident energy", "low-level AUC [95 %]", "high-level AUC [95 %]", "FPD × 10³",
+                  "FPD × 10³ ref. halves", "KPD × 10³",
+                  title=f"{generated.name} vs {reference.name}: {len(gen):,} and {len(ref):,} showers")
+    by_range = {kind: {"all": r, **{row["energy_range"]: row for row in r["by_energy"]}}
+                for kind, r in result.classifiers.items()}
+
+    def auc(kind: str, label: str) -> str:
+        row = by_range.get(kind, {}).get(label)
+        if row is None or row.get("auc") is None:
+            return "-"
+        low, high = row["auc_interval"] if "auc_interval" in row else (row["auc_low"], row["auc_high"])
+        return f"{row['auc']:.3f} [{low:.3f}, {high:.3f}]"
+
+    for _, r in result.distances.iterrows():
+        fpd, split, kpd = (_pm(r[key], r[f"{key}_error"]) for key in ("fpd", "fpd_reference_split", "kpd"))
+        table.add_row(r["energy_range"], auc("low-level", r["energy_range"]), auc("high-level", r["energy_range"]),
+                      fpd, split, kpd)
+    console.print(table)
+    overall = result.separation[result.separation["energy_range"] == "all"].sort_values("separation_power",
+                                                                                        ascending=False)
+    seps = Table("feature", "separation power", "statistical floor", title="separation power, all energies")
+    for _, r in overall.iterrows():
+        seps.add_row(r["feature"], f"{r['separation_power']:.4f}", f"{r['floor']:.4f}")
+    console.print(seps)
+    console.print(summary_line(result))
+    path = write_report(result, ref, gen, output)
+    console.print(f"evaluated in {seconds:.1f} s; report written to {path}")
+    if json_path is not None:
+        console.print(f"numbers written to {write_json(result, json_path)}")
