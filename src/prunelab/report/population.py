@@ -15,13 +15,14 @@ from . import plots
 from .plots import WIDTH, styled
 
 MAX_PIE_IMAGES = 40  # a grid of 5 rows × 8
+MAX_TEST_PANELS = 6  # branches in the per-class test figure (best first; the table has every branch)
 
 
 @styled
 def class_test_figure(tests: pd.DataFrame, branches: list[str]):
     """One panel per branch: classes (rows) × weights remaining (columns), coloured by the difference in
     normalised recall (pruned − dense population); a dot marks a class the corrected test flags."""
-    shown = [b for b in branches if b in set(tests["branch"])][:plots.MAX_PANELS]
+    shown = [b for b in branches if b in set(tests["branch"])][:MAX_TEST_PANELS]
     grids = [tests[tests["branch"] == b].pivot_table(index="class", columns="remaining", values="difference",
                                                       sort=False).sort_index(axis=1, ascending=False)
              for b in shown]
@@ -30,7 +31,7 @@ def class_test_figure(tests: pd.DataFrame, branches: list[str]):
              for b in shown]
     limit = max(1e-6, max(float(np.nanmax(np.abs(g.to_numpy(dtype=float)))) for g in grids))
     classes = len(grids[0].index)
-    fig, axes = plt.subplots(len(grids), 1, figsize=(WIDTH, (0.6 + 0.24 * classes) * len(grids) + 1.0),
+    fig, axes = plt.subplots(len(grids), 1, figsize=(WIDTH, (0.5 + 0.2 * classes) * len(grids) + 1.0),
                              squeeze=False, layout="constrained")
     for ax, b, grid, flag in zip(axes.flat, shown, grids, flags):
         values = grid.to_numpy(dtype=float)
