@@ -240,10 +240,10 @@ def test_shared_mirror_datasets_load(name, tmp_path):
 
 
 def _race_writer(path, seed):
-    from prunelab.tasks.datasets import _atomic_savez
+    from prunelab.tasks.datasets import atomic_savez
 
     for _ in range(30):
-        _atomic_savez(path, {"x": np.full(200_000, seed, dtype=np.float32)})
+        atomic_savez(path, {"x": np.full(200_000, seed, dtype=np.float32)})
 
 
 def test_concurrent_cache_writers_never_fail_or_leave_partial_files(tmp_path):

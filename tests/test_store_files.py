@@ -31,10 +31,10 @@ def test_store_files_follow_the_umask(tmp_path, digits, umask_027):
 def test_data_cache_files_follow_the_umask(tmp_path, umask_027):
     import numpy as np
 
-    from prunelab.tasks.datasets import _atomic_savez
+    from prunelab.tasks.datasets import atomic_savez
 
     target = tmp_path / "cache" / "x.npz"
-    _atomic_savez(target, {"x": np.zeros(3)})
+    atomic_savez(target, {"x": np.zeros(3)})
     assert stat.S_IMODE(target.stat().st_mode) == 0o640
 
 

@@ -114,7 +114,7 @@ class ProcessCaches:
         self.tensor_homes: dict[str, dict[str, str]] = {}  # experiment.store: store root → tensor hash → its file
         self.ready_indexes: set[tuple] = set()  # experiment.store: indexes this process made or checked
         self.trusted_indexes: set[tuple] = set()  # experiment.store: indexes whose token this process checked
-        self.mean_cis: dict = {}  # study.mean_cis: (confidence, method, the columns' bytes) → intervals
+        self.mean_cis: dict = {}  # analysis.stats.mean_cis: (confidence, method, the columns' bytes) → intervals
 
     def clear(self) -> None:
         """Empty every cache, as a new process starts."""

@@ -1083,9 +1083,26 @@ def _recompute(results, count: int, chosen: list[str], seed: int) -> tuple[list,
     return problems, unaudited
 
 
-from .hep.cli import calo_app  # noqa: E402
+from .registry import Registry  # noqa: E402
 
-app.add_typer(calo_app, name="calo")
+# Command groups plug-ins add (`prunelab calo ...` is the physics plug-in's), a typer app each. Listed
+# at start-up, so a plug-in's command module should import little at its top.
+COMMANDS: Registry[typer.Typer] = Registry("command group", group="prunelab.commands")
+
+
+def _attach_command_groups() -> None:
+    for entry in COMMANDS:
+        try:
+            group = COMMANDS.get(entry.name)
+        except PrunelabError as exc:  # a broken plug-in costs its own commands, not everyone's
+            import warnings
+
+            warnings.warn(str(exc), stacklevel=1)
+            continue
+        app.add_typer(group, name=entry.name)
+
+
+_attach_command_groups()
 
 from .hf_cli import export_hf, hf_fingerprint  # noqa: E402
 

@@ -1,6 +1,11 @@
-"""Name → factory registries with close-match suggestions and import paths.
+"""Name → factory registries with close-match suggestions, import paths and plug-ins.
 
-Datasets, models (and later pruning methods) are looked up by name. A name of
+Everything a user or a domain package adds — datasets, models, pruning methods, recipes, command
+groups, report kinds — is a :class:`Registry` looked up by name. Each registry also lists what
+plug-ins add (:func:`plugin_entries`): installed packages through the entry-point group named by the
+registry (``prunelab.datasets``, ``prunelab.methods``, ...), and prunelab's own plug-ins through
+:data:`BUILTIN_PLUGINS`, the one place the core names one. Both are read on a registry's first
+lookup, so importing prunelab imports no plug-in. A name of
 the form ``package.module:attribute`` is imported instead, so users can plug in
 their own factories without registering them — but only from a module the user
 trusts: importing a module runs its code, and a name read from a store (a
@@ -37,17 +42,78 @@ class _Lazy:
         self.load = load
 
 
+# prunelab's own plug-ins: packages that add to the registries exactly as an installed one would, by
+# their module-level ENTRY_POINTS (the same table their pyproject.toml entry points declare). Named here
+# as strings, imported on a registry's first lookup: an editable install's entry points are only
+# refreshed by reinstalling, and a checkout run from source has none.
+BUILTIN_PLUGINS: tuple[str, ...] = ("prunelab.hep",)
+
+_PLUGIN_TABLES: dict[str, dict[str, dict[str, str]] | None] = {}  # plug-in → its ENTRY_POINTS (None: missing)
+
+
+def _plugin_table(module_name: str) -> dict[str, dict[str, str]] | None:
+    """A built-in plug-in's ENTRY_POINTS, read once a process; a plug-in that cannot be imported is
+    warned about once and left out (prunelab runs without it)."""
+    if module_name not in _PLUGIN_TABLES:
+        try:
+            table = getattr(importlib.import_module(module_name), "ENTRY_POINTS", {})
+        except ImportError as exc:
+            import warnings
+
+            warnings.warn(f"built-in plug-in {module_name} is not available ({exc}); prunelab runs without the "
+                          "datasets, models, recipes and commands it adds", stacklevel=3)
+            table = None
+        _PLUGIN_TABLES[module_name] = table
+    return _PLUGIN_TABLES[module_name]
+
+
+def plugin_entries(group: str) -> list[tuple[str, str]]:
+    """(name, ``module`` or ``module:attr``) for every plug-in entry of ``group``: the built-in plug-ins'
+    first, then installed packages' entry points (a name already given is not given twice)."""
+    from importlib.metadata import entry_points
+
+    out: dict[str, str] = {}
+    for module_name in BUILTIN_PLUGINS:
+        for name, value in ((_plugin_table(module_name) or {}).get(group) or {}).items():
+            out.setdefault(name, value)
+    for point in entry_points(group=group):
+        out.setdefault(point.name, point.value)
+    return list(out.items())
+
+
+def load_plugins(registry: "Registry") -> None:
+    """Add ``registry``'s plug-in entries: ``name = "module:attr"`` becomes an entry loaded on first use;
+    ``name = "module"`` imports the module, which registers its own entries (a package adding many
+    names at once, e.g. one dataset per particle pair). The user installed (or prunelab ships) these
+    packages: trusted like a module they import."""
+    for name, value in plugin_entries(registry.group):
+        if ":" in value:
+            if name not in registry._entries:
+                registry.lazy(name, lambda value=value: import_object(value, registry.kind), f"from {value}")
+            continue
+        try:
+            importlib.import_module(value)
+        except Exception as exc:  # one broken package must not take the others (or the built-ins) down
+            import warnings
+
+            warnings.warn(f"{registry.kind}s from {value!r} ({registry.group} {name!r}) could not be loaded: "
+                          f"{exc}", stacklevel=4)
+
+
 class Registry(Generic[T]):
-    """A small, typed name → factory table. ``kind`` words the errors. ``discover(registry)``, when
-    given, is called once before the first lookup to add entries found elsewhere (entry points).
+    """A small, typed name → factory table. ``kind`` words the errors. ``group``, when given, is the
+    entry-point group whose plug-in entries (:func:`load_plugins`) are added on the first lookup;
+    ``discover(registry)``, when given, is called then too, to add entries found elsewhere.
     ``alternatives``: what else a name may be, for the message naming an unknown one."""
 
     def __init__(self, kind: str, discover: Callable[["Registry"], None] | None = None, *,
-                 alternatives: str = "'package.module:factory'") -> None:
+                 group: str | None = None, alternatives: str = "'package.module:factory'") -> None:
         self.kind = kind
+        self.group = group
         self.alternatives = alternatives
         self._entries: dict[str, Entry[T]] = {}
         self._discover = discover
+        self._plugins_pending = group is not None
 
     def register(self, name: str, summary: str = "") -> Callable[[T], T]:
         def decorator(factory: T) -> T:
@@ -63,6 +129,9 @@ class Registry(Generic[T]):
         self._entries.setdefault(name, Entry(name, _Lazy(load), summary))
 
     def _ensure(self) -> None:
+        if self._plugins_pending:
+            self._plugins_pending = False
+            load_plugins(self)
         if self._discover is not None:
             discover, self._discover = self._discover, None
             try:

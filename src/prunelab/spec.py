@@ -26,6 +26,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+# The study record (documents/study-NAME.json): written by prunelab.study, read by the analysis
+STUDY_DOCUMENT_PREFIX = "study-"
+RECORD_FORMAT = "prunelab.study/1"
+
 MAX_SEED = 2**63 - 1  # seeds feed torch.manual_seed, which takes a signed 64-bit integer
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .caches import CACHES
+from .analysis.stats import BOOTSTRAP_FROM, INTERVALS, check_interval, mean_ci, mean_cis  # noqa: F401 (re-exported)
 from .errors import PrunelabError
 from .experiment import (Consensus, Experiment, Finetune, Prune, RandomPruneLike, RandomReinit, Rewind, State, Train,
                          Transfer)
@@ -31,7 +31,8 @@ from .experiment.store import file_stamp
 from .experiment.summary import remaining_percent  # noqa: F401 (re-exported)
 from .pruning.methods import technique
 from . import labels
-from .spec import BranchSection, Spec, consensus_sources, control_kind, duplicate_tau_values, effective_taus
+from .spec import (RECORD_FORMAT, STUDY_DOCUMENT_PREFIX, BranchSection, Spec, consensus_sources, control_kind,
+                   duplicate_tau_values, effective_taus)
 from .headline import headline, metric_info
 from .tasks.training import TrainConfig
 
@@ -145,10 +146,6 @@ def build_study(spec: Spec, store: str | Path | None = None) -> StudyTree:
                           f"sources; it is run once, as {kept}")
     exp.documents[STUDY_DOCUMENT_PREFIX + _safe_name(spec.study.name)] = study_record(spec, tree)
     return tree
-
-
-STUDY_DOCUMENT_PREFIX = "study-"
-RECORD_FORMAT = "prunelab.study/1"
 
 
 def _safe_name(name: str) -> str:
@@ -379,86 +376,6 @@ class SummaryRow:
     metric: str = "accuracy"  # what ``values`` are: accuracy, or for regression resolution / rmse (see headline)
     seeds: tuple[int, ...] = ()  # the seed of each of ``values``
     early_stopping: tuple[float, float, float] | None = None  # iteration of minimum validation loss: mean, 95 % CI
-
-
-# Seeds from which "auto" intervals are bootstrapped. Measured coverage of nominal 95 % intervals
-# (benchmarks/interval_coverage.py): BCa 0.73 / 0.83 / 0.89 / 0.91 at 3 / 5 / 10 / 20 values of a
-# normal accuracy, Student t 0.94–0.96 throughout; only from ~30 does the bootstrap catch up.
-BOOTSTRAP_FROM = 30
-
-
-INTERVALS = ("auto", "t", "bootstrap")
-
-
-def check_interval(method: str) -> str:
-    if method not in INTERVALS:
-        raise PrunelabError(f"interval method {method!r} must be one of {', '.join(INTERVALS)}")
-    return method
-
-
-def mean_ci(values: list[float], confidence: float = 0.95, method: str = "auto",
-            bounds: tuple[float, float] | None = None) -> tuple[float, float, float]:
-    """Mean and confidence interval over seeds.
-
-    ``bounds``: the metric's range (accuracy, recall, AUC: (0, 1)); the interval
-    is clipped to it. A t interval is symmetric and with few seeds near a bound
-    it crosses it (worst-class recall 0.99 ± 0.05); the true mean lies inside
-    the range, so clipping never loses coverage, it only drops impossible values.
-
-    ``method``: ``"bootstrap"`` (BCa, scipy.stats.bootstrap), ``"t"`` (Student
-    t), or ``"auto"``: bootstrap from 30 values, t below. With few seeds a
-    bootstrap can only resample a handful of distinct values and its interval is
-    too narrow (benchmarks/interval_coverage.py measures it); the t interval is
-    the honest one there.
-    """
-    return mean_cis([values], confidence, method, bounds)[0]
-
-
-def mean_cis(columns: list[list[float]], confidence: float = 0.95, method: str = "auto",
-             bounds: tuple[float, float] | None = None) -> list[tuple[float, float, float]]:
-    """:func:`mean_ci` of each column. Bootstrapped columns of one length share their resamples
-    (:func:`prunelab.analysis.stats.bootstrap_cis`), and recent answers are remembered, so the
-    report's plots of one study, which ask for the same levels, bootstrap each once."""
-    check_interval(method)
-    data = [np.asarray(c, dtype=float) for c in columns]
-    key = (confidence, method, tuple((c.tobytes()) for c in data))
-    remembered = CACHES.mean_cis  # oldest first
-    answer = remembered.get(key)
-    if answer is None:
-        answer = _mean_cis(data, confidence, method)
-        remembered[key] = answer
-        while len(remembered) > 256:
-            remembered.pop(next(iter(remembered)))
-    out = []
-    for mean, lo, hi in answer:
-        if bounds is not None and lo == lo:
-            lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
-        out.append((mean, lo, hi))
-    return out
-
-
-def _mean_cis(data: list[np.ndarray], confidence: float, method: str) -> list[tuple[float, float, float]]:
-    from .analysis.tdist import t_quantile
-
-    out: list = [None] * len(data)
-    boot = []
-    for k, values in enumerate(data):
-        n = len(values)
-        mean = float(sum(values.tolist()) / n)
-        if n < 2:
-            out[k] = (mean, math.nan, math.nan)
-        elif method == "bootstrap" or (method == "auto" and n >= BOOTSTRAP_FROM):
-            boot.append(k)
-        else:
-            sd = float(np.std(values, ddof=1))  # scipy's tstd warns on equal values, which 3 seeds often give
-            half = t_quantile(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
-            out[k] = (mean, float(mean - half), float(mean + half))
-    if boot:
-        from .analysis.stats import bootstrap_cis
-
-        for k, (mean, lo, hi) in zip(boot, bootstrap_cis([data[k] for k in boot], confidence)):
-            out[k] = (mean, float(lo), float(hi))
-    return out
 
 
 def summarize(tree: StudyTree, split: str = "test", interval: str = "auto") -> list[SummaryRow]:

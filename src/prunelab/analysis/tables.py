@@ -132,7 +132,7 @@ def study_records(results: Results) -> list[dict]:
     configuration, control-of and task, and for every row its structure (``rows``);
     nothing is parsed back from tags or labels.
     """
-    from ..study import RECORD_FORMAT, STUDY_DOCUMENT_PREFIX
+    from ..spec import RECORD_FORMAT, STUDY_DOCUMENT_PREFIX
 
     if results._study_records is not None:  # a report asks more than once; the view is of the store as opened
         return results._study_records
@@ -354,7 +354,7 @@ def structure_table(results: Results, points, interval: str = "auto"):
     two-sided paired t test over seeds of observed − expected; ``p_random``: of observed − control."""
     import pandas as pd
 
-    from ..study import mean_ci
+    from .stats import mean_ci
     from .effects import paired_p
     from .masks import emergent_structure
 

@@ -24,7 +24,7 @@ def token_costs(dense: list[dict], pruned: list[dict]):
     Σ n × mean ΔL; shares sum to 1, and a share above 1 means other tokens got easier)."""
     import pandas as pd
 
-    from ..study import mean_ci
+    from .stats import mean_ci
 
     if not dense or len(dense) != len(pruned):
         raise PrunelabError(f"token_costs: {len(dense)} dense and {len(pruned)} pruned evaluations; give pairs")

@@ -1,7 +1,8 @@
 """Auditing a store by recomputation: determinism makes every stored state checkable.
 
-``recompute(store, hash)`` rebuilds a state's recipe from its manifest (built-in
-recipes only: a store never names code to run), re-executes it on the stored
+``recompute(store, hash)`` rebuilds a state's recipe from its manifest (registered
+recipes — prunelab's, its plug-ins', installed packages' — or a user's in a module the user trusts: a
+store never names code to run), re-executes it on the stored
 parent at the recorded torch thread count, and compares every tensor and
 metric with what is stored. Nothing is written.
 """
@@ -18,12 +19,9 @@ from pydantic import BaseModel
 
 from ..errors import PrunelabError
 from . import recipes as recipes_module
-from .recipes import (Consensus, Finetune, Init, Prune, RandomPruneLike, RandomReinit, Recipe, Ref, Rewind, Train,
-                      Transfer)
+from .recipes import Recipe, Ref, recipe_class, recipe_unavailable
 from .store import Store
 
-BUILTIN = {cls.__name__: cls for cls in (Init, Train, Prune, Rewind, Finetune, RandomReinit, RandomPruneLike,
-                                         Consensus, Transfer)}
 # Not results: wall-clock measurements, and provenance of how a state ran (which GPU; which models
 # shared its vectorised pass: a recomputation trains it alone, with the same bits by design).
 _VOLATILE = ("train_seconds", "seconds", "device", "vectorized", "cuda_graph")
@@ -42,12 +40,10 @@ def _convert(value, hint):
 
 
 def recipe_from_manifest(manifest: dict) -> Recipe:
-    """The built-in recipe a manifest describes, rebuilt exactly (its parameters must round-trip)."""
+    """The recipe a manifest describes (registered, or in a module the user trusts), rebuilt exactly (its
+    parameters must round-trip)."""
     recipe = manifest["recipe"]
-    cls = BUILTIN.get(recipe["type"]) or _physics_recipes().get(recipe["type"])
-    if cls is None:
-        raise PrunelabError(f"recipe {recipe['type']!r} is not built in; only built-in recipes are recomputed "
-                            "(a store never names code to run)")
+    cls = recipe_class(recipe["type"])
     hints = typing.get_type_hints(cls, globalns={**vars(recipes_module), **vars(sys.modules[cls.__module__])})
     params = recipe["params"]
     fields = {f.name for f in dataclasses.fields(cls)}
@@ -69,20 +65,11 @@ def recipe_from_manifest(manifest: dict) -> Recipe:
 
 def recomputable(store: Store, state_hash: str) -> str | None:
     """Why a stored state cannot be re-executed here (None: it can be tried): a failed state, or a
-    recipe that is not prunelab's own (a store never names code to run)."""
+    recipe that is neither registered nor in a module the user trusts (a store never names code to run)."""
     m = store.manifest(state_hash)
     if m is None or m.get("status") != "done":
         return f"no finished state {state_hash[:12]}"
-    if m["recipe"]["type"] not in BUILTIN and m["recipe"]["type"] not in _physics_recipes():
-        return f"recipe {m['recipe']['type']!r} is not built in (a store never names code to run)"
-    return None
-
-
-def _physics_recipes() -> dict:
-    """prunelab's own recipes outside this package (the shower GAN's), by name; imported on demand."""
-    from ..hep.gan_recipes import RECIPES
-
-    return RECIPES
+    return recipe_unavailable(m["recipe"]["type"])
 
 
 def _root_seed(store: Store, manifest: dict) -> int:

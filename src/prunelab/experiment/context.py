@@ -16,7 +16,6 @@ from .hashing import state_seed
 from .store import Store
 
 if TYPE_CHECKING:
-    from .recipes import Recipe
     from .snapshot import Snapshot
 
 # The per-process caches (snapshots read back, datasets loaded) live in prunelab.caches.CACHES.
@@ -59,7 +58,7 @@ def _load(store: Store, state_hash: str) -> Snapshot:
 class StateTask:
     hash: str
     identity: dict
-    recipe: Recipe  # detached: references are bare Refs
+    recipe: Any  # a Recipe, detached (references are bare Refs); recipes import this module, not the reverse
     tags: tuple[str, ...]
     depth: int
     root_seed: int

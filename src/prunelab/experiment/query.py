@@ -65,7 +65,8 @@ class Results:
             self._full.popitem(last=False)
         return m
 
-    def _resolve(self, prefix: str) -> str:
+    def resolve(self, prefix: str) -> str:
+        """The full hash of the state a unique prefix (or the full hash) names."""
         if prefix in self._rows:  # a full hash: one dict lookup (reports call this per state)
             return prefix
         hits = [h for h in self._rows if h.startswith(prefix)]
@@ -77,11 +78,11 @@ class Results:
 
     def get(self, prefix: str) -> dict:
         """The manifest whose hash starts with ``prefix`` (must be unique)."""
-        return self._manifest(self._resolve(prefix))
+        return self._manifest(self.resolve(prefix))
 
     def row(self, prefix: str) -> dict:
         """The short listing row of a state (see ``Store.listing``)."""
-        return self._rows[self._resolve(prefix)]
+        return self._rows[self.resolve(prefix)]
 
     def rows(self, *, tag: str | None = None, recipe: str | None = None, depth: int | None = None,
              status: str | None = None, where: dict | None = None) -> list[dict]:
@@ -127,7 +128,7 @@ class Results:
         return [self._manifest(r["hash"]) for r in self.rows() if r["parent"] == state_hash]
 
     def _row_lineage(self, state_hash: str) -> list[dict]:
-        chain, node = [], self._rows[self._resolve(state_hash)]
+        chain, node = [], self._rows[self.resolve(state_hash)]
         while node is not None:
             chain.append(node)
             parent = node["parent"]

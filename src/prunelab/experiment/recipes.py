@@ -23,6 +23,7 @@ import torch
 
 from ..caches import CACHES
 from ..errors import PrunelabError
+from ..registry import Registry
 from ..pruning.masks import output_positions, sparsity_report
 from ..pruning.masked import train_masked
 from ..pruning.methods import PruningConfig, prune
@@ -613,3 +614,54 @@ def _evaluation_metrics(model, data, splits) -> dict:
         out[split] = ev.to_dict()
     return out
 
+
+
+# ---------------------------------------------------------------- recipes a stored state can be rebuilt from
+
+RECIPES: Registry[type[Recipe]] = Registry("recipe", group="prunelab.recipes")
+for _cls in (Init, Train, Prune, Rewind, Finetune, RandomReinit, RandomPruneLike, Consensus, Transfer):
+    RECIPES.register(_cls.__name__, (_cls.__doc__ or "").strip().split("\n")[0])(_cls)
+
+
+def _user_recipe_path(type_name: str) -> str | None:
+    """``module:Class`` for a user's recipe type name (``module.Class``, module-qualified by
+    :attr:`Recipe.type_name`) whose module the user trusts; None when no prefix of it is trusted."""
+    from ..registry import trusted_modules
+
+    parts = type_name.split(".")
+    trusted = trusted_modules()
+    for cut in range(len(parts) - 1, 0, -1):
+        module = ".".join(parts[:cut])
+        if any(module == t or module.startswith(t + ".") for t in trusted):
+            return f"{module}:{'.'.join(parts[cut:])}"
+    return None
+
+
+def recipe_unavailable(type_name: str) -> str | None:
+    """Why the recipe a manifest names cannot be rebuilt here (None: it can). Never imports: a store
+    names its recipes, and a name read from a store is not a reason to run its module."""
+    if type_name in RECIPES or ("." in type_name and _user_recipe_path(type_name)):
+        return None
+    if "." in type_name:
+        module = type_name.rpartition(".")[0]
+        return (f"recipe {type_name!r} is not registered and its module is not trusted (a store never names code "
+                f"to run): prunelab --trust {module} ..., or install it under the entry-point group prunelab.recipes")
+    return f"recipe {type_name!r} is not registered (known: {', '.join(RECIPES.names())})"
+
+
+def recipe_class(type_name: str) -> type[Recipe]:
+    """The class a manifest's recipe type names: registered (prunelab's, a plug-in's) or a user's in a
+    module the user trusts."""
+    why = recipe_unavailable(type_name)
+    if why is not None:
+        raise PrunelabError(why)
+    if type_name in RECIPES:
+        cls = RECIPES.get(type_name)
+    else:
+        from ..registry import import_object
+
+        cls = import_object(_user_recipe_path(type_name), "recipe")
+    if not (isinstance(cls, type) and issubclass(cls, Recipe)):
+        raise PrunelabError(f"recipe {type_name!r} is {type(cls).__name__}, not a subclass of "
+                            "prunelab.experiment.Recipe")
+    return cls

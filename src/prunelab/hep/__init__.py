@@ -17,9 +17,25 @@
   CaloChallenge's evaluation (separation powers, FPD/KPD, classifier AUCs) and its HTML/JSON report.
 
 The names below load their module on first use, so ``import prunelab`` stays light.
+
+This package is a plug-in: nothing outside it imports it. It adds its datasets, models, recipes,
+command group and report kind through :data:`ENTRY_POINTS`, read by prunelab's registries on their
+first lookup (``prunelab.registry.BUILTIN_PLUGINS``) exactly as an installed package's entry points are.
 """
 
 from importlib import import_module
+
+# What this plug-in adds, by registry entry-point group (the same table as pyproject.toml's entry points,
+# which tests/test_plugins.py keeps in step). ``module``: importing it registers its entries (one dataset
+# per particle pair); ``module:attr``: one entry, loaded when first asked for.
+ENTRY_POINTS = {
+    "prunelab.datasets": {"calorimeter": "prunelab.hep.tasks"},
+    "prunelab.models": {"calorimeter": "prunelab.hep.tasks", "calogan": "prunelab.hep.gan"},
+    "prunelab.recipes": {"TrainGAN": "prunelab.hep.gan_recipes:TrainGAN",
+                         "FinetuneGAN": "prunelab.hep.gan_recipes:FinetuneGAN"},
+    "prunelab.commands": {"calo": "prunelab.hep.cli:calo_app"},
+    "prunelab.report_kinds": {"gan": "prunelab.hep.gan_report:GAN_REPORT"},
+}
 
 _LAZY = {
     "CALORIMETER": ".geometry", "Calorimeter": ".geometry", "Layer": ".geometry",

@@ -100,5 +100,3 @@ class FinetuneGAN(Recipe):
     def run(self, ctx, parent: Snapshot) -> Snapshot:
         return TrainGAN(self.config).run(ctx, parent.evolve(iteration=0, optimizer=None))
 
-
-RECIPES = {cls.__name__: cls for cls in (TrainGAN, FinetuneGAN)}

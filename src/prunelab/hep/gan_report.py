@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import PrunelabError
+from ..report.kinds import ReportKind
 
 SHOWN_OBSERVABLES = ("E_0", "E_1", "E_2", "E_tot", "f_0", "f_1", "f_2", "depth", "depth_width", "width_x_0",
                      "width_y_0", "width_x_1", "width_y_1", "width_x_2", "width_y_2", "eratio_0", "eratio_1",
@@ -103,7 +104,7 @@ def response_figure(energy_response_by_label: dict):
 
 
 def _fidelity_tables(fid) -> list[str]:
-    from ..report.html import _table_section
+    from ..report.html_parts import table_section
 
     overall = fid.table[fid.table["energy_bin"] == "all"].drop(columns=["energy_bin"]).sort_values(
         "wasserstein", ascending=False)
@@ -113,19 +114,19 @@ def _fidelity_tables(fid) -> list[str]:
             f"{fid.two_sample['classifier']} on {len(fid.two_sample['features'])} features, trained on "
             f"{fid.two_sample['train_events']:,} showers, tested on {fid.two_sample['test_events']:,}. "
             "0.5 means the classifier cannot tell generated from reference showers.")
-    return [_table_section("Fidelity per observable (all energies)", overall, "fidelity_observables", note=note),
-            _table_section("Normalised Wasserstein distance per energy bin", per_bin, "fidelity_bins"),
-            _table_section("Energy response", fid.energy_response, "energy_response",
+    return [table_section("Fidelity per observable (all energies)", overall, "fidelity_observables", note=note),
+            table_section("Normalised Wasserstein distance per energy bin", per_bin, "fidelity_bins"),
+            table_section("Energy response", fid.energy_response, "energy_response",
                            note="(grid + overflow energy) / requested energy")]
 
 
 def _page(title: str, subtitle: str, sections: list[str], out) -> Path:
     from ..files import publish
-    from ..report.html import _CHECK, _STYLE
+    from ..report.html_parts import CHECK, STYLE
 
-    page = (f"<!doctype html><html><head><meta charset=utf-8><title>report</title><style>{_STYLE}</style></head>"
+    page = (f"<!doctype html><html><head><meta charset=utf-8><title>report</title><style>{STYLE}</style></head>"
             f"<body><h1>{html.escape(title)}</h1><p class=sub>{html.escape(subtitle)}</p>" + "".join(sections)
-            + f"{_CHECK}</body></html>")
+            + f"{CHECK}</body></html>")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".part")
@@ -136,9 +137,9 @@ def _page(title: str, subtitle: str, sections: list[str], out) -> Path:
 
 def _figure(title: str, fig, note: str = "") -> str:
     """A plot section, as the study report draws them."""
-    from ..report.html import _section
+    from ..report.html_parts import section
 
-    return _section(title, fig, None, "", note)
+    return section(title, fig, None, "", note)
 
 
 def file_report(reference, generated, out, *, names: tuple[str, str] = ("reference", "generated")) -> tuple[Path, object]:
@@ -160,7 +161,7 @@ def store_report(results, out, *, state: str | None = None) -> Path:
     from .gan import sample
     from .gan_recipes import EVALUATION_SEED
     from .gan_study import gan_points, pick_state
-    from ..report.html import _table_section
+    from ..report.html_parts import table_section
 
     points = gan_points(results)
     if points.empty:
@@ -178,7 +179,7 @@ def store_report(results, out, *, state: str | None = None) -> Path:
                                 "Each point is a generator pruned and fine-tuned; error bars: DeLong 95 % interval "
                                 "of the two-sample AUC (min/max over seeds where several)."))
     shown = points.drop(columns=["hash", "study"]).sort_values(["kind", "seed", "sparsity"])
-    sections.append(_table_section("Studied states", shown, "gan_points"))
+    sections.append(table_section("Studied states", shown, "gan_points"))
     sections += _fidelity_tables(fid)
     # overlay: the chosen state and the sparsest generator of each pruning kind
     from .tasks import shower_split
@@ -207,3 +208,14 @@ def store_report(results, out, *, state: str | None = None) -> Path:
         sections.append(_figure("Energy response by incident energy", response_figure(responses)))
     return _page("prunelab GAN report", f"{results.store.root}: {len(points)} states; details for {chosen[:12]}",
                  sections, out)
+
+
+def _is_gan_store(results) -> bool:
+    from .gan_study import is_gan_store
+
+    return is_gan_store(results)
+
+
+# `prunelab report` on a shower-GAN store: this page instead of the study report (registered through the
+# plug-in's entry point prunelab.report_kinds)
+GAN_REPORT = ReportKind(applies=_is_gan_store, build=store_report)

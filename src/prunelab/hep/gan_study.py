@@ -220,7 +220,7 @@ def pareto_mask(points):
 def pick_state(results, state: str | None) -> str:
     """A state hash: the given prefix, or the study's trained GAN (first seed)."""
     if state:
-        return results._resolve(state)
+        return results.resolve(state)
     points = gan_points(results)
     trained = points[points["kind"] == "trained"] if len(points) else points
     if not len(trained):

@@ -1,11 +1,7 @@
 """The metrics particle physicists quote for classifiers and energy regression.
 
-* ROC AUC;
-* background rejection ``1 / FPR`` at fixed signal efficiencies (TPR): the
-  false-positive rate is the smallest reached at a threshold keeping at least
-  that efficiency (the step ROC curve, no interpolation). With no background
-  event passing, the rejection is unbounded: reported as ``inf`` (JSON: null)
-  with its lower bound, the number of background events;
+* ROC AUC and background rejection ``1 / FPR`` at fixed signal efficiencies
+  (generic two-class metrics: :mod:`prunelab.tasks.roc`, re-exported here);
 * energy resolution per energy bin: the mean (bias) and standard deviation
   (resolution) of ``E_pred / E_true``;
 * incident-energy ranges: default edges covering a set of showers, and a mask per range.
@@ -16,34 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import PrunelabError
+from ..tasks.roc import EFFICIENCIES, rejection, roc_auc  # noqa: F401 (generic two-class metrics, re-exported)
 
-EFFICIENCIES = (0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 ENERGY_BINS = (1.0, 10.0, 30.0, 60.0, 100.0)  # GeV: bin edges for per-energy views
-
-
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    labels = np.asarray(labels)
-    if len(np.unique(labels)) < 2:
-        return float("nan")
-    return float(roc_auc_score(labels, scores))
-
-
-def rejection(labels: np.ndarray, scores: np.ndarray, efficiencies=EFFICIENCIES) -> dict[float, float]:
-    """``{efficiency: 1/FPR}`` with class 1 the signal."""
-    from sklearn.metrics import roc_curve
-
-    labels = np.asarray(labels)
-    if len(np.unique(labels)) < 2:
-        return {e: float("nan") for e in efficiencies}
-    fpr, tpr, _ = roc_curve(labels, scores)
-    out = {}
-    for e in efficiencies:
-        reach = fpr[tpr >= e - 1e-12]
-        f = float(reach.min()) if reach.size else 1.0
-        out[e] = float("inf") if f == 0 else 1.0 / f
-    return out
 
 
 def energy_bin_labels(energy: np.ndarray, edges=ENERGY_BINS) -> np.ndarray:

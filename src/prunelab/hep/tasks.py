@@ -32,9 +32,9 @@ import torch
 from torch import nn
 
 from ..errors import DataUnavailableError, PrunelabError
-from ..tasks.datasets import DATASETS, RawData, _atomic_savez
+from ..tasks.datasets import DATASETS, RawData, atomic_savez
 from ..tasks.download import MIRROR_ENV, DataSource
-from ..tasks.models import Geometry, DenseLayer, _mlp, register
+from ..tasks.models import DenseLayer, Geometry, mlp_layers, register
 
 TRAIN_PER_PARTICLE = 10_000
 TEST_PER_PARTICLE = 5_000
@@ -78,7 +78,7 @@ def _generated(source: DataSource, name: str, make, splits=None) -> dict[str, np
     arrays: dict[str, np.ndarray] = {}
     for split, n, seed in splits:
         arrays.update({f"{key}_{split}": value for key, value in make(n, seed).items()})
-    _atomic_savez(cache, arrays)
+    atomic_savez(cache, arrays)
     return arrays
 
 
@@ -298,7 +298,7 @@ class CaloDenseNet(nn.Module):
         self.branches = nn.ModuleList(_ImageBranch(s, p, growth, layers_per_block, bottleneck)
                                       for s, p in zip(LAYER_SHAPES, self.POOLED))
         width = sum(b.out_features for b in self.branches) + len(LAYER_SHAPES)
-        self.head = nn.Sequential(*_mlp([width, head, num_classes]))
+        self.head = nn.Sequential(*mlp_layers([width, head, num_classes]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         images = torch.split(x, [*CELL_COUNTS, len(LAYER_SHAPES)], dim=1)
@@ -321,7 +321,5 @@ def calo_densenet(input_shape, num_classes, growth: int = 4, layers_per_block: i
           "glorot_normal")
 def shower_shape_mlp(input_shape, num_classes, hidden: tuple[int, ...] = (64, 64)) -> nn.Module:
     size = int(np.prod(input_shape))
-    return nn.Sequential(nn.Flatten(), *_mlp([size, *hidden, num_classes]))
+    return nn.Sequential(nn.Flatten(), *mlp_layers([size, *hidden, num_classes]))
 
-
-from . import gan as _gan  # noqa: E402,F401  (registers the 'calogan' model)

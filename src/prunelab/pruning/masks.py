@@ -24,7 +24,9 @@ Masks = dict[str, torch.Tensor]
 
 def get_masks(model: nn.Module) -> Masks:
     """The current mask of every pruned tensor of ``model`` (bool, True = kept)."""
-    return {t.name: t.mask.detach() != 0 for t in pruned_targets(model)}
+    from ..tasks.masking import attached_masks
+
+    return attached_masks(model)
 
 
 def _locate(model: nn.Module, name: str) -> tuple[nn.Module, str]:

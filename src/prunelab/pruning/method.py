@@ -116,17 +116,9 @@ class Method:
         return None
 
 
-def _load_entry_points(registry: Registry) -> None:
-    """Methods installed by other packages under the entry-point group ``prunelab.methods`` (the
-    user installed them: trusted like a module they import)."""
-    from importlib.metadata import entry_points
-
-    for point in entry_points(group="prunelab.methods"):
-        if point.name not in registry:
-            registry.lazy(point.name, point.load, f"from {point.value}")
-
-
-METHODS: Registry[type[Method]] = Registry("pruning method", discover=_load_entry_points)
+# Installed packages add methods under the entry-point group prunelab.methods (the user installed them:
+# trusted like a module they import).
+METHODS: Registry[type[Method]] = Registry("pruning method", group="prunelab.methods")
 
 
 def register(name: str, summary: str = ""):

@@ -27,7 +27,7 @@ from ..analysis.stability import weight_stability
 from ..analysis.tables import check_efficiency, class_impact, structure_table
 from ..errors import PrunelabError
 from ..headline import metric_info
-from ..study import mean_ci, mean_cis
+from ..analysis.stats import mean_ci, mean_cis
 
 METRIC = "test.accuracy"  # the default headline column of a classification study
 _TICKS = [100, 70, 50, 30, 20, 10, 5, 3, 2, 1, 0.5, 0.3, 0.2, 0.1]
@@ -296,7 +296,7 @@ _DISPARITY_BETTER = {"worst_recall": "higher", "gap": "lower", "recall_std": "lo
 
 def _branch_levels(points: pd.DataFrame, interval: str = "auto", metric: str = METRIC) -> pd.DataFrame:
     """Mean and 95 % interval over seeds per (branch, remaining) of ``metric`` (clipped to its range) and
-    of each disparity summary (clipped to [0, 1]); see :func:`prunelab.study.mean_ci`."""
+    of each disparity summary (clipped to [0, 1]); see :func:`prunelab.analysis.stats.mean_ci`."""
     bounds = metric_info(metric).bounds
     rows = []
     for (branch, level), group in points.groupby(["branch", "remaining"], sort=False):

@@ -145,7 +145,7 @@ def open_populations(results, points):
 def population_sections(populations, branches: list[str], resamples: int = 200) -> tuple[list[str], dict]:
     """The report's population sections (HTML) and their tables."""
     from ..errors import PrunelabError
-    from .html import _section
+    from .html_parts import section
 
     pruned = [b for b in branches if b in set(populations.points["branch"]) and
               (populations.points[populations.points["branch"] == b]["kind"] != "dense").all()]
@@ -176,7 +176,7 @@ def population_sections(populations, branches: list[str], resamples: int = 200) 
                f"over the classes of each level); " + (
                    "most often " + ", ".join(f"class {c} ({n}×)" for c, n in pays["class"].value_counts().head(3).items())
                    if len(pays) else "none") + ".")
-    sections.append(_section(
+    sections.append(section(
         "Who pays, population by population: the per-class test", class_test_figure(tests, pruned), tests,
         "population_classes",
         f"Hooker et al. (arXiv 1911.05248): each model's normalised recall of a class is its recall minus its "
@@ -186,7 +186,7 @@ def population_sections(populations, branches: list[str], resamples: int = 200) 
         + summary + " The table lists the flagged tests (the CSV has all).",
         shown=_display_tests(flagged if len(flagged) else tests.head(20))))
     if not pie_table.empty:
-        sections.append(_section(
+        sections.append(section(
             "Pruning-identified exemplars (PIEs)", pie_count_figure(pie_table, pruned), pie_table, "pies",
             "A PIE is a test example whose most frequent prediction in the pruned population differs from the "
             "dense population's (arXiv 1911.05248 §4). Intervals resample the models of both populations (the test "
@@ -202,7 +202,7 @@ def population_sections(populations, branches: list[str], resamples: int = 200) 
         sens = None
     if sens is not None:
         c = sens.attrs["correlations"]
-        sections.append(_section(
+        sections.append(section(
             "Which classes lose: the dense model's gradient norm and margin", sensitivity_figure(sens),
             sens.reset_index(names="class"), "sensitivity",
             f"Tran et al. (arXiv 2205.13574): the accuracy a group loses tracks its gradient norm and its distance "
@@ -219,17 +219,17 @@ def population_sections(populations, branches: list[str], resamples: int = 200) 
 
 
 def _display_tests(frame: pd.DataFrame) -> pd.DataFrame:
-    from .html import _display
+    from .html_parts import display
 
     cols = ["branch", "remaining", "class", "support", "dense_recall", "pruned_recall", "difference", "ci_low",
             "ci_high", "hedges_g", "p_adjusted"]
-    return _display(frame[cols].head(40))
+    return display(frame[cols].head(40))
 
 
 def _pie_grid(populations, pies_at: dict, branches: list[str]) -> str | None:
     """The PIEs of the branch with the most of them at its deepest round, as an image grid section."""
     from ..experiment.context import dataset_cache
-    from .html import _section
+    from .html_parts import section
 
     if not pies_at:
         return None
@@ -250,6 +250,6 @@ def _pie_grid(populations, pies_at: dict, branches: list[str]) -> str | None:
     table = pd.DataFrame({"index": p.indices, "true": [names[i] for i in p.labels],
                           "dense_mode": [names[i] for i in p.dense_mode],
                           "pruned_mode": [names[i] for i in p.pruned_mode]})
-    return _section(f"The examples {branch} forgets", fig, table, "pie_examples",
+    return section(f"The examples {branch} forgets", fig, table, "pie_examples",
                     "Test examples (index in the test split) whose modal prediction changes; the paper finds them "
                     "atypical, noisy or mislabelled. Sorted by true class.")

@@ -12,6 +12,3 @@ __all__ = [
     "TrainConfig", "TrainResult", "TrainingDiverged", "build_dataset", "build_model", "confusion_matrix",
     "evaluate", "initialize", "load_dataset", "predict", "train",
 ]
-
-# The calorimeter tasks register their datasets and models (light: the simulator loads on first use).
-from ..hep import tasks as _calorimeter_tasks  # noqa: E402,F401

@@ -86,7 +86,7 @@ class RawData:
 
 
 DatasetFactory = Callable[..., "RawData | Dataset | tuple"]
-DATASETS: Registry[DatasetFactory] = Registry("dataset")
+DATASETS: Registry[DatasetFactory] = Registry("dataset", group="prunelab.datasets")
 
 
 def is_builtin_dataset(name: str) -> bool:
@@ -473,7 +473,7 @@ def digits(source: DataSource) -> RawData:
         bunch = load_digits()
         x = bunch.images.astype(np.float32).reshape(-1, 1, 8, 8)
         y = bunch.target.astype(np.int64)
-        _atomic_savez(cache, {"x": x, "y": y})
+        atomic_savez(cache, {"x": x, "y": y})
     # scikit-learn ships one set; hold out a fixed, seeded 20 % as the test split.
     order = np.random.default_rng(VALIDATION_SEED).permutation(len(y))
     n_test = len(y) // 5
@@ -507,7 +507,7 @@ def mnist1d(source: DataSource) -> RawData:
             np.random.set_state(np_state)
             random.setstate(py_state)
         arrays = {k: np.asarray(generated[k]) for k in ("x", "y", "x_test", "y_test")}
-        _atomic_savez(cache, arrays)
+        atomic_savez(cache, arrays)
     x, x_test = arrays["x"].astype(np.float32), arrays["x_test"].astype(np.float32)
     return RawData(
         x[:, None, :], arrays["y"].astype(np.int64), x_test[:, None, :], arrays["y_test"].astype(np.int64),
@@ -515,7 +515,7 @@ def mnist1d(source: DataSource) -> RawData:
     )
 
 
-def _atomic_savez(path: Path, arrays: dict) -> None:
+def atomic_savez(path: Path, arrays: dict) -> None:
     """Write a cache file atomically. Each writer uses its own temporary file, so
     processes filling the same cache at once (two studies starting together)
     never rename each other's half-written file away; the last rename wins."""

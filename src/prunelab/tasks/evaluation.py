@@ -288,7 +288,7 @@ def evaluate(model: nn.Module, split: Split, class_names: tuple[str, ...],
         top_k[k] = float(hits.float().mean())
     auc, rejection = None, {}
     if num_classes == 2:
-        from ..hep.metrics import rejection as background_rejection, roc_auc
+        from .roc import rejection as background_rejection, roc_auc
 
         score = (logits[:, 1] - logits[:, 0]).numpy()  # monotone in P(class 1)
         auc, rejection = roc_auc(split.y.numpy(), score), background_rejection(split.y.numpy(), score)

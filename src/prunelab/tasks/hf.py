@@ -472,13 +472,12 @@ def save_pretrained(model_or_snapshot: Any, directory: str | Path, *, vocabulary
     (``Dataset.class_names``), written as ``vocab.json`` (and a character tokenizer); ``provenance``:
     what to record in ``prunelab.json``.
     """
-    from ..experiment.snapshot import Snapshot
     from .gpt import GPT
 
-    if isinstance(model_or_snapshot, Snapshot):
-        model = model_or_snapshot.model()
-    elif isinstance(model_or_snapshot, nn.Module):
+    if isinstance(model_or_snapshot, nn.Module):
         model = model_or_snapshot
+    elif callable(getattr(model_or_snapshot, "model", None)):  # a Snapshot (the store's layer, above this one)
+        model = model_or_snapshot.model()
     else:
         raise PrunelabError(f"save_pretrained takes a model or a Snapshot, not {type(model_or_snapshot).__name__}")
     if isinstance(model, HFCausalLM):

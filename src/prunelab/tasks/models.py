@@ -32,7 +32,7 @@ class ModelInfo:
     tokens: bool = False  # takes integer token ids (B, T) and gives logits (B, T, classes): a language model
 
 
-MODELS: Registry[ModelInfo] = Registry("model")
+MODELS: Registry[ModelInfo] = Registry("model", group="prunelab.models")
 INIT_SCHEMES = ("default", "glorot_normal", "kaiming_normal", "gpt2")
 
 
@@ -213,7 +213,8 @@ def _numel(shape: tuple[int, ...]) -> int:
     return size
 
 
-def _mlp(sizes: Sequence[int]) -> list[nn.Module]:
+def mlp_layers(sizes: Sequence[int]) -> list[nn.Module]:
+    """Linear layers of these sizes with a ReLU between each pair (not after the last)."""
     layers: list[nn.Module] = []
     for i in range(len(sizes) - 1):
         layers.append(nn.Linear(sizes[i], sizes[i + 1]))
@@ -229,14 +230,14 @@ def _mlp(sizes: Sequence[int]) -> list[nn.Module]:
 
 @register("lenet_300_100", "fully connected 300-100 (Frankle & Carbin), any input shape", "glorot_normal")
 def lenet_300_100(input_shape, num_classes, hidden: Sequence[int] = (300, 100)) -> nn.Module:
-    return nn.Sequential(nn.Flatten(), *_mlp([_numel(input_shape), *hidden, num_classes]))
+    return nn.Sequential(nn.Flatten(), *mlp_layers([_numel(input_shape), *hidden, num_classes]))
 
 
 @register("lenet5", "LeNet-5: conv 6-16 (5x5, same padding) + fc 120-84", "glorot_normal")
 def lenet5(input_shape, num_classes) -> nn.Module:
     g = Geometry("lenet5", input_shape)
     features = [g.conv(6, 5), nn.ReLU(), g.pool(), g.conv(16, 5), nn.ReLU(), g.pool()]
-    return nn.Sequential(*features, nn.Flatten(), *_mlp([g.flat, 120, 84, num_classes]))
+    return nn.Sequential(*features, nn.Flatten(), *mlp_layers([g.flat, 120, 84, num_classes]))
 
 
 def _conv_n(name: str, input_shape, num_classes, blocks: int) -> nn.Module:
@@ -244,7 +245,7 @@ def _conv_n(name: str, input_shape, num_classes, blocks: int) -> nn.Module:
     layers: list[nn.Module] = []
     for width in (64, 128, 256)[:blocks]:
         layers += [g.conv(width), nn.ReLU(), g.conv(width), nn.ReLU(), g.pool()]
-    return nn.Sequential(*layers, nn.Flatten(), *_mlp([g.flat, 256, 256, num_classes]))
+    return nn.Sequential(*layers, nn.Flatten(), *mlp_layers([g.flat, 256, 256, num_classes]))
 
 
 @register("conv2", "Conv-2 (Frankle & Carbin): 64-64-pool, fc 256-256", "glorot_normal")

@@ -78,7 +78,7 @@ def train_group(
 
 
 def _train_lanes(models, dataset, config, width, seeds, start, stop, states, labels, progress):
-    from ..pruning.masks import apply_masks, get_masks, remove_pruning
+    from .masking import attach_masks, attached_masks, detach_masks
 
     train_split = dataset.train
     total = config.total_iterations(len(train_split))
@@ -92,9 +92,9 @@ def _train_lanes(models, dataset, config, width, seeds, start, stop, states, lab
     n = len(models)
     lanes = list(range(n)) + [0] * (width - n)  # idle lanes repeat model 0: fixed kernel shapes
 
-    masks = [get_masks(m) for m in models]
+    masks = [attached_masks(m) for m in models]
     for m in models:
-        remove_pruning(m)  # masks made permanent while training, re-applied after every step
+        detach_masks(m)  # masks made permanent while training, re-applied after every step
     names = sorted(name for name, p in models[0].named_parameters() if p.requires_grad)
     buffer_names = sorted(name for name, _ in models[0].named_buffers())
     for m in models[1:]:
@@ -176,7 +176,7 @@ def _train_lanes(models, dataset, config, width, seeds, start, stop, states, lab
     for i, model in enumerate(models):
         _unstack_into(model, i, names, params, layouts, buffer_names, buffers)
         model.to("cpu")
-        apply_masks(model, masks[i])
+        attach_masks(model, masks[i])
         if i in watch.failures:
             it, value = watch.failures[i]
             results.append(TrainingDiverged(f"loss became {value} at iteration {it} "
