@@ -125,6 +125,26 @@ def cycles(root: Path = SRC) -> list[str]:
     return out
 
 
+def private_imports(root: Path = SRC) -> list[str]:
+    """``from other_package.module import _name``: a private name taken across packages."""
+    out = []
+    for path in sorted(root.rglob("*.py")):
+        name = module_name(path, root)
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            base = package.split(".")
+            target = (".".join(base[:len(base) - node.level + 1] + ([node.module] if node.module else []))
+                      if node.level else node.module or "")
+            if target.split(".")[0] != "prunelab" or target.split(".")[:2] == name.split(".")[:2]:
+                continue
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__"):
+                    out.append(f"{path.relative_to(root.parent.parent)}:{node.lineno}: {alias.name} from {target}")
+    return out
+
+
 def test_every_module_belongs_to_a_layer():
     for name in graph():
         layer_of(name)
@@ -140,6 +160,12 @@ def test_no_two_modules_import_each_other():
     assert not found, "import circles:\n" + "\n".join(found)
 
 
+def test_no_private_name_is_imported_across_packages():
+    found = private_imports()
+    assert not found, "private names imported from another package (make them public where they belong):\n" + \
+        "\n".join(found)
+
+
 def test_the_checker_sees_upward_imports_and_circles(tmp_path):
     """Planted: a task module reaching up into pruning and into hep, and a pair importing each other,
     written three ways (absolute, relative, inside a function)."""
@@ -153,7 +179,7 @@ def test_the_checker_sees_upward_imports_and_circles(tmp_path):
     (pkg / "tasks" / "models.py").write_text("import prunelab.pruning.masks\n\n\ndef f():\n"
                                              "    from ..hep import gan\n")
     (pkg / "hep" / "gan.py").write_text("from .tasks import X\n")
-    (pkg / "hep" / "tasks.py").write_text("from prunelab.hep import gan\n")
+    (pkg / "hep" / "tasks.py").write_text("from prunelab.hep import gan\nfrom ..tasks.models import _mlp\n")
     problems = violations(pkg)
     assert any("src/prunelab/tasks/models.py:1" in p and "prunelab.pruning.masks" in p and "above it" in p
                for p in problems), problems
@@ -162,3 +188,4 @@ def test_the_checker_sees_upward_imports_and_circles(tmp_path):
     found = cycles(pkg)
     assert len(found) == 2, found  # masks ↔ models, and hep.gan ↔ hep.tasks
     assert any("prunelab.hep.gan" in c and "prunelab.hep.tasks" in c for c in found)
+    assert private_imports(pkg) == ["src/prunelab/hep/tasks.py:2: _mlp from prunelab.tasks.models"]

@@ -259,11 +259,15 @@ def test_verify_recomputes_a_users_recipe_only_once_its_module_is_trusted(tmp_pa
 
 # ---------------------------------------------------------------- prunelab without the physics package
 
-# Non-physics test files that cover the registries' users: datasets and models, pruning methods, the store
-# and recompute audit, the CLI's reading commands, and the study report. Kept to files that run in a
-# couple of minutes together.
-WITHOUT_HEP = ("tests/test_datasets.py", "tests/test_models.py", "tests/test_method_plugins.py",
-               "tests/test_cli_store.py", "tests/test_report.py", "tests/test_import_graph.py")
+# Non-physics tests that cover the registries' users, chosen to run in about a minute of CPU together:
+# datasets (names, variants, errors listing the known ones), models (unknown names, import paths),
+# evaluation (two-class ROC now in tasks/), pruning methods (built in, by import path, installed), the
+# store's reading commands (which must not import torch), the report through the CLI (report kinds asked
+# first), and the import graph.
+WITHOUT_HEP = ("tests/test_datasets.py", "tests/test_evaluation.py", "tests/test_method_plugins.py",
+               "tests/test_cli_store.py", "tests/test_import_graph.py",
+               "tests/test_models.py::test_bad_model_requests_are_clear_errors",
+               "tests/test_models.py::test_user_model_by_import_path", "tests/test_report.py::test_cli_report")
 
 
 def test_prunelab_runs_without_the_physics_package(tmp_path):

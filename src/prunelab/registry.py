@@ -70,15 +70,26 @@ def _plugin_table(module_name: str) -> dict[str, dict[str, str]] | None:
 def plugin_entries(group: str) -> list[tuple[str, str]]:
     """(name, ``module`` or ``module:attr``) for every plug-in entry of ``group``: the built-in plug-ins'
     first, then installed packages' entry points (a name already given is not given twice)."""
-    from importlib.metadata import entry_points
-
     out: dict[str, str] = {}
     for module_name in BUILTIN_PLUGINS:
         for name, value in ((_plugin_table(module_name) or {}).get(group) or {}).items():
             out.setdefault(name, value)
-    for point in entry_points(group=group):
+    for point in _installed_entry_points().select(group=group):
         out.setdefault(point.name, point.value)
     return list(out.items())
+
+
+_INSTALLED: list = []
+
+
+def _installed_entry_points():
+    """Every installed package's entry points, read once a process: each read scans every installed
+    distribution's metadata, and the CLI's start-up pays for the first."""
+    if not _INSTALLED:
+        from importlib.metadata import entry_points
+
+        _INSTALLED.append(entry_points())
+    return _INSTALLED[0]
 
 
 def load_plugins(registry: "Registry") -> None:

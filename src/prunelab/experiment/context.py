@@ -9,7 +9,7 @@ tree → executors → context ← recipes (type hints only).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..caches import CACHES
 from .hashing import state_seed
