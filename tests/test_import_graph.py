@@ -99,11 +99,15 @@ def violations(root: Path = SRC) -> list[str]:
     return problems
 
 
-# Circles inside one package that remain, in modules other work owns (a module registering the built-ins
-# of a registry its neighbour defines; the executors and the plan they run). New ones fail the test.
+# Circles inside one package that remain, in modules other work owns: a module registering the built-ins
+# of a registry its neighbour defines (executors / dask_executors, method / builtin_methods, models / gpt),
+# the tree and the run it starts, the store and its maintenance, effects and population claims. Each is a
+# function-level import one way. New ones fail the test.
 KNOWN_CIRCLES = {
+    ("prunelab.analysis.effects", "prunelab.analysis.population"),
+    ("prunelab.experiment.dask_executors", "prunelab.experiment.executors"),
     ("prunelab.experiment.executors", "prunelab.experiment.tree"),
-    ("prunelab.experiment.executors", "prunelab.experiment.scheduling"),
+    ("prunelab.experiment.runner", "prunelab.experiment.tree"),
     ("prunelab.experiment.maintenance", "prunelab.experiment.store"),
     ("prunelab.pruning.builtin_methods", "prunelab.pruning.method"),
     ("prunelab.tasks.gpt", "prunelab.tasks.models"),
