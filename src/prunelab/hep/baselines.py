@@ -10,8 +10,8 @@ from .metrics import EFFICIENCIES, rejection, roc_auc
 
 def one_openmp_thread():
     """scikit-learn's tree fits at one OpenMP thread: beside torch's own OpenMP pool its threads
-    oversubscribe the cores and a fit took 3–10x longer (docs/benchmarks/calo_classify.md); the
-    fitted trees are the same."""
+    oversubscribe the cores and a fit slows down several times (measured in
+    docs/benchmarks/calo_classify.md); the fitted trees are the same."""
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(1, user_api="openmp")

@@ -689,7 +689,7 @@ def simulate(particle: str, n: int, *, energy: float | tuple[float, float] = (1.
         return _chunk(particle, view, seeds[i], energy, spots, float(position_sigma), float(angle_sigma), calorimeter,
                       int(physics), bool(sampling), float(threshold_mev))
 
-    # BLAS at one thread: the chunks are the parallelism (2x faster than nested threading),
+    # BLAS at one thread: the chunks are the parallelism (nested threading oversubscribes the cores),
     # and the bits then cannot depend on how many threads BLAS would have used.
     with threadpool_limits(1, user_api="blas"):
         if threads == 1 or len(starts) == 1:

@@ -197,8 +197,8 @@ class Layout:
     """How one parameter's W lanes are stored in the tensor the optimizer updates.
 
     * ``flip``: a matrix (Linear weight) as (W, in, out). Its gradient x^T g leaves the batched
-      matmul in exactly this layout; as (W, out, in) it cost a transposing copy and a zero fill per
-      step (5 of 22 ms a step of 8 LeNet-300-100 on 2 cores).
+      matmul in exactly this layout; as (W, out, in) it would cost a transposing copy and a zero fill
+      every step (docs/architecture.md, "Figures behind the code's comments").
     * ``pad``: a tensor whose size is not a multiple of ALIGN, as (W, P) rows padded with zeros to
       P = a multiple of ALIGN. torch's fused CPU optimizer runs its vector code in aligned blocks
       and a scalar loop over the very last elements, which rounds differently: unpadded, the model
