@@ -137,7 +137,8 @@ def test_an_installed_executor_is_found_through_its_entry_point(tmp_path, monkey
     monkeypatch.delitem(sys.modules, "user_exec_installed", raising=False)
     monkeypatch.setattr(registry, "_TRUSTED", set())  # installed: no trust needed
     # entry points are discovered once a process: a registry as a new process has it
-    fresh = registry.Registry("executor", discover=executors._load_entry_points)
+    monkeypatch.setattr(registry, "_INSTALLED", [])
+    fresh = registry.Registry("executor", group="prunelab.executors")
     fresh._entries.update(EXECUTORS._entries)
     monkeypatch.setattr(executors, "EXECUTORS", fresh)
     assert "last-ready" in fresh.names()

@@ -111,18 +111,9 @@ def check_devices(tasks: list[Task]) -> None:
 # ---------------------------------------------------------------- the registry
 
 
-def _load_entry_points(registry: Registry) -> None:
-    """Executors installed by other packages under the entry-point group ``prunelab.executors`` (the
-    user installed them: trusted like a module they import)."""
-    from importlib.metadata import entry_points
-
-    for point in entry_points(group="prunelab.executors"):
-        if point.name not in registry:
-            registry.lazy(point.name, point.load, f"from {point.value}")
-
-
+# installed executors come from the entry-point group prunelab.executors, as every registry's do
 EXECUTORS: Registry[Callable[[], Executor]] = Registry(
-    "executor", discover=_load_entry_points,
+    "executor", group="prunelab.executors",
     alternatives="a Dask scheduler address like tcp://host:8786, or 'package.module:Class'")
 EXECUTORS.register("serial", "every task in this process, one after the other")(SerialExecutor)
 
