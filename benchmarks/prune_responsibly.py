@@ -137,7 +137,7 @@ def prediction_paths(store: Path, repeats: int, states: int = 50) -> dict:
                         load_file(f"{tmp}/{h}.safetensors")["predicted"]
                 times[name].append((time.perf_counter() - start) / len(hashes) * 1e3)
         size = Path(f"{tmp}/{hashes[0]}.safetensors").stat().st_size
-    pack = sum(p.stat().st_size for p in (store / "objects").rglob("*") if p.is_file()) / max(1, len(results))
+    pack = sum(p.stat().st_size for p in (store / "blobs").rglob("*") if p.is_file()) / max(1, len(results))
     return {"states": len(hashes), "ms_per_state": {k: {"median": statistics.median(v), "range": [min(v), max(v)]}
                                                     for k, v in times.items()},
             "stored_bytes_per_state": size, "store_bytes_per_state": pack}
