@@ -110,14 +110,17 @@ def test_planted_forgotten_examples_are_the_pies():
     labels = _labels()
     planted = rng.choice(len(labels), 40, replace=False)
     dense, pruned = _forgetting(labels, rng, planted)
-    pies = pruning_identified_exemplars(labels, dense, pruned, n_resamples=200)
+    pies = pruning_identified_exemplars(labels, dense, pruned)
     assert set(pies.indices) == set(planted)
     assert (pies.pruned_mode == (pies.labels + 1) % N_CLASSES).all() and (pies.dense_mode == pies.labels).all()
     assert pies.count_ci[0] <= 40 <= pies.count_ci[1]
+    independent = pruning_identified_exemplars(labels, dense, pruned, paired=False)  # each population in turn
+    assert independent.count == 40 and independent.count_ci[0] <= 40 <= independent.count_ci[1]
+    with pytest.raises(PrunelabError, match="as many models"):
+        pruning_identified_exemplars(labels, dense, pruned[:5], paired=True)
     assert pies.accuracy["pruned"]["pies"][0] < 0.3 < 0.9 < pies.accuracy["pruned"]["rest"][0]
     # a null population (the same models' distribution, new seeds) gives no PIE here
-    null = pruning_identified_exemplars(labels, dense, _population(labels, np.full(len(labels), 0.97), 20, rng),
-                                        n_resamples=200)
+    null = pruning_identified_exemplars(labels, dense, _population(labels, np.full(len(labels), 0.97), 20, rng))
     assert null.count <= 2
 
 
@@ -155,11 +158,11 @@ def _study(rng, planted_per_round, rounds=4, seeds=8, n=1500, class_drop=0.0):
 def test_pies_grow_when_planted_and_not_when_flat():
     rng = np.random.default_rng(6)
     _, growing = _study(rng, planted_per_round=15)
-    trend = growing.pies_trend("global", n_resamples=300)
+    trend = growing.pies_trend("global")
     assert trend["p"] < 0.01 and trend["ci_low"] > 5 and trend["counts"][-1] > trend["counts"][0]
     _, flat = _study(rng, planted_per_round=0)
-    assert flat.pies_trend("global", n_resamples=300)["p"] > 0.05
-    per_round = growing.pies("global", n_resamples=100)
+    assert flat.pies_trend("global")["p"] > 0.05
+    per_round = growing.pies("global")
     assert [r for r, _, _ in per_round] == [1, 2, 3, 4]
     assert all(p.count >= 15 * r - 3 for r, _, p in per_round)
     tests = growing.class_tests("global")

@@ -293,7 +293,7 @@ class HypothesisSection(_Strict):
     grows" along a branch's rounds: ``"class 3 pays in global"`` — the class's normalised recall
     (its recall minus the model's accuracy) falls against the dense model of the same seed, faster
     with each round (the per-seed slope over rounds is negative); ``"pies grow in global"`` — the
-    number of pruning-identified exemplars rises with the rounds (its slope, resampling seeds).
+    number of pruning-identified exemplars rises with the rounds (its slope, a jackknife over seeds).
     """
 
     claim: str
@@ -309,7 +309,7 @@ class HypothesisSection(_Strict):
             if self.margin:
                 raise ValueError(f"claim {self.claim!r}: margin only applies to >= and <=")
             if self.population[0] == "pies" and self.test != "t":
-                raise ValueError(f"claim {self.claim!r} is tested by resampling seeds; test does not apply")
+                raise ValueError(f"claim {self.claim!r} is tested by a jackknife over seeds; test does not apply")
             return self
         if _CLAIM.match(self.claim) is None:
             raise ValueError(f"claim {self.claim!r} must read 'A > B', 'A < B', 'A >= B' or 'A <= B' (names of "

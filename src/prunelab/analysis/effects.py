@@ -315,7 +315,7 @@ def _population_claim(h, frame, config: str | None, populations):
     rows = frame[(frame["branch"] == branch) & (frame["config"].fillna("").astype(str) == (config or ""))]
     levels = sorted({(int(r), float(m)) for r, m in zip(rows["round"], rows["remaining"])})
     common = dict(claim=h.claim, config=config, rounds=tuple(r for r, _ in levels),
-                  remaining=tuple(round(m, 1) for _, m in levels), test=h.test if kind == "class" else "bootstrap")
+                  remaining=tuple(round(m, 1) for _, m in levels), test=h.test if kind == "class" else "jackknife")
     nothing = (math.nan,) * 4
     if kind == "class":
         common["effect"] = f"slope of class {cls}'s normalised recall change per round"

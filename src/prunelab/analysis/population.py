@@ -141,7 +141,7 @@ class PIEs:
     dense_mode: np.ndarray       # modal prediction of the dense population, per PIE
     pruned_mode: np.ndarray      # and of the pruned population
     labels: np.ndarray           # true labels of the PIEs
-    count_ci: tuple[float, float]  # interval of the count, resampling models within each population
+    count_ci: tuple[float, float]  # interval of the count: jackknife over models (t on its standard error)
     accuracy: dict = field(default_factory=dict)  # population → {"pies": (mean, lo, hi), "rest": (...)}
 
     @property
@@ -149,35 +149,68 @@ class PIEs:
         return len(self.indices)
 
 
-def pruning_identified_exemplars(labels, dense: np.ndarray, pruned: np.ndarray, *, n_resamples: int = 1000,
-                                 confidence: float = 0.95, seed: int = 0) -> PIEs:
+def _jackknife(estimate: float, leave_outs: np.ndarray, confidence: float) -> tuple[float, float, float]:
+    """(standard error, low, high): the jackknife standard error of ``estimate`` from its leave-one-out
+    values and a Student t interval around it (n − 1 degrees of freedom)."""
+    from .tdist import t_quantile
+
+    n = len(leave_outs)
+    se = float(np.sqrt((n - 1) / n * ((leave_outs - leave_outs.mean()) ** 2).sum()))
+    half = t_quantile(0.5 + confidence / 2, n - 1) * se
+    return se, estimate - half, estimate + half
+
+
+def _pie_counts(hot_dense: np.ndarray, hot_pruned: list[np.ndarray], n_classes: int,
+                drop: int | None = None) -> np.ndarray:
+    """PIE count against each pruned population (one-hot vote tables), leaving model ``drop`` out of all."""
+    def mode(hot):
+        votes = hot.sum(axis=0) if drop is None else hot.sum(axis=0) - hot[drop]
+        return votes.reshape(-1, n_classes).argmax(axis=1)
+
+    dense = mode(hot_dense)
+    return np.array([(mode(h) != dense).sum() for h in hot_pruned])
+
+
+def pruning_identified_exemplars(labels, dense: np.ndarray, pruned: np.ndarray, *, paired: bool | None = None,
+                                 confidence: float = 0.95) -> PIEs:
     """The examples whose modal prediction in ``pruned`` differs from the modal prediction in ``dense``.
 
-    The count's interval comes from resampling the models of each population with replacement
-    (the populations are samples of models; the test set is fixed). ``accuracy`` gives each
-    population's mean accuracy over its models on the PIEs and on the other examples, with a
-    t interval over models: the paper finds both populations do worse on PIEs.
+    The count's interval is a jackknife over models (a t interval on its leave-one-out standard error):
+    ``paired`` (default: when both populations have as many models, as a study's seeds do) leaves one
+    seed out of both populations at once, else each population's models in turn. A bootstrap of
+    models does not serve here: a resample repeats models, so its votes are noisier than the
+    population's and its count is biased upwards. ``accuracy`` gives each population's mean
+    accuracy over its models on the PIEs and on the other examples, with a t interval over models:
+    the paper finds both populations do worse on PIEs.
     """
     from .effects import paired_effect  # a one-sample t interval: the mean over models
 
     labels = np.asarray(labels)
     n_classes = _check(labels, dense, pruned)
+    paired = len(dense) == len(pruned) if paired is None else paired
+    if paired and len(dense) != len(pruned):
+        raise PrunelabError(f"paired populations need as many models: {len(dense)} dense, {len(pruned)} pruned")
     hot_d, hot_p = _one_hot_counts(dense, n_classes), _one_hot_counts(pruned, n_classes)
     mode_d = hot_d.sum(axis=0).reshape(-1, n_classes).argmax(axis=1)
     mode_p = hot_p.sum(axis=0).reshape(-1, n_classes).argmax(axis=1)
     pies = np.flatnonzero(mode_d != mode_p)
-    rng = np.random.default_rng(seed)
-    counts = []
-    for start in range(0, n_resamples, 100):  # 100 resamples at a time: memory stays at 100 × examples × classes
-        b = min(100, n_resamples - start)
-        wd = rng.multinomial(len(dense), np.full(len(dense), 1 / len(dense)), size=b).astype(np.float32)
-        wp = rng.multinomial(len(pruned), np.full(len(pruned), 1 / len(pruned)), size=b).astype(np.float32)
-        md = (wd @ hot_d).reshape(b, -1, n_classes).argmax(axis=2)
-        mp = (wp @ hot_p).reshape(b, -1, n_classes).argmax(axis=2)
-        counts.append((md != mp).sum(axis=1))
-    counts = np.concatenate(counts)
-    tail = (1 - confidence) / 2
-    ci = (float(np.quantile(counts, tail)), float(np.quantile(counts, 1 - tail)))
+    if paired:
+        leave = np.array([_pie_counts(hot_d, [hot_p], n_classes, drop=i)[0] for i in range(len(dense))], float)
+        _, low, high = _jackknife(len(pies), leave, confidence)
+    else:  # independent populations: their jackknife variances add
+        variances = []
+        for drop_from in ("dense", "pruned"):
+            hot = hot_d if drop_from == "dense" else hot_p
+            leave = []
+            for i in range(len(hot)):
+                votes = hot.sum(axis=0) - hot[i]
+                mode = votes.reshape(-1, n_classes).argmax(axis=1)
+                leave.append(((mode != mode_p) if drop_from == "dense" else (mode_d != mode)).sum())
+            variances.append(_jackknife(len(pies), np.array(leave, float), confidence)[0] ** 2)
+        from .tdist import t_quantile
+
+        half = t_quantile(0.5 + confidence / 2, min(len(dense), len(pruned)) - 1) * float(np.sqrt(sum(variances)))
+        low, high = len(pies) - half, len(pies) + half
     is_pie = np.zeros(len(labels), dtype=bool)
     is_pie[pies] = True
     accuracy = {}
@@ -186,7 +219,7 @@ def pruning_identified_exemplars(labels, dense: np.ndarray, pruned: np.ndarray, 
         accuracy[name] = {where: (paired_effect(correct[:, mask].mean(axis=1), confidence)[:3] if mask.any()
                                   else (np.nan, np.nan, np.nan))
                           for where, mask in (("pies", is_pie), ("rest", ~is_pie))}
-    return PIEs(pies, mode_d[pies], mode_p[pies], labels[pies], ci, accuracy)
+    return PIEs(pies, mode_d[pies], mode_p[pies], labels[pies], (max(0.0, low), high), accuracy)
 
 
 def class_sensitivity(model, x, y, n_classes: int, chunk: int = 512):
@@ -374,20 +407,20 @@ class Populations:
             out.append((rnd, remaining, pruning_identified_exemplars(self.labels, dense, pruned, **options)))
         return out
 
-    def pies_trend(self, branch: str, config: str | None = None, *, n_resamples: int = 1000, seed: int = 0,
-                   confidence: float = 0.95) -> dict:
+    def pies_trend(self, branch: str, config: str | None = None, *, confidence: float = 0.95) -> dict:
         """Whether the PIE count grows along ``branch``'s rounds: the least-squares slope of the count over
-        rounds (PIEs per round), a percentile interval and a one-sided p-value (share of slopes ≤ 0, plus one)
-        from resampling seeds — one draw of seeds for the dense and every pruned population, since each
-        seed's pruned models descend from its dense model."""
+        rounds (PIEs per round), its jackknife standard error over seeds (one seed left out of the dense
+        and every pruned population at once: each seed's pruned models descend from its dense model), a
+        t interval and a one-sided t test that the slope is positive (n − 1 degrees of freedom)."""
+        from .tdist import t_sf
+
         levels = self.rounds(branch, config)
         pairs = [self.pair(branch, rnd, config) for rnd, _ in levels]
         seeds = sorted(set.intersection(*[set(s) for s, _, _ in pairs]))
-        if len(seeds) < 2 or len(levels) < 2:
-            raise PrunelabError(f"{branch!r}: {len(seeds)} seeds over {len(levels)} rounds (2 and 2 needed)")
+        if len(seeds) < 3 or len(levels) < 2:
+            raise PrunelabError(f"{branch!r}: {len(seeds)} seeds over {len(levels)} rounds (3 and 2 needed)")
         n_classes = int(max(self.labels.max(), *(max(d.max(), p.max()) for _, d, p in pairs))) + 1
-        hot_dense = None
-        hot = []
+        hot_dense, hot = None, []
         for s, d, p in pairs:
             keep = [s.index(x) for x in seeds]
             if hot_dense is None:
@@ -395,25 +428,14 @@ class Populations:
             hot.append(_one_hot_counts(p[keep], n_classes))
         x = np.array([r for r, _ in levels], dtype=float)
         xc = (x - x.mean()) / ((x - x.mean()) ** 2).sum()
-
-        def counts(w: np.ndarray) -> np.ndarray:  # resamples × rounds
-            md = (w @ hot_dense).reshape(len(w), -1, n_classes).argmax(axis=2)
-            return np.stack([((w @ h).reshape(len(w), -1, n_classes).argmax(axis=2) != md).sum(axis=1)
-                             for h in hot], axis=1)
-
-        observed = counts(np.ones((1, len(seeds)), dtype=np.float32))[0]
-        rng = np.random.default_rng(seed)
-        slopes = []
-        for start in range(0, n_resamples, 50):
-            b = min(50, n_resamples - start)
-            w = rng.multinomial(len(seeds), np.full(len(seeds), 1 / len(seeds)), size=b).astype(np.float32)
-            slopes.append(counts(w) @ xc)
-        slopes = np.concatenate(slopes)
-        tail = (1 - confidence) / 2
+        observed = _pie_counts(hot_dense, hot, n_classes)
+        slope = float(observed @ xc)
+        leave = np.array([_pie_counts(hot_dense, hot, n_classes, drop=i) @ xc for i in range(len(seeds))])
+        se, low, high = _jackknife(slope, leave, confidence)
+        p = float(t_sf(slope / se, len(seeds) - 1)) if se > 0 else (0.0 if slope > 0 else 1.0)
         return {"n": len(seeds), "rounds": tuple(int(r) for r in x), "remaining": tuple(m for _, m in levels),
-                "counts": tuple(int(c) for c in observed), "slope": float(observed @ xc),
-                "ci_low": float(np.quantile(slopes, tail)), "ci_high": float(np.quantile(slopes, 1 - tail)),
-                "p": float((1 + (slopes <= 0).sum()) / (n_resamples + 1))}
+                "counts": tuple(int(c) for c in observed), "slope": slope, "se": se, "ci_low": low, "ci_high": high,
+                "p": p}
 
     def sensitivity(self, branch: str, config: str | None = None, round: int | None = None, max_models: int = 5):
         """Per class: the dense models' gradient norm, margin and loss (mean over up to ``max_models`` seeds),

@@ -70,7 +70,7 @@ def _claim_words(claim: str, margin: float, info) -> tuple[str, str, str, str]:
 
 COMPARISONS = "Planned comparisons: paired effects over seeds"
 _TEST_WORDS = {"t": "one-sided paired t test", "permutation": "one-sided exact sign-flip permutation test",
-               "bootstrap": "one-sided test resampling seeds (the share of resampled slopes ≤ 0)"}
+               "jackknife": "one-sided t test on the slope's jackknife standard error over seeds"}
 
 
 def _verdict_badge(verdict: str) -> str:

@@ -55,20 +55,19 @@ def class_test_figure(tests: pd.DataFrame, branches: list[str]):
 
 @styled
 def pie_count_figure(table: pd.DataFrame, branches: list[str]):
-    """PIE count against weights remaining per branch, with the interval from resampling models."""
+    """PIE count against weights remaining per branch, with its jackknife interval over seeds."""
     fig, ax = plt.subplots(figsize=(WIDTH, 3.6), layout="constrained")
     colours, markers = plots.branch_colours(branches), plots.branch_markers(branches)
     for b in branches:
         part = table[table["branch"] == b].sort_values("remaining", ascending=False)
         if part.empty:
             continue
-        # a resampled interval need not contain the observed count (a vote is a step function), so no error bars
-        ax.vlines(part["remaining"], part["ci_low"], part["ci_high"], color=colours[b], lw=2.5, alpha=0.35)
-        ax.plot(part["remaining"], part["pies"], color=colours[b], marker=markers[b], ms=4, lw=1.2, label=b)
+        ax.errorbar(part["remaining"], part["pies"], yerr=[part["pies"] - part["ci_low"], part["ci_high"] - part["pies"]],
+                    color=colours[b], marker=markers[b], ms=4, capsize=2, lw=1.2, label=b)
     plots._percent_axis(ax, table["remaining"])
     ax.set_ylabel("pruning-identified exemplars")
-    ax.set_title("Test examples whose modal prediction changes (pruned vs dense population); bars: 95 % interval "
-                 "resampling models", loc="left")
+    ax.set_title("Test examples whose modal prediction changes (pruned vs dense population); bars: 95 % jackknife "
+                 "interval over seeds", loc="left")
     plots._legend_outside(ax, order=branches)
     return fig
 
@@ -142,7 +141,7 @@ def open_populations(results, points):
     return Populations(results, points), ""
 
 
-def population_sections(populations, branches: list[str], resamples: int = 200) -> tuple[list[str], dict]:
+def population_sections(populations, branches: list[str]) -> tuple[list[str], dict]:
     """The report's population sections (HTML) and their tables."""
     from ..errors import PrunelabError
     from .html_parts import section
@@ -153,7 +152,7 @@ def population_sections(populations, branches: list[str], resamples: int = 200) 
     for b in pruned:
         try:
             tests.append(populations.class_tests(b))
-            for rnd, remaining, p in populations.pies(b, n_resamples=resamples):
+            for rnd, remaining, p in populations.pies(b):
                 acc = p.accuracy
                 pie_rows.append({"branch": b, "round": rnd, "remaining": remaining, "pies": p.count,
                                  "ci_low": p.count_ci[0], "ci_high": p.count_ci[1],
@@ -189,8 +188,8 @@ def population_sections(populations, branches: list[str], resamples: int = 200) 
         sections.append(section(
             "Pruning-identified exemplars (PIEs)", pie_count_figure(pie_table, pruned), pie_table, "pies",
             "A PIE is a test example whose most frequent prediction in the pruned population differs from the "
-            "dense population's (arXiv 1911.05248 §4). Intervals resample the models of both populations (the test "
-            "set is fixed). Accuracy columns: mean over models on the PIEs and on every other example — the paper "
+            "dense population's (arXiv 1911.05248 §4). Intervals: a jackknife over seeds (one seed left out of "
+            "both populations at a time; the test set is fixed). Accuracy columns: mean over models on the PIEs and on every other example — the paper "
             "finds both populations do worse on PIEs. Ties in a vote go to the lower class, so two populations of "
             "the same models can still differ on examples they split evenly; compare counts across levels."))
         grid = _pie_grid(populations, pies_at, pruned)
