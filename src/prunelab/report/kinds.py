@@ -28,11 +28,17 @@ REPORT_KINDS: Registry[ReportKind] = Registry("report kind", group="prunelab.rep
 
 def report_kind_for(results) -> ReportKind | None:
     """The registered kind whose store ``results`` is (None: a study store, the standard report)."""
-    for entry in REPORT_KINDS:
-        kind = REPORT_KINDS.get(entry.name)
-        if not isinstance(kind, ReportKind):
-            from ..errors import PrunelabError
+    from ..errors import PrunelabError
 
+    for entry in REPORT_KINDS:
+        try:
+            kind = REPORT_KINDS.get(entry.name)
+        except PrunelabError as exc:  # a plug-in that cannot load must not take the study report down
+            import warnings
+
+            warnings.warn(str(exc), stacklevel=2)
+            continue
+        if not isinstance(kind, ReportKind):
             raise PrunelabError(f"report kind {entry.name!r} is {type(kind).__name__}, not a "
                                 "prunelab.report.kinds.ReportKind")
         if kind.applies(results):
