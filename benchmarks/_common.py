@@ -71,3 +71,27 @@ def loglog_exponent(sizes: list[int], values: list[float]) -> float:
     xs, ys = [math.log(s) for s in sizes], [math.log(max(v, 1e-9)) for v in values]
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+
+
+def loop_pairs(make_model, data, config, plain_loop, repeats: int) -> dict[str, list[float]]:
+    """Seconds of prunelab's ``train`` and of a hand-written ``plain_loop(model, data, config, seed)`` on
+    freshly built models (``make_model()``), alternating which goes first; the first pair warms caches up
+    and is dropped. Neither validates: the data's validation split is emptied, so both time training."""
+    from dataclasses import replace
+
+    from prunelab.tasks import train
+    from prunelab.tasks.datasets import Split
+
+    data = replace(data, validation=Split(data.validation.x[:0], data.validation.y[:0]))
+    times = {"prunelab": [], "plain": []}
+    for r in range(repeats + 1):
+        for name in ("prunelab", "plain") if r % 2 == 0 else ("plain", "prunelab"):
+            model = make_model()
+            start = time.perf_counter()
+            if name == "prunelab":
+                train(model, data, config, seed=0, progress=False)
+            else:
+                plain_loop(model, data, config, seed=0)
+            if r:
+                times[name].append(time.perf_counter() - start)
+    return times

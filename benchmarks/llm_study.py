@@ -28,13 +28,11 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 import tomllib
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import timed_command, write_result  # noqa: E402
+from _common import loop_pairs, timed_command, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 if "PRUNELAB_DATA_MIRROR" not in os.environ and (ROOT.parent / "shared" / "data").is_dir():
@@ -42,8 +40,7 @@ if "PRUNELAB_DATA_MIRROR" not in os.environ and (ROOT.parent / "shared" / "data"
 
 import torch  # noqa: E402
 
-from prunelab import TrainConfig, build_model, load_dataset, train  # noqa: E402
-from prunelab.tasks.datasets import Split  # noqa: E402
+from prunelab import TrainConfig, build_model, load_dataset  # noqa: E402
 from prunelab.tasks.evaluation import evaluate, task_loss  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "llm_pruning.toml"
@@ -95,21 +92,9 @@ def plain_loop(model, data, config: TrainConfig, seed: int) -> None:
 
 
 def loop_benchmark(data, options: dict, config: TrainConfig, repeats: int) -> dict:
-    # no validation split: both loops time training alone (prunelab's would evaluate at the end)
-    empty = Split(data.validation.x[:0], data.validation.y[:0])
-    data = replace(data, validation=empty)
     tokens = config.iterations * config.batch_size * data.input_shape[0]
-    times = {"prunelab": [], "plain": []}
-    for r in range(repeats + 1):  # the first pair warms caches up and is dropped
-        for name in ("prunelab", "plain") if r % 2 == 0 else ("plain", "prunelab"):
-            model = build_model("gpt", data.input_shape, data.num_classes, seed=0, **options)
-            start = time.perf_counter()
-            if name == "prunelab":
-                train(model, data, config, seed=0, progress=False)
-            else:
-                plain_loop(model, data, config, seed=0)
-            if r:
-                times[name].append(time.perf_counter() - start)
+    times = loop_pairs(lambda: build_model("gpt", data.input_shape, data.num_classes, seed=0, **options), data,
+                       config, plain_loop, repeats)
     ratios = [a / b for a, b in zip(times["prunelab"], times["plain"])]
     out = {name: {"seconds_median": statistics.median(t), "seconds": t,
                   "tokens_per_second_median": tokens / statistics.median(t),

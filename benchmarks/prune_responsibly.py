@@ -32,7 +32,7 @@ import tomllib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result  # noqa: E402
+from _common import loop_pairs, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 if "PRUNELAB_DATA_MIRROR" not in os.environ and (ROOT.parent / "shared" / "data").is_dir():
@@ -41,7 +41,7 @@ if "PRUNELAB_DATA_MIRROR" not in os.environ and (ROOT.parent / "shared" / "data"
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from prunelab.tasks import TrainConfig, build_model, load_dataset, train  # noqa: E402
+from prunelab.tasks import TrainConfig, build_model, load_dataset  # noqa: E402
 from prunelab.tasks.evaluation import task_loss  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "prune_responsibly.toml"
@@ -77,22 +77,8 @@ def plain_loop(model, data, config: TrainConfig, seed: int) -> None:
 
 
 def loop_benchmark(data, config: TrainConfig, repeats: int) -> dict:
-    from dataclasses import replace
-
-    from prunelab.tasks.datasets import Split
-
-    data = replace(data, validation=Split(data.validation.x[:0], data.validation.y[:0]))
-    times = {"prunelab": [], "plain": []}
-    for r in range(repeats + 1):  # the first pair warms caches up and is dropped
-        for name in ("prunelab", "plain") if r % 2 == 0 else ("plain", "prunelab"):
-            model = build_model("lenet_300_100", data.input_shape, data.num_classes, seed=0)
-            start = time.perf_counter()
-            if name == "prunelab":
-                train(model, data, config, seed=0, progress=False)
-            else:
-                plain_loop(model, data, config, seed=0)
-            if r:
-                times[name].append(time.perf_counter() - start)
+    times = loop_pairs(lambda: build_model("lenet_300_100", data.input_shape, data.num_classes, seed=0), data,
+                       config, plain_loop, repeats)
     ratios = [a / b for a, b in zip(times["prunelab"], times["plain"])]
     step = {k: [t / config.iterations * 1e3 for t in v] for k, v in times.items()}
     return {"ms_per_step": {k: {"median": statistics.median(v), "range": [min(v), max(v)]} for k, v in step.items()},

@@ -127,10 +127,14 @@ def _one_hot_counts(predictions: np.ndarray, n_classes: int) -> np.ndarray:
     return out
 
 
+def _mode(votes: np.ndarray, n_classes: int) -> np.ndarray:
+    """Each example's most voted class from a flat (examples · classes) vote table; ties: the lower class."""
+    return votes.reshape(-1, n_classes).argmax(axis=1)
+
+
 def modal_predictions(predictions: np.ndarray, n_classes: int) -> np.ndarray:
     """Each example's most frequent prediction over the models (ties go to the lower class index)."""
-    counts = _one_hot_counts(predictions, n_classes).sum(axis=0).reshape(-1, n_classes)
-    return counts.argmax(axis=1)
+    return _mode(_one_hot_counts(predictions, n_classes).sum(axis=0), n_classes)
 
 
 @dataclass
@@ -160,15 +164,16 @@ def _jackknife(estimate: float, leave_outs: np.ndarray, confidence: float) -> tu
     return se, estimate - half, estimate + half
 
 
-def _pie_counts(hot_dense: np.ndarray, hot_pruned: list[np.ndarray], n_classes: int,
+def _pie_counts(dense: tuple[np.ndarray, np.ndarray], pruned: list[tuple[np.ndarray, np.ndarray]], n_classes: int,
                 drop: int | None = None) -> np.ndarray:
-    """PIE count against each pruned population (one-hot vote tables), leaving model ``drop`` out of all."""
-    def mode(hot):
-        votes = hot.sum(axis=0) if drop is None else hot.sum(axis=0) - hot[drop]
-        return votes.reshape(-1, n_classes).argmax(axis=1)
+    """PIE count against each pruned population, leaving model ``drop`` out of all. A population is
+    ``(one-hot rows, their sum)``: leaving a model out subtracts its row from the vote table."""
+    def mode(population):
+        hot, votes = population
+        return _mode(votes if drop is None else votes - hot[drop], n_classes)
 
-    dense = mode(hot_dense)
-    return np.array([(mode(h) != dense).sum() for h in hot_pruned])
+    modes = mode(dense)
+    return np.array([(mode(p) != modes).sum() for p in pruned])
 
 
 def pruning_identified_exemplars(labels, dense: np.ndarray, pruned: np.ndarray, *, paired: bool | None = None,
@@ -191,23 +196,20 @@ def pruning_identified_exemplars(labels, dense: np.ndarray, pruned: np.ndarray, 
     if paired and len(dense) != len(pruned):
         raise PrunelabError(f"paired populations need as many models: {len(dense)} dense, {len(pruned)} pruned")
     hot_d, hot_p = _one_hot_counts(dense, n_classes), _one_hot_counts(pruned, n_classes)
-    mode_d = hot_d.sum(axis=0).reshape(-1, n_classes).argmax(axis=1)
-    mode_p = hot_p.sum(axis=0).reshape(-1, n_classes).argmax(axis=1)
+    votes_d, votes_p = hot_d.sum(axis=0), hot_p.sum(axis=0)
+    mode_d, mode_p = _mode(votes_d, n_classes), _mode(votes_p, n_classes)
     pies = np.flatnonzero(mode_d != mode_p)
     if paired:
-        leave = np.array([_pie_counts(hot_d, [hot_p], n_classes, drop=i)[0] for i in range(len(dense))], float)
+        leave = np.array([_pie_counts((hot_d, votes_d), [(hot_p, votes_p)], n_classes, drop=i)[0]
+                          for i in range(len(dense))], float)
         _, low, high = _jackknife(len(pies), leave, confidence)
     else:  # independent populations: their jackknife variances add
-        variances = []
-        for drop_from in ("dense", "pruned"):
-            hot = hot_d if drop_from == "dense" else hot_p
-            leave = []
-            for i in range(len(hot)):
-                votes = hot.sum(axis=0) - hot[i]
-                mode = votes.reshape(-1, n_classes).argmax(axis=1)
-                leave.append(((mode != mode_p) if drop_from == "dense" else (mode_d != mode)).sum())
-            variances.append(_jackknife(len(pies), np.array(leave, float), confidence)[0] ** 2)
         from .tdist import t_quantile
+
+        variances = []
+        for hot, votes, other in ((hot_d, votes_d, mode_p), (hot_p, votes_p, mode_d)):
+            leave = np.array([(_mode(votes - row, n_classes) != other).sum() for row in hot], float)
+            variances.append(_jackknife(len(pies), leave, confidence)[0] ** 2)
 
         half = t_quantile(0.5 + confidence / 2, min(len(dense), len(pruned)) - 1) * float(np.sqrt(sum(variances)))
         low, high = len(pies) - half, len(pies) + half
@@ -420,12 +422,13 @@ class Populations:
         if len(seeds) < 3 or len(levels) < 2:
             raise PrunelabError(f"{branch!r}: {len(seeds)} seeds over {len(levels)} rounds (3 and 2 needed)")
         n_classes = int(max(self.labels.max(), *(max(d.max(), p.max()) for _, d, p in pairs))) + 1
-        hot_dense, hot = None, []
-        for s, d, p in pairs:
-            keep = [s.index(x) for x in seeds]
-            if hot_dense is None:
-                hot_dense = _one_hot_counts(d[keep], n_classes)
-            hot.append(_one_hot_counts(p[keep], n_classes))
+        def population(predictions):
+            hot = _one_hot_counts(predictions, n_classes)
+            return hot, hot.sum(axis=0)
+
+        keep = [[s.index(x) for x in seeds] for s, _, _ in pairs]
+        hot_dense = population(pairs[0][1][keep[0]])
+        hot = [population(p[k]) for (_, _, p), k in zip(pairs, keep)]
         x = np.array([r for r, _ in levels], dtype=float)
         xc = (x - x.mean()) / ((x - x.mean()) ** 2).sum()
         observed = _pie_counts(hot_dense, hot, n_classes)
