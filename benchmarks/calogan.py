@@ -29,7 +29,7 @@ from _common import write_result  # noqa: E402
 import torch  # noqa: E402
 
 from prunelab.experiment.query import open_store  # noqa: E402
-from prunelab.hep.gan import sample  # noqa: E402
+from prunelab.hep.generation import sample  # noqa: E402
 from prunelab.hep.gan_study import build_gan_study, gan_points, load_gan_spec  # noqa: E402
 from prunelab.hep.simulator import simulate  # noqa: E402
 

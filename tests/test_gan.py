@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from prunelab.errors import PrunelabError
 from prunelab.hep.fidelity import delong_interval, fidelity, normalised_wasserstein, two_sample_auc
-from prunelab.hep.gan import THRESHOLD_MEV, GANConfig, sample
+from prunelab.hep.gan import THRESHOLD_MEV, GANConfig
+from prunelab.hep.generation import sample
 from prunelab.hep.simulator import Showers, simulate
 from prunelab.tasks.models import build_model
 
@@ -39,7 +40,8 @@ def test_generated_showers_conserve_energy_and_respect_the_threshold():
     g = model.generator
     with torch.no_grad():
         e = torch.as_tensor(energies, dtype=torch.float32)
-        from prunelab.hep.gan import _rng, condition
+        from prunelab.hep.gan import condition
+        from prunelab.hep.generation import noise_generator as _rng
 
         noise = torch.randn(len(e), g.latent, generator=_rng(3, 2, 0))
         x = torch.cat([noise, condition(e)], 1)

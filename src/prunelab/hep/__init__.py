@@ -42,7 +42,7 @@ _LAZY = {
     "EFFECTIVE_MEDIUM": ".material", "Medium": ".material", "effective_medium": ".material",
     "PARTICLES": ".simulator", "Showers": ".simulator", "simulate": ".simulator",
     "read_showers": ".io", "write_showers": ".io", "shower_shapes": ".shapes",
-    "GANConfig": ".gan", "sample": ".gan",
+    "GANConfig": ".gan", "sample": ".generation",
 }
 
 __all__ = sorted(_LAZY)

@@ -140,7 +140,7 @@ def sample(
     import numpy as np
 
     from ..experiment.query import open_store
-    from .gan import sample as generate_showers
+    from .generation import sample as generate_showers
     from .gan_study import pick_state
     from .io import write_showers
 

@@ -46,7 +46,8 @@ from torch import nn
 
 from ..errors import PrunelabError, validated
 from ..tasks.models import register
-from .tasks import CELL_COUNTS, CELL_FEATURES, LAYER_SHAPES
+from .generation import noise_generator
+from .tasks import CELL_COUNTS, CELL_FEATURES
 
 THRESHOLD_MEV = 1.0
 N_LAYERS = len(CELL_COUNTS)
@@ -100,6 +101,10 @@ class Generator(nn.Module):
         shares = torch.softmax(head[:, :-1], dim=1) * (1000.0 * energy_gev.reshape(-1, 1) * response)
         layers = [_deposit(image, shares[:, i:i + 1]) for i, image in enumerate(images)]
         return torch.cat(layers, dim=1), shares[:, N_LAYERS:]
+
+    def generate(self, energy_gev: torch.Tensor, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """A shower per incident energy, its noise drawn from ``rng`` (:mod:`.generation`'s protocol)."""
+        return self(energy_gev, torch.randn(len(energy_gev), self.latent, generator=rng))
 
 
 def _deposit(share: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
@@ -203,6 +208,9 @@ class CaloGAN(nn.Module):
         cells, overflow = self.generator(energy, x.new_zeros(len(x), self.generator.latent))
         return (cells.sum(dim=1, keepdim=True) + overflow.sum(dim=1, keepdim=True)) / 1000.0
 
+    def generate(self, energy_gev: torch.Tensor, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.generator.generate(energy_gev, rng)
+
 
 @register("calogan", "conditional shower GAN (generator streams per layer + WGAN-GP critic) for calo_showers_*",
           "default", input_shape=(CELL_FEATURES,))
@@ -269,12 +277,6 @@ class GANResult:
     curve: list = field(default_factory=list)
 
 
-def _rng(seed: int, stream: int, index: int) -> torch.Generator:
-    """A generator that is a pure function of (seed, stream, index): noise never depends on history."""
-    key = np.random.SeedSequence([seed % 2**32, seed // 2**32 % 2**32, stream, index]).generate_state(2, np.uint64)
-    return torch.Generator().manual_seed(int(key[0] ^ (key[1] >> np.uint64(1))) % 2**63)
-
-
 def make_optimizer(model: CaloGAN, config: GANConfig, order: Sequence[str] | None = None) -> torch.optim.Adam:
     """Adam over the generator's parameters, then the critic's, each in ``order`` (parameter names of
     the model; default: the order the modules hold them in now)."""
@@ -325,7 +327,7 @@ def train_gan(model: CaloGAN, data: ShowerTensors, config: GANConfig, *, seed: i
     try:
         with deterministic():
             for it in range(start, stop):
-                rng = _rng(seed, 1, it)
+                rng = noise_generator(seed, 1, it)
                 for k in range(config.critic_steps):
                     idx = batch_indices(seed, it * config.critic_steps + k, n, batch)
                     energy = data.energy[idx]
@@ -363,35 +365,3 @@ def train_gan(model: CaloGAN, data: ShowerTensors, config: GANConfig, *, seed: i
         if masks:
             apply_masks(model, masks)
     return GANResult(optimizer.state_dict(), time.perf_counter() - began, curve)
-
-
-# --------------------------------------------------------------------------- sampling
-
-
-@torch.no_grad()
-def sample(model: CaloGAN | Generator, energy_gev, *, seed: int = 0, batch: int = 4096, particle: str | None = None):
-    """Generate one shower per incident energy (GeV) as :class:`~prunelab.hep.simulator.Showers`.
-
-    The noise of shower *i* depends only on ``seed`` and *i*'s batch, so the same call gives the same
-    showers."""
-    from .simulator import Showers
-
-    generator = model.generator if isinstance(model, CaloGAN) else model
-    was_training = generator.training
-    generator.eval()
-    energy = torch.as_tensor(np.asarray(energy_gev, dtype=np.float32).reshape(-1))
-    if len(energy) == 0:
-        raise PrunelabError("sample: no incident energies given")
-    cells, overflow = [], []
-    try:
-        for b, start in enumerate(range(0, len(energy), batch)):
-            e = energy[start:start + batch]
-            c, o = generator(e, torch.randn(len(e), generator.latent, generator=_rng(seed, 2, b)))
-            cells.append(c)
-            overflow.append(o)
-    finally:
-        generator.train(was_training)
-    flat = torch.cat(cells).numpy()
-    images = np.split(flat, np.cumsum(CELL_COUNTS)[:-1], axis=1)
-    layers = tuple(img.reshape(-1, *shape) for img, shape in zip(images, LAYER_SHAPES))
-    return Showers(energy.numpy().astype(np.float64), layers, torch.cat(overflow).numpy(), particle)

@@ -42,7 +42,7 @@ def evaluate_generator(model, dataset: str, events: int) -> dict:
     from threadpoolctl import threadpool_limits
 
     from .fidelity import fidelity
-    from .gan import sample
+    from .generation import sample
     from .tasks import shower_split
 
     reference = shower_split(dataset, "test")

@@ -158,7 +158,7 @@ def store_report(results, out, *, state: str | None = None) -> Path:
     """The report of a GAN store: fidelity against sparsity, and the chosen (default: trained) state's
     fidelity in full, its showers overlaid with the most pruned generators' of each kind."""
     from .fidelity import Fidelity
-    from .gan import sample
+    from .generation import sample
     from .gan_recipes import EVALUATION_SEED
     from .gan_study import gan_points, pick_state
     from ..report.html_parts import table_section
