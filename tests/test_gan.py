@@ -77,7 +77,7 @@ def test_a_layer_holding_the_threshold_keeps_its_largest_cell():
 
 def test_calogan_refuses_ordinary_training_and_wrong_inputs():
     model = tiny_gan()
-    with pytest.raises(PrunelabError, match="train-gan"):
+    with pytest.raises(PrunelabError, match="calo train"):
         model(torch.ones(2, 507))
     with pytest.raises(PrunelabError, match="calo_showers"):
         build_model("calogan", (10,), 1)
@@ -305,7 +305,7 @@ def test_gan_spec_errors_name_the_key(tmp_path):
     assert isinstance(r.exception, PrunelabError) and "calo_showers_eplus" in str(r.exception)
     bad.write_text(SPEC.replace("critic_steps = 1\nevaluate_showers = 300\n[pruning]",
                                 "critic_steps = 0\nevaluate_showers = 300\n[pruning]"))
-    r = CliRunner().invoke(app, ["calo", "train-gan", str(bad)])
+    r = CliRunner().invoke(app, ["calo", "train", str(bad)])
     assert isinstance(r.exception, PrunelabError) and "critic_steps" in str(r.exception)
 
 

@@ -614,9 +614,10 @@ def max_round(spec: "Spec", label: str) -> int:
 def load_spec(path: str | Path) -> Spec:
     """Read and validate a study spec; errors name the file and the key."""
     raw = read_toml(path)
-    if "gan" in raw and "training" not in raw:
-        raise PrunelabError(f"{path}: a shower-GAN study spec (it has [gan]); run it with "
-                            f"`prunelab calo train-gan {path}`")
+    section = next((key for key in ("gan", "flow") if key in raw), None)
+    if section and "training" not in raw:
+        raise PrunelabError(f"{path}: a shower-generator study spec (it has [{section}]); run it with "
+                            f"`prunelab calo train {path}`")
     return parse_spec(raw, str(path))
 
 

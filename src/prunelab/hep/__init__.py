@@ -11,6 +11,8 @@
 * :mod:`.baselines` — gradient-boosted trees on shower shapes;
 * :mod:`.gan`, :mod:`.gan_recipes`, :mod:`.gan_study` — a conditional shower GAN (CaloGAN-style)
   trained as states of the experiment tree, and the study that prunes its generator;
+* :mod:`.flow`, :mod:`.flow_recipes` — a conditional normalizing flow of showers (CaloFlow-style),
+  trained and pruned the same way; :mod:`.generation` samples showers from either;
 * :mod:`.fidelity` — how faithful generated showers are (Wasserstein/KS per observable and energy
   bin, a classifier two-sample test, the energy response);
 * :mod:`.calochallenge`, :mod:`.calochallenge_classifier`, :mod:`.calochallenge_report` — the
@@ -30,9 +32,12 @@ from importlib import import_module
 # per particle pair); ``module:attr``: one entry, loaded when first asked for.
 ENTRY_POINTS = {
     "prunelab.datasets": {"calorimeter": "prunelab.hep.tasks"},
-    "prunelab.models": {"calorimeter": "prunelab.hep.tasks", "calogan": "prunelab.hep.gan"},
+    "prunelab.models": {"calorimeter": "prunelab.hep.tasks", "calogan": "prunelab.hep.gan",
+                         "caloflow": "prunelab.hep.flow"},
     "prunelab.recipes": {"TrainGAN": "prunelab.hep.gan_recipes:TrainGAN",
-                         "FinetuneGAN": "prunelab.hep.gan_recipes:FinetuneGAN"},
+                         "FinetuneGAN": "prunelab.hep.gan_recipes:FinetuneGAN",
+                         "TrainFlow": "prunelab.hep.flow_recipes:TrainFlow",
+                         "FinetuneFlow": "prunelab.hep.flow_recipes:FinetuneFlow"},
     "prunelab.commands": {"calo": "prunelab.hep.cli:calo_app"},
     "prunelab.report_kinds": {"gan": "prunelab.hep.gan_report:GAN_REPORT"},
 }
@@ -42,7 +47,7 @@ _LAZY = {
     "EFFECTIVE_MEDIUM": ".material", "Medium": ".material", "effective_medium": ".material",
     "PARTICLES": ".simulator", "Showers": ".simulator", "simulate": ".simulator",
     "read_showers": ".io", "write_showers": ".io", "shower_shapes": ".shapes",
-    "GANConfig": ".gan", "sample": ".generation",
+    "GANConfig": ".gan", "FlowConfig": ".flow", "sample": ".generation",
 }
 
 __all__ = sorted(_LAZY)

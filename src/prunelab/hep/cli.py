@@ -102,15 +102,17 @@ def _summary_table(points, title: str) -> Table:
     return out
 
 
-@calo_app.command("train-gan")
+@calo_app.command("train-gan", hidden=True)  # its first name, from before the flow
+@calo_app.command("train")
 def train_gan(
-    spec_path: Path = typer.Argument(..., metavar="SPEC", help="GAN study spec (TOML; see docs/hep.md)"),
+    spec_path: Path = typer.Argument(..., metavar="SPEC", help="generator study spec (TOML with [gan] or [flow]; "
+                                                               "see docs/hep.md)"),
     store: Optional[Path] = typer.Option(None, help="store directory (default: runs/NAME)"),
     executor: str = typer.Option("serial", help="serial, local, or a Dask scheduler address"),
     workers: Optional[int] = typer.Option(None, help="worker processes for --executor local"),
     threads: int = typer.Option(1, help="torch threads per task (results are bitwise reproducible per value)"),
 ) -> None:
-    """Train the shower GAN (checkpoints are states: a rerun resumes), prune its generator as the spec says, and print every state's fidelity on held-out simulator showers."""  # noqa: E501
+    """Train the shower GAN or flow (checkpoints are states: a rerun resumes), prune its generator as the spec says, and print every state's fidelity on held-out simulator showers."""  # noqa: E501
     from ..experiment.executors import plan
     from ..experiment.query import open_store
     from .gan_study import build_gan_study, gan_points, load_gan_spec
@@ -140,6 +142,7 @@ def sample(
     import numpy as np
 
     from ..experiment.query import open_store
+    from .generation import is_shower_generator
     from .generation import sample as generate_showers
     from .gan_study import pick_state
     from .io import write_showers
@@ -153,15 +156,16 @@ def sample(
     results = open_store(store)
     chosen = pick_state(results, state)
     manifest = results.get(chosen)
-    if manifest["spec"]["model"] != "calogan":
-        raise PrunelabError(f"state {chosen[:12]} holds a {manifest['spec']['model']!r}, not a shower GAN")
+    model = results.load_model(chosen)
+    if not is_shower_generator(model):
+        raise PrunelabError(f"state {chosen[:12]} holds a {manifest['spec']['model']!r}, not a shower generator "
+                            "(calogan, caloflow)")
     rng = np.random.default_rng(seed)
     energies = np.full(events, energy) if energy is not None else rng.uniform(energy_min, energy_max, events)
     began = time.perf_counter()
-    showers = generate_showers(results.load_model(chosen), energies, seed=seed,
-                               particle=manifest["dataset"].removeprefix("calo_showers_"))
+    showers = generate_showers(model, energies, seed=seed, particle=manifest["dataset"].removeprefix("calo_showers_"))
     seconds = time.perf_counter() - began
-    write_showers(output, showers, {"generator": "prunelab.hep.gan", "store": str(store), "state": chosen,
+    write_showers(output, showers, {"generator": type(model).__module__, "store": str(store), "state": chosen,
                                     "seed": seed, "energy": energy if energy is not None else [energy_min, energy_max]})
     console.print(f"{events} showers from state {chosen[:12]} in {seconds:.2f} s ({events / seconds:,.0f} per second)"
                   f" → {output}")
@@ -201,7 +205,7 @@ def fidelity(
     results = open_store(source)
     points = gan_points(results)
     if points.empty:
-        raise PrunelabError(f"{source}: no finished state of a GAN study (run `prunelab calo train-gan SPEC` first)")
+        raise PrunelabError(f"{source}: no finished state of a GAN study (run `prunelab calo train SPEC` first)")
     console.print(_summary_table(points.sort_values(["kind", "seed", "sparsity"]), f"{source}: GAN fidelity"))
     if output is not None:
         path = store_report(results, output, state=state)

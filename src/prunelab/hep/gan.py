@@ -41,7 +41,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from ..errors import PrunelabError, validated
@@ -202,7 +202,7 @@ class CaloGAN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and torch.is_grad_enabled():
-            raise PrunelabError("model 'calogan' is trained adversarially: use `prunelab calo train-gan` "
+            raise PrunelabError("model 'calogan' is trained adversarially: use `prunelab calo train` "
                                 "(recipe TrainGAN), not a classifier or regression training")
         energy = x[:, 0].clamp(*ENERGY_RANGE_GEV)
         cells, overflow = self.generator(energy, x.new_zeros(len(x), self.generator.latent))
@@ -246,6 +246,18 @@ class GANConfig(BaseModel):
     curve_every: int = Field(250, gt=0)  # iterations between recorded losses
     # Held-out showers the fidelity of a finished state is measured on (0: no evaluation).
     evaluate_showers: int = Field(5000, ge=0, le=10**6)
+    # The backend (cpu / cuda) is part of a state's identity, as for classifier training; on the CPU it
+    # is left out, so GAN states stored before the option existed keep their hashes.
+    device: str = Field("cpu", json_schema_extra={"identity": "device"})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_device(cls, data):
+        from ..tasks.training import resolve_device
+
+        if isinstance(data, dict) and "device" in data:
+            data = {**data, "device": resolve_device(data["device"])}
+        return data
 
     @classmethod
     def parse(cls, data: dict, where: str = "gan") -> "GANConfig":
@@ -275,6 +287,7 @@ class GANResult:
     optimizer_state: dict
     seconds: float
     curve: list = field(default_factory=list)
+    device: str = "cpu"
 
 
 def make_optimizer(model: CaloGAN, config: GANConfig, order: Sequence[str] | None = None) -> torch.optim.Adam:
@@ -292,6 +305,12 @@ def make_optimizer(model: CaloGAN, config: GANConfig, order: Sequence[str] | Non
                             betas=(config.beta1, config.beta2), foreach=False)
 
 
+def _noise(rows: int, latent: int, rng: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Noise drawn on the CPU and moved: the same numbers whatever device trains."""
+    noise = torch.randn(rows, latent, generator=rng)
+    return noise if device.type == "cpu" else noise.to(device)
+
+
 def train_gan(model: CaloGAN, data: ShowerTensors, config: GANConfig, *, seed: int, start: int, stop: int,
               optimizer_state: dict | None = None, progress_label: str | None = None,
               parameter_order: Sequence[str] | None = None) -> GANResult:
@@ -305,7 +324,7 @@ def train_gan(model: CaloGAN, data: ShowerTensors, config: GANConfig, *, seed: i
     again after the others): an optimizer state saved before pruning would not fit the model after."""
     from ..pruning.masked import MaskReapplier
     from ..pruning.masks import apply_masks, get_masks, remove_pruning
-    from ..tasks.training import batch_indices, deterministic, own_copy
+    from ..tasks.training import batch_indices, deterministic, device_name, own_copy, to_cpu, training_device
 
     if not isinstance(model, CaloGAN):
         raise PrunelabError(f"GAN training needs the 'calogan' model, got {type(model).__name__}")
@@ -313,7 +332,9 @@ def train_gan(model: CaloGAN, data: ShowerTensors, config: GANConfig, *, seed: i
     outside = sorted(n for n in masks if not n.startswith("generator."))
     if outside:
         raise PrunelabError(f"GAN training keeps the critic dense; the state prunes {outside[0]!r}")
+    device = training_device(config)
     remove_pruning(model)
+    model.to(device)
     reapply = MaskReapplier(model, masks) if masks else None
     generator, critic = model.generator, model.critic
     d_params = list(critic.parameters())
@@ -330,12 +351,12 @@ def train_gan(model: CaloGAN, data: ShowerTensors, config: GANConfig, *, seed: i
                 rng = noise_generator(seed, 1, it)
                 for k in range(config.critic_steps):
                     idx = batch_indices(seed, it * config.critic_steps + k, n, batch)
-                    energy = data.energy[idx]
+                    energy = data.energy[idx].to(device)
                     with torch.no_grad():
-                        cells, overflow = generator(energy, torch.randn(batch, generator.latent, generator=rng))
-                    real = critic_features(data.cells[idx], data.overflow[idx], energy)
+                        cells, overflow = generator(energy, _noise(batch, generator.latent, rng, device))
+                    real = critic_features(data.cells[idx].to(device), data.overflow[idx].to(device), energy)
                     fake = critic_features(cells, overflow, energy)
-                    eps = torch.rand(batch, 1, generator=rng)
+                    eps = torch.rand(batch, 1, generator=rng).to(device)
                     mixed = (eps * real + (1 - eps) * fake).requires_grad_(True)
                     grad, = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
                     penalty = ((grad.norm(dim=1) - 1.0) ** 2).mean()
@@ -344,8 +365,8 @@ def train_gan(model: CaloGAN, data: ShowerTensors, config: GANConfig, *, seed: i
                     optimizer.zero_grad(set_to_none=True)
                     loss_d.backward()
                     optimizer.step()  # the generator's gradients are None: Adam leaves it alone
-                energy = data.energy[batch_indices(seed, it * config.critic_steps, n, batch)]
-                cells, overflow = generator(energy, torch.randn(batch, generator.latent, generator=rng))
+                energy = data.energy[batch_indices(seed, it * config.critic_steps, n, batch)].to(device)
+                cells, overflow = generator(energy, _noise(batch, generator.latent, rng, device))
                 loss_g = -critic(critic_features(cells, overflow, energy)).mean()
                 optimizer.zero_grad(set_to_none=True)
                 loss_g.backward()
@@ -362,6 +383,8 @@ def train_gan(model: CaloGAN, data: ShowerTensors, config: GANConfig, *, seed: i
                     curve.append({"iteration": it + 1, "distance": values[0], "penalty": values[1],
                                   "generator_loss": values[2]})
     finally:
+        if device.type != "cpu":
+            model.to("cpu")  # stored tensors are CPU tensors, whatever trained them
         if masks:
             apply_masks(model, masks)
-    return GANResult(optimizer.state_dict(), time.perf_counter() - began, curve)
+    return GANResult(to_cpu(optimizer.state_dict()), time.perf_counter() - began, curve, device_name(device))

@@ -81,6 +81,8 @@ class TrainGAN(Recipe):
                            stop=stop, optimizer_state=parent.optimizer, parameter_order=parameter_names(parent.spec))
         metrics = {"train_seconds": result.seconds, "gan_curve": result.curve,
                    "sparsity": sparsity_report(model).sparsity}
+        if result.device != "cpu":
+            metrics["device"] = result.device  # provenance: which accelerator made these bits
         if self.config.evaluate_showers:
             metrics["fidelity"] = evaluate_generator(model, parent.dataset, self.config.evaluate_showers)
         return Snapshot.capture(model, parent.spec, parent.dataset, optimizer=result.optimizer_state, iteration=stop,

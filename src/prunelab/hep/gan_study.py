@@ -1,5 +1,7 @@
-"""A GAN study: train the shower GAN (checkpoints as states), then prune its generator — one-shot
-and iteratively, fine-tuning after each round — and measure fidelity against sparsity.
+"""A generator study: train the shower GAN or the shower flow (checkpoints as states), then prune its
+generator — one-shot and iteratively, fine-tuning after each round — and measure fidelity against
+sparsity. A ``[gan]`` section trains the GAN (model ``calogan``), a ``[flow]`` section the flow
+(``caloflow``, :mod:`.flow`); ``[pruning.finetune]`` then takes the same keys as that section.
 
 Spec (TOML)::
 
@@ -36,6 +38,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..errors import PrunelabError, validated
+from .flow import FlowConfig
 from .gan import GANConfig
 
 DOCUMENT_PREFIX = "gan-study-"
@@ -53,7 +56,7 @@ class GANPruning(BaseModel):
     amount: float = Field(0.5, gt=0, lt=1)
     one_shot: tuple[float, ...] = ()
     dense_control: bool = True
-    finetune: GANConfig
+    finetune: GANConfig | FlowConfig  # the study's training section's type (GANStudySpec reads it so)
 
     @field_validator("method")
     @classmethod
@@ -76,11 +79,14 @@ class GANPruning(BaseModel):
             raise ValueError(f"one_shot sparsities must be in (0, 1), got {bad[0]}")
         return tuple(sorted(set(value)))
 
-    def config(self, **amount):
+    def config(self, generator: str, **amount):
+        """The pruning of ``generator``'s weights: the GAN's generator (its critic stays dense), every
+        layer of the flow."""
         from ..pruning.methods import PruningConfig
 
-        return PruningConfig(method=self.method, structure="unstructured", scope=self.scope,
-                             include=("generator.*",), **amount)
+        include = ("generator.*",) if generator == "calogan" else None
+        return PruningConfig(method=self.method, structure="unstructured", scope=self.scope, include=include,
+                             **amount)
 
 
 class GANStudySpec(BaseModel):
@@ -91,8 +97,31 @@ class GANStudySpec(BaseModel):
     seeds: tuple[int, ...] = (0,)
     checkpoint_every: int | None = Field(None, gt=0)
     model: dict[str, int] = Field(default_factory=dict)
-    gan: GANConfig
+    gan: GANConfig | None = None
+    flow: FlowConfig | None = None
     pruning: GANPruning | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _finetune_like_training(cls, data):
+        """``[pruning.finetune]`` is read as the training section's config, so a typo is caught by its keys."""
+        if not isinstance(data, dict) or ("gan" in data) == ("flow" in data):
+            if isinstance(data, dict):
+                raise ValueError("give exactly one training section: [gan] (the shower GAN) or [flow] (the shower flow)")
+            return data
+        pruning = data.get("pruning")
+        if isinstance(pruning, dict) and isinstance(pruning.get("finetune"), dict):
+            kind = FlowConfig if "flow" in data else GANConfig
+            data = {**data, "pruning": {**pruning, "finetune": kind.model_validate(pruning["finetune"])}}
+        return data
+
+    @property
+    def generator(self) -> str:
+        return "calogan" if self.gan is not None else "caloflow"
+
+    @property
+    def training(self) -> GANConfig | FlowConfig:
+        return self.gan if self.gan is not None else self.flow
 
     @model_validator(mode="after")
     def _check(self) -> "GANStudySpec":
@@ -104,7 +133,7 @@ class GANStudySpec(BaseModel):
         return self
 
     def checkpoints(self) -> list[int]:
-        total, every = self.gan.iterations, self.checkpoint_every or self.gan.iterations
+        total, every = self.training.iterations, self.checkpoint_every or self.training.iterations
         return [*range(every, total, every), total]
 
 
@@ -118,8 +147,10 @@ def build_gan_study(spec: GANStudySpec, store):
     """The experiment tree of ``spec`` (nothing runs); its structure is attached as a document."""
     from ..experiment import Experiment
     from ..experiment.recipes import Prune
+    from .flow_recipes import FinetuneFlow, TrainFlow
     from .gan_recipes import FinetuneGAN, TrainGAN
 
+    train, finetune_with = (TrainGAN, FinetuneGAN) if spec.gan is not None else (TrainFlow, FinetuneFlow)
     exp = Experiment(store)
     points: list[dict] = []
 
@@ -128,28 +159,29 @@ def build_gan_study(spec: GANStudySpec, store):
 
     for seed in spec.seeds:
         with exp.tag(f"seed {seed}"):
-            state = exp.root(dataset=spec.dataset, model="calogan", seed=seed, model_options=dict(spec.model))
+            state = exp.root(dataset=spec.dataset, model=spec.generator, seed=seed, model_options=dict(spec.model))
             for stop in spec.checkpoints():
-                state = state.then(TrainGAN(spec.gan, stop=stop))
+                state = state.then(train(spec.training, stop=stop))
                 point(state, "checkpoint", seed, iteration=stop)
             trained = state
             point(trained, "trained", seed, round=0)
             p = spec.pruning
             if p is None:
                 continue
-            finetune = FinetuneGAN(p.finetune)
+            finetune = finetune_with(p.finetune)
             if p.dense_control:
                 with exp.tag("dense control"):
                     point(trained.then(finetune), "dense_control", seed)
             current = trained
             for r in range(1, p.rounds + 1):
                 with exp.tag(f"imp round {r}"):
-                    current = current.then(Prune(p.config(amount=p.amount))).then(finetune)
+                    current = current.then(Prune(p.config(spec.generator, amount=p.amount))).then(finetune)
                 point(current, "imp", seed, round=r)
             for target in p.one_shot:
                 with exp.tag(f"one-shot {target:g}"):
-                    point(trained.then(Prune(p.config(target=target))).then(finetune), "one_shot", seed, target=target)
+                    point(trained.then(Prune(p.config(spec.generator, target=target))).then(finetune), "one_shot", seed, target=target)
     exp.documents[DOCUMENT_PREFIX + spec.name] = {"format": FORMAT, "name": spec.name, "dataset": spec.dataset,
+                                                  "generator": spec.generator,
                                                   "spec": spec.model_dump(mode="json"), "points": points}
     return exp
 
@@ -224,6 +256,6 @@ def pick_state(results, state: str | None) -> str:
     points = gan_points(results)
     trained = points[points["kind"] == "trained"] if len(points) else points
     if not len(trained):
-        raise PrunelabError(f"{results.store.root}: no finished GAN study here (run `prunelab calo train-gan SPEC`), "
+        raise PrunelabError(f"{results.store.root}: no finished GAN study here (run `prunelab calo train SPEC`), "
                             "or name a state with --state")
     return str(trained.iloc[0]["hash"])
