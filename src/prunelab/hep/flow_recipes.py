@@ -14,9 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..errors import PrunelabError
 from ..experiment.recipes import Recipe
-from ..experiment.snapshot import Snapshot, parameter_names
+from ..experiment.snapshot import Snapshot
 from .flow import FlowConfig
 
 
@@ -33,25 +32,10 @@ class TrainFlow(Recipe):
         return f"train flow→{self.stop if self.stop is not None else self.config.iterations}"
 
     def run(self, ctx, parent: Snapshot) -> Snapshot:
-        from ..pruning.masks import sparsity_report
         from .flow import train_flow
-        from .gan_recipes import evaluate_generator, training_showers
+        from .gan_recipes import trained_state
 
-        stop = self.config.iterations if self.stop is None else self.stop
-        if stop < parent.iteration:
-            raise PrunelabError(f"TrainFlow(stop={stop}) starts from a state already at iteration {parent.iteration}")
-        model = parent.model()
-        seed = ctx.root_seed if self.data_seed is None else self.data_seed
-        result = train_flow(model, training_showers(parent.dataset), self.config, seed=seed, start=parent.iteration,
-                            stop=stop, optimizer_state=parent.optimizer, parameter_order=parameter_names(parent.spec))
-        metrics = {"train_seconds": result.seconds, "flow_curve": result.curve,
-                   "sparsity": sparsity_report(model).sparsity}
-        if result.device != "cpu":
-            metrics["device"] = result.device  # provenance: which accelerator made these bits
-        if self.config.evaluate_showers:
-            metrics["fidelity"] = evaluate_generator(model, parent.dataset, self.config.evaluate_showers)
-        return Snapshot.capture(model, parent.spec, parent.dataset, optimizer=result.optimizer_state, iteration=stop,
-                                metrics=metrics, previous=parent)
+        return trained_state(self, ctx, parent, train_flow, "flow_curve")
 
 
 @dataclass(frozen=True)

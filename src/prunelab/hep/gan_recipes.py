@@ -69,24 +69,33 @@ class TrainGAN(Recipe):
         return f"train GAN→{self.stop if self.stop is not None else self.config.iterations}"
 
     def run(self, ctx, parent: Snapshot) -> Snapshot:
-        from ..pruning.masks import sparsity_report
         from .gan import train_gan
 
-        stop = self.config.iterations if self.stop is None else self.stop
-        if stop < parent.iteration:
-            raise PrunelabError(f"TrainGAN(stop={stop}) starts from a state already at iteration {parent.iteration}")
-        model = parent.model()
-        seed = ctx.root_seed if self.data_seed is None else self.data_seed
-        result = train_gan(model, training_showers(parent.dataset), self.config, seed=seed, start=parent.iteration,
-                           stop=stop, optimizer_state=parent.optimizer, parameter_order=parameter_names(parent.spec))
-        metrics = {"train_seconds": result.seconds, "gan_curve": result.curve,
-                   "sparsity": sparsity_report(model).sparsity}
-        if result.device != "cpu":
-            metrics["device"] = result.device  # provenance: which accelerator made these bits
-        if self.config.evaluate_showers:
-            metrics["fidelity"] = evaluate_generator(model, parent.dataset, self.config.evaluate_showers)
-        return Snapshot.capture(model, parent.spec, parent.dataset, optimizer=result.optimizer_state, iteration=stop,
-                                metrics=metrics, previous=parent)
+        return trained_state(self, ctx, parent, train_gan, "gan_curve")
+
+
+def trained_state(recipe, ctx, parent: Snapshot, train, curve_key: str) -> Snapshot:
+    """The state a training recipe of a generator (``config``, ``stop``, ``data_seed``: :class:`TrainGAN`,
+    :class:`~prunelab.hep.flow_recipes.TrainFlow`) makes from ``parent`` with the loop ``train``:
+    its loss curve under ``curve_key``, the sparsity, the device and the fidelity on held-out showers."""
+    from ..pruning.masks import sparsity_report
+
+    config = recipe.config
+    stop = config.iterations if recipe.stop is None else recipe.stop
+    if stop < parent.iteration:
+        raise PrunelabError(f"{type(recipe).__name__}(stop={stop}) starts from a state already at iteration "
+                            f"{parent.iteration}")
+    model = parent.model()
+    seed = ctx.root_seed if recipe.data_seed is None else recipe.data_seed
+    result = train(model, training_showers(parent.dataset), config, seed=seed, start=parent.iteration, stop=stop,
+                   optimizer_state=parent.optimizer, parameter_order=parameter_names(parent.spec))
+    metrics = {"train_seconds": result.seconds, curve_key: result.curve, "sparsity": sparsity_report(model).sparsity}
+    if result.device != "cpu":
+        metrics["device"] = result.device  # provenance: which accelerator made these bits
+    if config.evaluate_showers:
+        metrics["fidelity"] = evaluate_generator(model, parent.dataset, config.evaluate_showers)
+    return Snapshot.capture(model, parent.spec, parent.dataset, optimizer=result.optimizer_state, iteration=stop,
+                            metrics=metrics, previous=parent)
 
 
 @dataclass(frozen=True)
