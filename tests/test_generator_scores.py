@@ -305,6 +305,20 @@ def test_calo_score_command_end_to_end(gan_store, tmp_path):
     r = runner.invoke(app, args)
     assert r.exit_code == 0 and "0 scores computed, 16 read from the store" in r.output
 
+    # the Python interface reads what the command cached (the same settings: the same records); one seed's
+    # report says there is no interval
+    from prunelab.experiment.query import open_store
+    from prunelab.hep.generator_score_report import write_report
+    from prunelab.hep.generator_score_study import TimingSettings
+
+    settings = ScoreSettings(classifier=ClassifierSettings(hidden=(32,), epochs=3, seed=0))
+    cached = score_study(open_store(gan_store), settings, TimingSettings(max_batch=100), events=400)
+    assert cached.computed == 0 and cached.reused == 16
+    assert cached.rows["low_level_auc"].tolist() == [s["low_level_auc"] for s in data["states"]]
+    one_seed = cached.rows[cached.rows["seed"] == 0]
+    page = write_report(cached, aggregate(one_seed), settings, None, tmp_path / "one.html").read_text()
+    assert "one seed: no interval" in page and "generation time not measured" in page
+
 
 def test_calo_score_errors_are_one_line(gan_store, tmp_path):
     from prunelab.cli import app

@@ -211,8 +211,8 @@ def write_report(scores, points, settings, timing, out, *, store: str = "") -> P
     rows = scores.rows
     seeds = int(points["seeds"].max()) if len(points) else 0
     bars = ("95 % Student-t intervals of the mean over seeds" if seeds > 1
-            else "none: one seed per generator, so no interval over seeds (each state's own bootstrap interval is "
-                 "in the table of scored states)")
+            else "none (one seed: no interval over seeds; each state's own bootstrap interval is in the table of "
+                 "scored states)")
     note = (f"Each point: the mean over seeds of the scores of generators pruned to that level and fine-tuned; "
             f"error bars: {bars}; faint dots: each seed. Horizontal lines: the dense trained generator and the "
             "dense one fine-tuned as long as the pruned ones (shaded: their interval). AUC 0.5: a classifier cannot "

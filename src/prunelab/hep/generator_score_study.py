@@ -314,18 +314,24 @@ def _flat(point: dict, fidelity: dict, timing: dict | None) -> dict:
     return row
 
 
-def score_study(results, settings: ScoreSettings = ScoreSettings(), timing: TimingSettings | None = TimingSettings(),
-                *, progress: Callable[[int, int, dict, str], None] | None = None) -> StudyScores:
-    """Score every finished non-checkpoint state of the study in ``results`` (see the module docstring);
-    ``timing=None`` skips generation time. ``progress(i, n, point, what)`` is told what happens to each state
-    ("cached", "scored")."""
+def score_study(results, settings: ScoreSettings | None = None, timing: TimingSettings | None = TimingSettings(),
+                *, events: int | None = None,
+                progress: Callable[[int, int, dict, str], None] | None = None) -> StudyScores:
+    """Score every finished non-checkpoint state of the study in ``results`` (see the module docstring) with
+    ``settings`` (default :class:`ScoreSettings`; ``events`` overrides its number of showers); ``timing=None``
+    skips generation time. ``progress(i, n, point, what)`` is told what happens to each state ("cached",
+    "scored")."""
     import time
+    from dataclasses import replace
 
     from .calochallenge_report import clean
     from .generation import is_shower_generator
     from .generator_scores import generation_timing, parameter_counts, score_model
     from .tasks import shower_split
 
+    settings = settings or ScoreSettings()
+    if events is not None:
+        settings = replace(settings, events=events)
     points = studied_points(results)
     out = StudyScores(rows=None)
     cache = _Cache(results, out.notes)
