@@ -18,34 +18,13 @@ from prunelab.errors import PrunelabError
 from prunelab.hep.calochallenge_classifier import ClassifierSettings
 from prunelab.hep.generator_score_study import (FIDELITY_PROBE, ScoreSettings, aggregate, check_fidelity_record,
                                                 score_study)
-from prunelab.hep.generator_scores import generation_timing, parameter_counts, score_model
-from prunelab.hep.simulator import Showers, simulate
+from prunelab.hep.generator_scores import generation_timing, parameter_counts, score_model, simulator_generator
+from prunelab.hep.simulator import simulate
 
 # small and quick, yet able to learn a planted 10 % layer scale from 1,200 training showers
 FAST = ClassifierSettings(hidden=(32,), epochs=10, batch_size=100, learning_rate=1e-3, patience=3, bootstrap=200)
 # the cheapest settings the evaluation accepts: for tests of plumbing, not of numbers
 TINY = ClassifierSettings(hidden=(32,), epochs=3, bootstrap=200)
-LAYER_SLICES = ((0, 288), (288, 432), (432, 504))
-
-
-class SimulatorGenerator(nn.Module):
-    """A 'generator' whose showers are the simulator's, one simulation per requested energy (seeded from the
-    generator's noise), optionally with one layer's energy scaled: a planted answer for the scores."""
-
-    def __init__(self, particle: str = "eplus", scale: tuple[int, float] | None = None):
-        super().__init__()
-        self.particle, self.scale = particle, scale
-
-    def generate(self, energy_gev: torch.Tensor, rng: torch.Generator):
-        seeds = torch.randint(0, 2**62, (len(energy_gev),), generator=rng).tolist()
-        showers = Showers.concat([simulate(self.particle, 1, energy=float(e), seed=s, threads=1)
-                                  for e, s in zip(energy_gev.tolist(), seeds)])
-        cells = showers.flat().copy()
-        if self.scale is not None:
-            layer, factor = self.scale
-            start, stop = LAYER_SLICES[layer]
-            cells[:, start:stop] *= np.float32(factor)
-        return torch.from_numpy(cells), torch.from_numpy(showers.overflow.copy())
 
 
 def _json_round_trip(value):
@@ -57,7 +36,7 @@ def _json_round_trip(value):
 
 def test_the_simulator_posing_as_a_generator_scores_at_chance():
     reference = simulate("eplus", 1000, seed=11)
-    score = score_model(SimulatorGenerator(), reference, seed=3, classifier_settings=FAST)
+    score = score_model(simulator_generator(), reference, seed=3, classifier_settings=FAST)
     for kind in ("low-level", "high-level"):
         c = score["classifiers"][kind]
         assert c["auc_low"] < 0.5 < c["auc_high"], (kind, c["auc"])
@@ -80,7 +59,7 @@ def test_the_simulator_posing_as_a_generator_scores_at_chance():
 
 def test_a_generator_with_layer_1_scaled_by_1_1_scores_far_from_chance():
     reference = simulate("eplus", 1000, energy=50.0, seed=21)
-    score = score_model(SimulatorGenerator(scale=(1, 1.1)), reference, seed=3, classifier_settings=FAST)
+    score = score_model(simulator_generator(scale=(1, 1.1)), reference, seed=3, classifier_settings=FAST)
     assert score["classifiers"]["high-level"]["auc_low"] > 0.8
     assert score["classifiers"]["low-level"]["auc_low"] > 0.5
     by_range = {r["energy_range"]: r["auc"] for r in score["classifiers"]["high-level"]["by_energy"]}

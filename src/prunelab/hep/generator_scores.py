@@ -99,6 +99,31 @@ def score_model(model, reference, *, seed: int = 0, classifier_settings=None, en
     return out
 
 
+def simulator_generator(particle: str = "eplus", scale: tuple[int, float] | None = None):
+    """The simulator posing as a generator (``generate(energy, rng)``: one simulation per requested energy,
+    seeded from ``rng``): what a perfect generator scores with given settings — the floor of every score —
+    and, with ``scale = (layer, factor)`` multiplying one layer's cells, a generator with a planted flaw."""
+    import torch
+
+    from .geometry import CALORIMETER
+    from .simulator import Showers, simulate
+
+    edges = np.cumsum([0] + [int(np.prod(layer.shape)) for layer in CALORIMETER.layers])
+
+    class SimulatorGenerator(torch.nn.Module):
+        def generate(self, energy_gev, rng):
+            seeds = torch.randint(0, 2**62, (len(energy_gev),), generator=rng).tolist()
+            showers = Showers.concat([simulate(particle, 1, energy=float(e), seed=s, threads=1)
+                                      for e, s in zip(energy_gev.tolist(), seeds)])
+            cells = showers.flat().copy()
+            if scale is not None:
+                layer, factor = scale
+                cells[:, edges[layer]:edges[layer + 1]] *= np.float32(factor)
+            return torch.from_numpy(cells), torch.from_numpy(showers.overflow.copy())
+
+    return SimulatorGenerator()
+
+
 # --------------------------------------------------------------------------
 # Parameters
 # --------------------------------------------------------------------------
