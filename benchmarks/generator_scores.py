@@ -7,7 +7,7 @@
    about 93.75 % of its Linear weights zeroed (each kept with probability 1/16, masks made permanent),
    alternating the two for --rounds.
 
-    python benchmarks/generator_scores.py            # about 2 minutes on 2 cores
+    python benchmarks/generator_scores.py            # 34 s on 2 cores at a load of 2.5
 
 Writes benchmarks/results/generator_scores.json.
 """
