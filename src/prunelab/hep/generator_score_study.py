@@ -48,11 +48,13 @@ class ScoreSettings:
 
     events: int = 10000  # the first `events` held-out showers of the study's dataset
     seed: int = 0  # the generated showers' noise and the evaluation's subsamples
-    classifier: ClassifierSettings = field(default_factory=ClassifierSettings)
+    classifier: Optional[ClassifierSettings] = None  # default: the challenge's network, seeded with `seed`
     fpd: dict = field(default_factory=dict)  # options of calochallenge.fpd / kpd
     kpd: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        if self.classifier is None:
+            object.__setattr__(self, "classifier", ClassifierSettings(seed=self.seed))
         if self.events < MIN_EVENTS:
             raise PrunelabError(f"scoring needs at least {MIN_EVENTS} showers (FPD and KPD need 20 per high-level "
                                 f"feature), got {self.events}")
