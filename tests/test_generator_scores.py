@@ -317,3 +317,51 @@ def test_calo_score_errors_are_one_line(gan_store, tmp_path):
     assert isinstance(r.exception, PrunelabError) and "no finished generator" in str(r.exception)
     r = runner.invoke(app, ["calo", "score", str(tmp_path / "nothing")])
     assert isinstance(r.exception, PrunelabError) and "not a prunelab store" in str(r.exception)
+
+
+FLOW_SPEC = """
+name = "tinyflow"
+dataset = "calo_showers_eplus"
+seeds = [0]
+[model]
+hidden = 16
+blocks = 2
+bins = 4
+energy_hidden = 8
+energy_blocks = 2
+[flow]
+iterations = 8
+batch_size = 32
+evaluate_showers = 0
+[pruning]
+rounds = 1
+amount = 0.5
+one_shot = [0.75]
+dense_control = false
+[pruning.finetune]
+iterations = 3
+batch_size = 32
+learning_rate = 3e-4
+evaluate_showers = 0
+"""
+
+
+def test_a_flow_study_is_scored_the_same_way(tmp_path):
+    """Nothing but generate(energy, rng) is asked of a generator: the flow's study scores like the GAN's, its
+    parameters counted over the whole model (a flow has no critic)."""
+    from prunelab.experiment.query import open_store
+    from prunelab.hep.gan_study import build_gan_study, load_gan_spec
+
+    (tmp_path / "flow.toml").write_text(FLOW_SPEC)
+    build_gan_study(load_gan_spec(tmp_path / "flow.toml"), tmp_path / "store").run()
+    results = open_store(tmp_path / "store")
+    scores = score_study(results, ScoreSettings(events=400, classifier=TINY), None)
+    rows = scores.rows.set_index("label")
+    assert list(rows.index) == ["trained", "IMP round 1", "one-shot 0.75"] and scores.computed == 3
+    for label in rows.index:
+        model = results.load_model(rows.loc[label, "hash"])
+        masked = sum(int((~m).sum()) for m in results.snapshot(rows.loc[label, "hash"]).masks.values())
+        assert rows.loc[label, "parameters"] == sum(p.numel() for p in model.parameters())
+        assert rows.loc[label, "parameters_remaining"] == rows.loc[label, "parameters"] - masked
+    assert rows.loc["one-shot 0.75", "weight_sparsity"] == pytest.approx(0.75, abs=1e-3)
+    assert 0 <= rows.loc["trained", "low_level_auc"] <= 1 and rows.loc["trained", "fpd"] >= 0

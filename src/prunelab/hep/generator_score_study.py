@@ -225,8 +225,8 @@ def studied_points(results):
 
     root = results.store.root
     if not is_gan_store(results):
-        raise PrunelabError(f"{root}: not a generator study store (no study record; run `prunelab calo train-gan "
-                            "SPEC` to make one)")
+        raise PrunelabError(f"{root}: not a generator study store (no study record; `prunelab calo train SPEC` "
+                            "makes one)")
     points = gan_points(results)
     points = points[points["kind"] != "checkpoint"] if not points.empty else points
     if points.empty:
