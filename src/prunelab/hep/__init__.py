@@ -17,6 +17,9 @@
   bin, a classifier two-sample test, the energy response);
 * :mod:`.calochallenge`, :mod:`.calochallenge_classifier`, :mod:`.calochallenge_report` — the
   CaloChallenge's evaluation (separation powers, FPD/KPD, classifier AUCs) and its HTML/JSON report.
+* :mod:`.generator_scores`, :mod:`.generator_score_study`, :mod:`.generator_score_report` — a generator
+  study's pruned generators scored the CaloChallenge way (cached per state), with generation time and
+  parameter counts, averaged over seeds (``prunelab calo score``).
 
 The names below load their module on first use, so ``import prunelab`` stays light.
 

@@ -284,3 +284,61 @@ def evaluate(
     console.print(f"evaluated in {seconds:.1f} s; report written to {path}")
     if json_path is not None:
         console.print(f"numbers written to {write_json(result, json_path)}")
+
+
+@calo_app.command()
+def score(
+    store: Path = typer.Argument(..., help="store of a generator study (made by `prunelab calo train-gan`)"),
+    events: int = typer.Option(10000, "-n", "--events", help="score against the first N held-out showers of the "
+                                                             "study's dataset (at least 400)"),
+    output: Path = typer.Option(Path("score.html"), "-o", "--output", help="HTML report to write"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="also write every number as JSON here"),
+    threads: int = typer.Option(1, help="torch threads while timing generation"),
+    timing: bool = typer.Option(True, help="time generation at batch sizes 1, 100 and 10,000 (--no-timing: skip)"),
+    max_batch: Optional[int] = typer.Option(None, help="cap the timed batch size (a machine short of memory)"),
+    hidden: str = typer.Option("512,512", help="classifier hidden layer widths"),
+    epochs: int = typer.Option(50, help="classifier epochs at most (the one with the lowest validation loss is kept)"),
+    seed: int = typer.Option(0, help="seed of the generated showers' noise and of the evaluation"),
+) -> None:
+    """Score every pruned, dense and fine-tuned generator of a study the CaloChallenge way (classifier AUCs, FPD/KPD, separation power), with generation time and parameter counts, averaged over seeds; results are cached in the store."""  # noqa: E501
+    from ..cli import Col, print_table
+    from ..experiment.query import open_store
+    from .calochallenge_classifier import ClassifierSettings
+    from .generator_score_report import shown_points, write_json, write_report
+    from .generator_score_study import ScoreSettings, TimingSettings, aggregate, score_study
+
+    try:
+        widths = tuple(int(w) for w in hidden.split(","))
+    except ValueError:
+        raise PrunelabError(f"--hidden {hidden!r}: give layer widths separated by commas, e.g. 512,512") from None
+    if threads < 1 or (max_batch is not None and max_batch < 1):
+        raise PrunelabError(f"--threads and --max-batch must be at least 1, got {threads} and {max_batch}")
+    settings = ScoreSettings(events=events, seed=seed, classifier=ClassifierSettings(hidden=widths, epochs=epochs,
+                                                                                     seed=seed))
+    timed = TimingSettings(threads=threads, max_batch=max_batch) if timing else None
+    results = open_store(store)
+    began = time.perf_counter()
+
+    def progress(i: int, n: int, point: dict, what: str) -> None:
+        console.print(f"[{i + 1}/{n}] {point['label']} (seed {point['seed']}, {str(point['hash'])[:10]}): {what}")
+
+    scores = score_study(results, settings, timed, progress=progress)
+    points = aggregate(scores.rows)
+    shown = shown_points(points)
+    # on a narrow terminal the minor columns go first (the HTML and JSON keep everything)
+    drop = {"generator": 0, "seeds": 2, "weights remaining": 0, "parameters remaining / total": 3, "low-level AUC": 0,
+            "high-level AUC": 0, "FPD × 10³": 1, "KPD × 10³": 5, "largest separation power": 4}
+    short = {"weights remaining": "weights left", "parameters remaining / total": "parameters left / all",
+             "largest separation power": "largest sep. power"}
+    columns = [Col(short.get(c, c.replace("µs / shower, batch ", "µs/shower b=")), fit="wrap" if c == "generator"
+                   else "num", drop=drop.get(c, 2 if "10,000" in c else 3), width=10) for c in shown.columns]
+    print_table(columns, [[str(v) for v in row] for row in shown.itertuples(index=False)], out=console,
+                title=f"{store}: {len(scores.rows)} generators scored against {events:,} held-out showers "
+                      "(mean [95 % t-interval over seeds])")
+    for note in scores.notes:
+        console.print(f"note: {note}", markup=False)
+    console.print(f"{scores.computed} scores computed, {scores.reused} read from the store, in "
+                  f"{time.perf_counter() - began:.1f} s; report written to "
+                  f"{write_report(scores, points, settings, timed, output, store=str(store))}")
+    if json_path is not None:
+        console.print(f"numbers written to {write_json(scores, points, settings, timed, json_path)}")
