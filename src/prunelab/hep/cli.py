@@ -288,7 +288,7 @@ def evaluate(
 
 @calo_app.command()
 def score(
-    store: Path = typer.Argument(..., help="store of a generator study (made by `prunelab calo train-gan`)"),
+    store: Path = typer.Argument(..., help="store of a generator study (made by `prunelab calo train`)"),
     events: int = typer.Option(10000, "-n", "--events", help="score against the first N held-out showers of the "
                                                              "study's dataset (at least 400)"),
     output: Path = typer.Option(Path("score.html"), "-o", "--output", help="HTML report to write"),
@@ -296,6 +296,7 @@ def score(
     threads: int = typer.Option(1, help="torch threads while timing generation"),
     timing: bool = typer.Option(True, help="time generation at batch sizes 1, 100 and 10,000 (--no-timing: skip)"),
     max_batch: Optional[int] = typer.Option(None, help="cap the timed batch size (a machine short of memory)"),
+    repeats: int = typer.Option(5, help="timed repeats per batch size (the median and range are reported)"),
     hidden: str = typer.Option("512,512", help="classifier hidden layer widths"),
     epochs: int = typer.Option(50, help="classifier epochs at most (the one with the lowest validation loss is kept)"),
     seed: int = typer.Option(0, help="seed of the generated showers' noise and of the evaluation"),
@@ -311,11 +312,12 @@ def score(
         widths = tuple(int(w) for w in hidden.split(","))
     except ValueError:
         raise PrunelabError(f"--hidden {hidden!r}: give layer widths separated by commas, e.g. 512,512") from None
-    if threads < 1 or (max_batch is not None and max_batch < 1):
-        raise PrunelabError(f"--threads and --max-batch must be at least 1, got {threads} and {max_batch}")
+    if threads < 1 or repeats < 1 or (max_batch is not None and max_batch < 1):
+        raise PrunelabError(f"--threads, --repeats and --max-batch must be at least 1, got {threads}, {repeats} "
+                            f"and {max_batch}")
     settings = ScoreSettings(events=events, seed=seed, classifier=ClassifierSettings(hidden=widths, epochs=epochs,
                                                                                      seed=seed))
-    timed = TimingSettings(threads=threads, max_batch=max_batch) if timing else None
+    timed = TimingSettings(threads=threads, max_batch=max_batch, repeats=repeats) if timing else None
     results = open_store(store)
     began = time.perf_counter()
 
