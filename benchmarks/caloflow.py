@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 from prunelab.experiment.query import open_store  # noqa: E402
 from prunelab.hep.calochallenge import evaluate  # noqa: E402
 from prunelab.hep.gan_recipes import EVALUATION_SEED  # noqa: E402
-from prunelab.hep.gan_study import build_gan_study, gan_points, load_gan_spec  # noqa: E402
+from prunelab.hep.gan_study import build_gan_study, load_gan_spec  # noqa: E402
 from prunelab.hep.generation import sample  # noqa: E402
 from prunelab.hep.tasks import shower_split  # noqa: E402
 
@@ -44,21 +44,21 @@ def train(spec, store: Path, threads: int) -> dict:
     """Train seed 0 of ``spec`` (no pruning) in ``store``; the trained state and its training time."""
     spec = spec.model_copy(update={"pruning": None, "seeds": (spec.seeds[0],)})
     began = time.perf_counter()
-    summary = build_gan_study(spec, store).run("serial", threads=threads)
+    # no document: the store's study document (which states are its points) stays the full study's
+    exp = build_gan_study(spec, store, document=False)
+    summary = exp.run("serial", threads=threads)
     wall = time.perf_counter() - began
     print(summary)
     results = open_store(store)
-    points = gan_points(results)
-    points = points[points["seed"] == spec.seeds[0]]
-    trained = points[points["kind"] == "trained"].iloc[0]
-    checkpoints = points[points["kind"] == "checkpoint"].sort_values("iteration")
-    manifests = [results.get(h) for h in checkpoints["hash"]]
+    checkpoints = [p for p in exp.built_points if p["kind"] == "checkpoint"]
+    manifests = [results.get(p["hash"]) for p in checkpoints]
+    trained = next(p["hash"] for p in exp.built_points if p["kind"] == "trained")
     seconds = sum(m["metrics"]["train_seconds"] for m in manifests)
-    return {"results": results, "hash": trained["hash"], "train_seconds": seconds, "wall_seconds_this_run": wall,
+    return {"results": results, "hash": trained, "train_seconds": seconds, "wall_seconds_this_run": wall,
             "computed_this_run": len(summary.computed), "iterations": spec.training.iterations,
-            "own_fidelity": results.get(trained["hash"])["metrics"]["fidelity"]["summary"],
-            "checkpoints": [{"iteration": int(r["iteration"]), "shower_shape_auc": r["auc"]}
-                            for _, r in checkpoints.iterrows()]}
+            "own_fidelity": results.get(trained)["metrics"]["fidelity"]["summary"],
+            "checkpoints": [{"iteration": p["iteration"], "shower_shape_auc": m["metrics"]["fidelity"]["summary"]["auc"]}
+                            for p, m in zip(checkpoints, manifests)]}
 
 
 def challenge(trained: dict, dataset: str, events: int) -> dict:

@@ -143,8 +143,9 @@ def load_gan_spec(path: str | Path) -> GANStudySpec:
     return validated(GANStudySpec, read_toml(path), str(path))
 
 
-def build_gan_study(spec: GANStudySpec, store):
-    """The experiment tree of ``spec`` (nothing runs); its structure is attached as a document."""
+def build_gan_study(spec: GANStudySpec, store, *, document: bool = True):
+    """The experiment tree of ``spec`` (nothing runs); its structure (``exp.built_points``) is attached
+    to the store as a document unless ``document`` is false (a partial build must not replace a study's)."""
     from ..experiment import Experiment
     from ..experiment.recipes import Prune
     from .flow_recipes import FinetuneFlow, TrainFlow
@@ -180,9 +181,11 @@ def build_gan_study(spec: GANStudySpec, store):
             for target in p.one_shot:
                 with exp.tag(f"one-shot {target:g}"):
                     point(trained.then(Prune(p.config(spec.generator, target=target))).then(finetune), "one_shot", seed, target=target)
-    exp.documents[DOCUMENT_PREFIX + spec.name] = {"format": FORMAT, "name": spec.name, "dataset": spec.dataset,
-                                                  "generator": spec.generator,
-                                                  "spec": spec.model_dump(mode="json"), "points": points}
+    exp.built_points = points
+    if document:
+        exp.documents[DOCUMENT_PREFIX + spec.name] = {"format": FORMAT, "name": spec.name, "dataset": spec.dataset,
+                                                      "generator": spec.generator,
+                                                      "spec": spec.model_dump(mode="json"), "points": points}
     return exp
 
 
