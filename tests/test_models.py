@@ -9,7 +9,7 @@ SHAPES = [(1, 8, 8), (1, 40), (3, 32, 32)]
 
 TOKENS = {e.name for e in MODELS if e.factory.tokens}  # language models: token ids in (test_language.py)
 ADAPTIVE = [e.name for e in MODELS if e.factory.input_shape is None and e.name not in TOKENS]
-GENERATIVE = {"calogan"}  # one output (the deposited energy), trained adversarially: tested in test_gan.py
+GENERATIVE = {"calogan", "caloflow"}  # one output (the deposited energy), not classifiers: test_gan.py, test_flow.py
 FIXED = [e.name for e in MODELS if e.factory.input_shape is not None and e.name not in GENERATIVE]
 
 

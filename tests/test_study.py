@@ -228,13 +228,17 @@ def test_example_specs_validate_and_expand(path, tmp_path, monkeypatch):
 
     monkeypatch.syspath_prepend(str(path.parent))  # examples/my_method.toml names examples/my_method.py
 
-    if "\n[gan]" in path.read_text():  # a shower-GAN study: its own spec and tree
+    text = path.read_text()
+    if "\n[gan]" in text or "\n[flow]" in text:  # a shower-generator study: its own spec and tree
         from prunelab.hep.gan_study import build_gan_study, load_gan_spec
 
         with pytest.raises(PrunelabError, match="calo train "):
             load_spec(path)
         exp = build_gan_study(load_gan_spec(path), tmp_path / "store")
-        assert len(exp.states) == 25 and not (tmp_path / "store").exists()
+        # GAN: 1 seed × (root, 7 checkpoints, dense control, 4 IMP and 4 one-shot prune + fine-tune pairs);
+        # flow: 2 seeds × (root, 2 checkpoints, dense control, 3 IMP and 3 one-shot pairs)
+        expected = {"calogan_eplus": 1 + 7 + 1 + 16, "caloflow_eplus": 2 * (1 + 2 + 1 + 12)}[path.stem]
+        assert len(exp.states) == expected and not (tmp_path / "store").exists()
         return
     try:
         tree = build_study(load_spec(path), tmp_path / "store")
