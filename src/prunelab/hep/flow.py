@@ -37,12 +37,12 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 from torch import nn
 
 from ..errors import PrunelabError, validated
 from ..tasks.models import register
-from .gan import ENERGY_RANGE_GEV, condition
+from .gan import ENERGY_RANGE_GEV, GeneratorConfig, condition
 from .tasks import CELL_COUNTS, CELL_FEATURES
 
 ZERO_ZONE = (-3.0, -1.0)  # log(E/MeV) an empty cell is drawn in while training
@@ -249,30 +249,14 @@ def caloflow(input_shape, num_classes, hidden: int = 128, blocks: int = 8, bins:
 # --------------------------------------------------------------------------- training
 
 
-class FlowConfig(BaseModel):
+class FlowConfig(GeneratorConfig):
     """How to train the flow: maximum likelihood, Adam, the learning rate following a cosine from
     ``learning_rate`` to 0 over ``iterations`` (a pure function of the iteration: a chain of
     checkpoints equals one run)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    iterations: int = Field(..., gt=0, le=10**8)
     batch_size: int = Field(256, gt=0, le=2**16)
     learning_rate: float = Field(1e-3, gt=0, le=1)
     gradient_clip: float = Field(5.0, gt=0, le=1e6)
-    curve_every: int = Field(250, gt=0)
-    evaluate_showers: int = Field(5000, ge=0, le=10**6)
-    # The backend (cpu / cuda) is part of a state's identity, as for classifier training.
-    device: str = Field("cpu", json_schema_extra={"identity": "device"})
-
-    @model_validator(mode="before")
-    @classmethod
-    def _resolve_device(cls, data):
-        from ..tasks.training import resolve_device
-
-        if isinstance(data, dict) and "device" in data:
-            data = {**data, "device": resolve_device(data["device"])}
-        return data
 
     @classmethod
     def parse(cls, data: dict, where: str = "flow") -> "FlowConfig":

@@ -230,19 +230,12 @@ def calogan(input_shape, num_classes, latent: int = 32, hidden: int = 128, criti
 # --------------------------------------------------------------------------- training
 
 
-class GANConfig(BaseModel):
-    """How to train the shower GAN. One iteration = ``critic_steps`` critic updates + one generator update."""
+class GeneratorConfig(BaseModel):
+    """What every generator's training config holds (:class:`GANConfig`, :class:`~prunelab.hep.flow.FlowConfig`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     iterations: int = Field(..., gt=0, le=10**8)
-    batch_size: int = Field(64, gt=0, le=2**16)
-    critic_steps: int = Field(2, ge=1, le=100)
-    lr_generator: float = Field(2e-4, gt=0, le=1)
-    lr_critic: float = Field(2e-4, gt=0, le=1)
-    beta1: float = Field(0.5, ge=0, lt=1)
-    beta2: float = Field(0.9, ge=0, lt=1)
-    gradient_penalty: float = Field(10.0, ge=0, le=1e4)
     curve_every: int = Field(250, gt=0)  # iterations between recorded losses
     # Held-out showers the fidelity of a finished state is measured on (0: no evaluation).
     evaluate_showers: int = Field(5000, ge=0, le=10**6)
@@ -258,6 +251,18 @@ class GANConfig(BaseModel):
         if isinstance(data, dict) and "device" in data:
             data = {**data, "device": resolve_device(data["device"])}
         return data
+
+
+class GANConfig(GeneratorConfig):
+    """How to train the shower GAN. One iteration = ``critic_steps`` critic updates + one generator update."""
+
+    batch_size: int = Field(64, gt=0, le=2**16)
+    critic_steps: int = Field(2, ge=1, le=100)
+    lr_generator: float = Field(2e-4, gt=0, le=1)
+    lr_critic: float = Field(2e-4, gt=0, le=1)
+    beta1: float = Field(0.5, ge=0, lt=1)
+    beta2: float = Field(0.9, ge=0, lt=1)
+    gradient_penalty: float = Field(10.0, ge=0, le=1e4)
 
     @classmethod
     def parse(cls, data: dict, where: str = "gan") -> "GANConfig":
