@@ -126,7 +126,7 @@ def _from_log(y: torch.Tensor) -> torch.Tensor:
 
 class CaloFlow(nn.Module):
     """The energy flow and the voxel flow of one shower model. ``forward(x)`` gives the deposited
-    energy (GeV) of the flows' mode-free shower (zero noise) for incident energies ``x[:, 0]`` — what
+    energy (GeV) of the shower drawn at zero noise for incident energies ``x[:, 0]`` — what
     FLOP counts and shape checks use; showers come from :func:`~prunelab.hep.generation.sample`,
     training from :class:`~prunelab.hep.flow_recipes.TrainFlow`."""
 
