@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -42,7 +41,7 @@ from torch import nn
 
 from ..errors import PrunelabError, validated
 from ..tasks.models import register
-from .gan import ENERGY_RANGE_GEV, GeneratorConfig, condition
+from .gan import ENERGY_RANGE_GEV, GeneratorConfig, TrainingResult, condition, ordered_parameters
 from .tasks import CELL_COUNTS, CELL_FEATURES
 
 ZERO_ZONE = (-3.0, -1.0)  # log(E/MeV) an empty cell is drawn in while training
@@ -266,24 +265,13 @@ class FlowConfig(GeneratorConfig):
         return self.learning_rate * 0.5 * (1.0 + math.cos(math.pi * min(iteration / self.iterations, 1.0)))
 
 
-@dataclass
-class FlowResult:
-    optimizer_state: dict
-    seconds: float
-    curve: list = field(default_factory=list)
-    device: str = "cpu"
-
-
 def make_optimizer(model: CaloFlow, config: FlowConfig, order: Sequence[str] | None = None) -> torch.optim.Adam:
-    named = list(model.named_parameters())
-    if order is not None:
-        position = {name: i for i, name in enumerate(order)}
-        named.sort(key=lambda item: position.get(item[0].removesuffix("_orig"), len(position)))
-    return torch.optim.Adam([p for _, p in named], lr=config.learning_rate, foreach=False)
+    return torch.optim.Adam(ordered_parameters(model.named_parameters(), order), lr=config.learning_rate,
+                            foreach=False)
 
 
 def train_flow(model: CaloFlow, data, config: FlowConfig, *, seed: int, start: int, stop: int,
-               optimizer_state: dict | None = None, parameter_order: Sequence[str] | None = None) -> FlowResult:
+               optimizer_state: dict | None = None, parameter_order: Sequence[str] | None = None) -> TrainingResult:
     """Train from iteration ``start`` to ``stop`` by maximum likelihood. Batches and dequantisation
     noise are pure functions of (seed, iteration); a pruned flow stays pruned (masks re-applied after
     every step, as for the GAN). ``data``: :class:`~prunelab.hep.gan.ShowerTensors` of the training split."""
@@ -336,4 +324,4 @@ def train_flow(model: CaloFlow, data, config: FlowConfig, *, seed: int, start: i
             model.to("cpu")  # stored tensors are CPU tensors, whatever trained them
         if masks:
             apply_masks(model, masks)
-    return FlowResult(to_cpu(optimizer.state_dict()), time.perf_counter() - began, curve, device_name(device))
+    return TrainingResult(to_cpu(optimizer.state_dict()), time.perf_counter() - began, curve, device_name(device))

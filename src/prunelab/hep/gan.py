@@ -288,22 +288,30 @@ class ShowerTensors:
 
 
 @dataclass
-class GANResult:
+class TrainingResult:
+    """What a generator's training loop returns (the GAN's and the flow's)."""
+
     optimizer_state: dict
     seconds: float
     curve: list = field(default_factory=list)
     device: str = "cpu"
 
 
+def ordered_parameters(named, order: Sequence[str] | None) -> list:
+    """The parameters of ``named`` ((name, parameter) pairs) in ``order`` (names; a pruned tensor's
+    ``_orig`` counts as its name), or as given when ``order`` is None."""
+    named = list(named)
+    if order is not None:
+        position = {name: i for i, name in enumerate(order)}
+        named.sort(key=lambda item: position.get(item[0].removesuffix("_orig"), len(position)))
+    return [p for _, p in named]
+
+
 def make_optimizer(model: CaloGAN, config: GANConfig, order: Sequence[str] | None = None) -> torch.optim.Adam:
     """Adam over the generator's parameters, then the critic's, each in ``order`` (parameter names of
     the model; default: the order the modules hold them in now)."""
     def params(part: str) -> list:
-        named = list(getattr(model, part).named_parameters(prefix=part))
-        if order is not None:
-            position = {name: i for i, name in enumerate(order)}
-            named.sort(key=lambda item: position.get(item[0].removesuffix("_orig"), len(position)))
-        return [p for _, p in named]
+        return ordered_parameters(getattr(model, part).named_parameters(prefix=part), order)
 
     return torch.optim.Adam([{"params": params("generator"), "lr": config.lr_generator},
                              {"params": params("critic"), "lr": config.lr_critic}],
@@ -318,7 +326,7 @@ def _noise(rows: int, latent: int, rng: torch.Generator, device: torch.device) -
 
 def train_gan(model: CaloGAN, data: ShowerTensors, config: GANConfig, *, seed: int, start: int, stop: int,
               optimizer_state: dict | None = None, progress_label: str | None = None,
-              parameter_order: Sequence[str] | None = None) -> GANResult:
+              parameter_order: Sequence[str] | None = None) -> TrainingResult:
     """Train from iteration ``start`` to ``stop``. Batches and noise are pure functions of (seed,
     iteration), so 0 → k → n equals 0 → n bit for bit. A pruned generator stays pruned: its masks are
     made permanent while training and pruned entries are zeroed after every generator step.
@@ -392,4 +400,4 @@ def train_gan(model: CaloGAN, data: ShowerTensors, config: GANConfig, *, seed: i
             model.to("cpu")  # stored tensors are CPU tensors, whatever trained them
         if masks:
             apply_masks(model, masks)
-    return GANResult(to_cpu(optimizer.state_dict()), time.perf_counter() - began, curve, device_name(device))
+    return TrainingResult(to_cpu(optimizer.state_dict()), time.perf_counter() - began, curve, device_name(device))
