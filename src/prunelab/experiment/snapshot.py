@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..caches import CACHES
+from ..errors import PrunelabError
 from ..pruning.masks import Masks, apply_masks, get_masks
 
 
@@ -72,7 +73,13 @@ class Snapshot:
         ``attach_masks=False``, without them: for a caller that applies ``masks`` its own way)."""
         module, loaded = _fresh_module(self.spec, self.weights)
         if not loaded:
-            missing, unexpected = module.load_state_dict(self.weights, strict=False)
+            try:
+                missing, unexpected = module.load_state_dict(self.weights, strict=False)
+            except RuntimeError as error:  # a shape that differs: the model's code changed since the state was stored
+                detail = next((line.strip() for line in str(error).splitlines() if "size mismatch" in line), str(error))
+                raise PrunelabError(f"the stored weights do not fit model {self.spec.model!r} with options "
+                                    f"{dict(self.spec.options)} as this prunelab builds it ({detail}); the state was "
+                                    "stored by a version whose model differs: train it again in a new store") from None
             if missing or unexpected:
                 raise ValueError(f"weights do not fit {self.spec.model}: missing {missing[:3]}, unexpected {unexpected[:3]}")
         if self.masks and attach_masks:
