@@ -14,7 +14,7 @@ from prunelab.errors import PrunelabError
 from prunelab.hep.flow import CUT, ZERO_ZONE, CaloFlow, ConditionalFlow, FlowConfig, train_flow
 from prunelab.hep.generation import sample
 from prunelab.hep.simulator import simulate
-from prunelab.hep.tasks import CELL_FEATURES
+from prunelab.hep.tasks import CELL_COUNTS, CELL_FEATURES
 
 TINY = {"hidden": 16, "blocks": 2, "bins": 4, "energy_hidden": 8, "energy_blocks": 2}
 
@@ -91,9 +91,11 @@ def _tensors(showers):
     return ShowerTensors.of(showers)
 
 
-def test_shower_coordinates_round_trip_with_empty_cells_layers_and_overflow():
+@pytest.mark.parametrize("hit_counts", [True, False])
+def test_shower_coordinates_round_trip_with_empty_cells_layers_and_overflow(hit_counts):
     data = _tensors(_showers())
-    flow = CaloFlow(**TINY)
+    flow = CaloFlow(**TINY, hit_counts=hit_counts)
+    assert flow.energy_coordinates == (9 if hit_counts else 6)
     flow.fit_scaling(data.cells, data.overflow, data.energy, seed=0)
     from prunelab.hep.generation import noise_generator
 
@@ -107,6 +109,60 @@ def test_shower_coordinates_round_trip_with_empty_cells_layers_and_overflow():
     empty = data.cells == 0
     assert raw[empty].min() >= ZERO_ZONE[0] - 1e-5 and raw[empty].max() <= ZERO_ZONE[1] + 1e-5 < CUT
     assert raw[~empty].min() > CUT
+
+
+def test_standardised_training_values_lie_inside_the_splines_and_generation_stays_in_their_range():
+    """A rarely hit cell (most of layer 2) has a small spread: standardised by it alone, its hits would
+    lie beyond the splines' ±5, where a coupling is the identity. Generated coordinates far out in the
+    Gaussian tail are clipped to the training showers' range."""
+    from prunelab.hep.generation import noise_generator
+
+    data = _tensors(_showers())
+    flow = CaloFlow(**TINY)
+    flow.fit_scaling(data.cells, data.overflow, data.energy, seed=0)
+    energy, voxels = flow.coordinates(data.cells, data.overflow, data.energy, noise_generator(0, 3, 0))
+    rare = (data.cells > 0).float().mean(0)
+    assert ((rare > 0) & (rare < 0.02)).any()  # cells hit in under 2 % of the showers are there
+    assert energy.abs().max() <= 4 + 1e-4 and voxels.abs().max() <= 4 + 1e-4
+    raw_energy, raw_voxels = flow.raw_coordinates(data.cells, data.overflow, data.energy, noise_generator(0, 3, 0))
+    assert torch.equal(flow.voxel_high, raw_voxels.max(0).values)
+    far = torch.full((len(data), flow.energy_coordinates), 50.0)
+    cells, overflow = flow.decode(far, torch.full((len(data), 504), 50.0), data.energy)
+    layer_2 = cells[:, sum(CELL_COUNTS[:2]):].sum(1)
+    assert layer_2.max() <= math.exp(raw_energy[:, 2].max()) * (1 + 1e-5)
+    assert (overflow <= torch.exp(raw_energy[:, -3:].max(0).values) * (1 + 1e-5)).all()
+    assert (cells.sum(1) <= 1000 * data.energy * math.exp(raw_energy[:, 0].max()) * (1 + 1e-5)).all()
+
+
+def test_decoding_keeps_each_layers_drawn_count_of_largest_cells():
+    """Against a brute force: for a count n drawn for a layer, the kept cells are the n largest
+    generated values of that layer, whatever the cut, and the layer holds its drawn energy."""
+    flow = CaloFlow(**TINY)
+    g = torch.Generator().manual_seed(4)
+    n = 64
+    counts = torch.stack([torch.randint(0, size + 1, (n,), generator=g) for size in CELL_COUNTS], 1)
+    counts[:3] = torch.tensor(CELL_COUNTS)  # a full layer
+    counts[3:6] = 0  # a layer given energy but no count: its likeliest cell, as without counts
+    log_cells = torch.randn(n, sum(CELL_COUNTS), generator=g) * 2
+    raw = torch.zeros(n, 9)
+    raw[:, 0] = math.log(0.9)  # 90 % of 10 GeV deposited
+    raw[:, 2] = math.log(5.0)  # 5 MeV in layer 2
+    sizes = torch.tensor(CELL_COUNTS, dtype=torch.float32)
+    raw[:, 3:6] = torch.logit((counts + 0.5) / (sizes + 1))
+    raw[:, 6:] = ZERO_ZONE[0]  # no overflow
+    cells, overflow = flow.decode((raw - flow.energy_shift) / flow.energy_scale,
+                                  (log_cells - flow.voxel_shift) / flow.voxel_scale, torch.full((n,), 10.0))
+    assert not overflow.any()
+    start = 0
+    for layer, size in enumerate(CELL_COUNTS):
+        part, logs = cells[:, start:start + size], log_cells[:, start:start + size]
+        for row in range(n):
+            want = max(int(counts[row, layer]), 1)
+            largest = set(sorted(range(size), key=lambda j: -float(logs[row, j]))[:want])
+            assert set(torch.nonzero(part[row]).flatten().tolist()) == largest
+        start += size
+    assert torch.allclose(cells[:, sum(CELL_COUNTS[:2]):].sum(1), torch.full((n,), 5.0))
+    assert torch.allclose(cells.sum(1), torch.full((n,), 9000.0))
 
 
 def test_generated_showers_are_physical_and_reproducible():
@@ -135,6 +191,8 @@ def test_caloflow_refuses_ordinary_training_and_an_unfitted_density():
 
     with pytest.raises(PrunelabError, match="bins"):
         caloflow((CELL_FEATURES,), 1, bins=1)
+    with pytest.raises(PrunelabError, match="hit_counts must be true or false, got 1"):
+        caloflow((CELL_FEATURES,), 1, hit_counts=1)
 
 
 def test_flow_training_is_deterministic_and_checkpoints_equal_one_run(tmp_path):
@@ -240,6 +298,16 @@ def test_a_study_spec_names_one_training_section(tmp_path, text, message):
     (tmp_path / "s.toml").write_text(body + text + flow)
     with pytest.raises(PrunelabError, match=message):
         load_gan_spec(tmp_path / "s.toml")
+
+
+def test_a_study_spec_switches_the_cell_counts_off(tmp_path):
+    from prunelab.experiment.snapshot import ModelSpec
+    from prunelab.hep.gan_study import load_gan_spec
+
+    (tmp_path / "s.toml").write_text(SPEC.replace("energy_blocks = 2\n", "energy_blocks = 2\nhit_counts = false\n"))
+    spec = load_gan_spec(tmp_path / "s.toml")
+    assert spec.model["hit_counts"] is False
+    assert ModelSpec("caloflow", (CELL_FEATURES,), 1, options=tuple(spec.model.items())).build().energy_coordinates == 6
 
 
 def test_a_flow_finetune_section_is_read_with_the_flows_keys(tmp_path):

@@ -2,21 +2,29 @@
 
 Two flows, as CaloFlow has them:
 
-* the **energy flow** learns how the deposit splits, conditioned on the incident energy: six
+* the **energy flow** learns how the deposit splits, conditioned on the incident energy: nine
   numbers per shower — ``log(E_sum / E_inc)`` (E_sum: the three layers), the logit of layer 0's
-  share of layers 0+1, ``log E_2`` and the log of each layer's overflow. Writing the total as its
-  own coordinate makes the calorimeter's 1 % response a one-dimensional density instead of a
-  thin ridge between two layer energies;
+  share of layers 0+1, ``log E_2``, the number of filled cells of each layer and the log of each
+  layer's overflow. Writing the total as its own coordinate makes the calorimeter's 1 % response a
+  one-dimensional density instead of a thin ridge between two layer energies;
 * the **voxel flow** learns the 504 cells as ``log(E/MeV)``, conditioned on the incident energy
-  and the energy flow's first three coordinates. The generated cells of each layer are then
-  rescaled to the layer energy the energy flow drew, so the layer energies, their sum and the
-  response come from the energy flow exactly (CaloFlow normalises the same way).
+  and the energy flow's layer energies and cell counts. Of the generated cells of each layer the
+  ``n`` largest are kept, ``n`` the count the energy flow drew, and rescaled to the layer energy it
+  drew: the layer energies, their sum, the response and the occupancy come from the energy flow
+  exactly (CaloFlow normalises the energies the same way).
+
+**Why the counts.** Without them (``hit_counts=False``) a cell is filled when the voxel flow puts
+it above :data:`CUT`, so each layer's occupancy is a sum of 100-300 soft decisions. Its mean came
+out right but its spread and its rise with the incident energy did not, and the CaloChallenge's
+high-level classifier told the showers apart by their sparsity (docs/hep.md). A count per layer
+is one coordinate of a 9-dimensional density, which a small flow learns to the statistical floor.
 
 Empty cells (and an empty layer 2 or overflow) are **dequantised**: while training, each zero is
 drawn uniformly in ``log(E/MeV) ∈`` :data:`ZERO_ZONE`, below every deposit the simulator makes
-(its smallest cell is about 1 MeV, log ≈ 0); a generated value below :data:`CUT` is empty. The
-flow therefore learns the occupancy, which a three-layer detector's sparsity depends on, as a
-density like any other.
+(its smallest cell is about 1 MeV, log ≈ 0); a generated energy coordinate below :data:`CUT` is
+empty. A cell count ``n`` of a layer with ``N`` cells is dequantised as ``logit((n + u)/(N + 1))``,
+``u`` uniform in :data:`COUNT_JITTER` (inside the unit interval, so decoding gives back ``n``
+exactly in float32).
 
 Both flows are stacks of **rational-quadratic spline couplings** (Durkan et al., arXiv
 1906.04032; the transform is zuko's): a fixed random half of the coordinates passes unchanged and,
@@ -25,8 +33,12 @@ and density are then one pass each (a masked autoregressive flow samples in 504 
 per 10,000 showers on a CPU), which is what CaloINN (arXiv 2312.09290) chose for the same reason.
 
 Inputs are standardised per coordinate with a mean and spread measured once on the training
-showers before the first step (:meth:`CaloFlow.fit_scaling`), kept as buffers: they travel
-with the weights in every state and pruning leaves them alone.
+showers before the first step (the spread widened where needed so that every training value
+lands inside the splines' domain) (:meth:`CaloFlow.fit_scaling`), kept as buffers: they travel
+with the weights in every state and pruning leaves them alone. The training showers' range of
+each coordinate is kept the same way, and a generated coordinate is clipped to it: a flow's
+support is unbounded, the showers' is not, and a rare draw far in the Gaussian tail (a 30 GeV
+layer 2, a 50 GeV cell at a grid's edge) otherwise lands where no shower ever was.
 """
 
 from __future__ import annotations
@@ -46,8 +58,12 @@ from .tasks import CELL_COUNTS, CELL_FEATURES
 
 ZERO_ZONE = (-3.0, -1.0)  # log(E/MeV) an empty cell is drawn in while training
 CUT = -0.5  # log(E/MeV): a generated value below it is an empty cell
-ENERGY_COORDINATES = 6
+COUNT_JITTER = (0.1, 0.9)  # a cell count n is dequantised to n + u, u uniform in here
 MAX_LOG_MEV = 13.0  # e^13 MeV ≈ 440 GeV: no deposit of a ≤ 100 GeV shower is larger
+# a standardised training value stays within ±_SPAN, inside the splines' ±bound (5), where they act: a
+# rarely hit cell's spread is small, and by its spread alone its hits would sit in the identity tails
+_SPAN = 4.0
+_UNBOUNDED = 1e4  # the range of a coordinate before it is fitted: no clipping
 _PERMUTATION_SALT = 7919  # the coupling splits are a pure function of (salt, flow, block)
 
 
@@ -129,27 +145,42 @@ class CaloFlow(nn.Module):
     FLOP counts and shape checks use; showers come from :func:`~prunelab.hep.generation.sample`,
     training from :class:`~prunelab.hep.flow_recipes.TrainFlow`."""
 
-    def __init__(self, hidden: int, blocks: int, bins: int, energy_hidden: int, energy_blocks: int):
+    def __init__(self, hidden: int, blocks: int, bins: int, energy_hidden: int, energy_blocks: int,
+                 hit_counts: bool = True):
         super().__init__()
-        self.energy_flow = ConditionalFlow(ENERGY_COORDINATES, 1, energy_hidden, bins, energy_blocks, key=1)
-        self.voxel_flow = ConditionalFlow(sum(CELL_COUNTS), 4, hidden, bins, blocks, key=2)
-        for name, size in (("energy", ENERGY_COORDINATES), ("voxel", sum(CELL_COUNTS))):
+        self.hit_counts = hit_counts
+        # energy coordinates: log total, logit share, log E_2, [a cell count per layer,] log overflow per layer;
+        # the voxel flow is conditioned on all but the overflows
+        self.energy_coordinates = 3 + (len(CELL_COUNTS) if hit_counts else 0) + len(CELL_COUNTS)
+        self.voxel_condition = self.energy_coordinates - len(CELL_COUNTS)
+        self.energy_flow = ConditionalFlow(self.energy_coordinates, 1, energy_hidden, bins, energy_blocks, key=1)
+        self.voxel_flow = ConditionalFlow(sum(CELL_COUNTS), 1 + self.voxel_condition, hidden, bins, blocks, key=2)
+        for name, size in (("energy", self.energy_coordinates), ("voxel", sum(CELL_COUNTS))):
             self.register_buffer(f"{name}_shift", torch.zeros(size))
             self.register_buffer(f"{name}_scale", torch.ones(size))
+            # the training showers' range per coordinate (before standardising): generated values are clipped to it
+            self.register_buffer(f"{name}_low", torch.full((size,), -_UNBOUNDED))
+            self.register_buffer(f"{name}_high", torch.full((size,), _UNBOUNDED))
         self.register_buffer("scaled", torch.zeros(()))
 
     # ------------------------------------------------------------------ coordinates
 
-    @staticmethod
-    def raw_coordinates(cells: torch.Tensor, overflow: torch.Tensor, energy_gev: torch.Tensor,
+    def raw_coordinates(self, cells: torch.Tensor, overflow: torch.Tensor, energy_gev: torch.Tensor,
                         rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """The energy flow's six coordinates and the voxels' log energies, before standardising."""
-        layers = torch.stack([part.sum(dim=1) for part in torch.split(cells, list(CELL_COUNTS), dim=1)], dim=1)
+        """The energy flow's coordinates and the voxels' log energies, before standardising."""
+        parts = torch.split(cells, list(CELL_COUNTS), dim=1)
+        layers = torch.stack([part.sum(dim=1) for part in parts], dim=1)
         total = layers.sum(dim=1).clamp_min(1e-30)
         share = (layers[:, 0] / (layers[:, 0] + layers[:, 1]).clamp_min(1e-30)).clamp(1e-6, 1 - 1e-6)
-        energy = torch.stack([torch.log(total / (1000.0 * energy_gev)), torch.logit(share)], dim=1)
-        energy = torch.cat([energy, _log_or_zone(torch.cat([layers[:, 2:], overflow], dim=1), rng)], dim=1)
-        return energy, _log_or_zone(cells, rng)
+        logs = _log_or_zone(torch.cat([layers[:, 2:], overflow], dim=1), rng)
+        columns = [torch.log(total / (1000.0 * energy_gev))[:, None], torch.logit(share)[:, None], logs[:, :1]]
+        if self.hit_counts:
+            filled = torch.stack([(part > 0).sum(dim=1) for part in parts], dim=1).to(cells.dtype)
+            low, high = COUNT_JITTER
+            jitter = (torch.rand(filled.shape, generator=rng) * (high - low) + low).to(cells.device)
+            columns.append(torch.logit((filled + jitter) / (cells.new_tensor(CELL_COUNTS) + 1)))
+        columns.append(logs[:, 1:])
+        return torch.cat(columns, dim=1), _log_or_zone(cells, rng)
 
     def fit_scaling(self, cells: torch.Tensor, overflow: torch.Tensor, energy_gev: torch.Tensor, seed: int) -> None:
         """Set the standardisation from training showers (once, before the first step)."""
@@ -158,8 +189,12 @@ class CaloFlow(nn.Module):
         energy, voxels = self.raw_coordinates(cells, overflow, energy_gev, noise_generator(seed, 3, 0))
         with torch.no_grad():
             for name, values in (("energy", energy), ("voxel", voxels)):
-                getattr(self, f"{name}_shift").copy_(values.mean(dim=0))
-                getattr(self, f"{name}_scale").copy_(values.std(dim=0).clamp_min(1e-3))
+                mean = values.mean(dim=0)
+                reach = (values - mean).abs().max(dim=0).values / _SPAN
+                getattr(self, f"{name}_shift").copy_(mean)
+                getattr(self, f"{name}_scale").copy_(torch.maximum(values.std(dim=0), reach).clamp_min(1e-3))
+                getattr(self, f"{name}_low").copy_(values.min(dim=0).values)
+                getattr(self, f"{name}_high").copy_(values.max(dim=0).values)
             self.scaled.fill_(1.0)
 
     def coordinates(self, cells, overflow, energy_gev, rng):
@@ -175,26 +210,28 @@ class CaloFlow(nn.Module):
         c = condition(energy_gev)
         energy, voxels = self.coordinates(cells, overflow, energy_gev, rng)
         return (self.energy_flow.log_prob(energy, c),
-                self.voxel_flow.log_prob(voxels, torch.cat([c, energy[:, :3]], dim=1)))
+                self.voxel_flow.log_prob(voxels, torch.cat([c, energy[:, :self.voxel_condition]], dim=1)))
 
     # ------------------------------------------------------------------ generation
 
     def _showers(self, energy_gev: torch.Tensor, energy_noise: torch.Tensor, voxel_noise: torch.Tensor):
         c = condition(energy_gev)
         energy = self.energy_flow.sample(c, energy_noise)
-        voxels = self.voxel_flow.sample(torch.cat([c, energy[:, :3]], dim=1), voxel_noise)
+        voxels = self.voxel_flow.sample(torch.cat([c, energy[:, :self.voxel_condition]], dim=1), voxel_noise)
         return self.decode(energy, voxels, energy_gev)
 
     def decode(self, energy: torch.Tensor, voxels: torch.Tensor, energy_gev: torch.Tensor):
         """Standardised coordinates → (cells (N, 504), overflow (N, 3)) in MeV: the inverse of
         :meth:`coordinates`, empty values included."""
-        raw = energy * self.energy_scale + self.energy_shift
+        raw = torch.maximum(torch.minimum(energy * self.energy_scale + self.energy_shift, self.energy_high),
+                            self.energy_low)
         total = torch.exp(raw[:, 0].clamp(max=1.0)) * 1000.0 * energy_gev
         last = torch.minimum(_from_log(raw[:, 2]), 0.5 * total)  # layer 2 holds ~0.1 % of an e+ shower
         first = (total - last) * torch.sigmoid(raw[:, 1])
         layer_energy = torch.stack([first, total - last - first, last], dim=1)
-        log_cells = voxels * self.voxel_scale + self.voxel_shift
-        cells = _from_log(log_cells)
+        log_cells = torch.maximum(torch.minimum(voxels * self.voxel_scale + self.voxel_shift, self.voxel_high),
+                                  self.voxel_low)
+        cells = self._kept_cells(log_cells, raw[:, 3:3 + len(CELL_COUNTS)]) if self.hit_counts else _from_log(log_cells)
         layers = []
         for i, (part, logs) in enumerate(zip(torch.split(cells, list(CELL_COUNTS), dim=1),
                                              torch.split(log_cells, list(CELL_COUNTS), dim=1))):
@@ -202,12 +239,25 @@ class CaloFlow(nn.Module):
             largest = torch.zeros_like(part).scatter_(1, logs.argmax(dim=1, keepdim=True), 1.0)
             part = torch.where(part.sum(dim=1, keepdim=True) > 0, part, largest)
             layers.append(part * (layer_energy[:, i:i + 1] / part.sum(dim=1, keepdim=True)))
-        return torch.cat(layers, dim=1), _from_log(raw[:, 3:])
+        return torch.cat(layers, dim=1), _from_log(raw[:, -len(CELL_COUNTS):])
+
+    @staticmethod
+    def _kept_cells(log_cells: torch.Tensor, count_coordinates: torch.Tensor) -> torch.Tensor:
+        """Energies (MeV) of each layer's ``n`` largest cells, the rest 0; ``n`` decoded from the count
+        coordinates (the inverse of their dequantisation)."""
+        sizes = log_cells.new_tensor(CELL_COUNTS)
+        counts = torch.minimum(torch.floor(torch.sigmoid(count_coordinates) * (sizes + 1)), sizes)
+        kept = []
+        for i, logs in enumerate(torch.split(log_cells, list(CELL_COUNTS), dim=1)):
+            rank = logs.argsort(dim=1, descending=True).argsort(dim=1)  # 0 for the largest cell
+            kept.append(rank < counts[:, i:i + 1])
+        return torch.where(torch.cat(kept, dim=1), torch.exp(log_cells.clamp(max=MAX_LOG_MEV)),
+                           torch.zeros_like(log_cells))
 
     def generate(self, energy_gev: torch.Tensor, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(cells (N, 504), overflow (N, 3)) in MeV, noise drawn from ``rng`` (:mod:`.generation`)."""
         n = len(energy_gev)
-        energy_noise = torch.randn(n, ENERGY_COORDINATES, generator=rng)
+        energy_noise = torch.randn(n, self.energy_coordinates, generator=rng)
         voxel_noise = torch.randn(n, sum(CELL_COUNTS), generator=rng)
         device = self.energy_shift.device
         cells, overflow = self._showers(energy_gev.to(device), energy_noise.to(device), voxel_noise.to(device))
@@ -219,7 +269,7 @@ class CaloFlow(nn.Module):
                                 "train` with a [flow] section (recipe TrainFlow), not a classifier or "
                                 "regression training")
         energy = x[:, 0].clamp(*ENERGY_RANGE_GEV)
-        cells, overflow = self._showers(energy, x.new_zeros(len(x), ENERGY_COORDINATES),
+        cells, overflow = self._showers(energy, x.new_zeros(len(x), self.energy_coordinates),
                                         x.new_zeros(len(x), sum(CELL_COUNTS)))
         return (cells.sum(dim=1, keepdim=True) + overflow.sum(dim=1, keepdim=True)) / 1000.0
 
@@ -227,7 +277,7 @@ class CaloFlow(nn.Module):
 @register("caloflow", "conditional normalizing flow of showers (energy flow + voxel flow, spline couplings) "
           "for calo_showers_*", "default", input_shape=(CELL_FEATURES,))
 def caloflow(input_shape, num_classes, hidden: int = 128, blocks: int = 8, bins: int = 8, energy_hidden: int = 64,
-             energy_blocks: int = 6) -> nn.Module:
+             energy_blocks: int = 6, hit_counts: bool = True) -> nn.Module:
     if tuple(input_shape) != (CELL_FEATURES,):
         raise PrunelabError(f"model 'caloflow' is trained on calorimeter showers (datasets calo_showers_eplus, "
                             f"calo_showers_gamma, calo_showers_piplus); got inputs of shape {tuple(input_shape)}")
@@ -242,7 +292,9 @@ def caloflow(input_shape, num_classes, hidden: int = 128, blocks: int = 8, bins:
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= limits[name]:
             raise PrunelabError(f"model 'caloflow': option {name} must be an integer in {low}…{limits[name]}, "
                                 f"got {value!r}")
-    return CaloFlow(**values)
+    if not isinstance(hit_counts, bool):
+        raise PrunelabError(f"model 'caloflow': option hit_counts must be true or false, got {hit_counts!r}")
+    return CaloFlow(**values, hit_counts=hit_counts)
 
 
 # --------------------------------------------------------------------------- training

@@ -96,7 +96,7 @@ class GANStudySpec(BaseModel):
     dataset: str = "calo_showers_eplus"
     seeds: tuple[int, ...] = (0,)
     checkpoint_every: int | None = Field(None, gt=0)
-    model: dict[str, int] = Field(default_factory=dict)
+    model: dict[str, bool | int]  # a model option is a size or a switch = Field(default_factory=dict)
     gan: GANConfig | None = None
     flow: FlowConfig | None = None
     pruning: GANPruning | None = None
