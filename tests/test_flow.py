@@ -16,6 +16,8 @@ from prunelab.hep.generation import sample
 from prunelab.hep.simulator import simulate
 from prunelab.hep.tasks import CELL_COUNTS, CELL_FEATURES
 
+from .flow_helpers import tiny_flow_spec
+
 TINY = {"hidden": 16, "blocks": 2, "bins": 4, "energy_hidden": 8, "energy_blocks": 2}
 
 
@@ -231,31 +233,7 @@ def test_flow_config_reads_the_device_like_classifier_training():
             train_flow(CaloFlow(**TINY), data, FlowConfig(iterations=1, device="cuda"), seed=0, start=0, stop=1)
 
 
-SPEC = """
-name = "tinyflow"
-dataset = "calo_showers_eplus"
-seeds = [0]
-checkpoint_every = 4
-[model]
-hidden = 16
-blocks = 2
-bins = 4
-energy_hidden = 8
-energy_blocks = 2
-[flow]
-iterations = 8
-batch_size = 32
-evaluate_showers = 300
-[pruning]
-rounds = 1
-amount = 0.5
-one_shot = [0.75]
-[pruning.finetune]
-iterations = 3
-batch_size = 32
-learning_rate = 3e-4
-evaluate_showers = 300
-"""
+SPEC = tiny_flow_spec()
 
 
 def test_a_flow_study_prunes_every_layer_and_keeps_pruned_weights_at_zero(tmp_path):

@@ -21,6 +21,8 @@ from prunelab.hep.generator_score_study import (FIDELITY_PROBE, ScoreSettings, a
 from prunelab.hep.generator_scores import generation_timing, parameter_counts, score_model, simulator_generator
 from prunelab.hep.simulator import simulate
 
+from .flow_helpers import tiny_flow_spec
+
 # small and quick, yet able to learn a planted 10 % layer scale from 1,200 training showers
 FAST = ClassifierSettings(hidden=(32,), epochs=10, batch_size=100, learning_rate=1e-3, patience=3, bootstrap=200)
 # the cheapest settings the evaluation accepts: for tests of plumbing, not of numbers
@@ -319,31 +321,7 @@ def test_calo_score_errors_are_one_line(gan_store, tmp_path):
     assert isinstance(r.exception, PrunelabError) and "not a prunelab store" in str(r.exception)
 
 
-FLOW_SPEC = """
-name = "tinyflow"
-dataset = "calo_showers_eplus"
-seeds = [0]
-[model]
-hidden = 16
-blocks = 2
-bins = 4
-energy_hidden = 8
-energy_blocks = 2
-[flow]
-iterations = 8
-batch_size = 32
-evaluate_showers = 0
-[pruning]
-rounds = 1
-amount = 0.5
-one_shot = [0.75]
-dense_control = false
-[pruning.finetune]
-iterations = 3
-batch_size = 32
-learning_rate = 3e-4
-evaluate_showers = 0
-"""
+FLOW_SPEC = tiny_flow_spec(evaluate_showers=0, checkpoint_every=None, dense_control=False)
 
 
 def test_a_flow_study_is_scored_the_same_way(tmp_path):
