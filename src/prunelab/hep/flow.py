@@ -14,7 +14,7 @@ Two flows, as CaloFlow has them:
   exactly (CaloFlow normalises the energies the same way).
 
 **Why the counts.** Without them (``hit_counts=False``) a cell is filled when the voxel flow puts
-it above :data:`CUT`, so each layer's occupancy is a sum of 100-300 soft decisions. Its mean came
+it above :data:`CUT`, so each layer's occupancy is a sum of 72-288 soft decisions. Its mean came
 out right but its spread and its rise with the incident energy did not, and the CaloChallenge's
 high-level classifier told the showers apart by their sparsity (docs/hep.md). A count per layer
 is one coordinate of a 9-dimensional density, which a small flow learns to the statistical floor.
@@ -33,12 +33,12 @@ and density are then one pass each (a masked autoregressive flow samples in 504 
 per 10,000 showers on a CPU), which is what CaloINN (arXiv 2312.09290) chose for the same reason.
 
 Inputs are standardised per coordinate with a mean and spread measured once on the training
-showers before the first step (the spread widened where needed so that every training value
-lands inside the splines' domain) (:meth:`CaloFlow.fit_scaling`), kept as buffers: they travel
+showers before the first step (:meth:`CaloFlow.fit_scaling`; the spread is widened where needed
+so that every training value lands inside the splines' domain), kept as buffers: they travel
 with the weights in every state and pruning leaves them alone. The training showers' range of
 each coordinate is kept the same way, and a generated coordinate is clipped to it: a flow's
-support is unbounded, the showers' is not, and a rare draw far in the Gaussian tail (a 30 GeV
-layer 2, a 50 GeV cell at a grid's edge) otherwise lands where no shower ever was.
+support is unbounded, the showers' is not, and a rare draw far in the Gaussian tail otherwise
+lands where no shower ever was (docs/hep.md, "A shower flow").
 """
 
 from __future__ import annotations
@@ -223,14 +223,12 @@ class CaloFlow(nn.Module):
     def decode(self, energy: torch.Tensor, voxels: torch.Tensor, energy_gev: torch.Tensor):
         """Standardised coordinates → (cells (N, 504), overflow (N, 3)) in MeV: the inverse of
         :meth:`coordinates`, empty values included."""
-        raw = torch.maximum(torch.minimum(energy * self.energy_scale + self.energy_shift, self.energy_high),
-                            self.energy_low)
+        raw = (energy * self.energy_scale + self.energy_shift).clamp(self.energy_low, self.energy_high)
         total = torch.exp(raw[:, 0].clamp(max=1.0)) * 1000.0 * energy_gev
         last = torch.minimum(_from_log(raw[:, 2]), 0.5 * total)  # layer 2 holds ~0.1 % of an e+ shower
         first = (total - last) * torch.sigmoid(raw[:, 1])
         layer_energy = torch.stack([first, total - last - first, last], dim=1)
-        log_cells = torch.maximum(torch.minimum(voxels * self.voxel_scale + self.voxel_shift, self.voxel_high),
-                                  self.voxel_low)
+        log_cells = (voxels * self.voxel_scale + self.voxel_shift).clamp(self.voxel_low, self.voxel_high)
         cells = self._kept_cells(log_cells, raw[:, 3:3 + len(CELL_COUNTS)]) if self.hit_counts else _from_log(log_cells)
         layers = []
         for i, (part, logs) in enumerate(zip(torch.split(cells, list(CELL_COUNTS), dim=1),
